@@ -1,0 +1,11 @@
+"""diffsim: visual similarity from the attention layers of pretrained diffusion models."""
+from ._version import __version__
+from .backbones import DEFAULT_MODEL, StableDiffusionBackbone
+from .errors import (ConfigError, DiffSimError, ImageError, LayerError, ModelNotFoundError, TimestepError)
+from .features import Features
+from .metrics import DiffSim, Metric
+
+__all__ = [
+    "DEFAULT_MODEL", "ConfigError", "DiffSim", "DiffSimError", "Features", "ImageError", "LayerError", "Metric",
+    "ModelNotFoundError", "StableDiffusionBackbone", "TimestepError", "__version__",
+]

@@ -1,0 +1,241 @@
+"""Load the parts of a Stable Diffusion pipeline that DiffSim needs, with actionable errors.
+
+``model`` may be a Hugging Face Hub id (cached under ``HF_HOME``; ``HF_HUB_OFFLINE=1`` honoured), a
+local diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), or a
+single ``.safetensors`` / ``.ckpt`` checkpoint. The safety checker and the VAE decoder are never
+loaded or kept: DiffSim only encodes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class SDComponents:
+    """The modules DiffSim-S runs: VAE encoder, U-Net, text encoder, tokenizer, noise scheduler."""
+
+    vae: Any
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    source: str
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence the per-shard 'Loading weights' bars of diffusers and transformers (downloads still show)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    d_on, t_on = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"(huggingface_hub|diffusers|transformers)")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        if d_on:
+            dlog.enable_progress_bar()
+        if t_on:
+            tlog.enable_progress_bar()
+
+
+def _fix_hint(model: str) -> str:
+    offline = _offline()
+    from huggingface_hub import constants
+
+    where = f"cache {constants.HF_HUB_CACHE}" + (" with HF_HUB_OFFLINE=1" if offline else "")
+    return (f"(looked in the Hugging Face {where}). To fix: download it once while online "
+            f"(`hf download {model}`), or pass a local diffusers folder or a single .safetensors/.ckpt file "
+            f"with --model PATH" + ("; or unset HF_HUB_OFFLINE to allow downloads" if offline else ""))
+
+
+def classify(model: str | os.PathLike) -> str:
+    """'file', 'folder' or 'hub'; raises :class:`ModelNotFoundError` for a local path that does not exist."""
+    text = str(model)
+    p = Path(text).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelNotFoundError(f"model file {p} is not a checkpoint: expected one of {', '.join(SINGLE_FILE_SUFFIXES)}")
+        return "file"
+    if p.is_dir():
+        return "folder"
+    looks_local = (text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES)
+                   or text.count("/") > 1 or "\\" in text)
+    if looks_local:
+        raise ModelNotFoundError(f"model path {text} does not exist: expected a diffusers folder "
+                                 f"({'/, '.join(SUBFOLDERS)}/) or a single .safetensors/.ckpt file")
+    return "hub"
+
+
+def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
+    missing = [s for s in needed if not (path / s).is_dir()]
+    if missing:
+        present = sorted(x.name for x in path.iterdir())[:12]
+        raise ModelNotFoundError(
+            f"{path} is not a Stable Diffusion diffusers folder: missing {', '.join(m + '/' for m in missing)} "
+            f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}")
+
+
+def _load_scheduler(model: str, **kw: Any) -> Any:
+    import diffusers
+
+    cfg = diffusers.DDPMScheduler.load_config(model, subfolder="scheduler", **kw)
+    cls = getattr(diffusers, cfg.get("_class_name", ""), None)
+    if cls is None:
+        raise ModelNotFoundError(f"unknown scheduler class {cfg.get('_class_name')!r} in {model}/scheduler")
+    return cls.from_config(cfg)
+
+
+def _from_parts(model: str, dtype: torch.dtype, revision: str | None, variant: str | None,
+                local_only: bool) -> SDComponents:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw: dict[str, Any] = {"revision": revision} if revision else {}
+    if local_only:
+        kw["local_files_only"] = True
+    wkw = dict(kw, torch_dtype=dtype, variant=variant)
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **wkw)
+    vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **wkw)
+    text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **wkw)
+    tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **kw)
+    scheduler = _load_scheduler(model, **kw)
+    return SDComponents(vae, unet, text_encoder, tokenizer, scheduler, model)
+
+
+def _from_hub(model: str, dtype: torch.dtype, revision: str | None, variant: str | None) -> SDComponents:
+    """Cache first (no network round trip when the model is already downloaded), then the Hub."""
+    try:
+        return _from_parts(model, dtype, revision, variant, local_only=True)
+    except Exception as exc:
+        if _offline():
+            raise
+        logger.info("%s is not fully cached (%s); downloading", model, _first_line(exc))
+    return _from_parts(model, dtype, revision, variant, local_only=False)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        name = type(seen).__name__
+        if any(w in name for w in ("Connect", "Timeout", "Network")) or "Name or service not known" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _from_single_file(path: Path, dtype: torch.dtype, config: str | None) -> SDComponents:
+    from diffusers import StableDiffusionPipeline
+
+    kw: dict[str, Any] = {"torch_dtype": dtype, "load_safety_checker": False}
+    if config:
+        kw["config"] = config
+    pipe = StableDiffusionPipeline.from_single_file(str(path), **kw)
+    return SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, str(path))
+
+
+def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu", revision: str | None = None,
+                    variant: str | None = None, single_file_config: str | None = None) -> SDComponents:
+    """Load VAE (encoder only), U-Net, text encoder, tokenizer and scheduler, in eval mode on ``device``."""
+    kind = classify(model)
+    text = str(Path(str(model)).expanduser()) if kind != "hub" else str(model)
+    try:
+        with quiet_loading():
+            if kind == "file":
+                parts = _from_single_file(Path(text), dtype, single_file_config)
+            elif kind == "folder":
+                _check_folder(Path(text))
+                parts = _from_parts(text, dtype, revision, variant, local_only=True)
+            else:
+                parts = _from_hub(text, dtype, revision, variant)
+    except ModelNotFoundError:
+        raise
+    except Exception as exc:  # the libraries raise OSError, ValueError, HTTP errors, ...
+        first = _first_line(exc)
+        if kind == "hub":
+            if _offline():
+                how = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
+            else:
+                cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
+                how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
+            raise ModelNotFoundError(f"could not load model {text!r}: {how}: {first} {_fix_hint(text)}") from exc
+        if kind == "file":
+            raise ModelNotFoundError(
+                f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "
+                "config: have it in the HF cache, or pass single_file_config=<local diffusers folder>") from exc
+        raise ModelNotFoundError(f"could not load the diffusers folder {text}: {first}") from exc
+    return _prepare(parts, dtype, device)
+
+
+def _prepare(parts: SDComponents, dtype: torch.dtype, device: torch.device | str) -> SDComponents:
+    vae = parts.vae
+    vae.decoder = None  # never decode: saves memory
+    if hasattr(vae, "post_quant_conv"):
+        vae.post_quant_conv = None
+    for m in (vae, parts.unet, parts.text_encoder):
+        if next(m.parameters()).dtype != dtype:
+            m.to(dtype=dtype)
+        m.to(device=device).eval().requires_grad_(False)
+    return parts
+
+
+def load_unet_skeleton(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None) -> tuple[Any, int]:
+    """The U-Net built from its config on the meta device (no weights), and the VAE downscale factor."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    kind = classify(model)
+    if kind == "file":
+        parts = _from_single_file(Path(str(model)).expanduser(), torch.float32, None)
+        return parts.unet, 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    text = str(Path(str(model)).expanduser()) if kind == "folder" else str(model)
+    kw: dict[str, Any] = {"revision": revision} if revision else {}
+    if kind == "folder":
+        _check_folder(Path(text), ("unet",))
+        kw["local_files_only"] = True
+    try:
+        cfg = UNet2DConditionModel.load_config(text, subfolder="unet", **kw)
+        try:
+            vcfg = AutoencoderKL.load_config(text, subfolder="vae", **kw)
+            factor = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
+        except Exception:
+            factor = 8
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"could not read the U-Net config of {text!r}: {first} {_fix_hint(text)}") from exc
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(cfg)
+    return unet, factor

@@ -1,0 +1,100 @@
+"""Feature cache: per image and config, in memory (LRU, bounded in bytes) and optionally on disk.
+
+Keys are ``(config_key, image_key)``: the hash of the metric's full config and the hash of the
+preprocessed pixels. On disk each entry is ``DIR/<config_key>/<image_key>.safetensors``; an entry
+that cannot be read is reported with a warning, recomputed and rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+from .features import Features
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BYTES = 2 * 1024**3
+
+
+def config_key(config: Mapping[str, object]) -> str:
+    """Stable short hash of a JSON-able config mapping."""
+    blob = json.dumps(dict(config), sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=10).hexdigest()
+
+
+class FeatureCache:
+    """Memory LRU (at most ``max_bytes``) in front of an optional safetensors directory."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMORY_BYTES, directory: str | os.PathLike | None = None) -> None:
+        self.max_bytes = int(max_bytes)
+        self.directory = Path(directory) if directory is not None else None
+        self._mem: OrderedDict[tuple[str, str], Features] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def clear(self) -> None:
+        """Empty the memory cache (the disk cache is left alone)."""
+        self._mem.clear()
+        self._bytes = 0
+
+    def _path(self, key: tuple[str, str]) -> Path:
+        assert self.directory is not None
+        return self.directory / key[0] / f"{key[1]}.safetensors"
+
+    def get(self, key: tuple[str, str]) -> Features | None:
+        """The cached one-image features, or None."""
+        feats = self._mem.get(key)
+        if feats is not None:
+            self._mem.move_to_end(key)
+            self.hits += 1
+            return feats
+        if self.directory is not None:
+            path = self._path(key)
+            if path.exists():
+                try:
+                    feats = Features.load(path)
+                except Exception as exc:  # any corruption: recompute
+                    logger.warning("ignoring corrupt cache entry %s (%s); it will be recomputed", path, exc)
+                else:
+                    self.hits += 1
+                    self._remember(key, feats)
+                    return feats
+        self.misses += 1
+        return None
+
+    def put(self, key: tuple[str, str], feats: Features) -> None:
+        """Store one image's features in memory and, if configured, on disk (atomically)."""
+        self._remember(key, feats)
+        if self.directory is not None:
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            os.close(fd)
+            try:
+                feats.save(tmp)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    def _remember(self, key: tuple[str, str], feats: Features) -> None:
+        if self.max_bytes <= 0 or feats.nbytes > self.max_bytes:
+            return
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        self._mem[key] = feats
+        self._bytes += feats.nbytes
+        while self._bytes > self.max_bytes and self._mem:
+            _, dropped = self._mem.popitem(last=False)
+            self._bytes -= dropped.nbytes

@@ -1,0 +1,53 @@
+"""The `diffsim` command line."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .._version import __version__
+from ..errors import DiffSimError
+from .layers import layers
+from .score import score
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="diffsim")
+@click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Visual similarity from the attention layers of pretrained diffusion models (DiffSim)."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    log = logging.getLogger("diffsim")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+
+
+cli.add_command(score)
+cli.add_command(layers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI; a DiffSimError becomes one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
+    except DiffSimError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

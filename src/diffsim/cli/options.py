@@ -1,0 +1,57 @@
+"""Click options shared by the commands that build a DiffSim-S metric."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..backbones.loading import DEFAULT_MODEL
+from ..metrics.diffsim_s import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP
+
+
+def model_option(f: Callable) -> Callable:
+    return click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+                        help="Hub id, local diffusers folder, or single .safetensors/.ckpt file.")(f)
+
+
+def diffsim_options(f: Callable) -> Callable:
+    """--model --layer --timestep/--step --prompt --seed --size --device --dtype and friends."""
+    opts = [
+        model_option,
+        click.option("--layer", "-l", "layers", multiple=True,
+                     help=f"Self-attention layer: module path or alias (repeatable). [default: {DEFAULT_LAYER}]"),
+        click.option("--timestep", "-t", type=int, default=None, help="Actual DDPM timestep T (0..999)."),
+        click.option("--step", "-s", type=int, default=None,
+                     help=f"Paper's step index K: T = scheduler.timesteps[K] after set_timesteps(1000) "
+                          f"(SD 1.5: T = 1001 - K). [default: {DEFAULT_STEP}]"),
+        click.option("--prompt", "-p", default=DEFAULT_PROMPT, show_default=True, help="Text condition."),
+        click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Noise seed."),
+        click.option("--size", type=int, default=512, show_default=True,
+                     help="Images are resized to SIZE x SIZE (aspect ratio not kept unless --crop center)."),
+        click.option("--crop", type=click.Choice(["none", "center"]), default="none", show_default=True,
+                     help="'center' cuts the largest centred square before resizing."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]"),
+        click.option("--dtype", default=None, help="float32, float16 or bfloat16. [default: fp16 on CUDA, else fp32]"),
+        click.option("--single-branch", is_flag=True, help="Run the prompt branch only (half the cost)."),
+        click.option("--similarity", type=click.Choice(["cosine", "mse"]), default="cosine", show_default=True,
+                     help="cosine: higher is more similar; mse: lower is more similar."),
+        click.option("--batch-size", type=int, default=4, show_default=True, help="Images per U-Net pass."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+                     help="Directory for the on-disk feature cache (safetensors)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_diffsim(model: str, layers: tuple[str, ...], timestep: int | None, step: int | None, prompt: str,
+                  seed: int, size: int, crop: str, device: str | None, dtype: str | None, single_branch: bool,
+                  similarity: str, batch_size: int, cache_dir: str | None, **_: Any):
+    """A DiffSim metric from the shared CLI options."""
+    from ..metrics.diffsim_s import DiffSim
+
+    return DiffSim.from_pretrained(model=model, layer=list(layers) or DEFAULT_LAYER, timestep=timestep, step=step,
+                                   prompt=prompt, size=size, seed=seed, device=device, dtype=dtype,
+                                   single_branch=single_branch, similarity=similarity, crop=crop,
+                                   batch_size=batch_size, cache_dir=cache_dir)
