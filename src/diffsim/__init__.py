@@ -4,8 +4,10 @@ from .backbones import DEFAULT_MODEL, StableDiffusionBackbone
 from .errors import (ConfigError, DiffSimError, ImageError, LayerError, ModelNotFoundError, TimestepError)
 from .features import Features
 from .metrics import DiffSim, Metric
+from .registry import MetricInfo, create_metric, list_metrics, metric_info, register_metric
 
 __all__ = [
     "DEFAULT_MODEL", "ConfigError", "DiffSim", "DiffSimError", "Features", "ImageError", "LayerError", "Metric",
-    "ModelNotFoundError", "StableDiffusionBackbone", "TimestepError", "__version__",
+    "MetricInfo", "ModelNotFoundError", "StableDiffusionBackbone", "TimestepError", "__version__", "create_metric",
+    "list_metrics", "metric_info", "register_metric",
 ]
