@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny random-weight SD 1.5-layout pipeline, saved once per session, and images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from .tiny_sd import build_tiny_pipeline
+
+SIZE = 64  # image size used with the tiny pipeline (latent 8 x 8)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A diffusers folder with the SD 1.5 block layout and random weights."""
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_metric(tiny_sd_path: Path):
+    """DiffSim-S on the tiny pipeline, loaded through the real from_pretrained path (float32, CPU)."""
+    from diffsim import DiffSim
+
+    return DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Five distinct smooth RGB images of different sizes, saved as PNG/JPEG."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        low = rng.uniform(0, 255, (4, 4, 3)).astype(np.uint8)
+        im = Image.fromarray(low).resize((80 + 8 * i, 72), Image.BICUBIC)
+        p = folder / (f"img{i}.png" if i % 2 == 0 else f"img{i}.jpg")
+        im.save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture()
+def rand_images() -> torch.Tensor:
+    """Three random float images in [0, 1], (3, 3, SIZE, SIZE)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 3, SIZE, SIZE, generator=g)
