@@ -27,7 +27,7 @@ def sd15_random(seed: int = 0):
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from diffsim.backbones.loading import SDComponents
+    from diffsim.backbones.loading import SDComponents, prepare_components
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
@@ -39,9 +39,8 @@ def sd15_random(seed: int = 0):
     _tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
     sched = PNDMScheduler(**{k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "clip_sample"})
-    for m in (unet, vae, text):
-        m.eval().requires_grad_(False)
-    return SDComponents(vae, unet, text, tokenizer, sched, "random-sd15")
+    parts = SDComponents(vae, unet, text, tokenizer, sched, "random-sd15")
+    return prepare_components(parts, torch.float32, "cpu")  # as the library keeps them: no VAE decoder
 
 
 def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[str]:

@@ -197,10 +197,11 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
                 f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "
                 "config: have it in the HF cache, or pass single_file_config=<local diffusers folder>") from exc
         raise ModelNotFoundError(f"could not load the diffusers folder {text}: {first}") from exc
-    return _prepare(parts, dtype, device)
+    return prepare_components(parts, dtype, device)
 
 
-def _prepare(parts: SDComponents, dtype: torch.dtype, device: torch.device | str) -> SDComponents:
+def prepare_components(parts: SDComponents, dtype: torch.dtype, device: torch.device | str) -> SDComponents:
+    """Drop the VAE decoder, cast, move, and freeze: the modules as DiffSim keeps them."""
     vae = parts.vae
     vae.decoder = None  # never decode: saves memory
     if hasattr(vae, "post_quant_conv"):

@@ -157,7 +157,7 @@ class DiffSim(Metric):
         for batch in bar:
             feats = self._compute(torch.stack([px for _, px in batch]), fcfg)
             for i, (key, _) in enumerate(batch):
-                one = feats[i]
+                one = Features({k: v[i : i + 1].clone() for k, v in feats.tensors.items()}, fcfg)  # own storage
                 self.cache.put((ckey, key), one)
                 found[key] = one
         out = Features.cat([found[k] for k in keys])
