@@ -3,22 +3,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import aas
 from ..aas import QKV
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import StableDiffusionBackbone
-from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache, config_key
+from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
 from ..devices import dtype_name
 from ..errors import ConfigError, LayerError
 from ..features import Features
-from ..images import ImagesLike, as_list, check_crop, check_size, content_hash, describe, to_unit_tensor
-from .base import Metric
+from ..images import ImagesLike, check_crop, check_size, to_unit_tensor
+from .base import Metric, embed_cached
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +25,6 @@ DEFAULT_LAYER = "up0"
 DEFAULT_STEP = 500
 DEFAULT_PROMPT = "High quality image"
 DEFAULT_SEED = 2334
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class DiffSim(Metric):
@@ -136,32 +130,10 @@ class DiffSim(Metric):
 
         ``prompt`` overrides the metric's prompt for this call (e.g. NIGHTS' per-triplet prompts).
         """
-        items = as_list(images)
-        names = [describe(im, i) for i, im in enumerate(items)]
         fcfg = self.feature_config(prompt)
-        ckey = config_key(fcfg)
-        pixels = [to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0 for i, im in enumerate(items)]
-        keys = [content_hash(p) for p in pixels]
-        found: dict[str, Features] = {}
-        todo: dict[str, torch.Tensor] = {}
-        for key, px in zip(keys, pixels):
-            if key in found or key in todo:
-                continue
-            hit = self.cache.get((ckey, key))
-            if hit is not None:
-                found[key] = hit.to(self.backbone.device)
-            else:
-                todo[key] = px
-        batches = list(_chunks(list(todo.items()), self.batch_size))
-        bar = tqdm(batches, desc="embedding", unit="batch", disable=not progress or not batches)
-        for batch in bar:
-            feats = self._compute(torch.stack([px for _, px in batch]), fcfg)
-            for i, (key, _) in enumerate(batch):
-                one = feats[i]
-                self.cache.put((ckey, key), one)
-                found[key] = one
-        out = Features.cat([found[k] for k in keys])
-        return Features(out.tensors, fcfg, names)
+        return embed_cached(images, fcfg, lambda im, i: to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0,
+                            lambda px: self._compute(px, fcfg), self.cache, self.batch_size, self.backbone.device,
+                            progress)
 
     def _compute(self, pixels: torch.Tensor, fcfg: dict[str, Any]) -> Features:
         qkv = self.backbone.extract(pixels, self.layers, self.timestep, fcfg["prompt"], self.seed,
