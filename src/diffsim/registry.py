@@ -83,7 +83,7 @@ for _name, (_over, _desc, _measures) in _DIFFSIM_PRESETS.items():
     register_metric(MetricInfo(
         name=_name, factory=_diffsim_factory, description=_desc,
         backbone="stable-diffusion-v1-5/stable-diffusion-v1-5", higher_is_better=True, measures=_measures,
-        paper=PAPER, defaults={"layer": "up0", **_over}))
+        paper=PAPER, defaults={"layer": "up0", "step": 500, "size": 512, "prompt": "High quality image", **_over}))
 
 
 # ------------------------------------------------------------------ metric zoo (paper Tables 1 and 3)
