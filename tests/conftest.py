@@ -47,3 +47,19 @@ def rand_images() -> torch.Tensor:
     """Three random float images in [0, 1], (3, 3, SIZE, SIZE)."""
     g = torch.Generator().manual_seed(0)
     return torch.rand(3, 3, SIZE, SIZE, generator=g)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIPModel folder (vision: 3 layers, 4 heads, 32 px, patch 8)."""
+    from .tiny_vit import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Dinov2Model folder (3 layers, 4 heads, 32 px, patch 8)."""
+    from .tiny_vit import build_tiny_dinov2
+
+    return build_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2") / "model")

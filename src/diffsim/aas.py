@@ -9,6 +9,7 @@ All reductions run in float32, whatever dtype the features were computed in.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +30,18 @@ class QKV:
         return QKV(self.q.float(), self.k.float(), self.v.float())
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention ``softmax(q k^T / sqrt(d)) v`` in float32 (no mask, no dropout)."""
-    return F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+Post = Callable[[torch.Tensor], torch.Tensor]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax attention ``softmax(q k^T / sqrt(d)) v`` in float32 (no dropout).
+
+    ``key_mask`` (N, T_k) bool restricts every query to the keys marked True (per image).
+    """
+    mask = None
+    if key_mask is not None:
+        mask = key_mask.bool().reshape(key_mask.shape[0], *([1] * (q.dim() - 2)), key_mask.shape[-1])
+    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
 
 
 def _batch(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -42,43 +52,99 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def _reduce(aligned: torch.Tensor, own: torch.Tensor, similarity: str) -> torch.Tensor:
-    if similarity == "cosine":
-        return F.cosine_similarity(_flat(aligned), _flat(own), dim=1, eps=1e-12)
-    if similarity == "mse":
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(N, *group, T, D) -> (N, T, group*D)."""
+    return x.movedim(-2, 1).reshape(x.shape[0], x.shape[-2], -1)
+
+
+def _reduce(aligned: torch.Tensor, own: torch.Tensor, similarity: str,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
+    if weights is None:
+        if similarity == "cosine":
+            return F.cosine_similarity(_flat(aligned), _flat(own), dim=1, eps=1e-12)
         return (_flat(aligned) - _flat(own)).pow(2).mean(dim=1)
-    raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
+    # token-weighted versions: weights (N, T) >= 0 on the query tokens; all-ones gives the plain score
+    x, y = _tokens(aligned), _tokens(own)
+    w = _batch(weights.float(), x.shape[0])
+    if similarity == "cosine":
+        dot = (w * (x * y).sum(-1)).sum(-1)
+        nx, ny = (w * x.pow(2).sum(-1)).sum(-1), (w * y.pow(2).sum(-1)).sum(-1)
+        return dot / (nx * ny).sqrt().clamp_min(1e-12)
+    return (w * (x - y).pow(2).sum(-1)).sum(-1) / (w.sum(-1) * x.shape[-1]).clamp_min(1e-12)
 
 
-def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None = None) -> torch.Tensor:
+def _key_mask(weights: torch.Tensor | None, mask_keys: bool) -> torch.Tensor | None:
+    """Foreground keys (weight > 0.5); an image without any keeps all its keys."""
+    if weights is None or not mask_keys:
+        return None
+    m = weights > 0.5
+    return m | ~m.any(dim=-1, keepdim=True)
+
+
+def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None = None, post: Post | None = None,
+        weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
+        mask_keys: bool = False) -> torch.Tensor:
     """One-directional AAS(A, B) for paired (or broadcast) batches: shape (N,).
 
-    ``own_a`` may pass a precomputed ``attend(a.q, a.k, a.v)``.
+    ``own_a`` may pass a precomputed ``attend(a.q, a.k, a.v)`` (before ``post``). ``post`` maps an
+    attention output ``(N, *group, T, D)`` to ``(N, T, C)`` before the reduction (e.g. an output
+    projection). ``weights_a`` (N, T) weights A's query tokens (a foreground mask); with
+    ``mask_keys`` the attention also only reads foreground keys (of B for the aligned pass, of A for
+    A's own pass).
     """
-    if own_a is None:
-        own_a = attend(a.q, a.k, a.v)
+    ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
+    if own_a is None or ka is not None:
+        own_a = attend(a.q, a.k, a.v, ka)
     n = max(a.q.shape[0], b.k.shape[0])
-    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n))
-    own_a = own_a.expand_as(aligned)
-    return _reduce(aligned, own_a, similarity)
+    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), None if kb is None else _batch(kb, n))
+    own_a = _batch(own_a, n)
+    if post is not None:
+        aligned, own_a = post(aligned), post(own_a)
+    return _reduce(aligned, own_a, similarity, weights_a)
 
 
-def score(a: QKV, b: QKV, similarity: str = "cosine") -> torch.Tensor:
+def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
+          weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
+          mask_keys: bool = False) -> torch.Tensor:
     """Symmetric score ``(AAS(A,B) + AAS(B,A)) / 2`` for paired batches (N,) (size-1 batches broadcast)."""
-    return 0.5 * (aas(a, b, similarity) + aas(b, a, similarity))
+    kw = dict(similarity=similarity, post=post, mask_keys=mask_keys)
+    return 0.5 * (aas(a, b, weights_a=weights_a, weights_b=weights_b, **kw)
+                  + aas(b, a, weights_a=weights_b, weights_b=weights_a, **kw))
 
 
-def score_matrix(a: QKV, b: QKV, similarity: str = "cosine") -> torch.Tensor:
+def _row(x: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    return None if x is None else x[i : i + 1]
+
+
+def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
+                 weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
+                 mask_keys: bool = False) -> torch.Tensor:
     """All-pairs symmetric scores, shape (N, M); each image's own attention is computed once."""
-    own_a = attend(a.q, a.k, a.v)
-    own_b = attend(b.q, b.k, b.v)
+    own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys))
+    own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys))
+    kw = dict(similarity=similarity, post=post, mask_keys=False)
+    ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     rows = []
     for i in range(a.q.shape[0]):
         ai = QKV(a.q[i : i + 1], a.k[i : i + 1], a.v[i : i + 1])
-        ab = aas(ai, b, similarity, own_a=own_a[i : i + 1])  # A_i queries on every B_j
-        ba = aas(b, ai, similarity, own_a=own_b)  # every B_j queries on A_i
+        # A_i queries on every B_j; every B_j queries on A_i (key masks passed explicitly below)
+        ab = _aas_masked(ai, b, own_a[i : i + 1], _row(weights_a, i), kb, **kw)
+        ba = _aas_masked(b, ai, own_b, weights_b, _row(ka, i), **kw)
         rows.append(0.5 * (ab + ba))
     return torch.stack(rows)
+
+
+def _aas_masked(a: QKV, b: QKV, own_a: torch.Tensor, weights_a: torch.Tensor | None,
+                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None, mask_keys: bool) -> torch.Tensor:
+    n = max(a.q.shape[0], b.k.shape[0])
+    km = None if key_mask_b is None else _batch(key_mask_b, n)
+    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), km)
+    own = _batch(own_a, n)
+    if post is not None:
+        aligned, own = post(aligned), post(own)
+    return _reduce(aligned, own, similarity, weights_a)
 
 
 def token_map(a: QKV, b: QKV) -> torch.Tensor:
@@ -90,8 +156,4 @@ def token_map(a: QKV, b: QKV) -> torch.Tensor:
     n = max(a.q.shape[0], b.k.shape[0])
     aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n))
     own = attend(a.q, a.k, a.v).expand_as(aligned)
-    # (N, *group, T, D) -> (N, T, group*D)
-    n, t = aligned.shape[0], aligned.shape[-2]
-    al = aligned.movedim(-2, 1).reshape(n, t, -1)
-    ow = own.movedim(-2, 1).reshape(n, t, -1)
-    return F.cosine_similarity(al, ow, dim=-1, eps=1e-12)
+    return F.cosine_similarity(_tokens(aligned), _tokens(own), dim=-1, eps=1e-12)

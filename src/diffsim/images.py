@@ -152,6 +152,40 @@ def to_unit_tensor(image: ImageLike, size: int, crop: str = "none", index: int =
     return _float_to_unit(item, size, crop, what)
 
 
+def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) -> torch.Tensor:
+    """One image to (3, crop, crop) in [0, 1]: shortest side to ``resize`` (bicubic), then a centred crop.
+
+    The CLIP / DINOv2 processors' geometry, applied with PIL for files and uint8 data and with an
+    antialiased torch bicubic for float tensors (no uint8 quantisation).
+    """
+    what = describe(image, index)
+    if isinstance(image, (str, os.PathLike)):
+        item: Image.Image | torch.Tensor = load_image(image)
+    elif isinstance(image, Image.Image):
+        item = (ImageOps.exif_transpose(image) or image).convert("RGB")
+    elif isinstance(image, np.ndarray):
+        (item,) = _array_items(image, what)
+    elif isinstance(image, torch.Tensor):
+        (item,) = _tensor_items(image, what)
+    else:
+        raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
+                         "numpy array or float tensor in [0, 1]")
+    if isinstance(item, Image.Image):
+        w, h = item.size
+        s = resize / min(w, h)
+        nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
+        item = item.convert("RGB").resize((nw, nh), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(item, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    else:
+        h, w = item.shape[1:]
+        s = resize / min(w, h)
+        nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
+        x = torch.nn.functional.interpolate(item[None].float(), size=(nh, nw), mode="bicubic", antialias=True,
+                                            align_corners=False)[0].clamp_(0.0, 1.0)
+    top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
+    return x[:, top : top + crop, left : left + crop].contiguous()
+
+
 def check_size(size: int, multiple: int = 8) -> int:
     """Validate the working resolution."""
     if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:

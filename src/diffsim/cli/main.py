@@ -9,6 +9,7 @@ import click
 from .._version import __version__
 from ..errors import DiffSimError
 from .layers import layers
+from .list_cmd import list_command
 from .score import score
 
 
@@ -28,6 +29,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(score)
 cli.add_command(layers)
+cli.add_command(list_command)
 
 
 def main(argv: list[str] | None = None) -> int:

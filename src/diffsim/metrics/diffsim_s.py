@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import aas
 from ..aas import QKV
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import StableDiffusionBackbone
-from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache, config_key
+from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
 from ..devices import dtype_name
 from ..errors import ConfigError, LayerError
 from ..features import Features
-from ..images import ImagesLike, as_list, check_crop, check_size, content_hash, describe, to_unit_tensor
-from .base import Metric
+from ..images import ImagesLike, check_crop, check_size, to_unit_tensor
+from ..masks import MaskLike, load_masks, to_tokens
+from .base import Metric, embed_cached
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +26,6 @@ DEFAULT_LAYER = "up0"
 DEFAULT_STEP = 500
 DEFAULT_PROMPT = "High quality image"
 DEFAULT_SEED = 2334
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class DiffSim(Metric):
@@ -48,7 +43,7 @@ class DiffSim(Metric):
                  timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
                  size: int = 512, seed: int = DEFAULT_SEED, single_branch: bool = False,
                  similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
-                 cache: FeatureCache | None = None) -> None:
+                 cache: FeatureCache | None = None, mask_keys: bool = False) -> None:
         if timestep is None and step is None:
             step = DEFAULT_STEP
         self.backbone = backbone
@@ -75,6 +70,7 @@ class DiffSim(Metric):
             raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
         self.batch_size = batch_size
         self.cache = cache if cache is not None else FeatureCache()
+        self.mask_keys = bool(mask_keys)
 
     @property
     def higher_is_better(self) -> bool:  # type: ignore[override]
@@ -89,7 +85,7 @@ class DiffSim(Metric):
                         similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
                         cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
                         revision: str | None = None, variant: str | None = None,
-                        single_file_config: str | None = None) -> "DiffSim":
+                        single_file_config: str | None = None, mask_keys: bool = False) -> "DiffSim":
         """Load the model (hub id, diffusers folder or single checkpoint) and configure DiffSim-S.
 
         ``timestep`` is the actual DDPM timestep T; ``step`` is the paper's index K with
@@ -98,13 +94,14 @@ class DiffSim(Metric):
         backbone = StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
                                                            variant=variant, single_file_config=single_file_config)
         return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
-                   batch_size, FeatureCache(cache_bytes, cache_dir))
+                   batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys)
 
     def with_settings(self, **changes: Any) -> "DiffSim":
         """A copy with some settings changed, sharing the loaded model and the feature cache."""
         kw: dict[str, Any] = dict(layer=self.layer_names, timestep=self.timestep, step=None, prompt=self.prompt,
                                   size=self.size, seed=self.seed, single_branch=self.single_branch,
-                                  similarity=self.similarity, crop=self.crop, batch_size=self.batch_size)
+                                  similarity=self.similarity, crop=self.crop, batch_size=self.batch_size,
+                                  mask_keys=self.mask_keys)
         if "step" in changes:
             kw["timestep"] = None
         kw.update(changes)
@@ -122,7 +119,7 @@ class DiffSim(Metric):
     def config(self) -> dict[str, Any]:
         cfg = self.feature_config()
         cfg.update(layer_names=list(self.layer_names), step=self.step, similarity=self.similarity,
-                   higher_is_better=self.higher_is_better)
+                   mask_keys=self.mask_keys, higher_is_better=self.higher_is_better)
         return cfg
 
     def __repr__(self) -> str:
@@ -131,37 +128,29 @@ class DiffSim(Metric):
                 f"prompt={self.prompt!r}, size={self.size}, seed={self.seed}, similarity={self.similarity!r})")
 
     # ------------------------------------------------------------------ embed
-    def embed(self, images: ImagesLike, prompt: str | None = None, progress: bool = False) -> Features:
+    def embed(self, images: ImagesLike, prompt: str | None = None, progress: bool = False,
+              masks: MaskLike | Sequence[MaskLike] = None) -> Features:
         """Q/K/V features of each image; each distinct image runs the VAE and U-Net once per config.
 
         ``prompt`` overrides the metric's prompt for this call (e.g. NIGHTS' per-triplet prompts).
+        ``masks`` (one per image, None entries allowed; see :mod:`diffsim.masks`) attaches foreground
+        weights on each layer's token grid: ``compare`` then weights every query token by its mask
+        (background tokens count less or not at all) and, with ``mask_keys=True``, lets attention read
+        foreground keys only. Masks do not change the cached network features.
         """
-        items = as_list(images)
-        names = [describe(im, i) for i, im in enumerate(items)]
         fcfg = self.feature_config(prompt)
-        ckey = config_key(fcfg)
-        pixels = [to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0 for i, im in enumerate(items)]
-        keys = [content_hash(p) for p in pixels]
-        found: dict[str, Features] = {}
-        todo: dict[str, torch.Tensor] = {}
-        for key, px in zip(keys, pixels):
-            if key in found or key in todo:
-                continue
-            hit = self.cache.get((ckey, key))
-            if hit is not None:
-                found[key] = hit.to(self.backbone.device)
-            else:
-                todo[key] = px
-        batches = list(_chunks(list(todo.items()), self.batch_size))
-        bar = tqdm(batches, desc="embedding", unit="batch", disable=not progress or not batches)
-        for batch in bar:
-            feats = self._compute(torch.stack([px for _, px in batch]), fcfg)
-            for i, (key, _) in enumerate(batch):
-                one = Features({k: v[i : i + 1].clone() for k, v in feats.tensors.items()}, fcfg)  # own storage
-                self.cache.put((ckey, key), one)
-                found[key] = one
-        out = Features.cat([found[k] for k in keys])
-        return Features(out.tensors, fcfg, names)
+        feats = embed_cached(images, fcfg, lambda im, i: to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0,
+                             lambda px: self._compute(px, fcfg), self.cache, self.batch_size, self.backbone.device,
+                             progress)
+        if masks is None:
+            return feats
+        loaded = load_masks(masks, len(feats))
+        tensors = dict(feats.tensors)
+        for path in self.layers:
+            side = int(round(tensors[f"{path}/q"].shape[-2] ** 0.5))
+            w = torch.stack([to_tokens(m, side, self.crop) for m in loaded]).to(tensors[f"{path}/q"].device)
+            tensors[f"{path}/mask"] = w
+        return Features(tensors, feats.config, feats.names)
 
     def _compute(self, pixels: torch.Tensor, fcfg: dict[str, Any]) -> Features:
         qkv = self.backbone.extract(pixels, self.layers, self.timestep, fcfg["prompt"], self.seed,
@@ -205,12 +194,24 @@ class DiffSim(Metric):
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
         self._check_pair(a, b)
-        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity)
+        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, **self._weights(a, b, layer))
 
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
         self._check_pair(a, b)
-        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity)
+        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity,
+                                **self._weights(a, b, layer))
+
+    def _weights(self, a: Features, b: Features, layer: str | None) -> dict[str, Any]:
+        """Token weights from attached masks (a side without masks counts every token fully)."""
+        path = self._layer(layer)
+        wa, wb = a.tensors.get(f"{path}/mask"), b.tensors.get(f"{path}/mask")
+        if wa is None and wb is None:
+            return {}
+        t = self.qkv(a, layer).q.shape[-2]
+        wa = wa if wa is not None else torch.ones(len(a), t, device=self.backbone.device)
+        wb = wb if wb is not None else torch.ones(len(b), t, device=self.backbone.device)
+        return {"weights_a": wa, "weights_b": wb, "mask_keys": self.mask_keys}
 
     def compare_layers(self, a: Features, b: Features) -> dict[str, torch.Tensor]:
         """Scores for every embedded layer: {layer name as given: (N,)}."""

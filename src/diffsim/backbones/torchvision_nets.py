@@ -1,0 +1,73 @@
+"""torchvision VGG16 / VGG19 / AlexNet feature stacks for LPIPS and Gram, shared once loaded.
+
+``weights="imagenet"`` loads torchvision's IMAGENET1K_V1 checkpoint (downloaded into the torch hub
+cache, ``TORCH_HOME``); a path loads a local state dict (a torchvision ``.pth`` for the whole model);
+``None`` keeps random weights (for tests only: the scores are then meaningless).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..devices import resolve_device, resolve_dtype
+from ..errors import ConfigError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+ARCHS = ("vgg16", "vgg19", "alexnet")
+_SHARED: dict[tuple, nn.Module] = {}
+
+
+def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
+    import torchvision
+
+    ctor = getattr(torchvision.models, arch)
+    if weights is None:
+        logger.warning("%s has random weights (weights=None): scores are meaningless outside tests", arch)
+        return ctor(weights=None)
+    if str(weights) == "imagenet":
+        enum = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+        try:
+            return ctor(weights=enum)
+        except Exception as exc:
+            from torch.hub import get_dir
+
+            raise ModelNotFoundError(
+                f"could not get torchvision's {arch} {enum} weights ({type(exc).__name__}: {exc}); looked in "
+                f"{get_dir()}/checkpoints. To fix: download {enum.url} while online into that folder (TORCH_HOME "
+                f"sets it), or pass weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
+    p = Path(weights).expanduser()
+    if not p.is_file():
+        raise ModelNotFoundError(f"{arch} weights file {p} does not exist: pass a torchvision state dict "
+                                 f"(.pth), weights='imagenet' to download, or weights=None for random weights")
+    model = ctor(weights=None)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise ModelNotFoundError(f"could not load {arch} weights from {p}: {exc}") from exc
+    return model
+
+
+def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
+                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                  share: bool = True) -> nn.Sequential:
+    """The convolutional ``features`` stack of ``arch`` in eval mode, without gradients."""
+    if arch not in ARCHS:
+        raise ConfigError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
+    key = (arch, str(weights), str(dev), str(dt))
+    if share and weights is not None and key in _SHARED:
+        return _SHARED[key]
+    feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    for m in feats.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    if share and weights is not None:
+        _SHARED[key] = feats
+    return feats
