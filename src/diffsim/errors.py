@@ -27,3 +27,7 @@ class ModelNotFoundError(DiffSimError, OSError):
 
 class ConfigError(DiffSimError, ValueError):
     """An option has an invalid value (size, dtype, device, similarity, ...)."""
+
+
+class DatasetError(DiffSimError, ValueError):
+    """A benchmark root is missing, does not match the expected layout, or a manifest is invalid."""

@@ -8,9 +8,12 @@ import click
 
 from .._version import __version__
 from ..errors import DiffSimError
+from .bench import bench, consistency
 from .layers import layers
 from .list_cmd import list_command
+from .report import report
 from .score import score
+from .sweep import sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +33,10 @@ def cli(verbose: int) -> None:
 cli.add_command(score)
 cli.add_command(layers)
 cli.add_command(list_command)
+cli.add_command(bench)
+cli.add_command(consistency)
+cli.add_command(sweep)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> int:
