@@ -97,12 +97,7 @@ def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None =
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     if own_a is None or ka is not None:
         own_a = attend(a.q, a.k, a.v, ka)
-    n = max(a.q.shape[0], b.k.shape[0])
-    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), None if kb is None else _batch(kb, n))
-    own_a = _batch(own_a, n)
-    if post is not None:
-        aligned, own_a = post(aligned), post(own_a)
-    return _reduce(aligned, own_a, similarity, weights_a)
+    return _aas_masked(a, b, own_a, weights_a, kb, similarity, post)
 
 
 def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
@@ -124,7 +119,7 @@ def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None =
     """All-pairs symmetric scores, shape (N, M); each image's own attention is computed once."""
     own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys))
     own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys))
-    kw = dict(similarity=similarity, post=post, mask_keys=False)
+    kw = dict(similarity=similarity, post=post)
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     rows = []
     for i in range(a.q.shape[0]):
@@ -137,7 +132,8 @@ def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None =
 
 
 def _aas_masked(a: QKV, b: QKV, own_a: torch.Tensor, weights_a: torch.Tensor | None,
-                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None, mask_keys: bool) -> torch.Tensor:
+                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None) -> torch.Tensor:
+    """AAS(A, B) given A's own attention output and B's key mask (None: every key)."""
     n = max(a.q.shape[0], b.k.shape[0])
     km = None if key_mask_b is None else _batch(key_mask_b, n)
     aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), km)
