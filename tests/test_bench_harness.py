@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -147,3 +148,26 @@ def test_consistency_variance(tmp_path):
     assert recs[1]["variance"] > recs[0]["variance"]
     import numpy as np
     assert r["mean_variance"] == pytest.approx(np.mean([np.var(x["scores"]) for x in recs]))
+
+
+class _LoudInverted(PixelMetric):
+    """A broken metric whose scores are 1000x larger than the others' (it would dominate a score mean)."""
+
+    def compare(self, a, b):
+        return 1000 * super().compare(a, b)
+
+
+def test_voting_metrics_are_scored_by_their_vote(tmp_path):
+    from diffsim.metrics.ensemble import Ensemble
+
+    ts = load_dataset("ipbench", fx.ipbench(tmp_path), protocol="script")
+    ens = Ensemble([PixelMetric(), PixelMetric(distance=True), _LoudInverted(invert=True)])
+    r = evaluate_2afc(ens, ts, tmp_path / "ens", quiet())
+    assert r["accuracy"] == 1.0  # 2 of 3 members are right on every triplet
+    # the mean of member scores (its compare) is dominated by the loud broken member: it would pick the negative
+    t0 = ts.triplets[0]
+    f = ens.embed([os.path.join(ts.root, p) for p in (t0.anchor, t0.positive, t0.negative)])
+    assert ens.compare(f[0], f[1]).item() < ens.compare(f[0], f[2]).item()
+    tied = Ensemble([PixelMetric(), PixelMetric(invert=True), ConstantMetric()])
+    t = evaluate_2afc(tied, ts, tmp_path / "tie", quiet(strict_ties=True))
+    assert t["accuracy"] == 0.0 and t["ties"] == 15  # +1, -1, abstain: a split vote is a tie

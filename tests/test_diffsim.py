@@ -188,3 +188,19 @@ def test_bad_settings(tiny_metric):
         tiny_metric.with_settings(size=60)
     with pytest.raises(LayerError, match="Did you mean"):
         tiny_metric.with_settings(layer="up_blocks.1.attentions.2.transformer_blocks.0.atn1")
+
+
+def test_sd2_layout_works(tmp_path, image_files):
+    """SD 2.x: per-block head dims, linear projections, a v-prediction DDIM scheduler with its own steps."""
+    from .tiny_sd import build_tiny_pipeline
+
+    path = build_tiny_pipeline(tmp_path / "sd2", seed=1, variant="sd2")
+    m = DiffSim.from_pretrained(path, size=SIZE, step=500)
+    assert type(m.backbone.scheduler).__name__ == "DDIMScheduler"
+    assert m.timestep == m.backbone.step_table()[500] == 500  # DDIM lists [1000, 999, ...]: T = 1000 - K
+    heads = {l.alias: l.heads for l in m.backbone.layers(SIZE) if l.alias in ("down0", "up0")}
+    assert heads == {"down0": 4, "up0": 8}  # diffusers reads attention_head_dim as the head count per block
+    assert m.score(image_files[0], image_files[0]) == pytest.approx(1.0, abs=1e-6)
+    ref = reference_score(m.backbone.parts, str(image_files[0]), str(image_files[1]), m.layers[0], m.timestep,
+                          m.prompt, m.seed, SIZE)
+    assert m.score(image_files[0], image_files[1]) == pytest.approx(ref, abs=1e-5)

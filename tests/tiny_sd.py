@@ -59,16 +59,22 @@ def _tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
-def build_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny SD-1.5-layout diffusers folder to ``path`` and return it."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") -> Path:
+    """Write a tiny diffusers folder to ``path`` and return it.
+
+    ``variant="sd15"``: the SD 1.5 layout (PNDM scheduler). ``variant="sd2"``: the SD 2.x differences:
+    per-block head dimensions, linear projections in the transformers, a v-prediction DDIM scheduler.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     path = Path(path)
     torch.manual_seed(seed)
+    sd2 = variant == "sd2"
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(16, 32, 32, 32), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=2,
+        block_out_channels=(16, 32, 32, 32), norm_num_groups=8, cross_attention_dim=32,
+        attention_head_dim=(4, 8, 8, 8) if sd2 else 2, use_linear_projection=sd2,
         down_block_types=SD15_UNET_CONFIG["down_block_types"], up_block_types=SD15_UNET_CONFIG["up_block_types"],
     )
     vae = AutoencoderKL(
@@ -87,11 +93,15 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:
     vae.save_pretrained(path / "vae")
     text.save_pretrained(path / "text_encoder")
     tokenizer.save_pretrained(path / "tokenizer")
-    PNDMScheduler(**{k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "clip_sample"}).save_pretrained(
-        path / "scheduler")
+    if sd2:
+        cfg = {k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "skip_prk_steps"}
+        scheduler = DDIMScheduler(**cfg, prediction_type="v_prediction")
+    else:
+        scheduler = PNDMScheduler(**{k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "clip_sample"})
+    scheduler.save_pretrained(path / "scheduler")
     (path / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "PNDMScheduler"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", type(scheduler).__name__],
         "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}))
     return path

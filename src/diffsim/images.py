@@ -135,21 +135,27 @@ def is_single(images: ImagesLike) -> bool:
 
 def to_unit_tensor(image: ImageLike, size: int, crop: str = "none", index: int = 0) -> torch.Tensor:
     """One image to a (3, size, size) float32 tensor in [0, 1]."""
-    what = describe(image, index)
-    if isinstance(image, (str, os.PathLike)):
-        return _pil_to_unit(load_image(image), size, crop)
-    if isinstance(image, Image.Image):
-        return _pil_to_unit(ImageOps.exif_transpose(image) or image, size, crop)
-    if isinstance(image, np.ndarray):
-        (item,) = _array_items(image, what)
-    elif isinstance(image, torch.Tensor):
-        (item,) = _tensor_items(image, what)
-    else:
-        raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
-                         "numpy array or float tensor in [0, 1]")
+    item = _load_item(image, index)
     if isinstance(item, Image.Image):
         return _pil_to_unit(item, size, crop)
-    return _float_to_unit(item, size, crop, what)
+    return _float_to_unit(item, size, crop, describe(image, index))
+
+
+def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
+    """Validate one input: an RGB PIL image (files, PIL, uint8 arrays) or a (3, H, W) float tensor in [0, 1]."""
+    what = describe(image, index)
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return (ImageOps.exif_transpose(image) or image).convert("RGB")
+    if isinstance(image, np.ndarray):
+        (item,) = _array_items(image, what)
+        return item
+    if isinstance(image, torch.Tensor):
+        (item,) = _tensor_items(image, what)
+        return item
+    raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
+                     "numpy array or float tensor in [0, 1]")
 
 
 def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) -> torch.Tensor:
@@ -158,18 +164,7 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
     The CLIP / DINOv2 processors' geometry, applied with PIL for files and uint8 data and with an
     antialiased torch bicubic for float tensors (no uint8 quantisation).
     """
-    what = describe(image, index)
-    if isinstance(image, (str, os.PathLike)):
-        item: Image.Image | torch.Tensor = load_image(image)
-    elif isinstance(image, Image.Image):
-        item = (ImageOps.exif_transpose(image) or image).convert("RGB")
-    elif isinstance(image, np.ndarray):
-        (item,) = _array_items(image, what)
-    elif isinstance(image, torch.Tensor):
-        (item,) = _tensor_items(image, what)
-    else:
-        raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
-                         "numpy array or float tensor in [0, 1]")
+    item = _load_item(image, index)
     if isinstance(item, Image.Image):
         w, h = item.size
         s = resize / min(w, h)

@@ -16,6 +16,18 @@ def outcome(s_pos: float, s_neg: float, higher_is_better: bool, strict_ties: boo
     return float((s_pos > s_neg) == higher_is_better)
 
 
+def record_outcome(rec: dict, higher_is_better: bool, strict_ties: bool = False) -> float:
+    """The outcome of one triplet record: from its ``decision`` (voting metrics) or its two scores."""
+    if "decision" in rec:
+        d = rec["decision"]
+        return (0.0 if strict_ties else 0.5) if d == 0 else float(d > 0)
+    return outcome(rec["s_pos"], rec["s_neg"], higher_is_better, strict_ties)
+
+
+def is_tie(rec: dict) -> bool:
+    return rec["decision"] == 0 if "decision" in rec else rec["s_pos"] == rec["s_neg"]
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling items with replacement)."""

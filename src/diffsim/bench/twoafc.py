@@ -25,7 +25,7 @@ from ..metrics.base import Metric
 from .manifest import save_manifest, triplets_hash
 from .provenance import now, provenance
 from .runlog import RunLog
-from .stats import outcome, summarize
+from .stats import is_tie, record_outcome, summarize
 from .store import FeatureStore, Key
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike, op
     start = time.perf_counter()
     root = Path(ts.root)
     use_prompt = opt.use_prompts and accepts_prompt(metric)
+    votes_itself = type(metric).decide is not Metric.decide  # e.g. the hard-vote ensemble
     mdesc = metric_description(metric, metric_name)
     fingerprint = {"dataset": ts.dataset, "protocol": ts.protocol, "options": ts.options, "seed": ts.seed,
                    "triplets": triplets_hash(ts.triplets), "metric": mdesc, "prompts": use_prompt}
@@ -111,9 +112,13 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike, op
                 fn = Features.cat([store.get(key(t, t.negative)) for t in part])  # type: ignore[misc]
                 with torch.no_grad():
                     sp, sn = metric.compare(fa, fp).float().cpu(), metric.compare(fa, fn).float().cpu()
-                for t, a, b in zip(part, sp.tolist(), sn.tolist()):
-                    log.write({**t.to_json(), "s_pos": a, "s_neg": b,
-                               "outcome": outcome(a, b, metric.higher_is_better, opt.strict_ties)})
+                    votes = metric.decide(fa, fp, fn).tolist() if votes_itself else [None] * len(part)
+                for t, a, b, d in zip(part, sp.tolist(), sn.tolist(), votes):
+                    rec = {**t.to_json(), "s_pos": a, "s_neg": b}
+                    if d is not None:
+                        rec["decision"] = int(d)
+                    rec["outcome"] = record_outcome(rec, metric.higher_is_better, opt.strict_ties)
+                    log.write(rec)
                 bar.update(len(part))
             store.release(ci)
     finally:
@@ -141,8 +146,8 @@ def summarize_run(ts: TripletSet, records: dict[str, dict[str, Any]], mdesc: dic
         if "error" in rec:
             errors.append({"id": t.id, "path": rec.get("path"), "error": rec["error"]})
             continue
-        ties += rec["s_pos"] == rec["s_neg"]
-        outcomes.append(outcome(rec["s_pos"], rec["s_neg"], hib, opt.strict_ties))
+        ties += is_tie(rec)
+        outcomes.append(record_outcome(rec, hib, opt.strict_ties))
     summary = summarize(outcomes, opt.n_boot, ts.seed)
     return {"dataset": ts.dataset, "protocol": ts.protocol, "protocol_label": ts.protocol_label,
             "protocol_options": ts.options, "seed": ts.seed, "root": ts.root, "metric": mdesc, **summary,
