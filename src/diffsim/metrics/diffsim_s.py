@@ -18,6 +18,8 @@ from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImagesLike, check_crop, check_size, to_unit_tensor
 from ..masks import MaskLike, load_masks, to_tokens
+from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
+from .automask import AutoMasks, Prompts
 from .base import Metric, embed_cached
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,9 @@ class DiffSim(Metric):
                  timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
                  size: int = 512, seed: int = DEFAULT_SEED, single_branch: bool = False,
                  similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
-                 cache: FeatureCache | None = None, mask_keys: bool = False) -> None:
+                 cache: FeatureCache | None = None, mask_keys: bool = False,
+                 mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
+                 auto_masks: bool = False) -> None:
         if timestep is None and step is None:
             step = DEFAULT_STEP
         self.backbone = backbone
@@ -71,6 +75,7 @@ class DiffSim(Metric):
         self.batch_size = batch_size
         self.cache = cache if cache is not None else FeatureCache()
         self.mask_keys = bool(mask_keys)
+        self.automask = AutoMasks(mask_model, mask_prompt, backbone.device, backbone.dtype, auto_masks)
 
     @property
     def higher_is_better(self) -> bool:  # type: ignore[override]
@@ -85,23 +90,30 @@ class DiffSim(Metric):
                         similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
                         cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
                         revision: str | None = None, variant: str | None = None,
-                        single_file_config: str | None = None, mask_keys: bool = False) -> "DiffSim":
+                        single_file_config: str | None = None, mask_keys: bool = False,
+                        mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
+                        auto_masks: bool = False) -> "DiffSim":
         """Load the model (hub id, diffusers folder or single checkpoint) and configure DiffSim-S.
 
         ``timestep`` is the actual DDPM timestep T; ``step`` is the paper's index K with
         T = scheduler.timesteps[K] after set_timesteps(1000) (SD 1.5: T = 1001 - K). Default: step 500.
+        ``mask_model`` / ``mask_prompt``: the segmentation model behind ``masks="auto"`` (loaded on first
+        use, on the same device and dtype); ``auto_masks=True`` makes ``"auto"`` the default for calls
+        without ``masks``.
         """
         backbone = StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
                                                            variant=variant, single_file_config=single_file_config)
         return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
-                   batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys)
+                   batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys, mask_model=mask_model,
+                   mask_prompt=mask_prompt, auto_masks=auto_masks)
 
     def with_settings(self, **changes: Any) -> "DiffSim":
         """A copy with some settings changed, sharing the loaded model and the feature cache."""
         kw: dict[str, Any] = dict(layer=self.layer_names, timestep=self.timestep, step=None, prompt=self.prompt,
                                   size=self.size, seed=self.seed, single_branch=self.single_branch,
                                   similarity=self.similarity, crop=self.crop, batch_size=self.batch_size,
-                                  mask_keys=self.mask_keys)
+                                  mask_keys=self.mask_keys, mask_model=self.automask.model,
+                                  mask_prompt=self.automask.prompt, auto_masks=self.automask.enabled)
         if "step" in changes:
             kw["timestep"] = None
         kw.update(changes)
@@ -119,7 +131,7 @@ class DiffSim(Metric):
     def config(self) -> dict[str, Any]:
         cfg = self.feature_config()
         cfg.update(layer_names=list(self.layer_names), step=self.step, similarity=self.similarity,
-                   mask_keys=self.mask_keys, higher_is_better=self.higher_is_better)
+                   mask_keys=self.mask_keys, higher_is_better=self.higher_is_better, **self.automask.describe())
         return cfg
 
     def __repr__(self) -> str:
@@ -129,19 +141,22 @@ class DiffSim(Metric):
 
     # ------------------------------------------------------------------ embed
     def embed(self, images: ImagesLike, prompt: str | None = None, progress: bool = False,
-              masks: MaskLike | Sequence[MaskLike] = None) -> Features:
+              masks: MaskLike | Sequence[MaskLike] = None, mask_prompt: Prompts = None) -> Features:
         """Q/K/V features of each image; each distinct image runs the VAE and U-Net once per config.
 
         ``prompt`` overrides the metric's prompt for this call (e.g. NIGHTS' per-triplet prompts).
         ``masks`` (one per image, None entries allowed; see :mod:`diffsim.masks`) attaches foreground
         weights on each layer's token grid: ``compare`` then weights every query token by its mask
         (background tokens count less or not at all) and, with ``mask_keys=True``, lets attention read
-        foreground keys only. Masks do not change the cached network features.
+        foreground keys only. ``masks="auto"`` (or ``"auto"`` entries) takes them from the metric's
+        segmentation model, prompted with ``mask_prompt`` (one text or one per image; default: the
+        metric's ``mask_prompt``). Masks do not change the cached network features.
         """
         fcfg = self.feature_config(prompt)
         feats = embed_cached(images, fcfg, lambda im, i: to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0,
                              lambda px: self._compute(px, fcfg), self.cache, self.batch_size, self.backbone.device,
                              progress)
+        masks = self.automask.resolve(masks, images, mask_prompt)
         if masks is None:
             return feats
         loaded = load_masks(masks, len(feats))

@@ -5,7 +5,8 @@ authors (who use the torch-hub ViT-B/14 and carvekit background removal). Masks 
 user — ``embed(images, masks=[...])`` or ``score(a, b, masks=[mask_a, mask_b])`` — as files, arrays or
 tensors (see :mod:`diffsim.masks`); they are averaged onto the patch grid and binarised at 0.5, like
 the authors. An image without a mask (or with an empty one) uses all patches, with a logged warning.
-No segmentation model is run automatically.
+``masks="auto"`` (or ``auto_masks=True`` when building the metric) takes the masks from a text-prompted
+segmentation model instead (CLIPSeg, ``mask_model`` / ``mask_prompt``; see :mod:`diffsim.segment`).
 """
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import os
+
 import torch
 
 from ..backbones.vit import DEFAULT_DINOV2
 from ..features import Features
 from ..images import ImagesLike
 from ..masks import MaskLike, load_masks, to_tokens
+from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
+from .automask import AutoMasks, Prompts
 from .vit import ViTMetric, cosine_matrix, cosine_rows
 
 logger = logging.getLogger(__name__)
@@ -31,16 +36,28 @@ class FFA(ViTMetric):
     family = "dinov2"
     default_model = "facebook/dinov2-base"
 
-    def __init__(self, backbone, size: int = 336, resize: int | None = None, **kw: Any) -> None:
+    def __init__(self, backbone, size: int = 336, resize: int | None = None,
+                 mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
+                 auto_masks: bool = False, **kw: Any) -> None:
         super().__init__(backbone, size=size, resize=resize if resize is not None else size, **kw)
+        self.automask = AutoMasks(mask_model, mask_prompt, backbone.device, backbone.dtype, auto_masks)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**super().config, **self.automask.describe()}
 
     def _compute(self, unit: torch.Tensor) -> Features:
         return Features({"patches": self.backbone.patch_tokens(unit)})
 
-    def embed(self, images: ImagesLike, progress: bool = False,
-              masks: MaskLike | Sequence[MaskLike] = None) -> Features:
-        """Patch tokens (cached) and each image's foreground-averaged feature."""
+    def embed(self, images: ImagesLike, progress: bool = False, masks: MaskLike | Sequence[MaskLike] = None,
+              mask_prompt: Prompts = None) -> Features:
+        """Patch tokens (cached) and each image's foreground-averaged feature.
+
+        ``masks``: one per image (None entries allowed), or ``"auto"`` for the segmentation model's masks
+        (prompted with ``mask_prompt``, one text or one per image; default: the metric's ``mask_prompt``).
+        """
         feats = super().embed(images, progress)
+        masks = self.automask.resolve(masks, images, mask_prompt)
         p = feats.tensors["patches"]
         side = int(round(p.shape[1] ** 0.5))
         weights = []
