@@ -122,7 +122,8 @@ _ZOO = [
                "stable-diffusion-v1-5/stable-diffusion-v1-5", True, ("ablation",), PAPER + " (Table 3)",
                {"layer": "up0", "step": 500, "out_proj": True}),
     MetricInfo("diffsim-s-fg", _diffsim_factory,
-               "DiffSim-S with foreground masks: pass masks= to embed/score; background tokens get no weight",
+               "DiffSim-S with foreground masks: pass masks= (or masks=\"auto\": CLIPSeg) to embed/score; background "
+               "tokens get no weight",
                "stable-diffusion-v1-5/stable-diffusion-v1-5", True, ("instance",), PAPER + " (sec 4.8 failure case)",
                {"layer": "up0", "step": 750, "mask_keys": True}),
     MetricInfo("lpips-vgg", _lazy("lpips", "LPIPS"), "LPIPS v0.1 on VGG16 (distance)", "torchvision vgg16 "
@@ -134,7 +135,8 @@ _ZOO = [
     MetricInfo("gram", _lazy("gram", "Gram"), "cosine of VGG19 Gram matrices (style)", "torchvision vgg19 "
                "IMAGENET1K_V1", True, ("style",), "Gatys et al., CVPR 2016", {"layer": "conv5_1", "size": 512,
                                                                               "rows": "all"}),
-    MetricInfo("ffa", _lazy("ffa", "FFA"), "foreground feature averaging: masked mean of DINOv2 patch tokens",
+    MetricInfo("ffa", _lazy("ffa", "FFA"),
+               "foreground feature averaging: masked mean of DINOv2 patch tokens (masks= or masks=\"auto\")",
                "facebook/dinov2-base", True, ("instance",), "Kotar et al., CUTE, 2024",
                {"size": 336, "resize": 336}),
     MetricInfo("ensemble", _lazy("ensemble", "Ensemble", "from_names"),
