@@ -43,6 +43,8 @@ def test_masks_sizes_range_determinism_batch(seg, seg_path, image_files):
     assert torch.allclose(per_image[1], masks[1], atol=1e-5)
     assert (per_image[0] - masks[0]).abs().max() > 1e-3 and (per_image[2] - masks[2]).abs().max() > 1e-3
     assert ForegroundSegmenter.from_pretrained(seg_path, device="cpu", dtype="float32") is seg  # shared
+    long = seg.segment(images[1], "a very long prompt " * 20)[0]  # truncated to the text model's length
+    assert long.shape == (20, 30) and not long.requires_grad
     with pytest.raises(ConfigError, match="one string per image"):
         seg.segment(images, ["a", "b"])
 

@@ -152,7 +152,7 @@ class ForegroundSegmenter:
     def __repr__(self) -> str:
         return f"ForegroundSegmenter(model={self.source!r}, device={self.device}, dtype={dtype_name(self.dtype)})"
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def segment(self, images: ImagesLike, prompts: str | Sequence[str] | None = None) -> list[torch.Tensor]:
         """One float mask (H, W) in [0, 1] per image (CPU float32), at each image's own resolution.
 
@@ -185,7 +185,7 @@ class ForegroundSegmenter:
         pixels = torch.stack([F.interpolate(u[None].to(self.device), size=self.size, mode="bilinear",
                                             align_corners=False, antialias=True)[0] for u in units])
         pixels = ((pixels.clamp(0, 1) - self.mean) / self.std).to(self.dtype)
-        tok = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
+        tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         logits = self.model(input_ids=tok["input_ids"].to(self.device),
                             attention_mask=tok["attention_mask"].to(self.device), pixel_values=pixels).logits
         self.forward_calls += 1
