@@ -145,10 +145,6 @@ class ForegroundSegmenter:
             _SHARED[key] = seg
         return seg
 
-    def describe(self) -> dict[str, Any]:
-        """What determines the masks (besides the prompts)."""
-        return {"mask_model": self.source, "mask_dtype": dtype_name(self.dtype)}
-
     def __repr__(self) -> str:
         return f"ForegroundSegmenter(model={self.source!r}, device={self.device}, dtype={dtype_name(self.dtype)})"
 
