@@ -5,10 +5,11 @@ from .errors import (ConfigError, DatasetError, DiffSimError, ImageError, LayerE
                      TimestepError)
 from .features import Features
 from .metrics import DiffSim, Metric
+from .segment import ForegroundSegmenter
 from .registry import MetricInfo, create_metric, list_metrics, metric_info, register_metric
 
 __all__ = [
-    "DEFAULT_MODEL", "ConfigError", "DatasetError", "DiffSim", "DiffSimError", "Features", "ImageError", "LayerError", "Metric",
+    "DEFAULT_MODEL", "ConfigError", "ForegroundSegmenter", "DatasetError", "DiffSim", "DiffSimError", "Features", "ImageError", "LayerError", "Metric",
     "MetricInfo", "ModelNotFoundError", "StableDiffusionBackbone", "TimestepError", "__version__", "create_metric",
     "list_metrics", "metric_info", "register_metric",
 ]
