@@ -37,7 +37,7 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
     """CLIPSeg model and processor from a local folder or the hub (cache first); clear errors."""
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    from .backbones.loading import _first_line, _is_network_error, _offline, quiet_loading
+    from .backbones.loading import load_cache_first
 
     p = Path(model).expanduser()
     local = p.is_dir()
@@ -53,31 +53,10 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
         proc = CLIPSegProcessor.from_pretrained(src, **kw, **extra)
         return net, proc
 
-    try:
-        with quiet_loading():
-            try:
-                return attempt(local_files_only=True)
-            except Exception:
-                if local or _offline():
-                    raise
-            return attempt()
-    except Exception as exc:
-        first = _first_line(exc)
-        if local:
-            raise ModelNotFoundError(f"could not load the segmentation model folder {src}: {first} (expected a "
-                                     "CLIPSeg model and its processor, both saved with save_pretrained)") from exc
-        if _offline():
-            how = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
-        else:
-            cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
-            how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
-        from huggingface_hub import constants
-
-        raise ModelNotFoundError(
-            f"could not load segmentation model {src!r}: {how}: {first} (looked in {constants.HF_HUB_CACHE}). "
-            f"To fix: download it once while online (`hf download {src}`), or pass mask_model=/path/to/folder "
-            "(CLIPSegForImageSegmentation and CLIPSegProcessor saved with save_pretrained)"
-            + ("; or unset HF_HUB_OFFLINE" if _offline() else "")) from exc
+    return load_cache_first(attempt, src, local, "segmentation model",
+                            "mask_model=/path/to/folder (CLIPSegForImageSegmentation and CLIPSegProcessor saved "
+                            "with save_pretrained)",
+                            " (expected a CLIPSeg model and its processor, both saved with save_pretrained)")
 
 
 def _processor_geometry(proc: Any) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:

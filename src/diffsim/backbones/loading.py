@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from ..errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -124,17 +125,6 @@ def _from_parts(model: str, dtype: torch.dtype, revision: str | None, variant: s
     return SDComponents(vae, unet, text_encoder, tokenizer, scheduler, model)
 
 
-def _from_hub(model: str, dtype: torch.dtype, revision: str | None, variant: str | None) -> SDComponents:
-    """Cache first (no network round trip when the model is already downloaded), then the Hub."""
-    try:
-        return _from_parts(model, dtype, revision, variant, local_only=True)
-    except Exception as exc:
-        if _offline():
-            raise
-        logger.info("%s is not fully cached (%s); downloading", model, _first_line(exc))
-    return _from_parts(model, dtype, revision, variant, local_only=False)
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no")
 
@@ -156,6 +146,35 @@ def _is_network_error(exc: BaseException) -> bool:
     return False
 
 
+def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str, fix: str,
+                     local_hint: str = "") -> T:
+    """Run ``attempt(local_files_only=True)``, then (if allowed) ``attempt()`` to download; raise
+    :class:`ModelNotFoundError` saying what was tried and how to fix it (``fix`` names the option to pass)."""
+    try:
+        with quiet_loading():
+            try:
+                return attempt(local_files_only=True)
+            except Exception:
+                if local or _offline():
+                    raise
+            return attempt()
+    except Exception as exc:
+        first = _first_line(exc)
+        if local:
+            raise ModelNotFoundError(f"could not load the {what} folder {src}: {first}{local_hint}") from exc
+        if _offline():
+            how = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
+        else:
+            cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
+            how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
+        from huggingface_hub import constants
+
+        raise ModelNotFoundError(
+            f"could not load {what} {src!r}: {how}: {first} (looked in {constants.HF_HUB_CACHE}). To fix: "
+            f"download it once while online (`hf download {src}`), or pass {fix}"
+            + ("; or unset HF_HUB_OFFLINE" if _offline() else "")) from exc
+
+
 def _from_single_file(path: Path, dtype: torch.dtype, config: str | None) -> SDComponents:
     from diffusers import StableDiffusionPipeline
 
@@ -172,26 +191,22 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
     """Load VAE (encoder only), U-Net, text encoder, tokenizer and scheduler, in eval mode on ``device``."""
     kind = classify(model)
     text = str(Path(str(model)).expanduser()) if kind != "hub" else str(model)
+    if kind == "hub":
+        parts = load_cache_first(
+            lambda local_files_only=False: _from_parts(text, dtype, revision, variant, local_only=local_files_only),
+            text, False, "model", "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+        return prepare_components(parts, dtype, device)
     try:
         with quiet_loading():
             if kind == "file":
                 parts = _from_single_file(Path(text), dtype, single_file_config)
-            elif kind == "folder":
+            else:
                 _check_folder(Path(text))
                 parts = _from_parts(text, dtype, revision, variant, local_only=True)
-            else:
-                parts = _from_hub(text, dtype, revision, variant)
     except ModelNotFoundError:
         raise
     except Exception as exc:  # the libraries raise OSError, ValueError, HTTP errors, ...
         first = _first_line(exc)
-        if kind == "hub":
-            if _offline():
-                how = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
-            else:
-                cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
-                how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
-            raise ModelNotFoundError(f"could not load model {text!r}: {how}: {first} {_fix_hint(text)}") from exc
         if kind == "file":
             raise ModelNotFoundError(
                 f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "

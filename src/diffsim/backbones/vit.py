@@ -22,7 +22,7 @@ from ..aas import QKV
 from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError, ModelNotFoundError
 from .capture import StopForward
-from .loading import _first_line, _is_network_error, _offline, quiet_loading
+from .loading import load_cache_first
 
 logger = logging.getLogger(__name__)
 
@@ -72,29 +72,9 @@ def _load(model: str, family: str, dtype: torch.dtype, revision: str | None) -> 
             cfg = vcfg
         return cls.from_pretrained(src, config=cfg, **kw, **extra)
 
-    try:
-        with quiet_loading(), _transformers_errors_only():
-            try:
-                return attempt(local_files_only=True)
-            except Exception:
-                if local or _offline():
-                    raise
-            return attempt()
-    except Exception as exc:
-        first = _first_line(exc)
-        if local:
-            raise ModelNotFoundError(f"could not load the {family} model folder {src}: {first}") from exc
-        if _offline():
-            how = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading"
-        else:
-            cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
-            how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
-        from huggingface_hub import constants
-
-        raise ModelNotFoundError(
-            f"could not load {family} model {src!r}: {how}: {first} (looked in {constants.HF_HUB_CACHE}). To fix: "
-            f"download it once while online (`hf download {src}`), or pass model=/path/to/local/folder "
-            f"(a folder written by save_pretrained)" + ("; or unset HF_HUB_OFFLINE" if _offline() else "")) from exc
+    with _transformers_errors_only():
+        return load_cache_first(attempt, src, local, f"{family} model",
+                                "model=/path/to/local/folder (a folder written by save_pretrained)")
 
 
 @contextmanager
