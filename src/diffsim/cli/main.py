@@ -28,6 +28,10 @@ def cli(verbose: int) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
+    if verbose == 0:  # the Hub's per-retry warnings: our error message already says what failed and why
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
 
 
 cli.add_command(score)
