@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .devices import dtype_name, resolve_device, resolve_dtype
-from .errors import ConfigError, ImageError, ModelNotFoundError
+from .errors import ConfigError, ImageError
 from .images import ImagesLike, _load_item, as_list
 
 logger = logging.getLogger(__name__)
@@ -37,15 +36,10 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
     """CLIPSeg model and processor from a local folder or the hub (cache first); clear errors."""
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    from .backbones.loading import load_cache_first
+    from .backbones.loading import load_cache_first, resolve_source
 
-    p = Path(model).expanduser()
-    local = p.is_dir()
-    if not local and (model.startswith(("/", ".", "~")) or model.count("/") > 1):
-        raise ModelNotFoundError(f"segmentation model folder {model} does not exist: pass a local folder saved with "
-                                 f"save_pretrained (the CLIPSeg model and its CLIPSegProcessor) or a hub id such "
-                                 f"as {DEFAULT_SEGMENTER}")
-    src = str(p) if local else model
+    src, local = resolve_source(model, "segmentation model",
+                                f"the CLIPSeg model and its CLIPSegProcessor; hub id e.g. {DEFAULT_SEGMENTER}")
     kw: dict[str, Any] = {"revision": revision} if revision else {}
 
     def attempt(**extra: Any) -> tuple[Any, Any]:

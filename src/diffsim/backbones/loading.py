@@ -146,6 +146,19 @@ def _is_network_error(exc: BaseException) -> bool:
     return False
 
 
+def resolve_source(model: str | os.PathLike, what: str, expected: str) -> tuple[str, bool]:
+    """(source, is_local_folder) for a hub id or a local folder; a local-looking path that does not
+    exist raises :class:`ModelNotFoundError` (``expected`` says what the folder should hold)."""
+    text = str(model)
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return str(p), True
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1:
+        raise ModelNotFoundError(f"{what} folder {text} does not exist: pass a local folder saved with "
+                                 f"save_pretrained ({expected}) or a hub id")
+    return text, False
+
+
 def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str, fix: str,
                      local_hint: str = "") -> T:
     """Run ``attempt(local_files_only=True)``, then (if allowed) ``attempt()`` to download; raise

@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,9 +19,9 @@ import torch.nn as nn
 
 from ..aas import QKV
 from ..devices import dtype_name, resolve_device, resolve_dtype
-from ..errors import ConfigError, LayerError, ModelNotFoundError
+from ..errors import ConfigError, LayerError
 from .capture import StopForward
-from .loading import load_cache_first
+from .loading import load_cache_first, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +49,8 @@ def _load(model: str, family: str, dtype: torch.dtype, revision: str | None) -> 
     from transformers import CLIPVisionModelWithProjection, Dinov2Model
 
     cls = CLIPVisionModelWithProjection if family == "clip" else Dinov2Model
-    p = Path(model).expanduser()
-    local = p.is_dir()
-    if not local and (model.startswith(("/", ".", "~")) or model.count("/") > 1):
-        raise ModelNotFoundError(f"{family} model folder {model} does not exist: pass a local folder saved with "
-                                 f"save_pretrained (config.json + weights) or a hub id such as "
-                                 f"{DEFAULT_CLIP if family == 'clip' else DEFAULT_DINOV2}")
-    src = str(p) if local else model
+    default = DEFAULT_CLIP if family == "clip" else DEFAULT_DINOV2
+    src, local = resolve_source(model, f"{family} model", f"config.json + weights; hub id e.g. {default}")
     kw: dict[str, Any] = {"torch_dtype": dtype}
     if revision:
         kw["revision"] = revision
