@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import DatasetError
 from ..datasets.base import Triplet, TripletSet
@@ -33,15 +34,20 @@ def save_manifest(ts: TripletSet, path: str | os.PathLike) -> Path:
     return p
 
 
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; a missing or unreadable one raises :class:`DatasetError` naming ``what`` and the path."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc}") from None
+
+
 def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> TripletSet:
     """Read a manifest; ``root`` overrides the root it was written with (the data moved)."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"triplet manifest not found: {p}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read triplet manifest {p}: {exc}") from None
+    doc = read_json(p, "triplet manifest")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("triplets"), list):
         raise DatasetError(f"{p} is not a diffsim triplet manifest (format {FORMAT!r})")
     triplets = [Triplet.from_json(d) for d in doc["triplets"]]

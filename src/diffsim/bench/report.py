@@ -1,12 +1,12 @@
 """Markdown tables (like the paper's Table 1, with its numbers beside ours) and a bar chart from results."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from .manifest import read_json
 from .paper import DATASETS, TITLES, paper_row, paper_value
 
 
@@ -15,12 +15,7 @@ def load_results(paths: list[str | os.PathLike]) -> list[dict[str, Any]]:
     out = []
     for p in map(Path, paths):
         f = p / "results.json" if p.is_dir() else p
-        try:
-            r = json.loads(f.read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"results file not found: {f}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"cannot read results {f}: {exc}") from None
+        r = read_json(f, "results file")
         if "dataset" not in r or "metric" not in r:
             raise DatasetError(f"{f} is not a diffsim results.json")
         out.append(r)
