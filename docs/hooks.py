@@ -7,6 +7,7 @@ Markers in the Markdown sources are replaced before rendering:
 - ``<!-- diffsim:paper-table -->``: the paper's Table 1 (``diffsim.bench.paper.TABLE1``);
 - ``<!-- diffsim:api PACKAGE -->``: a mkdocstrings ``:::`` block for PACKAGE and each public module under it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,11 +49,21 @@ def metrics_md() -> str:
     """The metric table and one section per registered metric."""
     infos = _infos()
     out = ["| name | backbone | polarity | measures | description |", "|---|---|---|---|---|"]
-    out += [f"| [`{i.name}`](#{i.name}) | {_cell(i.backbone)} | {_polarity(i)} | {_cell(', '.join(i.measures))} "
-            f"| {_cell(i.description)} |" for i in infos]
+    out += [
+        f"| [`{i.name}`](#{i.name}) | {_cell(i.backbone)} | {_polarity(i)} | {_cell(', '.join(i.measures))} "
+        f"| {_cell(i.description)} |"
+        for i in infos
+    ]
     for i in infos:
-        out += ["", f"### `{i.name}` {{#{i.name}}}", "", _cell(i.description) + ".", "",
-                f"- **Backbone**: {_cell(i.backbone)}", f"- **Polarity**: {_polarity(i)}"]
+        out += [
+            "",
+            f"### `{i.name}` {{#{i.name}}}",
+            "",
+            _cell(i.description) + ".",
+            "",
+            f"- **Backbone**: {_cell(i.backbone)}",
+            f"- **Polarity**: {_polarity(i)}",
+        ]
         if i.measures:
             out.append(f"- **Measures**: {', '.join(i.measures)}")
         if i.paper:
@@ -60,8 +71,14 @@ def metrics_md() -> str:
         defaults = _defaults(i)
         if defaults:
             out.append("- **Defaults**: " + ", ".join(f"`{k}={_value(v)}`" for k, v in defaults.items()))
-        out += ["", "```python", "from diffsim import create_metric", "",
-                f'metric = create_metric("{i.name}")  # keyword arguments override the defaults', "```"]
+        out += [
+            "",
+            "```python",
+            "from diffsim import create_metric",
+            "",
+            f'metric = create_metric("{i.name}")  # keyword arguments override the defaults',
+            "```",
+        ]
     return "\n".join(out)
 
 
@@ -91,8 +108,11 @@ def api_md(package: str) -> str:
     mod = importlib.import_module(package)
     names = [package]
     if hasattr(mod, "__path__"):
-        names += sorted(m.name for m in pkgutil.walk_packages(mod.__path__, package + ".")
-                        if not any(part.startswith("_") for part in m.name.split(".")))
+        names += sorted(
+            m.name
+            for m in pkgutil.walk_packages(mod.__path__, package + ".")
+            if not any(part.startswith("_") for part in m.name.split("."))
+        )
     blocks = [f"::: {package}\n    options:\n      members: false" if len(names) > 1 else f"::: {package}"]
     return "\n\n".join(blocks + [f"::: {n}" for n in names[1:]])
 

@@ -4,12 +4,14 @@ The venv sees the system site-packages (torch and the other dependencies are not
 package itself must come from the wheel: the test checks where ``diffsim`` is imported from, runs with
 ``PYTHONPATH`` removed and from a folder outside the repository.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import venv
 import zipfile
 from pathlib import Path
@@ -55,16 +57,32 @@ def venv_python(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     py = folder / "bin" / "python"
     wheel = next(dist.glob("*.whl"))
     # --ignore-installed: a development install of the same name and version must not stand in for the wheel.
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--ignore-installed",
-          "--no-index", str(wheel)], cwd=folder)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            "--no-index",
+            str(wheel),
+        ],
+        cwd=folder,
+    )
     return py
 
 
 def test_sdist_and_wheel_pass_twine_check(dist: Path) -> None:
     pytest.importorskip("twine", reason="needs the dev extra: pip install -e '.[dev]'")
     files = sorted(dist.iterdir())
-    assert [f.name for f in files] == [f"diffsim_metric-{__version__}-py3-none-any.whl",
-                                       f"diffsim_metric-{__version__}.tar.gz"]
+    assert [f.name for f in files] == [
+        f"diffsim_metric-{__version__}-py3-none-any.whl",
+        f"diffsim_metric-{__version__}.tar.gz",
+    ]
     out = _run([sys.executable, "-m", "twine", "check", "--strict", *map(str, files)], cwd=dist).stdout
     assert out.count("PASSED") == 2
 
@@ -73,8 +91,7 @@ def test_wheel_contents(dist: Path) -> None:
     names = zipfile.ZipFile(next(dist.glob("*.whl"))).namelist()
     assert "diffsim/py.typed" in names and "diffsim/cli/main.py" in names
     assert not [n for n in names if n.startswith("tests/") or n.endswith((".safetensors", ".ckpt"))]
-    meta = zipfile.ZipFile(next(dist.glob("*.whl"))).read(
-        f"diffsim_metric-{__version__}.dist-info/METADATA").decode()
+    meta = zipfile.ZipFile(next(dist.glob("*.whl"))).read(f"diffsim_metric-{__version__}.dist-info/METADATA").decode()
     assert f"Name: {DIST}" in meta and f"Version: {__version__}" in meta
     assert "License-Expression: Apache-2.0" in meta
     torch_req = [line for line in meta.splitlines() if line.startswith("Requires-Dist: torch")]
@@ -82,19 +99,29 @@ def test_wheel_contents(dist: Path) -> None:
 
 
 def test_package_is_imported_from_the_wheel(venv_python: Path, tmp_path: Path) -> None:
-    code = ("import diffsim, importlib.metadata as md, pathlib; "
-            "print(pathlib.Path(diffsim.__file__).resolve()); print(md.version('diffsim-metric'))")
+    code = (
+        "import diffsim, importlib.metadata as md, pathlib; "
+        "print(pathlib.Path(diffsim.__file__).resolve()); print(md.version('diffsim-metric'))"
+    )
     path, version = _run([str(venv_python), "-c", code], cwd=tmp_path).stdout.split()
     assert Path(path).is_relative_to(venv_python.parent.parent.resolve()), path
     assert version == __version__
     # every core dependency the wheel declares is satisfied in the venv
-    check = ("import importlib.metadata as md\nfrom packaging.requirements import Requirement\n"
-             "bad = []\nfor r in map(Requirement, md.requires('diffsim-metric')):\n"
-             "    if r.marker is None or r.marker.evaluate({'extra': ''}):\n"
-             "        try:\n            v = md.version(r.name)\n        except md.PackageNotFoundError:\n"
-             "            v = None\n"
-             "        if v is None or not r.specifier.contains(v, prereleases=True):\n            bad.append((str(r), v))\n"
-             "print(bad)")
+    check = textwrap.dedent("""
+        import importlib.metadata as md
+        from packaging.requirements import Requirement
+
+        bad = []
+        for req in map(Requirement, md.requires("diffsim-metric")):
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                try:
+                    have = md.version(req.name)
+                except md.PackageNotFoundError:
+                    have = None
+                if have is None or not req.specifier.contains(have, prereleases=True):
+                    bad.append((str(req), have))
+        print(bad)
+    """)
     assert _run([str(venv_python), "-c", check], cwd=tmp_path).stdout.strip() == "[]"
 
 
@@ -115,9 +142,11 @@ def test_examples_from_the_wheel(venv_python: Path, tmp_path: Path) -> None:
     a, b = str(images / "house_day.png"), str(images / "house_dusk.png")
     opts = ["--model", str(model), "--size", "64", "--device", "cpu", "--dtype", "float32", "-q"]
     cli = float(_run([str(venv_python.parent / "diffsim"), "score", a, b, *opts], cwd=tmp_path).stdout)
-    code = ("import sys; from diffsim import DiffSim\n"
-            "m = DiffSim.from_pretrained(sys.argv[1], size=64, device='cpu', dtype='float32')\n"
-            "print(m.score(sys.argv[2], sys.argv[3]), m.score(sys.argv[2], sys.argv[2]))")
+    code = (
+        "import sys; from diffsim import DiffSim\n"
+        "m = DiffSim.from_pretrained(sys.argv[1], size=64, device='cpu', dtype='float32')\n"
+        "print(m.score(sys.argv[2], sys.argv[3]), m.score(sys.argv[2], sys.argv[2]))"
+    )
     api, same = map(float, _run([str(venv_python), "-c", code, str(model), a, b], cwd=tmp_path).stdout.split())
     assert cli == pytest.approx(api, abs=1e-6)
     assert same == pytest.approx(1.0, abs=1e-5)
