@@ -5,7 +5,8 @@ Markers in the Markdown sources are replaced before rendering:
 - ``<!-- diffsim:metrics -->``: a table and one section per registered metric (``diffsim.registry``);
 - ``<!-- diffsim:backbones -->``: each backbone named by the registry and the metrics built on it;
 - ``<!-- diffsim:paper-table -->``: the paper's Table 1 (``diffsim.bench.paper.TABLE1``);
-- ``<!-- diffsim:api PACKAGE -->``: a mkdocstrings ``:::`` block for PACKAGE and each public module under it.
+- ``<!-- diffsim:api PACKAGE -->``: a mkdocstrings ``:::`` block for PACKAGE and each public module under it;
+- ``<!-- diffsim:readme TITLE -->``: the body of the README section ``## TITLE`` (one text for both).
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import dataclasses
 import importlib
 import pkgutil
 import re
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-_MARKER = re.compile(r"<!-- diffsim:([a-z-]+)(?: ([\w.]+))? -->")
+_MARKER = re.compile(r"<!-- diffsim:([a-z-]+)(?: (.+?))? -->")
+_README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _defaults(info: Any) -> dict[str, Any]:
-    d = getattr(info, "defaults", {})
-    if dataclasses.is_dataclass(d) and not isinstance(d, type):
-        d = dataclasses.asdict(d)
-    return dict(d) if isinstance(d, Mapping) else {}
+def _settings(info: Any) -> dict[str, Any]:
+    """Every setting of the preset with its value (the class's defaults updated by the preset's)."""
+    from diffsim.registry import settings_of
+
+    s = settings_of(info)
+    if hasattr(s, "to_dict"):
+        return dict(s.to_dict())
+    return dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(getattr(info, "defaults", {}))
 
 
 def _value(v: Any) -> str:
@@ -36,7 +41,7 @@ def _cell(text: str) -> str:
 
 
 def _polarity(info: Any) -> str:
-    return "higher = more similar" if getattr(info, "higher_is_better", True) else "**lower** = more similar"
+    return "higher = more similar" if info.higher_is_better else "**lower** = more similar"
 
 
 def _infos() -> list[Any]:
@@ -45,22 +50,35 @@ def _infos() -> list[Any]:
     return [metric_info(n) for n in list_metrics()]
 
 
+def _aliases() -> dict[str, list[str]]:
+    from diffsim import registry
+
+    by: dict[str, list[str]] = {}
+    for alias, target in getattr(registry, "list_aliases", dict)().items():
+        by.setdefault(target, []).append(alias)
+    return by
+
+
 def metrics_md() -> str:
-    """The metric table and one section per registered metric."""
-    infos = _infos()
+    """The metric table and one section per registered metric (aliases, class, every setting)."""
+    infos, aliases = _infos(), _aliases()
     out = ["| name | backbone | polarity | measures | description |", "|---|---|---|---|---|"]
-    out += [
-        f"| [`{i.name}`](#{i.name}) | {_cell(i.backbone)} | {_polarity(i)} | {_cell(', '.join(i.measures))} "
-        f"| {_cell(i.description)} |"
-        for i in infos
-    ]
     for i in infos:
+        names = f"[`{i.name}`](#{i.name})" + "".join(f" = `{a}`" for a in aliases.get(i.name, []))
+        out.append(
+            f"| {names} | {_cell(i.backbone)} | {_polarity(i)} | {_cell(', '.join(i.measures))} "
+            f"| {_cell(i.description)} |"
+        )
+    for i in infos:
+        klass = i.metric_class
+        path = f"{klass.__module__}.{klass.__qualname__}"
+        out += ["", f"### `{i.name}` {{#{i.name}}}", "", _cell(i.description) + ".", ""]
+        if aliases.get(i.name):
+            out.append("- **Also named**: " + ", ".join(f"`{a}`" for a in aliases[i.name]))
+        documented = bool(vars(klass).get("__doc__"))  # mkdocstrings renders (and anchors) documented classes only
+        link = f"[`{klass.__qualname__}`][{path}]" if documented else f"`{path}`"
         out += [
-            "",
-            f"### `{i.name}` {{#{i.name}}}",
-            "",
-            _cell(i.description) + ".",
-            "",
+            f"- **Class**: {link}",
             f"- **Backbone**: {_cell(i.backbone)}",
             f"- **Polarity**: {_polarity(i)}",
         ]
@@ -68,15 +86,27 @@ def metrics_md() -> str:
             out.append(f"- **Measures**: {', '.join(i.measures)}")
         if i.paper:
             out.append(f"- **Reference**: {_cell(i.paper)}")
-        defaults = _defaults(i)
-        if defaults:
-            out.append("- **Defaults**: " + ", ".join(f"`{k}={_value(v)}`" for k, v in defaults.items()))
+        if getattr(i, "paper_row", None):
+            out.append(f"- **Paper Table 1 row**: {i.paper_row}")
+        preset = set(getattr(i, "defaults", {}))
+        settings = _settings(i)
+        if settings:
+            out.append(
+                "- **Settings** (preset values in bold): "
+                + ", ".join(
+                    f"**`{k}={_value(v)}`**" if k in preset else f"`{k}={_value(v)}`" for k, v in settings.items()
+                )
+            )
         out += [
             "",
             "```python",
             "from diffsim import create_metric",
             "",
-            f'metric = create_metric("{i.name}")  # keyword arguments override the defaults',
+            f'metric = create_metric("{i.name}")  # keyword arguments override any setting',
+            "```",
+            "",
+            "```bash",
+            f"diffsim score a.png b.png --metric {i.name}   # --set KEY=VALUE for any setting",
             "```",
         ]
     return "\n".join(out)
@@ -117,6 +147,15 @@ def api_md(package: str) -> str:
     return "\n\n".join(blocks + [f"::: {n}" for n in names[1:]])
 
 
+def readme_section(title: str) -> str:
+    """The body of the README's ``## title`` section (up to the next ``## `` heading)."""
+    text = _README.read_text(encoding="utf-8")
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    if not m:
+        raise ValueError(f"README.md has no section '## {title}'")
+    return m.group(1).strip()
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
     def replace(m: re.Match[str]) -> str:
         kind, arg = m.group(1), m.group(2)
@@ -128,6 +167,8 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
             return paper_table_md()
         if kind == "api" and arg:
             return api_md(arg)
+        if kind == "readme" and arg:
+            return readme_section(arg)
         raise ValueError(f"unknown docs marker {m.group(0)!r}")
 
     return _MARKER.sub(replace, markdown)
