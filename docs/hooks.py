@@ -148,12 +148,13 @@ def api_md(package: str) -> str:
 
 
 def readme_section(title: str) -> str:
-    """The body of the README's ``## title`` section (up to the next ``## `` heading)."""
+    """The body of the README's ``## title`` section (up to the next ``## `` heading), for a page in ``docs/``."""
     text = _README.read_text(encoding="utf-8")
     m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
     if not m:
         raise ValueError(f"README.md has no section '## {title}'")
-    return m.group(1).strip()
+    # README links and pictures under docs/ (e.g. docs/img/map.png) are relative to docs/ on these pages
+    return re.sub(r"\]\(docs/", "](", m.group(1).strip())
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
