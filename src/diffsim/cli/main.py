@@ -11,6 +11,8 @@ from ..errors import DiffSimError
 from .bench import bench, consistency
 from .layers import layers
 from .list_cmd import list_command
+from .map_cmd import map_command
+from .matrix_cmd import matrix_command
 from .report import report
 from .score import score
 from .sweep import sweep
@@ -41,6 +43,8 @@ cli.add_command(bench)
 cli.add_command(consistency)
 cli.add_command(sweep)
 cli.add_command(report)
+cli.add_command(map_command)
+cli.add_command(matrix_command)
 
 
 def main(argv: list[str] | None = None) -> int:
