@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .._optional import require
 from ..errors import ConfigError
 from ..images import ImageLike, describe
 from .figure import new_figure, save, to_pil
@@ -70,10 +72,8 @@ def overlay_figure(image_a: ImageLike, image_b: ImageLike, maps: PairMaps, crop:
     """
     views = [model_view(image_a, crop, 0), model_view(image_b, crop, 1)]
     ups = [upsample(m, v.height, v.width) for m, v in zip((maps.map_a, maps.map_b), views)]
-    lo = float(min(u.min() for u in ups)) if vmin is None else vmin
-    hi = float(max(u.max() for u in ups)) if vmax is None else vmax
-    if hi <= lo:
-        lo, hi = lo - 1e-6, hi + 1e-6
+    lo, hi = map_range([maps.map_a, maps.map_b])
+    lo, hi = lo if vmin is None else vmin, hi if vmax is None else vmax
     names = names or (describe(image_a, 0), describe(image_b, 1))
     fig = new_figure(*MAP_SIZE)
     h, w = maps.map_a.shape
@@ -97,6 +97,24 @@ def overlay_figure(image_a: ImageLike, image_b: ImageLike, maps: PairMaps, crop:
     cbar.set_label("per-token cosine (AAS)", fontsize=9)
     plain_colorbar(cbar, lo, hi)
     return fig
+
+
+def map_range(maps: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """The shared colour range of several token maps (widened slightly when they are constant)."""
+    lo = min(float(m.min()) for m in maps)
+    hi = max(float(m.max()) for m in maps)
+    return (lo - 1e-6, hi + 1e-6) if hi <= lo else (lo, hi)
+
+
+def overlay_pil(image: ImageLike, token_map: torch.Tensor, vmin: float, vmax: float, crop: str = "none",
+                alpha: float = 0.5, index: int = 0) -> Image.Image:
+    """One image with its token map blended over it (the figure's colour map), as an RGB PIL image."""
+    mpl = require("matplotlib", "plots", "map overlays")
+    view = model_view(image, crop, index)
+    up = upsample(token_map, view.height, view.width)
+    scaled = np.clip((up - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    heat = (mpl.colormaps[CMAP](scaled)[..., :3] * 255).round().astype(np.uint8)
+    return Image.blend(view.convert("RGB"), Image.fromarray(heat), alpha)
 
 
 def similarity_overlay(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None,
