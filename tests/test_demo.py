@@ -68,20 +68,16 @@ def test_pair_tab(served, sharp_metric, image_files):
     assert "**up1** (4×4 tokens)" in status and "higher = more similar" in status
 
 
-def test_layer_and_step_changes_reuse_latents(served, sharp_metric, image_files, monkeypatch):
-    engine, _, client = served
+def test_layer_and_step_changes_reuse_latents(served, sharp_metric, image_files):
+    _, _, client = served
     backbone = sharp_metric.backbone
-    calls = []
-    real = backbone.encode
-    monkeypatch.setattr(backbone, "encode", lambda px, seed: calls.append(len(px)) or real(px, seed))
     a, b = image_files[2], image_files[4]
-    before = engine.encoded
-    settings = [("up0", 500), ("up1", 300), ("up2", 800), ("mid", 100)]
+    before, calls_before = backbone.images_encoded, backbone.unet_calls
+    settings = [("up0", 500), ("up1", 300), ("up2", 800), ("mid", 100), ("up0", 500)]
     scores = [client.predict(handle_file(str(a)), handle_file(str(b)), layer, step, api_name="/pair")[0]
               for layer, step in settings]
-    monkeypatch.undo()
-    assert calls == [2]  # one VAE batch with the two new images, for all four settings
-    assert engine.encoded - before == 2
+    assert backbone.images_encoded - before == 2  # each image went through the VAE once, for every setting
+    assert backbone.unet_calls - calls_before == 4  # one U-Net pass per new (layer, step); the repeat is cached
     for (layer, step), score in zip(settings, scores):
         assert score == pytest.approx(expected(sharp_metric, layer, step).score(a, b), abs=2e-6), (layer, step)
 

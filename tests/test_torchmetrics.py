@@ -15,7 +15,7 @@ from .conftest import SIZE  # noqa: E402
 @pytest.fixture(scope="module")
 def batches():
     g = torch.Generator().manual_seed(11)
-    return [(torch.rand(n, 3, SIZE, SIZE, generator=g), torch.rand(n, 3, SIZE, SIZE, generator=g)) for n in (3, 2)]
+    return [(torch.rand(n, 3, SIZE, SIZE, generator=g), torch.rand(n, 3, SIZE, SIZE, generator=g)) for n in (2, 1)]
 
 
 def test_equals_diffsim_score(sharp_sd_path, sharp_metric, batches):
@@ -25,11 +25,11 @@ def test_equals_diffsim_score(sharp_sd_path, sharp_metric, batches):
     for p, t in batches:
         m.update(p, t)
     want = torch.cat([sharp_metric.score(p, t) for p, t in batches])
-    assert want.shape == (5,) and want.std() > 0.01
+    assert want.shape == (3,) and want.std() > 0.01
     assert torch.allclose(m.compute(), want.mean(), atol=1e-6)
     m.reset()
     m.update(*batches[1])
-    assert torch.allclose(m.compute(), want[3:].mean(), atol=1e-6)
+    assert torch.allclose(m.compute(), want[2:].mean(), atol=1e-6)
 
 
 def test_reduction_none_and_named_metric(sharp_sd_path, sharp_metric, batches):
@@ -58,7 +58,7 @@ def test_states_merge_like_one_process(sharp_metric, batches):
     r1.update(*batches[1])
     r0.merge_state(r1)
     assert torch.allclose(r0.compute(), whole.compute(), atol=1e-7)
-    # the mean is over pairs (3 + 2), not the mean of the two ranks' means
+    # the mean is over pairs (2 + 1), not the mean of the two ranks' means
     means = torch.stack([sharp_metric.score(*b).mean() for b in batches]).mean()
     assert not torch.allclose(whole.compute(), means, atol=1e-6)
     forward = DiffSimScore(metric=sharp_metric, reduction="none")

@@ -21,7 +21,7 @@ def sharpen_pipeline(src: str | Path, dst: str | Path, calibration: Sequence, si
     """Copy the diffusers folder ``src`` to ``dst`` with a deterministic VAE and peaked self-attention."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from diffsim.images import preprocess
+    from diffsim.images import to_unit_tensor
 
     src, dst = Path(src), Path(dst)
     if dst.exists():
@@ -32,7 +32,8 @@ def sharpen_pipeline(src: str | Path, dst: str | Path, calibration: Sequence, si
     with torch.no_grad():
         vae.quant_conv.weight[c:] = 0.0
         vae.quant_conv.bias[c:] = -30.0  # log-variance: the posterior sample is its mean
-        mean = vae.encode(preprocess(list(calibration), size)).latent_dist.mean
+        pixels = torch.stack([to_unit_tensor(im, size) for im in calibration]) * 2.0 - 1.0
+        mean = vae.encode(pixels).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
     vae.save_pretrained(dst / "vae")
     unet = UNet2DConditionModel.from_pretrained(dst / "unet")

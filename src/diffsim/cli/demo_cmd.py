@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import click
 
-from .metric_choice import build_named_metric, metric_option
-from .options import diffsim_options
+from .options import build_metric, diffsim_options
 
 
 @click.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on (0.0.0.0 makes it reachable from other machines).")
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
-@metric_option
 @diffsim_options
 @click.pass_context
-def demo_command(ctx: click.Context, host: str, port: int, metric_name: str, **opts) -> None:
+def demo_command(ctx: click.Context, host: str, port: int, metric_name: str | None, **opts) -> None:
     """Serve a web app: pair maps and score, a ranked grid against a reference, and 2AFC.
 
     The model, layer, step and other options are the defaults of the app; layer and step can be changed
@@ -26,6 +24,6 @@ def demo_command(ctx: click.Context, host: str, port: int, metric_name: str, **o
     require("matplotlib", "plots", "diffsim demo")
     from ..app import Engine, launch
 
-    engine = Engine(build_named_metric(ctx, metric_name, opts))
+    engine = Engine(build_metric(ctx, metric_name, "diffsim-s", opts))
     click.echo(f"serving on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
     launch(engine, host, port, block=True, quiet=True)

@@ -6,8 +6,7 @@ import sys
 import click
 
 from .image_args import expand_images
-from .metric_choice import build_named_metric, metric_option
-from .options import diffsim_options
+from .options import build_metric, diffsim_options
 
 
 @click.command("matrix")
@@ -18,12 +17,11 @@ from .options import diffsim_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="CSV to write: one row per image (its path, then its scores). '-' for stdout.")
 @click.option("--title", default=None, help="Figure title. [default: metric and size]")
-@metric_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @diffsim_options
 @click.pass_context
 def matrix_command(ctx: click.Context, images: tuple[str, ...], against: tuple[str, ...], out: str | None,
-                   csv_path: str | None, title: str | None, metric_name: str, quiet: bool, **opts) -> None:
+                   csv_path: str | None, title: str | None, metric_name: str | None, quiet: bool, **opts) -> None:
     """Score every image of IMAGES (files and/or folders) against every other, or against --against.
 
     Each image is embedded once. Without --out and --csv the CSV goes to stdout.
@@ -36,7 +34,7 @@ def matrix_command(ctx: click.Context, images: tuple[str, ...], against: tuple[s
         from .._optional import require
 
         require("matplotlib", "plots", "diffsim matrix --out")
-    metric = build_named_metric(ctx, metric_name, opts)
+    metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     sm = score_matrix(metric, rows, cols, progress=not quiet)
     if out:
         from ..viz.matrix import save_matrix

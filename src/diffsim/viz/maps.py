@@ -44,13 +44,19 @@ def upsample(token_map: torch.Tensor, height: int, width: int) -> np.ndarray:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+def layer_names(config: dict[str, Any]) -> list[str]:
+    """The layer names a metric's config lists (``layer``: one name or several)."""
+    layer = config.get("layer", [])
+    return [str(layer)] if isinstance(layer, (str, int)) else [str(x) for x in layer]
+
+
 def pair_maps(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None) -> PairMaps:
     """Embed A and B once and take their token maps and score on ``layer`` (a metric with ``token_maps``)."""
     if not hasattr(metric, "token_maps"):
         raise ConfigError(f"metric {getattr(metric, 'name', type(metric).__name__)!r} has no per-token maps; "
                           "similarity maps need a DiffSim-S metric (e.g. --metric diffsim-s)")
     cfg = metric.config
-    names = list(cfg.get("layer_names", []))
+    names = layer_names(cfg)
     if layer is None and len(names) > 1:
         raise ConfigError(f"this metric has {len(names)} layers ({', '.join(map(str, names))}); choose one to map")
     feats = metric.embed([a, b])  # one batch: the pair is embedded once
@@ -58,7 +64,7 @@ def pair_maps(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None)
     ma, mb = metric.token_maps(fa, fb, layer)
     score = float(metric.compare(fa, fb, layer=layer)[0])
     return PairMaps(ma[0], mb[0], score, str(layer if layer is not None else names[0] if names else "?"),
-                    str(cfg.get("metric", getattr(metric, "name", "metric"))), bool(metric.higher_is_better),
+                    str(getattr(metric, "name", cfg.get("metric", "metric"))), bool(metric.higher_is_better),
                     cfg.get("step"))
 
 

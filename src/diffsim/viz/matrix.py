@@ -58,7 +58,7 @@ def score_matrix(metric: Any, rows: Sequence[ImageLike], cols: Sequence[ImageLik
         cols_l = list(cols)
         feats = metric.embed(rows + cols_l, progress=progress)  # images in both sets are embedded once
         scores = metric.compare_matrix(feats[: len(rows)], feats[len(rows):])
-    name = str(metric.config.get("metric", getattr(metric, "name", "metric")))
+    name = str(getattr(metric, "name", None) or metric.config.get("metric", "metric"))
     return ScoreMatrix(scores.detach().float().cpu(), rows, cols_l, name, bool(metric.higher_is_better))
 
 
