@@ -15,6 +15,7 @@ from diffsim import ImageError
 from diffsim.app import Engine
 
 gr = pytest.importorskip("gradio")
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.*")  # gradio's own pandas deprecations
 pytest.importorskip("matplotlib")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
