@@ -93,8 +93,10 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
             score = gr.Number(label="Score", precision=6, interactive=False, elem_id="pair-score")
             pair_status = gr.Markdown(elem_id="pair-status")
             with gr.Row():
-                oa = gr.Image(label="A, coloured by its tokens' agreement with B", type="pil", format="png", interactive=False)
-                ob = gr.Image(label="B, coloured by its tokens' agreement with A", type="pil", format="png", interactive=False)
+                oa = gr.Image(label="A, coloured by its tokens' agreement with B", type="pil", format="png",
+                              interactive=False)
+                ob = gr.Image(label="B, coloured by its tokens' agreement with A", type="pil", format="png",
+                              interactive=False)
             outs = [score, oa, ob, pair_status]
             fn = _guarded(engine, pair, len(outs))
             run_pair.click(fn, [pa, pb, layer, step], outs, api_name="pair")
