@@ -9,9 +9,12 @@ import click
 from .._version import __version__
 from ..errors import DiffSimError
 from .bench import bench, consistency
+from .dedup import dedup
+from .index import index
 from .layers import layers
 from .list_cmd import list_command
 from .report import report
+from .retrieve import retrieve
 from .score import score
 from .sweep import sweep
 
@@ -41,6 +44,9 @@ cli.add_command(bench)
 cli.add_command(consistency)
 cli.add_command(sweep)
 cli.add_command(report)
+cli.add_command(index)
+cli.add_command(retrieve)
+cli.add_command(dedup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -504,7 +504,7 @@ class GalleryStore:
         t = self._read_table()
         return dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist()))
 
-    def _by_shard(self) -> dict[str, tuple[list[str], list[int]]]:
+    def by_shard(self) -> dict[str, tuple[list[str], list[int]]]:
         """{shard: (ids, rows)} of the committed rows, shards in first-use order."""
         t = self._read_table()
         out: dict[str, tuple[list[str], list[int]]] = {}
@@ -517,17 +517,17 @@ class GalleryStore:
     def iter_shards(self) -> Iterator[tuple[str, Features]]:
         """(shard name, Features of its current rows, names = ids), one shard in memory at a time."""
         cfg = self.feature_config
-        for name, (ids, rows) in self._by_shard().items():
+        for name, (ids, rows) in self.by_shard().items():
             yield name, Features(self.load_shard(name, rows), cfg, list(ids))
 
     def load(self, ids: Sequence[str] | None = None, shard: str | None = None) -> Features:
         """Features of the given ids (in that order), or of one shard, or of every image (small stores)."""
         if shard is not None:
-            ids_rows = self._by_shard().get(shard)
+            ids_rows = self.by_shard().get(shard)
             if ids_rows is None:
                 raise StoreError(f"store {self.folder} has no shard {shard!r}")
             return Features(self.load_shard(shard, ids_rows[1]), self.feature_config, list(ids_rows[0]))
-        where = {i: (s, r) for s, (ii, rr) in self._by_shard().items() for i, r in zip(ii, rr)}
+        where = {i: (s, r) for s, (ii, rr) in self.by_shard().items() for i, r in zip(ii, rr)}
         wanted = list(where) if ids is None else list(ids)
         if not wanted:
             raise StoreError(f"store {self.folder} is empty")
