@@ -350,7 +350,7 @@ def test_dedup_groups_match_a_brute_force_threshold(tmp_path, built, disc_metric
     assert all(p[2] >= threshold for p in res.pairs)
 
 
-@pytest.mark.parametrize("case", ["missing query", "missing store", "empty gallery", "missing gallery"])
+@pytest.mark.parametrize("case", ["missing query", "missing store", "empty gallery", "missing gallery", "ensemble"])
 def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, built, case):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -362,6 +362,9 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, built, case):
         # the paths are checked before the (missing) model would be loaded
         "missing gallery": (["index", "build", tmp_path / "g", "--out", tmp_path / "s", "--model",
                              tmp_path / "no-model"], "gallery not found"),
+        # a voting metric has no per-image features: refused before its members' models are loaded
+        "ensemble": (["index", "build", Path(q).parent, "--out", tmp_path / "s", "--metric", "ensemble"],
+                     "no per-image features"),
     }[case]
     code, out, err = run(capsys, *args)
     assert code == 2 and out == ""

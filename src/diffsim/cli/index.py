@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import ImageError, StoreError
+from ..errors import ConfigError, ImageError, StoreError
 from .options import build_metric, diffsim_options, typed_overrides
 
 
@@ -50,6 +50,11 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         raise ImageError(f"no images found in {' '.join(gallery)} (extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
     if shard_size is not None and shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--shard-size")
+    from ..registry import metric_info
+
+    if metric_name is not None and getattr(metric_info(metric_name).metric_class, "votes", False):
+        raise ConfigError(f"metric {metric_name!r} votes between members and has no per-image features to store; "
+                          "index each member metric in its own store")
     existing = GalleryStore.open(out) if (Path(out) / SETTINGS_FILE).exists() else None
     if existing is not None and len(existing) and existing.root != sources.root:
         raise StoreError(f"store {out} holds images of {existing.root or 'explicit paths'}, not of "

@@ -145,6 +145,9 @@ class GalleryStore:
         """A new, empty store for ``metric`` (``folder`` must not hold a store already)."""
         if compact not in COMPACT_MODES:
             raise ConfigError(f"compact must be one of {', '.join(COMPACT_MODES)}; got {compact!r}")
+        if not all(hasattr(metric, a) for a in ("embed_pixels", "preprocessor", "pool", "feature_config")):
+            raise ConfigError(f"metric {metric.name!r} has no per-image features to store (e.g. a voting ensemble); "
+                              "index each member metric in its own store")
         path = Path(folder)
         if (path / SETTINGS_FILE).exists():
             raise StoreError(f"{path} already holds a gallery store; open it instead")
