@@ -143,10 +143,11 @@ def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, built, labe
     assert proc.returncode == 3, proc.stderr  # killed after writing 2 shards, before committing the table
     assert sorted(p.name for p in (out / "shards").glob("*.safetensors")) == ["shard-00000.safetensors",
                                                                              "shard-00001.safetensors"]
-    assert not (out / "index.parquet").exists()
     store = GalleryStore.open(out, disc_metric)
+    committed = len(store)  # 0, unless the table was committed after the first shard (every 30 s)
     report = build_index(collect(labelled), store, disc_metric, batch_size=3, shard_size=SHARD)
-    assert (report.recovered, report.embedded, report.skipped) == (2 * SHARD, 16 - 2 * SHARD, 2 * SHARD)
+    assert report.recovered == 2 * SHARD - committed and report.recovered >= SHARD  # the last shard: never committed
+    assert (report.embedded, report.skipped) == (16 - 2 * SHARD, 2 * SHARD)
     ids, feats = _features(GalleryStore.open(out, disc_metric))
     ref_ids, ref = _features(built)
     assert ids == ref_ids
