@@ -33,7 +33,7 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
               help="Store folder from `diffsim index build` (repeat: one grid row per store's metric).")
 @click.option("--top-k", "-k", "top_k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--prefilter", type=click.IntRange(min=1), default=None,
-              help="faiss proposes N candidates from the pooled vectors; exact scores re-rank them (needs diffsim[faiss]).")
+              help="faiss proposes N candidates from the pooled vectors; exact scores re-rank them (needs diffsim-metric[faiss]).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line (query, rank, path, score, ...).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option("--grid", type=click.Path(dir_okay=False), default=None, help="Write a PNG: each query, then its top-k.")

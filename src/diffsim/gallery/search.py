@@ -41,7 +41,7 @@ def require_faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:
-        raise ConfigError("the faiss prefilter needs faiss: pip install \"diffsim[faiss]\" (faiss-cpu)") from exc
+        raise ConfigError("the faiss prefilter needs faiss: pip install \"diffsim-metric[faiss]\" (faiss-cpu)") from exc
     return faiss
 
 
