@@ -13,7 +13,7 @@ from ..aas import QKV
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import StableDiffusionBackbone
 from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
-from ..devices import dtype_name
+from ..devices import dtype_name, resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImagesLike, check_crop, check_size, to_unit_tensor
@@ -44,10 +44,10 @@ class DiffSim(Metric):
     def __init__(self, backbone: StableDiffusionBackbone, layer: str | Sequence[str] = DEFAULT_LAYER,
                  timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
                  size: int = 512, seed: int = DEFAULT_SEED, single_branch: bool = False,
-                 similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
+                 similarity: str = "cosine", crop: str = "none", batch_size: int | str = 4,
                  cache: FeatureCache | None = None, mask_keys: bool = False,
                  mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
-                 auto_masks: bool = False) -> None:
+                 auto_masks: bool = False, compare_dtype: str | torch.dtype | None = None) -> None:
         if timestep is None and step is None:
             step = DEFAULT_STEP
         self.backbone = backbone
@@ -70,12 +70,15 @@ class DiffSim(Metric):
             raise ConfigError(f"similarity must be one of {', '.join(aas.SIMILARITIES)}; got {similarity!r}")
         self.similarity = similarity
         self.crop = check_crop(crop)
+        if batch_size == "auto":  # largest batch that fits the free GPU memory; a fixed one on CPU
+            batch_size = backbone.auto_batch_size(self.size, self.layers, self.single_branch)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
         self.batch_size = batch_size
         self.cache = cache if cache is not None else FeatureCache()
         self.mask_keys = bool(mask_keys)
         self.automask = AutoMasks(mask_model, mask_prompt, backbone.device, backbone.dtype, auto_masks)
+        self.compare_dtype = None if compare_dtype is None else resolve_dtype(compare_dtype, backbone.device)
 
     @property
     def higher_is_better(self) -> bool:  # type: ignore[override]
@@ -87,25 +90,31 @@ class DiffSim(Metric):
                         timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
                         size: int = 512, seed: int = DEFAULT_SEED, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, *, single_branch: bool = False,
-                        similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
+                        similarity: str = "cosine", crop: str = "none", batch_size: int | str = 4,
                         cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
                         revision: str | None = None, variant: str | None = None,
                         single_file_config: str | None = None, mask_keys: bool = False,
                         mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
-                        auto_masks: bool = False) -> "DiffSim":
+                        auto_masks: bool = False, compile: bool | str = False, channels_last: bool = False,
+                        inference_mode: bool = False, compare_dtype: str | torch.dtype | None = None) -> "DiffSim":
         """Load the model (hub id, diffusers folder or single checkpoint) and configure DiffSim-S.
 
         ``timestep`` is the actual DDPM timestep T; ``step`` is the paper's index K with
         T = scheduler.timesteps[K] after set_timesteps(1000) (SD 1.5: T = 1001 - K). Default: step 500.
         ``mask_model`` / ``mask_prompt``: the segmentation model behind ``masks="auto"`` (loaded on first
         use, on the same device and dtype); ``auto_masks=True`` makes ``"auto"`` the default for calls
-        without ``masks``.
+        without ``masks``. ``compile`` / ``channels_last`` / ``inference_mode``: speed options of the
+        backbone (see :class:`StableDiffusionBackbone`); ``batch_size="auto"``: the largest batch that fits
+        the free GPU memory. ``compare_dtype`` (e.g. ``"float16"``, for GPUs): precision of the attention
+        products in ``compare`` (reductions stay float32); default float32.
         """
         backbone = StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
-                                                           variant=variant, single_file_config=single_file_config)
+                                                           variant=variant, single_file_config=single_file_config,
+                                                           compile=compile, channels_last=channels_last,
+                                                           inference_mode=inference_mode)
         return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
                    batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys, mask_model=mask_model,
-                   mask_prompt=mask_prompt, auto_masks=auto_masks)
+                   mask_prompt=mask_prompt, auto_masks=auto_masks, compare_dtype=compare_dtype)
 
     def with_settings(self, **changes: Any) -> "DiffSim":
         """A copy with some settings changed, sharing the loaded model and the feature cache."""
@@ -113,7 +122,8 @@ class DiffSim(Metric):
                                   size=self.size, seed=self.seed, single_branch=self.single_branch,
                                   similarity=self.similarity, crop=self.crop, batch_size=self.batch_size,
                                   mask_keys=self.mask_keys, mask_model=self.automask.model,
-                                  mask_prompt=self.automask.prompt, auto_masks=self.automask.enabled)
+                                  mask_prompt=self.automask.prompt, auto_masks=self.automask.enabled,
+                                  compare_dtype=self.compare_dtype)
         if "step" in changes:
             kw["timestep"] = None
         kw.update(changes)
@@ -132,6 +142,8 @@ class DiffSim(Metric):
         cfg = self.feature_config()
         cfg.update(layer_names=list(self.layer_names), step=self.step, similarity=self.similarity,
                    mask_keys=self.mask_keys, higher_is_better=self.higher_is_better, **self.automask.describe())
+        if self.compare_dtype is not None:
+            cfg["compare_dtype"] = dtype_name(self.compare_dtype)
         return cfg
 
     def __repr__(self) -> str:
@@ -209,12 +221,13 @@ class DiffSim(Metric):
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
         self._check_pair(a, b)
-        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, **self._weights(a, b, layer))
+        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
+                         **self._weights(a, b, layer))
 
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
         self._check_pair(a, b)
-        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity,
+        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
                                 **self._weights(a, b, layer))
 
     def _weights(self, a: Features, b: Features, layer: str | None) -> dict[str, Any]:
