@@ -12,7 +12,8 @@ For a batch of images at timestep T the extractor
 Step 3 uses the explicit truncated forward of :mod:`.unet_forward` (no hooks, no exceptions, so it can
 be compiled whole); U-Nets it cannot step through (see that module) and ``stop_early=False`` use the
 hook path of :mod:`.capture`. Options: ``compile`` (``torch.compile`` of the truncated U-Net and the VAE
-encoder; partial batches are padded to a power of two so few shapes compile), ``channels_last`` (U-Net
+encoder; batches are padded to a power of two, and after a second batch size torch recompiles once
+with a dynamic batch dimension, so at most two compilations per layer set), ``channels_last`` (U-Net
 memory format; the VAE always runs channels_last), ``inference_mode`` (``torch.inference_mode`` instead
 of ``no_grad``). Noising and every reduction stay float32 whatever the model dtype.
 """
@@ -89,6 +90,7 @@ class StableDiffusionBackbone:
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
+        self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
         self._runners: dict[tuple[str, ...], Any] = {}
@@ -99,7 +101,7 @@ class StableDiffusionBackbone:
             parts.unet.to(memory_format=torch.channels_last)
         self._moments: Any = _VaeMoments(parts.vae)
         if self.compile:
-            self._moments = torch.compile(self._moments, mode=self.compile, dynamic=False)
+            self._moments = torch.compile(self._moments, mode=self.compile)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -272,6 +274,8 @@ class StableDiffusionBackbone:
 
         Checked on every call (cheap): hooks registered on the path since the last call force the hook path.
         """
+        if not self.explicit:
+            return None
         try:
             plan_truncation(self.unet, layers)
         except UnsupportedLayout as exc:
@@ -282,7 +286,7 @@ class StableDiffusionBackbone:
         if layers not in self._runners:
             runner: Any = TruncatedUNet(self.unet, layers)
             if self.compile:
-                runner = torch.compile(runner, mode=self.compile, fullgraph=True, dynamic=False)
+                runner = torch.compile(runner, mode=self.compile, fullgraph=True)
             self._runners[layers] = runner
         return self._runners[layers]
 
