@@ -40,9 +40,9 @@ from tests.reference_impl import image_qkv, load_pixels
 from diffsim import DiffSim, StableDiffusionBackbone
 from diffsim.aas import QKV, score_matrix
 from diffsim.backbones.loading import prepare_components
-from diffsim.cache import FeatureCache
 from diffsim.devices import resolve_device, resolve_dtype
-from diffsim.loader import ImageLoader, Preprocess
+from diffsim.loader import ImageLoader
+from diffsim.preprocess import Resize
 
 PROMPT, SEED = "High quality image", 2334
 MODES = {"hooks": False, "eager": False, "compiled": True, "cudagraphs": "reduce-overhead"}
@@ -66,7 +66,7 @@ def peak_gib(dev: torch.device) -> float:
 def features(backbone: StableDiffusionBackbone, paths: list[str], layer: str, t: int, size: int,
              batch: int) -> QKV:
     """Q/K/V of ``paths`` at ``layer`` (N, 2, H, T, D), through the loader, in ``batch``-sized passes."""
-    loader = ImageLoader(paths, Preprocess(size, signed=True), batch, device=backbone.device)
+    loader = ImageLoader(paths, Resize(size, signed=True), batch, device=backbone.device)
     parts = [backbone.extract(px, [layer], t, PROMPT, SEED)[layer] for _, px in loader]
     return QKV(*(torch.cat([getattr(p, n) for p in parts]) for n in "qkv"))
 
@@ -161,7 +161,7 @@ def main() -> None:
             features(bb, warm, layer, t, args.size, bs)  # first call of this shape: compiles
             sync(dev)
             first = time.perf_counter() - t0
-            loader = ImageLoader(paths[:n], Preprocess(args.size, signed=True), bs, device=dev,
+            loader = ImageLoader(paths[:n], Resize(args.size, signed=True), bs, device=dev,
                                  num_workers=args.workers)
             t0 = time.perf_counter()
             for _, px in loader:
@@ -201,9 +201,9 @@ def main() -> None:
         # half-precision products: score difference and 2AFC decisions on fixture triplets
         cdt = torch.float16 if dev.type == "cuda" else torch.bfloat16
         d_half = max_diff(score_matrix(got, got, dtype=cdt), score_matrix(got, got))
-        metric = DiffSim(bb, layer=args.layer, step=args.step, prompt=PROMPT, size=args.size, seed=SEED,
-                         batch_size=8, cache=FeatureCache(0))
-        half = metric.with_settings(compare_dtype=cdt)
+        metric = DiffSim(DiffSim.Settings.create("diffsim-s", layer=args.layer, step=args.step, prompt=PROMPT,
+                                                 size=args.size, seed=SEED, batch_size=8, cache_bytes=0), backbone=bb)
+        half = metric.with_settings(compare_dtype=str(cdt)[6:])
         root = nights(folder / "fixtures", n=12)
         triplets = sorted((root / "ref").rglob("*.png"))
         flips = total = 0

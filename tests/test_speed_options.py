@@ -22,9 +22,9 @@ def test_inference_mode_gives_the_same_features(tiny_sd_path, image_files):
     inf = _load(tiny_sd_path, inference_mode=True)
     assert inf.backbone is not base.backbone and inf.backbone.inference_mode
     fa, fb = base.embed(image_files[:3]), inf.embed(image_files[:3])
-    for k in fa.tensors:
-        assert torch.equal(fa.tensors[k], fb.tensors[k]), k
-    assert torch.equal(inf.compare_matrix(fb, fb, "up0"), base.compare_matrix(fa, fa, "up0"))
+    for k in fa.tensors:  # oneDNN may pick other kernels under inference mode: float32 rounding only
+        assert torch.allclose(fa.tensors[k], fb.tensors[k], atol=1e-5, rtol=1e-5), k
+    assert torch.allclose(inf.compare_matrix(fb, fb, "up0"), base.compare_matrix(fa, fa, "up0"), atol=1e-6)
     cached = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32", inference_mode=True)
     assert cached.score(image_files[0], image_files[1]) == pytest.approx(
         base.with_settings(layer="up0").score(image_files[0], image_files[1]), abs=1e-7)
@@ -45,7 +45,7 @@ def test_half_precision_compare_stays_close_and_keeps_decisions(tiny_metric, ima
     feats = tiny_metric.embed(image_files)
     ref = tiny_metric.compare_matrix(feats, feats)
     half = tiny_metric.with_settings(compare_dtype="float16")
-    assert half.config["compare_dtype"] == "float16" and "compare_dtype" not in tiny_metric.config
+    assert half.config["compare_dtype"] == "float16" and tiny_metric.config["compare_dtype"] is None
     assert (half.compare_matrix(feats, feats) - ref).abs().max() < 1e-3
     assert (half.compare(feats[0], feats[1:]) - tiny_metric.compare(feats[0], feats[1:])).abs().max() < 1e-3
     for r, a, b in itertools.permutations(range(len(image_files)), 3):

@@ -23,11 +23,14 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..aas import QKV
+from ..images import content_hash
+from ..models import shared_model
 from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
@@ -37,7 +40,7 @@ from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
 
 logger = logging.getLogger(__name__)
 
-_SHARED: dict[tuple, "StableDiffusionBackbone"] = {}
+LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -87,10 +90,13 @@ class StableDiffusionBackbone:
         self.source = parts.source
         self._text: dict[str, torch.Tensor] = {}
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
+        self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
         self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
+        self.cache_latents = True  # keep clean latents per image content (see encode)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
         self._runners: dict[tuple[str, ...], Any] = {}
@@ -118,18 +124,23 @@ class StableDiffusionBackbone:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         mode = compile_mode(compile)
-        key = (str(model), str(dev), str(dt), revision, variant, single_file_config, mode, bool(channels_last),
-               bool(inference_mode))
-        if share and key in _SHARED:
-            return _SHARED[key]
-        logger.info("loading %s on %s (%s)", model, dev, dt)
-        parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                single_file_config=single_file_config)
-        backbone = cls(parts, dev, dt, compile=mode or False, channels_last=channels_last,
+        key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config, mode,
+               bool(channels_last), bool(inference_mode))
+
+        def load() -> "StableDiffusionBackbone":
+            logger.info("loading %s on %s (%s)", model, dev, dt)
+            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
+                                    single_file_config=single_file_config)
+            return cls(parts, dev, dt, compile=mode or False, channels_last=channels_last,
                        inference_mode=inference_mode)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+
+        return shared_model(key, load, share)
+
+    def clear_caches(self) -> None:
+        """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""
+        self._text.clear()
+        self._noise.clear()
+        self._latents.clear()
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -202,7 +213,29 @@ class StableDiffusionBackbone:
         return self._noise[key]
 
     def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32."""
+        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32.
+
+        Latents are kept per image content and seed (bounded LRU), so embedding the same images at
+        other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
+        With ``cache_latents = False`` (throughput runs that see each image once) the per-image hash,
+        the copy to the CPU and back are skipped.
+        """
+        if not self.cache_latents:
+            return self._encode(pixels, seed)
+        keys = [(content_hash(p), seed) for p in pixels]
+        todo = [i for i, k in enumerate(keys) if k not in self._latents]
+        if todo:
+            z = self._encode(pixels[todo], seed)
+            for i, zi in zip(todo, z):
+                self._latents[keys[i]] = zi.cpu()
+                while len(self._latents) > LATENT_CACHE_ITEMS:
+                    self._latents.popitem(last=False)
+        for k in keys:
+            self._latents.move_to_end(k)
+        return torch.stack([self._latents[k] for k in keys]).to(self.device)
+
+    def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        self.images_encoded += pixels.shape[0]
         vae = self.parts.vae
         n = pixels.shape[0]
         x = pixels.to(self.device, self.dtype, non_blocking=True)
