@@ -12,7 +12,8 @@ up0, paper step 500, the guidance pair. Rows, all in the same run:
 * compare: pairs/s of an N x M score matrix at up0 from embedded features, float32 and with
   ``compare_dtype=float16``, its max score difference and 2AFC decision flips on fixture triplets.
 
-Each row also gives the peak memory and the max score difference to the float32 eager path.
+Each row also gives the peak memory and the max score difference to the float32 eager path. The
+backbone's latent cache is off in every row, so each image runs the VAE encoder (as new images do).
 
     python benchmarks/bench_gpu.py                       # CUDA, 512 px, fp16, every row (benchmarks/gpu_check.sh)
     python benchmarks/bench_gpu.py --device cpu --size 128 --images 8 --naive-images 2 \\
@@ -115,6 +116,7 @@ def main() -> None:
         parts = parts32
     print(f"built random SD 1.5 on {dev} in {time.perf_counter() - start:.0f}s", flush=True)
     ref_bb = StableDiffusionBackbone(parts32, dev, torch.float32, inference_mode=True)
+    ref_bb.cache_latents = False
     layer = ref_bb.resolve([args.layer])[0]
     t = ref_bb.timestep(step=args.step)
     folder = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
@@ -152,6 +154,7 @@ def main() -> None:
         bb = StableDiffusionBackbone(parts, dev, dtype, compile=MODES[mode], channels_last=channels_last,
                                      inference_mode=True)
         bb.explicit = mode != "hooks"  # hooks: the StopForward pre-hook path the library used before
+        bb.cache_latents = False  # every row sees its images as new: no VAE pass saved by the latent cache
         diff = None
         for bs in sizes:
             n = max(args.images // bs, 2) * bs
@@ -179,6 +182,7 @@ def main() -> None:
     cmp_lines: list[str] = []
     if "compare" in rows:
         bb = StableDiffusionBackbone(parts, dev, dtype, channels_last=channels_last, inference_mode=True)
+        bb.cache_latents = False
         got = features(bb, check, layer, t, args.size, len(check))
 
         def tiled(n: int) -> QKV:
