@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import ROOT, machine, make_images, peak_rss_gib, sd15_random
 from tests.bench_fixtures import nights
 from tests.reference_impl import image_qkv, load_pixels
@@ -213,15 +212,18 @@ def main() -> None:
         flips = total = 0
         for ref in triplets:
             stem = ref.stem
-            d0, d1 = root / "distort" / ref.parent.name / f"{stem}_0.png", root / "distort" / ref.parent.name / f"{stem}_1.png"
+            folder_d = root / "distort" / ref.parent.name
+            d0, d1 = folder_d / f"{stem}_0.png", folder_d / f"{stem}_1.png"
             f = metric.embed([ref, d0, d1])
             total += 1
             flips += int(metric.decide(f[0], f[1], f[2]).item() != half.decide(f[0], f[1], f[2]).item())
         perms = list(itertools.permutations(range(len(check)), 3))
         s32, s16 = score_matrix(got, got), score_matrix(got, got, dtype=cdt)
-        perm_flips = sum(int(torch.sign(s32[r, x] - s32[r, y]) != torch.sign(s16[r, x] - s16[r, y])) for r, x, y in perms)
+        perm_flips = sum(int(torch.sign(s32[r, x] - s32[r, y]) != torch.sign(s16[r, x] - s16[r, y]))
+                         for r, x, y in perms)
         results["compare"]["half_max_abs_diff"] = d_half
-        results["compare"]["half_2afc_flips"] = {"nights_fixture": [flips, total], "check_triplets": [perm_flips, len(perms)]}
+        results["compare"]["half_2afc_flips"] = {"nights_fixture": [flips, total],
+                                                 "check_triplets": [perm_flips, len(perms)]}
         off = s32[~torch.eye(len(check), dtype=torch.bool, device=s32.device)]
         cmp_lines.append(f"(off-diagonal float32 scores of the check images: {float(off.min()):.4f} to "
                          f"{float(off.max()):.4f})")

@@ -40,13 +40,13 @@ def _hooked(unet, paths, sample, t, ctx, **kw):
 def _assert_same(explicit, hooked, paths):
     assert set(explicit) == set(paths)
     for p in paths:
-        for name, x, y in zip("qkv", explicit[p], (hooked[p].q, hooked[p].k, hooked[p].v)):
+        for name, x, y in zip("qkv", explicit[p], (hooked[p].q, hooked[p].k, hooked[p].v), strict=True):
             assert x.shape == y.shape, (p, name)
             assert (x - y).abs().max().item() <= TOL, (p, name, (x - y).abs().max().item())
 
 
 def _all_layers(backbone, kind: str) -> list[str]:
-    return [l.path for l in backbone.layers(SIZE) if l.kind == kind]
+    return [layer.path for layer in backbone.layers(SIZE) if layer.kind == kind]
 
 
 @pytest.mark.parametrize("layout", ["sd15", "sd2"])
@@ -164,7 +164,7 @@ def test_traces_as_one_graph(tiny_metric):
     with torch.no_grad():
         out, ref = compiled(sample, t, ctx), module(sample, t, ctx)
     for p in paths:
-        for x, y in zip(out[p], ref[p]):
+        for x, y in zip(out[p], ref[p], strict=True):
             assert torch.equal(x, y)
 
 

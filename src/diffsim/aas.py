@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ class QKV:
     k: torch.Tensor
     v: torch.Tensor
 
-    def float(self) -> "QKV":
+    def float(self) -> QKV:
         return QKV(self.q.float(), self.k.float(), self.v.float())
 
 
@@ -109,7 +110,7 @@ def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
           weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
           mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Symmetric score ``(AAS(A,B) + AAS(B,A)) / 2`` for paired batches (N,) (size-1 batches broadcast)."""
-    kw = dict(similarity=similarity, post=post, mask_keys=mask_keys, dtype=dtype)
+    kw: dict[str, Any] = dict(similarity=similarity, post=post, mask_keys=mask_keys, dtype=dtype)
     return 0.5 * (aas(a, b, weights_a=weights_a, weights_b=weights_b, **kw)
                   + aas(b, a, weights_a=weights_b, weights_b=weights_a, **kw))
 
@@ -124,7 +125,7 @@ def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None =
     """All-pairs symmetric scores, shape (N, M); each image's own attention is computed once."""
     own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys), dtype)
     own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys), dtype)
-    kw = dict(similarity=similarity, post=post, dtype=dtype)
+    kw: dict[str, Any] = dict(similarity=similarity, post=post, dtype=dtype)
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     rows = []
     for i in range(a.q.shape[0]):

@@ -2,11 +2,11 @@
 
 :class:`ImageLoader` iterates over a list of image sources (paths, PIL images, arrays, tensors) in
 batches of ``(indices, pixels)``. A picklable ``preprocess(image, index) -> Tensor`` (a metric's
-``preprocessor``, e.g. :class:`diffsim.preprocess.Resize`) runs in ``torch.utils.data`` worker processes; on CUDA the batches come in pinned
-memory and are copied with ``non_blocking=True``, so the GPU does not wait for Pillow. Unreadable images
-are recorded in :attr:`ImageLoader.failures` as ``(index, source, reason)`` and skipped (``strict=True``
-raises :class:`~diffsim.errors.ImageError` instead). Only the sources list and the prefetched batches are
-held: memory does not grow with the number of images.
+``preprocessor``, e.g. :class:`diffsim.preprocess.Resize`) runs in ``torch.utils.data`` worker processes;
+on CUDA the batches come in pinned memory and are copied with ``non_blocking=True``, so the GPU does not
+wait for Pillow. Unreadable images are recorded in :attr:`ImageLoader.failures` as ``(index, source,
+reason)`` and skipped (``strict=True`` raises :class:`~diffsim.errors.ImageError` instead). Only the
+sources list and the prefetched batches are held: memory does not grow with the number of images.
 
 ``batch_size="auto"`` (:func:`auto_batch_size`) probes the largest batch that fits the free GPU memory
 by doubling then bisecting with a caller-given probe (:func:`probe_for` a metric: one ``forward`` pass on
@@ -75,7 +75,7 @@ class Batch:
     pixels: torch.Tensor | None
     failures: list[Failure] = field(default_factory=list)
 
-    def pin_memory(self) -> "Batch":  # called by the DataLoader's pinning thread
+    def pin_memory(self) -> Batch:  # called by the DataLoader's pinning thread
         return Batch(self.indices.pin_memory(), None if self.pixels is None else self.pixels.pin_memory(),
                      self.failures)
 

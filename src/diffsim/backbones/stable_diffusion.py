@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from ..aas import QKV
+from ..devices import resolve_device, resolve_dtype
 from ..images import content_hash
 from ..models import shared_model
-from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
@@ -115,7 +115,7 @@ class StableDiffusionBackbone:
                         dtype: str | torch.dtype | None = None, revision: str | None = None,
                         variant: str | None = None, single_file_config: str | None = None,
                         share: bool = True, *, compile: bool | str = False, channels_last: bool = False,
-                        inference_mode: bool = False) -> "StableDiffusionBackbone":
+                        inference_mode: bool = False) -> StableDiffusionBackbone:
         """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``.
 
         ``compile``: True or a ``torch.compile`` mode (``"reduce-overhead"`` adds CUDA graphs);
@@ -127,7 +127,7 @@ class StableDiffusionBackbone:
         key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config, mode,
                bool(channels_last), bool(inference_mode))
 
-        def load() -> "StableDiffusionBackbone":
+        def load() -> StableDiffusionBackbone:
             logger.info("loading %s on %s (%s)", model, dev, dt)
             parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
                                     single_file_config=single_file_config)

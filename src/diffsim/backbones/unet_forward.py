@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -50,11 +52,15 @@ class Target:
         return self.stage, self.attention, self.transformer, 0 if self.which == "attn1" else 1
 
 
-def _has_hooks(m: nn.Module) -> bool:
+def _exact_type(obj: Any, cls: type) -> bool:
+    return type(obj) is cls
+
+
+def _has_hooks(m: Any) -> bool:
     return bool(m._forward_pre_hooks or m._forward_hooks)
 
 
-def _locate(unet: nn.Module, path: str) -> Target:
+def _locate(unet: Any, path: str) -> Target:
     m = _PATH.match(path)
     if m is None:
         raise UnsupportedLayout(f"{path} is not an attention layer inside a U-Net transformer block")
@@ -68,11 +74,11 @@ def _locate(unet: nn.Module, path: str) -> Target:
     return Target(path, stage, int(m.group(4)), int(m.group(5)), m.group(6))
 
 
-def plan_truncation(unet: nn.Module, paths: list[str] | tuple[str, ...]) -> tuple[Target, ...]:
+def plan_truncation(unet: Any, paths: list[str] | tuple[str, ...]) -> tuple[Target, ...]:
     """The requested layers in execution order; raises :class:`UnsupportedLayout` if not servable."""
     from diffusers import UNet2DConditionModel
 
-    if type(unet) is not UNet2DConditionModel:
+    if not _exact_type(unet, UNet2DConditionModel):
         raise UnsupportedLayout(f"{type(unet).__name__} is not diffusers' UNet2DConditionModel")
     if hasattr(unet, "_hf_hook"):
         raise UnsupportedLayout("the U-Net has accelerate hooks (offloading)")
@@ -112,7 +118,7 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, c // heads).transpose(1, 2)
 
 
-def project(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | None) -> QKVTuple:
+def project(attn: Any, hidden: torch.Tensor, context: torch.Tensor | None) -> QKVTuple:
     """Q from ``hidden`` and K/V from ``context`` (or ``hidden``) split into heads: (B, heads, T, D)."""
     if getattr(attn, "group_norm", None) is not None:
         hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
@@ -134,10 +140,10 @@ class TruncatedUNet(nn.Module):
     would compute from its input. Everything after the last requested layer is skipped.
     """
 
-    def __init__(self, unet: nn.Module, paths: list[str] | tuple[str, ...]) -> None:
+    def __init__(self, unet: Any, paths: list[str] | tuple[str, ...]) -> None:
         super().__init__()
         self.targets = plan_truncation(unet, paths)
-        self.unet = unet
+        self.unet: Any = unet
         self._last = self.targets[-1]
         self._n_down = len(unet.down_blocks)
 
@@ -150,7 +156,7 @@ class TruncatedUNet(nn.Module):
         t = self._last
         return (t.stage, t.attention, t.transformer, t.which) == (stage, attention, transformer, which)
 
-    def _basic(self, stage: int, a: int, k: int, tb: nn.Module, h: torch.Tensor, ctx: torch.Tensor,
+    def _basic(self, stage: int, a: int, k: int, tb: Any, h: torch.Tensor, ctx: torch.Tensor,
                out: dict[str, QKVTuple]) -> torch.Tensor | None:
         """A ``layer_norm`` BasicTransformerBlock stepped through; None once the last target is captured."""
         wanted = {t.which: t.path for t in self._wanted(stage, a, k)}
@@ -178,7 +184,7 @@ class TruncatedUNet(nn.Module):
             h = h.squeeze(1)
         return h
 
-    def _transformer(self, stage: int, a: int, t2d: nn.Module, h: torch.Tensor, ctx: torch.Tensor,
+    def _transformer(self, stage: int, a: int, t2d: Any, h: torch.Tensor, ctx: torch.Tensor,
                      out: dict[str, QKVTuple]) -> torch.Tensor | None:
         """A Transformer2DModel; stepped through only if it holds a requested layer."""
         if not self._wanted(stage, a):
@@ -206,8 +212,10 @@ class TruncatedUNet(nn.Module):
             x = t2d.proj_out(x).reshape(b, height, width, inner).permute(0, 3, 1, 2).contiguous()
         return x + residual
 
-    def _embeddings(self, sample: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor,
-                    added_cond_kwargs: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _embeddings(
+        self, sample: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As the start of ``UNet2DConditionModel.forward``: (sample after conv_in, emb, encoder states)."""
         unet = self.unet
         if unet.config.center_input_sample:
@@ -228,6 +236,7 @@ class TruncatedUNet(nn.Module):
         out: dict[str, QKVTuple] = {}
         upsample_size = None
         forward_upsample_size = any(d % (2 ** unet.num_upsamplers) for d in sample.shape[-2:])
+        h: Any
         h, emb, ctx = self._embeddings(sample, timestep, encoder_hidden_states, added_cond_kwargs)
         skips: tuple[torch.Tensor, ...] = (h,)
         for i, block in enumerate(unet.down_blocks):
@@ -238,7 +247,7 @@ class TruncatedUNet(nn.Module):
                     h, res = block(hidden_states=h, temb=emb)
                 skips += res
                 continue
-            for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions)):
+            for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions, strict=False)):
                 h = self._transformer(i, j, t2d, resnet(h, emb), ctx, out)
                 if h is None:
                     return out
@@ -257,7 +266,7 @@ class TruncatedUNet(nn.Module):
                     h = mid(h, emb)
             else:
                 h = mid.resnets[0](h, emb)
-                for j, (t2d, resnet) in enumerate(zip(mid.attentions, mid.resnets[1:])):
+                for j, (t2d, resnet) in enumerate(zip(mid.attentions, mid.resnets[1:], strict=False)):
                     h = self._transformer(stage, j, t2d, h, ctx, out)
                     if h is None:
                         return out
@@ -275,7 +284,7 @@ class TruncatedUNet(nn.Module):
                 else:
                     h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
                 continue
-            for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions)):
+            for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions, strict=False)):
                 h = torch.cat([h, res[-1]], dim=1)
                 res = res[:-1]
                 h = self._transformer(stage, j, t2d, resnet(h, emb), ctx, out)
