@@ -32,8 +32,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if p.is_dir():
         raise ImageError(f"expected an image file but got a directory: {p}")
     try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
+        with Image.open(p) as opened:
+            im = ImageOps.exif_transpose(opened)
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -52,7 +52,7 @@ def _square(im: Image.Image, crop: str) -> Image.Image:
 def _pil_to_unit(im: Image.Image, size: int, crop: str) -> torch.Tensor:
     im = _square(im.convert("RGB"), crop)
     if im.size != (size, size):
-        im = im.resize((size, size), Image.LANCZOS)
+        im = im.resize((size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(im, dtype=np.float32) / 255.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -62,7 +62,7 @@ def _float_to_unit(x: torch.Tensor, size: int, crop: str, what: str) -> torch.Te
     if tuple(x.shape[1:]) == (size, size):
         return x.float()
     chans = [Image.fromarray(c.float().cpu().numpy(), mode="F") for c in x]
-    chans = [_square(c, crop).resize((size, size), Image.LANCZOS) for c in chans]
+    chans = [_square(c, crop).resize((size, size), Image.Resampling.LANCZOS) for c in chans]
     out = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) for c in chans]))
     return out.clamp_(0.0, 1.0)
 
@@ -100,7 +100,7 @@ def _array_items(a: np.ndarray, what: str) -> list[Image.Image | torch.Tensor]:
         return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in a]
     if np.issubdtype(a.dtype, np.floating):
         t = torch.from_numpy(np.ascontiguousarray(a[..., :3], dtype=np.float32)).permute(0, 3, 1, 2)
-        return _tensor_items(t, what)
+        return list(_tensor_items(t, what))
     raise ImageError(f"{what} must be uint8 in [0, 255] or float in [0, 1]; got dtype {a.dtype}")
 
 
@@ -169,7 +169,7 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
         w, h = item.size
         s = resize / min(w, h)
         nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
-        item = item.convert("RGB").resize((nw, nh), Image.BICUBIC)
+        item = item.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
         x = torch.from_numpy(np.asarray(item, dtype=np.float32) / 255.0).permute(2, 0, 1)
     else:
         h, w = item.shape[1:]

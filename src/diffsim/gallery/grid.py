@@ -36,7 +36,7 @@ def thumbnail(image: str | os.PathLike | Image.Image | None, size: int) -> np.nd
         im = image if isinstance(image, Image.Image) else Image.open(image) if image is not None else None
         if im is not None:
             im = ImageOps.exif_transpose(im).convert("RGB")
-            im = ImageOps.contain(im, (size, size), Image.LANCZOS)
+            im = ImageOps.contain(im, (size, size), Image.Resampling.LANCZOS)
             canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
     except OSError:
         pass

@@ -29,13 +29,13 @@ def model_view(image: ImageLike, crop: str = "none", index: int = 0, max_side: i
         item = item.crop((left, top, left + s, top + s))
     scale = max_side / max(item.size)
     if scale < 1:
-        item = item.resize((max(1, round(item.width * scale)), max(1, round(item.height * scale))), Image.LANCZOS)
+        item = item.resize((max(1, round(item.width * scale)), max(1, round(item.height * scale))), Image.Resampling.LANCZOS)
     return item
 
 
 def thumbnail(image: ImageLike, side: int = 96, index: int = 0) -> Image.Image:
     """A square centre-cropped thumbnail, ``side`` pixels."""
-    return model_view(image, "center", index, max_side=max(side, 1)).resize((side, side), Image.LANCZOS)
+    return model_view(image, "center", index, max_side=max(side, 1)).resize((side, side), Image.Resampling.LANCZOS)
 
 
 def label(image: ImageLike, index: int, width: int = 18) -> str:
