@@ -28,7 +28,7 @@ def is_tie(rec: dict) -> bool:
     return rec["decision"] == 0 if "decision" in rec else rec["s_pos"] == rec["s_neg"]
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
+def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling items with replacement)."""
     x = np.asarray(values, dtype=np.float64)

@@ -30,11 +30,11 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
     require_dir("cute", root, LAYOUT)
     rounds = opt_int(options, "rounds", 10)
     tree: dict[str, dict[str, dict[str, list[Path]]]] = {}
-    for cat in list_dirs(root):
-        insts = {i.name: {c.name: list_images(c) for c in list_dirs(i)} for i in list_dirs(cat)}
+    for cat_dir in list_dirs(root):
+        insts = {i.name: {c.name: list_images(c) for c in list_dirs(i)} for i in list_dirs(cat_dir)}
         insts = {k: v for k, v in insts.items() if any(v.values())}
         if insts:
-            tree[cat.name] = insts
+            tree[cat_dir.name] = insts
     if not tree:
         raise layout_error("cute", root, "no <category>/<instance>/<condition>/ images found", LAYOUT)
     r = rng(seed)

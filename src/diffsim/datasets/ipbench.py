@@ -59,6 +59,7 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
         if cls not in originals:
             notes.append(f"{cls}: no original {cls}.JPG in {orig_root}; skipped")
             continue
+        pairs: list[tuple[float, ...]]
         if protocol == "script":
             pairs = [(hi, lo) for hi, lo in SCRIPT_PAIRS if hi in w and lo in w]
             if len(pairs) < len(SCRIPT_PAIRS):
