@@ -49,15 +49,16 @@ def evaluate(gallery: Gallery, ks: Sequence[int] = (1, 5, 10)) -> dict[str, floa
     retrieval_average_precision, retrieval_hit_rate = retrieval.retrieval_average_precision, retrieval.retrieval_hit_rate
 
     ids, scores = all_scores(gallery)
-    labels = [label_of(i) for i in ids]
-    if any(lab is None for lab in labels):
+    found = [label_of(i) for i in ids]
+    labels = [lab for lab in found if lab is not None]
+    if len(labels) < len(found):
         raise StoreError("evaluation needs one folder per class: every image id must start with its class "
                          "folder (build the store from the folder holding the class folders)")
     preds = scores if gallery.higher_is_better else -scores
     lab = {v: j for j, v in enumerate(sorted(set(labels)))}
     y = torch.tensor([lab[v] for v in labels])
     n = len(ids)
-    recall = {k: [] for k in ks}
+    recall: dict[int, list[float]] = {k: [] for k in ks}
     aps = []
     for q in range(n):
         keep = torch.arange(n) != q

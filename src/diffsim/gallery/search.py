@@ -110,7 +110,7 @@ class Gallery:
                 raise ImageError(f"query image not found: {describe(im, i)}")
         return self.metric.embed(items)
 
-    def _names(self, images: ImagesLike, feats: Features) -> list[str]:
+    def _names(self, images: ImagesLike | Features, feats: Features) -> list[str]:
         items = as_list(images) if not isinstance(images, Features) else list(feats.names)
         return [describe(im, i) if not isinstance(im, str) else im for i, im in enumerate(items)]
 

@@ -95,7 +95,7 @@ class ShardRecord:
 
 
 def _store_settings(metric: Any, compact: str) -> dict[str, Any]:
-    runtime = getattr(metric.settings, "runtime", frozenset())
+    runtime: frozenset[str] = getattr(metric.settings, "runtime", frozenset())
     return {
         "format": FORMAT, "version": VERSION, "metric": metric.name,
         "settings": {k: v for k, v in metric.settings.to_dict().items() if k not in runtime},
