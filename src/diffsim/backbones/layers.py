@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import cast
 
 import torch.nn as nn
 
@@ -46,12 +47,12 @@ def _block_grids(unet: nn.Module, latent: int) -> dict[str, int]:
     """Side length of the feature map inside each down/mid/up block for a square latent."""
     grids: dict[str, int] = {}
     downs = 0
-    for i, block in enumerate(unet.down_blocks):
+    for i, block in enumerate(cast(nn.ModuleList, unet.down_blocks)):
         grids[f"down_blocks.{i}"] = _half(latent, downs)
         downs += 1 if getattr(block, "downsamplers", None) else 0
     side = _half(latent, downs)
     grids["mid_block"] = side
-    for i, block in enumerate(unet.up_blocks):
+    for i, block in enumerate(cast(nn.ModuleList, unet.up_blocks)):
         grids[f"up_blocks.{i}"] = side
         side *= 2 if getattr(block, "upsamplers", None) else 1
     return grids
@@ -71,17 +72,17 @@ def alias_table(unet: nn.Module) -> dict[str, str]:
         return f"{prefix}.attentions.{len(attns) - 1}.transformer_blocks.{len(tb) - 1}"
 
     k = 0
-    for i, block in enumerate(unet.down_blocks):
+    for i, block in enumerate(cast(nn.ModuleList, unet.down_blocks)):
         p = last_attn(f"down_blocks.{i}", block)
         if p:
             table[f"down{k}"] = p
             k += 1
     if getattr(unet, "mid_block", None) is not None:
-        p = last_attn("mid_block", unet.mid_block)
+        p = last_attn("mid_block", cast(nn.Module, unet.mid_block))
         if p:
             table["mid"] = p
     k = 0
-    for i, block in enumerate(unet.up_blocks):
+    for i, block in enumerate(cast(nn.ModuleList, unet.up_blocks)):
         p = last_attn(f"up_blocks.{i}", block)
         if p:
             table[f"up{k}"] = p
@@ -109,8 +110,9 @@ def list_attention_layers(unet: nn.Module, latent_size: int) -> list[AttentionLa
         kind = "cross" if getattr(module, "is_cross_attention", False) or name.endswith("attn2") else "self"
         layers.append(AttentionLayer(name, kind, module.heads, module.to_q.in_features, inner // module.heads,
                                      (side, side), reverse.get(name)))
-    order = {b: i for i, b in enumerate(list(grids)[: len(unet.down_blocks)] + ["mid_block"]
-                                          + list(grids)[len(unet.down_blocks) + 1:])}
+    n_down = len(cast(nn.ModuleList, unet.down_blocks))
+    order = {b: i for i, b in enumerate(list(grids)[:n_down] + ["mid_block"]
+                                          + list(grids)[n_down + 1:])}
     return sorted(layers, key=lambda l: order[_block_of(l.path)])
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -66,7 +66,8 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
     key = ("torchvision", arch, str(weights), str(dev), str(dt))
 
     def load() -> nn.Sequential:
-        feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+        stack = cast(nn.Sequential, _build(arch, weights).features)  # VGG and AlexNet: a Sequential
+        feats = stack.to(device=dev, dtype=dt).eval().requires_grad_(False)
         for m in feats.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False

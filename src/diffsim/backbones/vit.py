@@ -131,7 +131,7 @@ class ViTBackbone:
     # ---------------------------------------------------------------- structure
     @property
     def encoder_layers(self) -> nn.ModuleList:
-        m = self.model
+        m: Any = self.model  # a CLIP vision tower or a DINOv2 model: its layers are reached by name
         return m.vision_model.encoder.layers if self.family == "clip" else m.encoder.layer
 
     @property
@@ -148,7 +148,7 @@ class ViTBackbone:
 
     def _parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, nn.Module, int]:
         """(norm, q, k, v, out) linear layers and the head count of layer ``index``."""
-        layer = self.encoder_layers[index]
+        layer: Any = self.encoder_layers[index]  # CLIP or DINOv2 layer, module names vary by transformers version
         if self.family == "clip":
             a = layer.self_attn
             return layer.layer_norm1, a.q_proj, a.k_proj, a.v_proj, a.out_proj, a.num_heads
