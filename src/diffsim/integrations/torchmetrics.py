@@ -17,7 +17,8 @@ import torch
 from .._optional import require
 from ..errors import ConfigError, ImageError
 
-_tm = require("torchmetrics", "torchmetrics", "diffsim.integrations.torchmetrics")
+require("torchmetrics", "torchmetrics", "diffsim.integrations.torchmetrics")
+from torchmetrics import Metric as TorchMetric  # noqa: E402
 from torchmetrics.utilities import dim_zero_cat  # noqa: E402
 
 # keyword arguments that belong to torchmetrics.Metric rather than to the similarity metric
@@ -26,7 +27,7 @@ _TM_KWARGS = ("compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync
 REDUCTIONS = ("mean", "none")
 
 
-class DiffSimScore(_tm.Metric):
+class DiffSimScore(TorchMetric):
     """Mean DiffSim score of ``preds[i]`` against ``target[i]`` over every pair seen.
 
     ``model`` and ``settings`` are passed to ``DiffSim.from_pretrained`` (layer, step, size, device...);
