@@ -55,9 +55,10 @@ def consistency(ctx: click.Context, root: str, frames: int, metric_name: str | N
                 strict: bool, overwrite: bool, quiet: bool, **opts) -> None:
     """Variance of score(first frame, frame k) per TikTok video, averaged (lower is more robust)."""
     from ..bench import EvalOptions, evaluate_consistency
-    from ..datasets import load_dataset
+    from ..datasets import VideoSet, load_dataset
 
     vs = load_dataset("tiktok", root, options={"frames": frames})
+    assert isinstance(vs, VideoSet)  # tiktok is a video benchmark
     metric = bench_metric(ctx, metric_name, "tiktok", opts)
     out = Path(out_dir or default_out("tiktok", metric.name, vs.protocol))
     r = evaluate_consistency(metric, vs, out, EvalOptions(strict=strict, overwrite=overwrite, progress=not quiet))
