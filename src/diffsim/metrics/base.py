@@ -22,7 +22,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -32,6 +32,7 @@ from ..errors import ConfigError, ImageError
 from ..features import Features
 from ..images import ImageLike, ImagesLike, as_list, content_hash, describe, is_single
 from ..settings import Settings, jsonable, path_like, positive_int
+from ..settings import Settings as AnySettings  # in the class bodies below, ``Settings`` is the ClassVar
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Metric(ABC):
     accepts_masks: ClassVar[bool] = False
     votes: ClassVar[bool] = False
 
-    def __init__(self, settings: Settings | None = None, *, name: str | None = None) -> None:
+    def __init__(self, settings: AnySettings | None = None, *, name: str | None = None) -> None:
         if settings is None:
             settings = self.Settings()
         if not isinstance(settings, self.Settings):
@@ -176,18 +177,20 @@ class FeatureSettings(RunSettings):
 
 
 Preprocessor = Callable[[ImageLike, int], torch.Tensor]
+FM = TypeVar("FM", bound="FeatureMetric")
 
 
 class FeatureMetric(Metric):
     """A metric whose features come from a network: owns ``embed``, the cache and compatibility checks."""
 
     Settings: ClassVar[type[Settings]] = RunSettings
+    settings: RunSettings
     #: the model used when ``settings.model`` is None
     default_model: ClassVar[str] = ""
     #: keyword options of ``embed`` besides the per-call settings (e.g. ``masks``)
     embed_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, settings: Settings | None = None, *, backbone: Any = None, cache: FeatureCache | None = None,
+    def __init__(self, settings: AnySettings | None = None, *, backbone: Any = None, cache: FeatureCache | None = None,
                  name: str | None = None) -> None:
         super().__init__(settings, name=name)
         s = self.settings
@@ -215,7 +218,7 @@ class FeatureMetric(Metric):
     def setup(self) -> None:
         """Derive state from the settings and the loaded backbone (validate what needs the model)."""
 
-    def with_settings(self, **changes: Any) -> "FeatureMetric":
+    def with_settings(self: FM, **changes: Any) -> FM:
         """Same class, every setting kept but ``changes``; shares the loaded model and the feature cache
         (a change of model, device, dtype or revision loads that model; of the cache settings, a new cache)."""
         new = self.settings.replace(self.name, **changes)
@@ -237,7 +240,7 @@ class FeatureMetric(Metric):
         """The picklable step ``(image, index) -> (3, S, S) tensor`` this metric feeds its network."""
 
     @abstractmethod
-    def forward(self, pixels: torch.Tensor, **call: Any) -> Features:
+    def forward(self, pixels: torch.Tensor, *args: Any, **call: Any) -> Features:
         """Run the network on a stacked batch of preprocessed images; per-image features."""
 
     def feature_config(self, **call: Any) -> dict[str, Any]:
@@ -319,7 +322,7 @@ class FeatureMetric(Metric):
         out = Features.cat([found[k] for k in keys])
         return Features(out.tensors, dict(fcfg), list(names) if names is not None else [])
 
-    def finish(self, feats: Features, images: list[ImageLike], **options: Any) -> Features:
+    def finish(self, feats: Features, images: list[ImageLike], *args: Any, **options: Any) -> Features:
         """Attach what is not cached (e.g. foreground masks) to freshly embedded features."""
         return feats
 

@@ -169,7 +169,7 @@ class DiffSim(FeatureMetric):
         return Features(tensors)
 
     def embed(self, images: ImagesLike, progress: bool = False, prompt: str | None = None,
-              masks: MaskLike | Sequence[MaskLike] = None, mask_prompt: Prompts = None) -> Features:
+              masks: MaskLike | Sequence[MaskLike] = None, mask_prompt: Prompts = None, **options: Any) -> Features:
         """Q/K/V features of each image; each distinct image runs the VAE and U-Net once per config.
 
         ``prompt`` overrides the metric's prompt for this call (e.g. NIGHTS' per-triplet prompts).
@@ -180,7 +180,7 @@ class DiffSim(FeatureMetric):
         segmentation model, prompted with ``mask_prompt`` (one text or one per image; default: the
         metric's ``mask_prompt``). Masks do not change the cached network features.
         """
-        return super().embed(images, progress, prompt=prompt, masks=masks, mask_prompt=mask_prompt)
+        return super().embed(images, progress, prompt=prompt, masks=masks, mask_prompt=mask_prompt, **options)
 
     def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
                mask_prompt: Prompts = None) -> Features:
@@ -269,7 +269,7 @@ class DiffSim(FeatureMetric):
         ma, mb = aas.token_map(qa, qb), aas.token_map(qb, qa)
         return ma.reshape(-1, side, side), mb.reshape(-1, side, side)
 
-    def similarity_map(self, a: ImagesLike, b: ImagesLike, layer: str | None = None, overlay: bool = False,
+    def similarity_map(self, a: ImageLike, b: ImageLike, layer: str | None = None, overlay: bool = False,
                        **style: Any) -> tuple[torch.Tensor, torch.Tensor] | Any:
         """Spatial maps for two images: (h, w) for A's tokens and (h, w) for B's.
 

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -72,13 +72,13 @@ class FFA(ViTMetric):
         return Features({"patches": self.backbone.patch_tokens(pixels)})
 
     def embed(self, images: ImagesLike, progress: bool = False, masks: MaskLike | Sequence[MaskLike] = None,
-              mask_prompt: Prompts = None) -> Features:
+              mask_prompt: Prompts = None, **options: Any) -> Features:
         """Patch tokens (cached) and each image's foreground-averaged feature.
 
         ``masks``: one per image (None entries allowed), or ``"auto"`` for the segmentation model's masks
         (prompted with ``mask_prompt``, one text or one per image; default: the metric's ``mask_prompt``).
         """
-        return super().embed(images, progress, masks=masks, mask_prompt=mask_prompt)
+        return super().embed(images, progress, masks=masks, mask_prompt=mask_prompt, **options)
 
     def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
                mask_prompt: Prompts = None) -> Features:
