@@ -98,11 +98,7 @@ def _image_bytes(value: Any) -> bytes:
     return bytes(value)
 
 
-def _table_rows(batch: dict[str, np.ndarray], id_column: str, image_column: str, source: str) -> dict[str, np.ndarray]:
-    for col in (id_column, image_column):
-        if col not in batch:
-            raise ConfigError(f"{source} has no column {col!r} (columns: {', '.join(batch)}); "
-                              "name them with --id-column / --image-column")
+def _table_rows(batch: dict[str, np.ndarray], id_column: str, image_column: str) -> dict[str, np.ndarray]:
     ids = [str(v) for v in batch[id_column]]
     return {"id": np.array(ids, dtype=object), "path": np.array(ids, dtype=object),
             "bytes": np.array([_image_bytes(v) for v in batch[image_column]], dtype=object)}
@@ -127,8 +123,13 @@ def read_dataset(inp: RayInput) -> Any:
         ds = ray.data.read_binary_files(list(inp.paths), include_paths=True)
         return ds.map_batches(_files_rows, fn_kwargs={"root": inp.root}, batch_format="numpy")
     if inp.kind == "parquet":
-        ds = ray.data.read_parquet(list(inp.paths), columns=[inp.id_column, inp.image_column])
-        return ds.map_batches(_table_rows, fn_kwargs={"id_column": inp.id_column, "image_column": inp.image_column,
-                                                      "source": inp.describe()}, batch_format="numpy")
+        ds = ray.data.read_parquet(list(inp.paths))
+        missing = [c for c in (inp.id_column, inp.image_column) if c not in ds.schema().names]
+        if missing:
+            raise ConfigError(f"{inp.describe()} has no column {missing[0]!r} (columns: {', '.join(ds.schema().names)}); "
+                              "name them with --id-column / --image-column")
+        ds = ds.select_columns([inp.id_column, inp.image_column])
+        return ds.map_batches(_table_rows, fn_kwargs={"id_column": inp.id_column, "image_column": inp.image_column},
+                              batch_format="numpy")
     ds = ray.data.read_webdataset(list(inp.paths), decoder=None)
     return ds.map_batches(_wds_rows, batch_format="numpy")

@@ -49,7 +49,7 @@ class RayOptions:
     address: str | None = None  # None: the cluster in RAY_ADDRESS, else a local one; "auto": a running one
     workers: int = 1  # embedding actors (one model each)
     gpus_per_worker: float = 0.0
-    cpus_per_worker: float | None = None  # None: 1 (a GPU worker's host thread, or a CPU worker's model threads)
+    cpus_per_worker: float | None = None  # None: 1, or less if the actors would leave no CPU for decoding
     shard_size: int = 64  # images per actor batch = per shard (their pixels pass through the object store)
     commit_every: float = 30.0  # seconds between table commits
 
@@ -92,6 +92,16 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
     return run
 
 
+def _default_cpus(ray: Any, opts: RayOptions) -> float:
+    """CPUs per actor: 1, or less where the actors would take every CPU and leave none for decoding."""
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if opts.workers * 1.0 <= total - 1.0 or total <= 0:
+        return 1.0
+    cpus = max(0.1, (total - 1.0) / opts.workers) if total > 1 else 0.1
+    logger.info("%d embedding actors on %g CPUs: %.2g CPU each, the rest left for decoding", opts.workers, total, cpus)
+    return round(cpus, 2)
+
+
 def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]], int]:
     """(table rows of the embedded images, failures, skipped count) of one returned batch."""
     rows, failures, skipped = [], [], 0
@@ -129,7 +139,7 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
     known = store.hashes()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else 1.0
+    cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else _default_cpus(ray, opts)
     ds = read_dataset(inp).map_batches(decode_batch, fn_kwargs={"preprocess": metric.preprocessor,
                                                                 "known": ray.put(known)},
                                        batch_format="numpy")
