@@ -145,3 +145,34 @@ def test_cli_engine_ray_reads_parquet_image_bytes(gallery, tiny_sd_path, local_s
     fa, fb = local_store.load(order), store.load(order)
     for k in fa.tensors:
         np.testing.assert_allclose(fb.tensors[k].numpy(), fa.tensors[k].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_bench_engine_ray_scores_like_the_local_engine(tiny_sd_path, tmp_path, capsys):
+    import json
+
+    from diffsim.cli.main import main
+
+    from . import bench_fixtures as fx
+
+    root = fx.nights(tmp_path)
+    common = ["bench", "nights", "--root", str(root), "--metric", "diffsim-s", "--model", str(tiny_sd_path),
+              "--size", str(SIZE), "--device", "cpu", "--dtype", "float32", "-q"]
+    # NIGHTS has per-triplet prompts: one feature set per image cannot serve them
+    assert main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 2
+    assert "--no-dataset-prompts" in capsys.readouterr().err
+    common.append("--no-dataset-prompts")
+    assert main(common + ["--out", str(tmp_path / "local")]) == 0
+    assert main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
+
+    def records(run: str) -> dict:
+        lines = (tmp_path / run / "triplets.jsonl").read_text().splitlines()
+        return {r["id"]: r for r in map(json.loads, lines) if "s_pos" in r}
+
+    local, rayed = records("local"), records("ray")
+    assert local.keys() == rayed.keys() and len(local) > 0
+    for k, r in local.items():
+        assert rayed[k]["s_pos"] == pytest.approx(r["s_pos"], abs=1e-5)
+        assert rayed[k]["s_neg"] == pytest.approx(r["s_neg"], abs=1e-5)
+    res = json.loads((tmp_path / "ray" / "results.json").read_text())
+    store = GalleryStore.open(tmp_path / "ray" / "features")
+    assert len(store) == res["images_embedded"] > 0
