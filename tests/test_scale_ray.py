@@ -176,3 +176,18 @@ def test_bench_engine_ray_scores_like_the_local_engine(tiny_sd_path, tmp_path, c
     res = json.loads((tmp_path / "ray" / "results.json").read_text())
     store = GalleryStore.open(tmp_path / "ray" / "features")
     assert len(store) == res["images_embedded"] > 0
+
+
+def test_webdataset_shards_are_read_as_id_and_bytes(gallery, tmp_path):
+    import tarfile
+
+    from diffsim.scale.inputs import read_dataset
+
+    files = sorted((gallery / "a").glob("*.png"))[:3]
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for f in files:
+            tar.add(f, arcname=f"{f.stem}.png")
+    inp = ray_input(str(tmp_path / "shard-000.tar"))
+    assert inp.kind == "webdataset"
+    rows = read_dataset(inp).take_all()
+    assert {r["id"]: bytes(r["bytes"]) for r in rows} == {f"{f.stem}.png": f.read_bytes() for f in files}

@@ -54,7 +54,7 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
     from ..gallery.search import metric_for
     from ..gallery.sources import collect
     from ..gallery.store import SETTINGS_FILE, GalleryStore
-    from ..scale import part_path, resolve_partition, select_part
+    from ..scale.partition import bind_local_gpu, part_path, resolve_partition, select_part
     from ..scale.inputs import ray_input
 
     engine = opts.pop("engine")
@@ -63,6 +63,8 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         raise click.UsageError("--engine ray spreads one build over the cluster itself: drop --num-shards "
                                "(and RANK/WORLD_SIZE)")
     out = part_path(out, part)
+    if part is not None:
+        bind_local_gpu()  # torchrun: rank r of a machine uses its GPU r
     sources, rin = None, None
     if engine == "ray":  # paths first: nothing is loaded for a bad gallery
         rin = ray_input(gallery, opts["ray_input"], None, opts["id_column"], opts["image_column"])

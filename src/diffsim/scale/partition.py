@@ -73,6 +73,21 @@ def resolve_partition(num_shards: int | None = None, shard_index: int | None = N
     return None
 
 
+def bind_local_gpu(environ: Mapping[str, str] | None = None) -> int | None:
+    """Under torchrun (``LOCAL_RANK``) with several GPUs visible, make GPU ``LOCAL_RANK`` this process's
+    ``cuda`` device, so that ranks on one machine do not all use GPU 0; returns it (None: nothing done)."""
+    env = os.environ if environ is None else environ
+    if "LOCAL_RANK" not in env:
+        return None
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return None
+    index = _int("LOCAL_RANK", env["LOCAL_RANK"]) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return index
+
+
 def select_part(sources: Sources, part: Partition | None) -> Sources:
     """The images of ``sources`` in ``part`` (all of them for None), in their order, same root."""
     if part is None:

@@ -1,0 +1,79 @@
+"""Images/s of `index build` with the local engine and the Ray engine (1 and 2 embedding actors).
+
+Tiny random SD-layout model (tests/tiny_gallery.py), 64 px images, a local Ray on this machine's CPUs.
+Each row is one build into a fresh store; the Ray rows include starting the actors (each loads the
+model) but not starting Ray itself. Usage: python benchmarks/bench_ray.py [--images 300] [--cpus 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import make_images  # noqa: E402
+from tests.tiny_gallery import build_discriminative_pipeline  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs given to the local Ray")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    import ray
+    import torch
+
+    from diffsim.gallery import GalleryStore, collect
+    from diffsim.gallery.build import build_index
+    from diffsim.registry import create_metric
+    from diffsim.scale.inputs import ray_input
+    from diffsim.scale.ray_engine import RayOptions, build_index_ray
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    model = build_discriminative_pipeline(tmp / "model")
+    make_images(tmp / "gallery", args.images, 64)
+    src = collect(str(tmp / "gallery"))
+    dtype = "float16" if args.device.startswith("cuda") else "float32"
+    metric = create_metric("diffsim-s", model=str(model), size=64, device=args.device, dtype=dtype,
+                           batch_size=args.batch_size)
+    rows = []
+
+    t = time.perf_counter()
+    store = GalleryStore.create(tmp / "local", metric, root=src.root)
+    rep = build_index(src, store, metric, batch_size=args.batch_size, shard_size=args.shard_size)
+    rows.append(("local (this process)", rep.embedded, time.perf_counter() - t))
+
+    ray.init(num_cpus=args.cpus, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
+    gpus = 1.0 if args.device.startswith("cuda") else 0.0
+    for workers in (1, 2):
+        if gpus and workers > torch.cuda.device_count():
+            gpus = torch.cuda.device_count() / workers
+        t = time.perf_counter()
+        store = GalleryStore.create(tmp / f"ray{workers}", metric, root=src.root)
+        rep = build_index_ray(ray_input(str(tmp / "gallery")), store, metric,
+                              RayOptions(workers=workers, gpus_per_worker=gpus, shard_size=args.shard_size),
+                              batch_size=args.batch_size)
+        rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", rep.embedded, time.perf_counter() - t))
+    ray.shutdown()
+
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"ray {ray.__version__}, device {args.device}; {args.images} images at 64 px, tiny SD-layout model; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print("| engine | images | seconds | images/s |")
+    print("|---|---:|---:|---:|")
+    for name, n, s in rows:
+        print(f"| {name} | {n} | {s:.1f} | {n / s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
