@@ -27,8 +27,9 @@ def all_scores(gallery: Gallery) -> tuple[list[str], torch.Tensor]:
     rows = []
     for _, fq in gallery.store.iter_shards():
         fq = fq.to(gallery.metric.device)
-        for s in range(0, len(fq), gallery.block):
-            part = fq[s : s + gallery.block]
+        block = gallery.block_for(fq)
+        for s in range(0, len(fq), block):
+            part = fq[s : s + block]
             cols_ids, cols = [], []
             for b_ids, sc in gallery.scores_by_shard(part):
                 cols_ids += b_ids

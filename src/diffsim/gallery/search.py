@@ -54,6 +54,10 @@ def metric_for(store: GalleryStore, **runtime: Any) -> Any:
     return metric
 
 
+#: feature bytes of the stored images compared in one call (``block=None``)
+BLOCK_BYTES = 256 * 1024**2
+
+
 def _topk(scores: torch.Tensor, k: int, higher: bool) -> tuple[torch.Tensor, torch.Tensor]:
     k = min(k, scores.shape[-1])
     return torch.topk(scores, k, dim=-1, largest=higher, sorted=True)
@@ -62,7 +66,7 @@ def _topk(scores: torch.Tensor, k: int, higher: bool) -> tuple[torch.Tensor, tor
 class Gallery:
     """Search a gallery store with its metric."""
 
-    def __init__(self, store: GalleryStore, metric: Any, block: int = 256) -> None:
+    def __init__(self, store: GalleryStore, metric: Any, block: int | None = None) -> None:
         store.check_metric(metric)
         self.store, self.metric, self.block = store, metric, block
         self._paths: dict[str, str] | None = None
@@ -81,6 +85,13 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def block_for(self, feats: Features) -> int:
+        """Stored images (or query-candidate pairs) per compare call: ``block``, or ~``BLOCK_BYTES`` of features."""
+        if self.block is not None:
+            return self.block
+        per_image = max(1, feats.nbytes // max(1, len(feats)))
+        return int(max(1, min(8192, BLOCK_BYTES // per_image)))
 
     def file_of(self, id_: str) -> str:
         if self._paths is None:
@@ -111,8 +122,9 @@ class Gallery:
     def scores_by_shard(self, fq: Features):
         """Yield (ids, scores (Q, n)) for every block of stored images, exact."""
         for _, fg in self.store.iter_shards():
-            for s in range(0, len(fg), self.block):
-                part = fg[s : s + self.block]
+            block = self.block_for(fg)
+            for s in range(0, len(fg), block):
+                part = fg[s : s + block]
                 yield part.names, self.metric.compare_matrix(fq, part.to(self.metric.device)).float().cpu()
 
     def score_matrix(self, images: ImagesLike | Features) -> tuple[list[str], torch.Tensor]:
@@ -168,14 +180,20 @@ class Gallery:
                 need.setdefault(where[c][0], {}).setdefault(q, []).append(c)
         found: list[list[tuple[str, float]]] = [[] for _ in candidates]
         cfg = self.store.feature_config
+        dev = self.metric.device
         for shard, per_query in need.items():
             wanted = sorted({c for cs in per_query.values() for c in cs}, key=lambda c: where[c][1])
             pos = {c: j for j, c in enumerate(wanted)}
             feats = Features(self.store.load_shard(shard, [where[c][1] for c in wanted]), cfg, wanted)
-            feats = feats.to(self.metric.device)
-            for q, cs in per_query.items():
-                s = self.metric.compare_matrix(fq[q], feats[[pos[c] for c in cs]]).float().cpu()[0]
-                found[q] += list(zip(cs, s.tolist()))
+            pairs = [(q, c) for q, cs in per_query.items() for c in cs]
+            block = self.block_for(feats)
+            for s in range(0, len(pairs), block):  # paired scores, a block of pairs at a time
+                part = pairs[s : s + block]
+                fa = fq[[q for q, _ in part]]
+                fb = feats[[pos[c] for _, c in part]].to(dev)
+                scores = self.metric.compare(fa, fb).float().cpu().tolist()
+                for (q, c), v in zip(part, scores):
+                    found[q].append((c, v))
         higher = self.higher_is_better
         return [sorted(f, key=lambda t: -t[1] if higher else t[1])[:k] for f in found]
 

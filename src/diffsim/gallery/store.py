@@ -136,6 +136,7 @@ class GalleryStore:
         self._table: Any = None  # pyarrow.Table of the committed rows, read lazily
         self._pending: dict[str, Row] = {}  # id -> row added since the last commit
         self._known_shards: set[str] = set()
+        self._verified: dict[str, tuple[int, int] | None] = {}  # shard -> (size, mtime) when its checksum matched
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -477,28 +478,52 @@ class GalleryStore:
         return t.column("id").to_pylist(), flat.reshape(-1, dim)
 
     def load_shard(self, name: str, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """The feature tensors of one shard (float32 when stored compact), checksum verified."""
+        """The feature tensors of one shard (float32 when stored compact).
+
+        The first load of a shard by this store object reads the whole file and checks its checksum;
+        later loads of the unchanged file (same size and mtime) read it memory-mapped.
+        """
+        from safetensors import safe_open
         from safetensors.torch import load
 
         path = self.shard_path(name)
-        data = self._read_bytes(path)
-        expected = self._checksums().get(name)
-        if expected is not None:
-            got = hashlib.sha256(data).hexdigest()
-            if got != expected:
-                raise StoreError(f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
-                                 f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed its images")
-        try:
-            tensors = load(data)
-        except Exception as exc:  # noqa: BLE001 - any parse error: name the file
-            raise StoreError(f"corrupt shard {path}: {exc}") from exc
-        tensors.pop(POOL_KEY, None)
-        if self.compact == "fp16":
-            tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+        stamp = self._stamp(path)
+        if self._verified.get(name) == stamp:
+            try:
+                with safe_open(str(path), framework="pt") as fh:
+                    tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != POOL_KEY}
+            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+                raise StoreError(f"corrupt shard {path}: {exc}") from exc
+        else:
+            data = self._read_bytes(path)
+            expected = self._checksums().get(name)
+            if expected is not None:
+                got = hashlib.sha256(data).hexdigest()
+                if got != expected:
+                    raise StoreError(f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
+                                     f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
+                                     "its images")
+            try:
+                tensors = load(data)
+            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+                raise StoreError(f"corrupt shard {path}: {exc}") from exc
+            tensors.pop(POOL_KEY, None)
+            if expected is not None:
+                self._verified[name] = stamp
         if rows is not None:
             idx = torch.as_tensor(list(rows), dtype=torch.long)
             tensors = {k: v.index_select(0, idx) for k, v in tensors.items()}
+        if self.compact == "fp16":
+            tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         return tensors
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
 
     def _checksums(self) -> dict[str, str]:
         t = self._read_table()
