@@ -133,12 +133,16 @@ def test_cli_merge_error_is_one_line(whole, tmp_path, capsys):
     assert err.startswith("error:") and "twice" in err and err.count("\n") == 1
 
 
-def test_ray_engine_without_ray_names_the_extra(monkeypatch):
+def test_ray_engine_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):
     from diffsim.scale.ray_engine import require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"diffsim\[ray\]"):
         require_ray()
+    from diffsim.cli.main import main
+
+    assert main(["index", "build", str(tmp_path), "--out", str(tmp_path / "s"), "--engine", "ray"]) == 2
+    assert 'pip install "diffsim[ray]"' in capsys.readouterr().err
 
 
 def test_ray_only_inputs_need_the_ray_engine(gallery, tmp_path):

@@ -26,8 +26,12 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
 
     engine, workers = opts.pop("engine"), opts.pop("workers")
     data = load_set(name, root, protocol, ds_options, opts["seed"], triplets_file)
-    if engine == "ray" and isinstance(data, VideoSet):
-        raise click.UsageError(f"--engine ray runs the 2AFC benchmarks; {name} is a video benchmark")
+    if engine == "ray":
+        from ..scale.ray_engine import require_ray
+
+        require_ray()
+        if isinstance(data, VideoSet):
+            raise click.UsageError(f"--engine ray runs the 2AFC benchmarks; {name} is a video benchmark")
     metric = bench_metric(ctx, metric_name, name, opts)
     mname = metric.name
     out = Path(out_dir or default_out(name, mname, data.protocol))

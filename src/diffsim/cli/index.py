@@ -67,6 +67,9 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         bind_local_gpu()  # torchrun: rank r of a machine uses its GPU r
     sources, rin = None, None
     if engine == "ray":  # paths first: nothing is loaded for a bad gallery
+        from ..scale.ray_engine import require_ray
+
+        require_ray()
         rin = ray_input(gallery, opts["ray_input"], None, opts["id_column"], opts["image_column"])
         root = rin.root
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,11 +121,13 @@ def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]
 
 
 def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOptions | None = None,
-                    batch_size: int | None = None, strict: bool = False, progress: bool = False) -> BuildReport:
+                    batch_size: int | None = None, strict: bool = False, progress: bool = False,
+                    on_batch: Callable[[int], None] | None = None) -> BuildReport:
     """Embed the images of ``inp`` that ``store`` lacks (or that changed) on a Ray actor pool.
 
     ``metric``: the store's metric (checked here; each actor builds its own from the store's settings);
-    ``batch_size``: images per network pass in an actor (default: the metric's).
+    ``batch_size``: images per network pass in an actor (default: the metric's); ``on_batch(embedded)``
+    is called as each batch's results arrive.
     """
     opts = opts or RayOptions()
     opts.validate()
@@ -156,6 +159,7 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
 
         bar = tqdm(total=inp.total, unit="img", desc="embedding (ray)", dynamic_ncols=True)
     seen: set[str] = set()
+    shards: set[str] = set()
     last = time.monotonic()
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -173,9 +177,13 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
             report.embedded += len(rows)
             report.skipped += skipped
             report.failures += failures
-            report.shards += [s for s in dict.fromkeys(r.shard for r in rows) if s not in report.shards]
+            new_shards = [s for s in dict.fromkeys(r.shard for r in rows) if s not in shards]
+            shards.update(new_shards)
+            report.shards += new_shards
             if bar is not None:
                 bar.update(len(rows) + skipped + len(failures))
+            if on_batch is not None:
+                on_batch(report.embedded)
             if time.monotonic() - last >= opts.commit_every:
                 store.commit()
                 last = time.monotonic()
