@@ -191,3 +191,34 @@ def test_webdataset_shards_are_read_as_id_and_bytes(gallery, tmp_path):
     assert inp.kind == "webdataset"
     rows = read_dataset(inp).take_all()
     assert {r["id"]: bytes(r["bytes"]) for r in rows} == {f"{f.stem}.png": f.read_bytes() for f in files}
+
+
+def _fails(batch):
+    from diffsim.errors import ModelNotFoundError
+
+    raise ModelNotFoundError("model not found: /nowhere/sd15 (is the folder shared with every node?)")
+
+
+def test_a_workers_diffsim_error_comes_back_as_one_line():
+    from diffsim.errors import ModelNotFoundError
+    from diffsim.scale.ray_engine import configure_context, worker_error
+
+    configure_context(ray)
+    with pytest.raises(Exception) as info:
+        ray.data.range(2).map_batches(_fails).take_all()
+    err = worker_error(info.value)
+    assert isinstance(err, ModelNotFoundError) and type(err) is ModelNotFoundError
+    assert str(err) == "on a Ray worker: model not found: /nowhere/sd15 (is the folder shared with every node?)"
+    assert worker_error(ValueError("other")) is None
+
+
+def test_parquet_without_the_named_columns_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from diffsim.errors import ConfigError
+    from diffsim.scale.inputs import read_dataset
+
+    pq.write_table(pa.table({"name": ["x"], "png": [b"\x89PNG"]}), tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match=r"no column 'id' \(columns: name, png\).*--id-column"):
+        read_dataset(ray_input(str(tmp_path / "t.parquet")))

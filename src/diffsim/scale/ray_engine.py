@@ -93,6 +93,34 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
     return run
 
 
+def worker_error(exc: BaseException) -> DiffSimError | None:
+    """The diffsim error (a missing model, another store's settings, ...) behind a Ray worker's failure, as
+    diffsim's own exception class with its one-line message; None when the failure is not one.
+
+    Needs ``DataContext.raise_original_map_exception`` (set by :func:`configure_context`)."""
+    from .. import errors
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(e, DiffSimError) or isinstance(cause, DiffSimError):
+            orig = cause if isinstance(cause, DiffSimError) else e
+            cls = next(c for c in type(orig).__mro__ if c.__module__ == errors.__name__)
+            lines = str(orig.args[0] if orig.args else orig).strip().splitlines()
+            return cls(f"on a Ray worker: {lines[0] if lines else cls.__name__}")
+        e = e.__cause__ or cause
+    return None
+
+
+def configure_context(ray: Any) -> None:
+    """Ray Data settings of a build: no progress bars of its own, a worker's own exception re-raised."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "raise_original_map_exception"):
+        ctx.raise_original_map_exception = True
+
+
 def _default_cpus(ray: Any, opts: RayOptions) -> float:
     """CPUs per actor: 1, or less where the actors would take every CPU and leave none for decoding."""
     total = float(ray.cluster_resources().get("CPU", 0.0))
@@ -140,8 +168,7 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
     report = BuildReport(total=inp.total or 0)
     report.recovered = store.recover()
     known = store.hashes()
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    configure_context(ray)
     cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else _default_cpus(ray, opts)
     ds = read_dataset(inp).map_batches(decode_batch, fn_kwargs={"preprocess": metric.preprocessor,
                                                                 "known": ray.put(known)},
@@ -187,6 +214,11 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
             if time.monotonic() - last >= opts.commit_every:
                 store.commit()
                 last = time.monotonic()
+    except Exception as exc:  # noqa: BLE001 - a worker's diffsim error becomes one line
+        err = worker_error(exc)
+        if err is None or err is exc:
+            raise
+        raise err from exc
     finally:
         if bar is not None:
             bar.close()
