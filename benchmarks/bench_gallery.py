@@ -97,16 +97,21 @@ def sd15_bytes_per_image(size: int = 512) -> dict[str, float]:
 
     up0 is the first self-attention of ``up_blocks.1`` (1280 channels, 8 heads of 160); the latent is
     size/8 and ``up_blocks.1`` works at latent / 4 (two of the three down-samplings undone), so 16 x 16 =
-    256 tokens at 512 px. Features: Q, K, V x 2 guidance branches x 8 heads x 256 tokens x 160;
-    pooled vector: token mean of each = 3 x 2 x 8 x 160 float32.
+    256 tokens at 512 px. Features: Q, K, V x 2 guidance branches x 8 heads x 256 tokens x 160; pooled
+    vector (``DiffSim.pool``): token mean and std of the own attention output, 2 x branches x 1280 float32.
     """
     channels = list(reversed(SD15_UNET_CONFIG["block_out_channels"]))[1]
     heads = SD15_UNET_CONFIG["attention_head_dim"]  # SD 1.5's config stores the head count here
     side = size // 8 // 4
-    values = 3 * 2 * heads * side * side * (channels // heads)
-    pooled = 3 * 2 * channels * 4
-    return {"tokens": side * side, "fp32": values * 4 + pooled, "fp16": values * 2 + pooled,
-            "fp16_single_branch": values + pooled, "pooled": pooled}
+
+    def values(branches: int) -> int:
+        return 3 * branches * heads * side * side * (channels // heads)
+
+    def pooled(branches: int) -> int:
+        return 2 * branches * channels * 4
+
+    return {"tokens": side * side, "fp32": values(2) * 4 + pooled(2), "fp16": values(2) * 2 + pooled(2),
+            "fp16_single_branch": values(1) * 2 + pooled(1), "pooled": pooled(2)}
 
 
 def tiny_shape_check(model_metric) -> str:

@@ -399,3 +399,22 @@ def test_grid_png_sizes(tmp_path, labelled):
         assert im.size == (3 * 96, 2 * (96 + 36))
     with Image.open(group_grid([(p, "x") for p in f[:7]], tmp_path / "g.png", thumb=64, cols=4)) as im:
         assert im.size == (4 * 64, 2 * (64 + 36))
+
+
+def test_diffsim_pool_is_unit_norm_and_tracks_the_exact_ranking(built, disc_metric):
+    f = built.load()
+    p = disc_metric.pool(f)
+    assert p.shape[0] == 16 and torch.allclose(p.norm(dim=1), torch.ones(16), atol=1e-5)
+    torch.testing.assert_close(disc_metric.pool(f[3]), p[3:4])  # batch = single
+    exact = disc_metric.compare_matrix(f, f)
+    eye = torch.eye(16, dtype=torch.bool)
+    nearest = exact.masked_fill(eye, -1).argmax(dim=1)
+
+    def found(pooled: torch.Tensor) -> int:  # exact nearest neighbours among the 4 nearest pooled vectors
+        top4 = (pooled @ pooled.T).masked_fill(eye, -1).topk(4, dim=1).indices
+        return sum(int(n in t) for n, t in zip(nearest.tolist(), top4.tolist()))
+
+    from diffsim.metrics.base import FeatureMetric
+
+    plain = FeatureMetric.pool(disc_metric, f)  # the base class's Q/K/V token means
+    assert found(p) >= found(plain) and found(p) >= 12

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .search import Gallery, require_faiss
+from .search import BLOCK_BYTES, Gallery, require_faiss
 
 
 @dataclass
@@ -51,11 +51,16 @@ def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[st
         by_shard.setdefault(shard_of[a], []).append((a, b))
     out = []
     dev = gallery.metric.device
-    for shard, ps in by_shard.items():
-        fa = gallery.store.load([a for a, _ in ps]).to(dev)
-        fb = gallery.store.load([b for _, b in ps]).to(dev)
-        s = gallery.metric.compare(fa, fb).float().cpu()
-        out += [(a, b, float(v)) for (a, b), v in zip(ps, s.tolist())]
+    chunk = gallery.block
+    for ps in by_shard.values():
+        if chunk is None:  # pairs per compare call: about BLOCK_BYTES of features on both sides
+            chunk = max(1, BLOCK_BYTES // (2 * max(1, gallery.store.load([ps[0][0]]).nbytes)))
+        for s in range(0, len(ps), chunk):
+            part = ps[s : s + chunk]
+            fa = gallery.store.load([a for a, _ in part]).to(dev)
+            fb = gallery.store.load([b for _, b in part]).to(dev)
+            scores = gallery.metric.compare(fa, fb).float().cpu()
+            out += [(a, b, float(v)) for (a, b), v in zip(part, scores.tolist())]
     return out
 
 

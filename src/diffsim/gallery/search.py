@@ -185,15 +185,13 @@ class Gallery:
             wanted = sorted({c for cs in per_query.values() for c in cs}, key=lambda c: where[c][1])
             pos = {c: j for j, c in enumerate(wanted)}
             feats = Features(self.store.load_shard(shard, [where[c][1] for c in wanted]), cfg, wanted)
-            pairs = [(q, c) for q, cs in per_query.items() for c in cs]
             block = self.block_for(feats)
-            for s in range(0, len(pairs), block):  # paired scores, a block of pairs at a time
-                part = pairs[s : s + block]
-                fa = fq[[q for q, _ in part]]
-                fb = feats[[pos[c] for _, c in part]].to(dev)
-                scores = self.metric.compare(fa, fb).float().cpu().tolist()
-                for (q, c), v in zip(part, scores):
-                    found[q].append((c, v))
+            for q, cs in per_query.items():  # each query against its own candidates: its attention once
+                for s in range(0, len(cs), block):
+                    part = cs[s : s + block]
+                    fb = feats[[pos[c] for c in part]].to(dev)
+                    scores = self.metric.compare_matrix(fq[q], fb).float().cpu()[0].tolist()
+                    found[q] += list(zip(part, scores))
         higher = self.higher_is_better
         return [sorted(f, key=lambda t: -t[1] if higher else t[1])[:k] for f in found]
 
