@@ -123,7 +123,7 @@ def test_image_bytes_from_hugging_face_structs():
     assert _image_bytes(b"jpg") == b"jpg" and _image_bytes(None) == b""
 
 
-def test_cli_engine_ray_reads_parquet_image_bytes(gallery, tiny_sd_path, local_store, tmp_path):
+def test_cli_engine_ray_reads_parquet_image_bytes(gallery, tiny_sd_path, local_store, tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -135,7 +135,14 @@ def test_cli_engine_ray_reads_parquet_image_bytes(gallery, tiny_sd_path, local_s
     out = tmp_path / "store"
     args = ["index", "build", str(tmp_path / "part-0.parquet"), str(tmp_path / "part-1.parquet"), "--out", str(out),
             "--engine", "ray", "--workers", "1", "--shard-size", "5", "--id-column", "key", "--image-column", "img",
-            "--model", str(tiny_sd_path), "--size", str(SIZE), "--device", "cpu", "--dtype", "float32", "-q"]
+            "--model", str(tiny_sd_path), "--size", str(SIZE), "--device", "cpu", "-q"]
+    from diffsim.cli.main import main
+
+    assert main(args + ["--gpus-per-worker", "1"]) == 2  # no --dtype: refused before any store is made
+    assert "--dtype" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--gpus-per-worker", "1", "--dtype", "float32", "--out", str(tmp_path / "gpu")]) == 2
+    assert "the Ray cluster has 0 GPU(s)" in capsys.readouterr().err  # a clear error, not a build waiting for ever
+    args += ["--dtype", "float32"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert f"this build embedded {len(src)}" in r.output

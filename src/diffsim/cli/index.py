@@ -10,7 +10,7 @@ import click
 from ..errors import ImageError, StoreError
 from .options import build_metric, diffsim_options, typed_overrides
 from .merge import merge
-from .scale_options import engine_options, input_options, shard_options
+from .scale_options import engine_options, input_options, ray_options_from, shard_options
 
 
 @click.group("index")
@@ -90,6 +90,10 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         metric = metric_for(existing, **_runtime(opts))
     else:
         metric = build_metric(ctx, metric_name, "diffsim-s", opts)
+    if rin is not None:  # before the store is created with a dtype the workers cannot match
+        from ..scale.ray_engine import check_gpu_dtype
+
+        check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
     store = GalleryStore.open_or_create(out, metric, compact, root=root)
     if rin is not None:
         report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
@@ -102,7 +106,6 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
 def _ray_build(rin: Any, store: Any, metric: Any, opts: dict[str, Any], workers: int | None, shard_size: int | None,
                strict: bool, quiet: bool) -> Any:
     from ..scale.ray_engine import build_index_ray
-    from .scale_options import ray_options_from
 
     return build_index_ray(rin, store, metric, ray_options_from(opts, workers, shard_size),
                            batch_size=opts.get("batch_size"), strict=strict, progress=not quiet)

@@ -16,7 +16,7 @@ from ..features import Features
 from ..gallery.sources import Source, Sources
 from ..gallery.store import GalleryStore
 from .inputs import ray_input
-from .ray_engine import RayOptions, build_index_ray
+from .ray_engine import RayOptions, build_index_ray, check_gpu_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def ray_embed_fn(metric: Any, ts: Any, out_dir: str | os.PathLike, opts: RayOpti
     if not present:
         raise ImageError(f"none of the {len(paths)} images of {ts.dataset} exists under {root}")
     sources = Sources(tuple(Source(p, p) for p in present), None)
+    check_gpu_dtype(getattr(metric.settings, "dtype", ""), opts)
     store = GalleryStore.open_or_create(Path(out_dir) / "features", metric)
     report = build_index_ray(ray_input(present, "files", sources), store, metric, opts, batch_size=batch_size,
                              progress=progress)

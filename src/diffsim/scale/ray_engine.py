@@ -93,6 +93,13 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
     return run
 
 
+def check_gpu_dtype(dtype: Any, opts: RayOptions) -> None:
+    """GPU workers need an explicit dtype: their default (float16) is not the CPU driver's (float32)."""
+    if opts.gpus_per_worker > 0 and dtype is None:
+        raise ConfigError("with --gpus-per-worker, give --dtype (float16 or float32): the workers' default on a GPU "
+                          "(float16) would differ from the driver's on a CPU, and the store holds one dtype")
+
+
 def worker_error(exc: BaseException) -> DiffSimError | None:
     """The diffsim error (a missing model, another store's settings, ...) behind a Ray worker's failure, as
     diffsim's own exception class with its one-line message; None when the failure is not one.
@@ -162,9 +169,14 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
     ray = connect(opts.address)
     t0 = time.perf_counter()
     store.check_metric(metric)
-    if opts.gpus_per_worker > 0 and store.metric_settings.get("dtype", "") is None:
-        raise ConfigError("with --gpus-per-worker, give --dtype (float16 or float32): the workers' default on a GPU "
-                          "(float16) would differ from the driver's on a CPU, and the store holds one dtype")
+    check_gpu_dtype(store.metric_settings.get("dtype", ""), opts)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if opts.gpus_per_worker > gpus:  # Ray would wait for them for ever
+        raise ConfigError(f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPU(s); "
+                          "start GPU nodes first (or leave the option out to embed on CPUs)")
+    if opts.gpus_per_worker * opts.workers > gpus:
+        logger.warning("%d workers x %g GPUs > the cluster's %g GPUs: only some actors will start", opts.workers,
+                       opts.gpus_per_worker, gpus)
     report = BuildReport(total=inp.total or 0)
     report.recovered = store.recover()
     known = store.hashes()
