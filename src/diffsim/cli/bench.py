@@ -15,7 +15,8 @@ from .scale_options import engine_options, ray_options_from
 @dataset_options
 @diffsim_options
 @engine_options
-@click.option("--workers", type=int, default=None, help="With --engine ray: embedding actors, one model each. [default: 1]")
+@click.option("--workers", type=int, default=None,
+              help="With --engine ray: embedding actors, one model each. [default: 1]")
 @click.pass_context
 def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
           triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,

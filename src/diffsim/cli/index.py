@@ -77,7 +77,8 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
             raise click.UsageError(f"--input {opts['ray_input']} needs --engine ray")
         sources = select_part(collect(gallery), part)
         if not len(sources):
-            raise ImageError(f"no images found in {' '.join(gallery)} (extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
+            raise ImageError(f"no images found in {' '.join(gallery)} "
+                             "(extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
         root = sources.root
     if shard_size is not None and shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--shard-size")

@@ -6,8 +6,6 @@ from typing import Any
 
 import click
 
-ENGINE_KEYS = ("engine", "address", "gpus_per_worker", "ray_input", "id_column", "image_column")
-
 
 def engine_options(f: Callable) -> Callable:
     """--engine local|ray and the Ray options (--workers is the command's own: actors with --engine ray)."""

@@ -68,7 +68,8 @@ def ray_input(gallery: str | os.PathLike | Sequence[str | os.PathLike], kind: st
     if kind == "files":
         src = sources if sources is not None else collect(given if len(given) > 1 else given[0])
         if not len(src):
-            raise ImageError(f"no images found in {' '.join(given)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise ImageError(f"no images found in {' '.join(given)} (extensions: {exts})")
         return RayInput("files", tuple(src.paths), src.root, total=len(src))
     paths = tuple(str(Path(g).resolve()) for g in given)
     return RayInput(kind, paths, None, id_column, image_column)
@@ -126,7 +127,8 @@ def read_dataset(inp: RayInput) -> Any:
         ds = ray.data.read_parquet(list(inp.paths))
         missing = [c for c in (inp.id_column, inp.image_column) if c not in ds.schema().names]
         if missing:
-            raise ConfigError(f"{inp.describe()} has no column {missing[0]!r} (columns: {', '.join(ds.schema().names)}); "
+            names = ", ".join(ds.schema().names)
+            raise ConfigError(f"{inp.describe()} has no column {missing[0]!r} (columns: {names}); "
                               "name them with --id-column / --image-column")
         ds = ds.select_columns([inp.id_column, inp.image_column])
         return ds.map_batches(_table_rows, fn_kwargs={"id_column": inp.id_column, "image_column": inp.image_column},

@@ -63,7 +63,8 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         _check_same(first, target)
         clash = [i for i in target.ids() if i in owner]
         if clash:
-            raise StoreError(f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); merge into a new store")
+            raise StoreError(f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); "
+                             "merge into a new store")
     else:
         (out_path / "shards").mkdir(parents=True, exist_ok=True)
         (out_path / SETTINGS_FILE).write_text(json.dumps(first.settings, indent=2, sort_keys=True))
