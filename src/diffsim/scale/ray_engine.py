@@ -107,7 +107,8 @@ def worker_error(exc: BaseException) -> DiffSimError | None:
     Needs ``DataContext.raise_original_map_exception`` (set by :func:`configure_context`)."""
     from .. import errors
 
-    seen, e = set(), exc
+    seen: set[int] = set()
+    e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         cause = getattr(e, "cause", None)

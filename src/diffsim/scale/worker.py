@@ -60,8 +60,8 @@ def decode_batch(batch: dict[str, np.ndarray], preprocess: Any, known: Any = Non
             status, reason = "fail", f"cannot read image {path}: no bytes"
         else:
             try:
-                with Image.open(io.BytesIO(data)) as im:
-                    im = ImageOps.exif_transpose(im)
+                with Image.open(io.BytesIO(data)) as opened:
+                    im = ImageOps.exif_transpose(opened)
                     im.load()
                     rgb = im.convert("RGB")
                 x = preprocess(rgb, i).detach().cpu().contiguous().float().numpy()
@@ -102,6 +102,7 @@ class EmbedWorker:
         n = len(batch["id"])
         ids, hashes = [str(v) for v in batch["id"]], [str(v) for v in batch["hash"]]
         status = [str(v) for v in batch["status"]]
+        out: dict[str, list[Any]]  # one column each, of str, int or bytes
         out = {"id": ids, "path": [str(v) for v in batch["path"]], "hash": hashes, "status": status,
                "reason": [str(v) for v in batch["reason"]], "shard": [""] * n, "row": [-1] * n,
                "checksum": [""] * n, "pool": [b""] * n}
