@@ -81,11 +81,10 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
     def key(t: Triplet, path: str) -> Key:
         return (str(root / path), t.prompt if use_prompt else None)
 
-    def embed(paths: list[str], prompt: str | None) -> Features:
+    def metric_embed(paths: list[str], prompt: str | None) -> Features:
         return metric.embed(paths, prompt=prompt) if prompt is not None else metric.embed(paths)
 
-    if embed_fn is not None:
-        embed = embed_fn
+    embed = embed_fn if embed_fn is not None else metric_embed
     todo = [t for t in ts.triplets if not log.done(t.id)]
     if log.resumed:
         logger.info("resuming %s: %d of %d triplets already done", out, len(ts.triplets) - len(todo),

@@ -104,6 +104,7 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
     if rin is not None:
         report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
     else:
+        assert sources is not None  # collected above for the files engine
         report = build_index(sources, store, metric, batch_size=opts.get("batch_size"), num_workers=workers,
                              strict=strict, progress=not quiet, shard_size=shard_size)
     _report(store, out, report)
