@@ -20,6 +20,7 @@ import torch
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
+from .identity import model_identity
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import check_timestep, step_table, step_to_timestep
@@ -32,11 +33,14 @@ _SHARED: dict[tuple, "StableDiffusionBackbone"] = {}
 class StableDiffusionBackbone:
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
-    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype,
+                 identity: str | None = None) -> None:
         self.parts = parts
         self.device = device
         self.dtype = dtype
         self.source = parts.source
+        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
+        self.identity = identity or model_identity(parts.source)
         self._text: dict[str, torch.Tensor] = {}
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
@@ -51,13 +55,22 @@ class StableDiffusionBackbone:
         """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(dev), str(dt), revision, variant, single_file_config)
+        ident = model_identity(model, revision)
+        cfg_ident = model_identity(single_file_config) if single_file_config else None
+        key = (ident, str(dev), str(dt), revision, variant, cfg_ident)
         if share and key in _SHARED:
             return _SHARED[key]
         logger.info("loading %s on %s (%s)", model, dev, dt)
         parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
                                 single_file_config=single_file_config)
-        backbone = cls(parts, dev, dt)
+        if ident.endswith("?"):  # a Hub id downloaded just now: its commit is known only after loading
+            ident = model_identity(model, revision)
+        if variant:
+            ident += f"+variant={variant}"
+        if cfg_ident:
+            ident += f"+config={cfg_ident}"
+        backbone = cls(parts, dev, dt, ident)
+        logger.debug("model identity (feature cache key): %s", ident)
         if share:
             _SHARED[key] = backbone
         return backbone

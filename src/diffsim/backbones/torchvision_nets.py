@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
+from .identity import local_identity
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,21 @@ def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
     return model
 
 
+def weights_identity(arch: str, weights: str | os.PathLike | None) -> str:
+    """What identifies ``arch`` with ``weights``: torchvision's fixed checkpoint, a local file's path and
+    digest, or a fresh token for random weights (never shared with another load)."""
+    if weights is None:
+        import uuid
+
+        return f"torchvision:{arch}:random:{uuid.uuid4().hex}"
+    if str(weights) == "imagenet":
+        import torchvision
+
+        return f"torchvision:{arch}:{torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url.rsplit('/', 1)[-1]}"
+    p = Path(weights).expanduser()
+    return f"torchvision:{arch}:" + (local_identity(p) if p.exists() else str(weights))
+
+
 def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
                   device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   share: bool = True) -> nn.Sequential:
@@ -61,13 +77,15 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
         raise ConfigError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-    key = (arch, str(weights), str(dev), str(dt))
+    ident = weights_identity(arch, weights)
+    key = (arch, ident, str(dev), str(dt))
     if share and weights is not None and key in _SHARED:
         return _SHARED[key]
     feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for m in feats.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
+    feats.identity = ident  # the feature cache key of these weights
     if share and weights is not None:
         _SHARED[key] = feats
     return feats

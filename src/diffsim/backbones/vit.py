@@ -21,6 +21,7 @@ from ..aas import QKV
 from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError
 from .capture import StopForward
+from .identity import model_identity
 from .loading import load_cache_first, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -96,10 +97,13 @@ def _family_of(model: nn.Module) -> str:
 class ViTBackbone:
     """A loaded CLIP vision tower (with projection) or DINOv2 encoder, eval mode, no gradients."""
 
-    def __init__(self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype,
+                 identity: str | None = None) -> None:
         self.model = model.to(device=device).eval().requires_grad_(False)
         self.family = _family_of(model)
         self.source = source
+        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
+        self.identity = identity or model_identity(source)
         self.device = device
         self.dtype = dtype
         mean, std = (CLIP_MEAN, CLIP_STD) if self.family == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
@@ -118,11 +122,15 @@ class ViTBackbone:
             model = DINOV2_SIZES[str(model)]
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (family, str(model), str(dev), str(dt), revision)
+        ident = model_identity(model, revision)
+        key = (family, ident, str(dev), str(dt), revision)
         if share and key in _SHARED:
             return _SHARED[key]
         logger.info("loading %s on %s (%s)", model, dev, dt)
-        backbone = cls(_load(str(model), family, dt, revision), str(model), dev, dt)
+        loaded = _load(str(model), family, dt, revision)
+        if ident.endswith("?"):  # a Hub id downloaded just now: its commit is known only after loading
+            ident = model_identity(model, revision)
+        backbone = cls(loaded, str(model), dev, dt, ident)
         if backbone.family != family:
             raise ConfigError(f"{model} is a {backbone.family} model, not {family}")
         if share:
@@ -228,4 +236,4 @@ class ViTBackbone:
         return out.last_hidden_state[:, skip:]
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.source, "family": self.family, "dtype": dtype_name(self.dtype)}
+        return {"model": self.identity, "family": self.family, "dtype": dtype_name(self.dtype)}

@@ -122,7 +122,7 @@ class DiffSim(Metric):
     # ----------------------------------------------------------------- config
     def feature_config(self, prompt: str | None = None) -> dict[str, Any]:
         """Everything that determines the features (the cache key is its hash)."""
-        return {"metric": self.name, "model": self.backbone.source, "layers": list(self.layers),
+        return {"metric": self.name, "model": self.backbone.identity, "layers": list(self.layers),
                 "timestep": self.timestep, "prompt": self.prompt if prompt is None else prompt, "seed": self.seed,
                 "size": self.size, "crop": self.crop, "branches": 1 if self.single_branch else 2,
                 "dtype": dtype_name(self.backbone.dtype)}

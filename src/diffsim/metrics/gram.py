@@ -72,7 +72,7 @@ class Gram(Metric):
                         cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
                         **_: Any) -> "Gram":
         feats = load_features("vgg19", weights, device, dtype)
-        return cls(feats, layer, size, rows, batch_size, FeatureCache(cache_bytes, cache_dir), f"vgg19:{weights}")
+        return cls(feats, layer, size, rows, batch_size, FeatureCache(cache_bytes, cache_dir), feats.identity)
 
     def feature_config(self) -> dict[str, Any]:
         return {"metric": self.name, "backbone": self.source, "layer": self.layer, "size": self.size,

@@ -78,8 +78,7 @@ class LPIPS(Metric):
         except Exception as exc:
             raise ModelNotFoundError(f"could not read LPIPS linear weights from {path}: {exc}") from exc
         feats = load_features(NETS[net][0], weights, device, dtype)
-        return cls(feats, lin, net, size, batch_size, FeatureCache(cache_bytes, cache_dir),
-                   f"{NETS[net][0]}:{weights}")
+        return cls(feats, lin, net, size, batch_size, FeatureCache(cache_bytes, cache_dir), feats.identity)
 
     def feature_config(self) -> dict[str, Any]:
         return {"metric": self.name, "net": self.net, "backbone": self.source, "size": self.size,
