@@ -15,6 +15,15 @@ def model_option(f: Callable) -> Callable:
                         help="Hub id, local diffusers folder, or single .safetensors/.ckpt file.")(f)
 
 
+def _check_cache(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--cache must be a creatable, writable folder: checked while parsing, before any model loads."""
+    if value is not None:
+        from ..cache import check_cache_dir
+
+        check_cache_dir(value)
+    return value
+
+
 def diffsim_options(f: Callable) -> Callable:
     """--model --layer --timestep/--step --prompt --seed --size --device --dtype and friends."""
     opts = [
@@ -37,8 +46,8 @@ def diffsim_options(f: Callable) -> Callable:
         click.option("--similarity", type=click.Choice(["cosine", "mse"]), default="cosine", show_default=True,
                      help="cosine: higher is more similar; mse: lower is more similar."),
         click.option("--batch-size", type=int, default=4, show_default=True, help="Images per U-Net pass."),
-        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-                     help="Directory for the on-disk feature cache (safetensors)."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, callback=_check_cache,
+                     help="Directory for the on-disk feature cache (safetensors); checked writable first."),
     ]
     for opt in reversed(opts):
         f = opt(f)

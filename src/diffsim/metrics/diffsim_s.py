@@ -101,10 +101,11 @@ class DiffSim(Metric):
         use, on the same device and dtype); ``auto_masks=True`` makes ``"auto"`` the default for calls
         without ``masks``.
         """
+        cache = FeatureCache(cache_bytes, cache_dir)  # an unusable cache_dir fails before the model loads
         backbone = StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
                                                            variant=variant, single_file_config=single_file_config)
         return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
-                   batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys, mask_model=mask_model,
+                   batch_size, cache, mask_keys=mask_keys, mask_model=mask_model,
                    mask_prompt=mask_prompt, auto_masks=auto_masks)
 
     def with_settings(self, **changes: Any) -> "DiffSim":
