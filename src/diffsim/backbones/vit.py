@@ -69,7 +69,8 @@ def _load(model: str, family: str, dtype: torch.dtype, revision: str | None) -> 
 
     with _transformers_errors_only():
         return load_cache_first(attempt, src, local, f"{family} model",
-                                "model=/path/to/local/folder (a folder written by save_pretrained)")
+                                "model='/path/to/local/folder' (a folder written by save_pretrained)",
+                                cli_fix="--model PATH (a local folder written by save_pretrained)")
 
 
 @contextmanager
