@@ -76,3 +76,32 @@ def test_entry_point_subprocess_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "diffsim", "layers", "--model", str(tmp_path / "nope" / "x")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and p.stdout == ""
+
+
+def test_stdout_carries_the_score_only(tmp_path, tiny_sd_path, image_files):
+    """Loader chatter (diffusers' 'Defaulting to unsafe serialization' for .bin weights, prints, warnings)
+    never reaches stdout, and not stderr either without -v."""
+    import shutil
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    model = shutil.copytree(tiny_sd_path, tmp_path / "bin-model")
+    for sub, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        net = cls.from_pretrained(tiny_sd_path, subfolder=sub)
+        shutil.rmtree(model / sub)
+        net.save_pretrained(model / sub, safe_serialization=False)  # pickle weights: diffusers warns loudly
+    args = [sys.executable, "-m", "diffsim", "score", str(image_files[0]), str(image_files[1]), "--model", str(model),
+            "--size", "64", "--device", "cpu"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [p.stdout.strip()] and 0 < float(p.stdout) <= 1
+    assert "unsafe serialization" not in p.stderr and "An error occurred" not in p.stderr
+
+
+def test_loader_prints_go_to_stderr(capsys):
+    from diffsim.backbones.loading import quiet_loading
+
+    with quiet_loading():
+        print("Downloading: 100%")
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading: 100%" in err

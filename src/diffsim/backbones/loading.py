@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,19 +43,34 @@ class SDComponents:
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Silence the per-shard 'Loading weights' bars of diffusers and transformers (downloads still show)."""
+    """Keep loader chatter away from the user while models load.
+
+    Inside: anything written to stdout goes to stderr (stdout carries results only); the per-shard
+    'Loading weights' bars and the Hub/diffusers/transformers UserWarnings and FutureWarnings are hidden;
+    their loggers show nothing below CRITICAL ("An error occurred while trying to fetch ...", "Defaulting
+    to unsafe serialization": diffsim's own error says what failed). With diffsim logging at INFO or
+    DEBUG (CLI ``-v``) the libraries' logs are left as they are.
+    """
     from diffusers.utils import logging as dlog
+    from huggingface_hub.utils import logging as hlog
     from transformers.utils import logging as tlog
 
     d_on, t_on = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    levels = (dlog.get_verbosity(), tlog.get_verbosity(), hlog.get_verbosity())
+    verbose = logging.getLogger("diffsim").getEffectiveLevel() <= logging.INFO
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
+    if not verbose:
+        for lib in (dlog, tlog, hlog):
+            lib.set_verbosity(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(sys.stderr):
             warnings.filterwarnings("ignore", category=UserWarning, module=r"(huggingface_hub|diffusers|transformers)")
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
+        for lib, level in zip((dlog, tlog, hlog), levels):
+            lib.set_verbosity(level)
         if d_on:
             dlog.enable_progress_bar()
         if t_on:

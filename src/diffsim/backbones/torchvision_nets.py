@@ -16,6 +16,7 @@ import torch.nn as nn
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from .identity import local_identity
+from .loading import quiet_loading
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
     key = (arch, ident, str(dev), str(dt))
     if share and weights is not None and key in _SHARED:
         return _SHARED[key]
-    feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    with quiet_loading():  # torch.hub's download messages stay off stdout
+        net = _build(arch, weights)
+    feats = net.features.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for m in feats.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
