@@ -14,7 +14,7 @@ from .options import diffsim_options
 @dataset_options
 @click.option("--metric", "metric_name", default=None,
               help="Registered metric (`diffsim list`). [default: the DiffSim-S preset with the paper's step]")
-@diffsim_options
+@diffsim_options(preset=True)
 @click.pass_context
 def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
           triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,
@@ -51,7 +51,7 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
 @click.option("--strict", is_flag=True, help="Stop at the first missing/corrupt image.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in the output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@diffsim_options
+@diffsim_options(preset=True)
 @click.pass_context
 def consistency(ctx: click.Context, root: str, frames: int, metric_name: str | None, out_dir: str | None,
                 strict: bool, overwrite: bool, quiet: bool, **opts) -> None:

@@ -24,28 +24,44 @@ def _check_cache(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
-def diffsim_options(f: Callable) -> Callable:
-    """--model --layer --timestep/--step --prompt --seed --size --device --dtype and friends."""
+def diffsim_options(f: Callable | None = None, *, preset: bool = False) -> Callable:
+    """--model --layer --timestep/--step --prompt --seed --size --device --dtype and friends.
+
+    ``preset=True`` (bench, sweep, consistency): a registered preset decides every value the user does not
+    type, so the help shows no DiffSim-S defaults for them.
+    """
+    if f is None:
+        return lambda g: diffsim_options(g, preset=preset)
+
+    def dflt(value: object) -> str:
+        return " [default: the metric preset's]" if preset else f" [default: {value}]"
+
+    show = not preset
     opts = [
-        model_option,
+        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=show,
+                     help="Hub id, local diffusers folder, or single .safetensors/.ckpt file."
+                          + (dflt(None) if preset else "")),
         click.option("--layer", "-l", "layers", multiple=True,
-                     help=f"Self-attention layer: module path or alias (repeatable). [default: {DEFAULT_LAYER}]"),
+                     help="Self-attention layer: module path or alias (repeatable)." + dflt(DEFAULT_LAYER)),
         click.option("--timestep", "-t", type=int, default=None, help="Actual DDPM timestep T (0..999)."),
         click.option("--step", "-s", type=int, default=None,
-                     help=f"Paper's step index K: T = scheduler.timesteps[K] after set_timesteps(1000) "
-                          f"(SD 1.5: T = 1001 - K). [default: {DEFAULT_STEP}]"),
-        click.option("--prompt", "-p", default=DEFAULT_PROMPT, show_default=True, help="Text condition."),
+                     help="Paper's step index K: T = scheduler.timesteps[K] after set_timesteps(1000) "
+                          "(SD 1.5: T = 1001 - K)." + dflt(DEFAULT_STEP)),
+        click.option("--prompt", "-p", default=DEFAULT_PROMPT, show_default=show,
+                     help="Text condition." + (dflt(None) if preset else "")),
         click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Noise seed."),
-        click.option("--size", type=int, default=512, show_default=True,
-                     help="Images are resized to SIZE x SIZE (aspect ratio not kept unless --crop center)."),
-        click.option("--crop", type=click.Choice(["none", "center"]), default="none", show_default=True,
-                     help="'center' cuts the largest centred square before resizing."),
+        click.option("--size", type=int, default=512, show_default=show,
+                     help="Images are resized to SIZE x SIZE (aspect ratio not kept unless --crop center)."
+                          + (dflt(None) if preset else "")),
+        click.option("--crop", type=click.Choice(["none", "center"]), default="none", show_default=show,
+                     help="'center' cuts the largest centred square before resizing." + (dflt(None) if preset else "")),
         click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]"),
         click.option("--dtype", default=None, help="float32, float16 or bfloat16. [default: fp16 on CUDA, else fp32]"),
         click.option("--single-branch", is_flag=True, help="Run the prompt branch only (half the cost)."),
-        click.option("--similarity", type=click.Choice(["cosine", "mse"]), default="cosine", show_default=True,
-                     help="cosine: higher is more similar; mse: lower is more similar."),
-        click.option("--batch-size", type=int, default=4, show_default=True, help="Images per U-Net pass."),
+        click.option("--similarity", type=click.Choice(["cosine", "mse"]), default="cosine", show_default=show,
+                     help="cosine: higher is more similar; mse: lower is more similar." + (dflt(None) if preset else "")),
+        click.option("--batch-size", type=int, default=4, show_default=show,
+                     help="Images per U-Net pass." + (dflt(None) if preset else "")),
         click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, callback=_check_cache,
                      help="Directory for the on-disk feature cache (safetensors); checked writable first."),
     ]

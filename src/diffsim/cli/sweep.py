@@ -20,7 +20,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Layers to sweep, comma-separated or repeated (e.g. up0,up1,up2,down2).")
 @click.option("--steps", "sweep_steps", multiple=True, required=True,
               help="Paper step indices, comma-separated or repeated (e.g. 100,300,500,700,900).")
-@diffsim_options
+@diffsim_options(preset=True)
 @click.pass_context
 def sweep(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
           triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,
@@ -31,6 +31,12 @@ def sweep(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
     from ..bench.sweep import sweep as run_sweep
     from ..datasets.base import VideoSet
 
+    typed = [f"--{n}" for n in ("layer", "step", "timestep")
+             if (src := ctx.get_parameter_source("layers" if n == "layer" else n)) is not None
+             and src.name == "COMMANDLINE"]
+    if typed:
+        raise click.UsageError(f"diffsim sweep evaluates every layer of --layers at every step of --steps; "
+                               f"{' / '.join(typed)} would be ignored: put the values in --layers / --steps")
     layers = _split(sweep_layers)
     try:
         steps = [int(s) for s in _split(sweep_steps)]

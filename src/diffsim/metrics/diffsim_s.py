@@ -159,6 +159,10 @@ class DiffSim(Metric):
                              progress)
         masks = self.automask.resolve(masks, images, mask_prompt)
         if masks is None:
+            if self.mask_keys and not getattr(self, "_warned_no_masks", False):  # e.g. the diffsim-s-fg preset
+                logger.warning("mask_keys=True but no masks were given: every token counts fully (plain DiffSim-S); "
+                               "pass masks= or masks=\"auto\" to weight the foreground")
+                self._warned_no_masks = True
             return feats
         loaded = load_masks(masks, len(feats))
         tensors = dict(feats.tensors)
