@@ -183,3 +183,26 @@ def test_bench_records_a_too_large_image_and_goes_on(tmp_path):
            or big == Path(ts.root) / t.anchor]
     assert r["n_errors"] == len(hit) >= 1 and r["n_triplets"] == len(ts.triplets) - len(hit)
     assert all("40 x 40 = 1,600 pixels" in e["error"] for e in r["errors"])
+
+
+def test_bench_and_sweep_show_embedding_progress_per_image(tmp_path, capsys, tiny_metric):
+    from diffsim.bench import EvalOptions, evaluate_2afc
+    from diffsim.bench.sweep import sweep
+    from diffsim.datasets import load_dataset
+
+    from . import bench_fixtures as fx
+    from .pixel_metric import PixelMetric
+
+    ts = load_dataset("ipbench", fx.ipbench(tmp_path), protocol="script")
+    distinct = len({p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)})
+    evaluate_2afc(PixelMetric(), ts, tmp_path / "run", EvalOptions(n_boot=20, progress=True))
+    err = capsys.readouterr().err
+    assert "embedding images" in err and f"/{distinct}" in err and "image/s" in err
+    import dataclasses
+
+    few = dataclasses.replace(ts, triplets=ts.triplets[:2])
+    distinct = len({p for t in few.triplets for p in (t.anchor, t.positive, t.negative)})
+    m = tiny_metric.with_settings(size=64)
+    sweep(m, few, ["up0"], [500], tmp_path / "sweep", EvalOptions(n_boot=20, progress=True, batch_size=8))
+    err = capsys.readouterr().err
+    assert "step 500: embedding images" in err and f"/{distinct}" in err
