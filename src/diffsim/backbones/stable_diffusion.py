@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..aas import QKV
+from ..images import content_hash
+from ..models import shared_model
 from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
@@ -27,7 +30,8 @@ from .timesteps import check_timestep, step_table, step_to_timestep
 
 logger = logging.getLogger(__name__)
 
-_SHARED: dict[tuple, "StableDiffusionBackbone"] = {}
+LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
+
 
 
 class StableDiffusionBackbone:
@@ -43,7 +47,9 @@ class StableDiffusionBackbone:
         self.identity = identity or model_identity(parts.source)
         self._text: dict[str, torch.Tensor] = {}
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
+        self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
         parts.vae.to(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
 
     # ----------------------------------------------------------------- loading
@@ -57,23 +63,24 @@ class StableDiffusionBackbone:
         dt = resolve_dtype(dtype, dev)
         ident = model_identity(model, revision)
         cfg_ident = model_identity(single_file_config) if single_file_config else None
-        key = (ident, str(dev), str(dt), revision, variant, cfg_ident)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        logger.info("loading %s on %s (%s)", model, dev, dt)
-        parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                single_file_config=single_file_config)
-        if ident.endswith("?"):  # a Hub id downloaded just now: its commit is known only after loading
-            ident = model_identity(model, revision)
-        if variant:
-            ident += f"+variant={variant}"
-        if cfg_ident:
-            ident += f"+config={cfg_ident}"
-        backbone = cls(parts, dev, dt, ident)
-        logger.debug("model identity (feature cache key): %s", ident)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+        key = ("stable-diffusion", ident, str(dev), str(dt), revision, variant, cfg_ident)
+
+        def load() -> "StableDiffusionBackbone":
+            logger.info("loading %s on %s (%s)", model, dev, dt)
+            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
+                                    single_file_config=single_file_config)
+            full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
+            full += (f"+variant={variant}" if variant else "") + (f"+config={cfg_ident}" if cfg_ident else "")
+            logger.debug("model identity (feature cache key): %s", full)
+            return cls(parts, dev, dt, full)
+
+        return shared_model(key, load, share)
+
+    def clear_caches(self) -> None:
+        """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""
+        self._text.clear()
+        self._noise.clear()
+        self._latents.clear()
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -143,7 +150,25 @@ class StableDiffusionBackbone:
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32."""
+        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32.
+
+        Latents are kept per image content and seed (bounded LRU), so embedding the same images at
+        other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
+        """
+        keys = [(content_hash(p), seed) for p in pixels]
+        todo = [i for i, k in enumerate(keys) if k not in self._latents]
+        if todo:
+            z = self._encode(pixels[todo], seed)
+            for i, zi in zip(todo, z):
+                self._latents[keys[i]] = zi.cpu()
+                while len(self._latents) > LATENT_CACHE_ITEMS:
+                    self._latents.popitem(last=False)
+        for k in keys:
+            self._latents.move_to_end(k)
+        return torch.stack([self._latents[k] for k in keys]).to(self.device)
+
+    def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        self.images_encoded += pixels.shape[0]
         vae = self.parts.vae
         x = pixels.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
         post = vae.encode(x).latent_dist

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
+from ..models import shared_model
 from .identity import local_identity
 from .loading import quiet_loading
 
 logger = logging.getLogger(__name__)
 
 ARCHS = ("vgg16", "vgg19", "alexnet")
-_SHARED: dict[tuple, nn.Module] = {}
 
 
 def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
@@ -79,16 +81,40 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
     ident = weights_identity(arch, weights)
-    key = (arch, ident, str(dev), str(dt))
-    if share and weights is not None and key in _SHARED:
-        return _SHARED[key]
-    with quiet_loading():  # torch.hub's download messages stay off stdout
-        net = _build(arch, weights)
-    feats = net.features.to(device=dev, dtype=dt).eval().requires_grad_(False)
-    for m in feats.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    feats.identity = ident  # the feature cache key of these weights
-    if share and weights is not None:
-        _SHARED[key] = feats
-    return feats
+    key = ("torchvision", arch, ident, str(dev), str(dt))
+
+    def load() -> nn.Sequential:
+        with quiet_loading():  # torch.hub's download messages stay off stdout
+            net = _build(arch, weights)
+        feats = net.features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+        for m in feats.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+        feats.identity = ident  # the feature cache key of these weights
+        return feats
+
+    return shared_model(key, load, share and weights is not None)  # random weights are never shared
+
+
+@dataclass(frozen=True)
+class TorchvisionBackbone:
+    """A torchvision ``features`` stack with where it came from (and metric-specific extras)."""
+
+    features: nn.Sequential
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """The weights loaded (torchvision's checkpoint file, a local file's path + digest, or a random token)."""
+        return getattr(self.features, "identity", self.source)
+
+    @classmethod
+    def from_pretrained(cls, arch: str, weights: str | os.PathLike | None = "imagenet",
+                        device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None) -> "TorchvisionBackbone":
+        feats = load_features(arch, weights, device, dtype)
+        p = next(feats.parameters())
+        return cls(feats, f"{arch}:{weights}", p.device, p.dtype)

@@ -15,8 +15,11 @@ from .options import model_option
 @click.option("--size", type=int, default=512, show_default=True, help="Image size the token counts refer to.")
 @click.option("--kind", type=click.Choice(["self", "cross", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per layer.")
-def layers(model: str, size: int, kind: str, as_json: bool) -> None:
+def layers(model: str | None, size: int, kind: str, as_json: bool) -> None:
     """List the U-Net's attention layers (read from its config: no weights are loaded)."""
+    from ..backbones.loading import DEFAULT_MODEL
+
+    model = model or DEFAULT_MODEL
     from ..backbones.layers import alias_table, list_attention_layers
     from ..backbones.loading import load_unet_skeleton
     from ..images import check_size
