@@ -10,7 +10,6 @@ from diffsim.cache import FeatureCache, check_cache_dir
 from diffsim.cli.main import main
 from diffsim.errors import CacheError
 
-from .conftest import SIZE
 
 
 def test_unusable_cache_dir_is_refused_before_loading(tmp_path, capsys, image_files):
@@ -28,15 +27,13 @@ def test_unusable_cache_dir_is_refused_before_loading(tmp_path, capsys, image_fi
 
 
 def test_write_failure_mid_run_keeps_the_scores(tmp_path, tiny_metric, image_files, caplog):
-    from diffsim import DiffSim
-
     folder = tmp_path / "cache"
-    m = DiffSim(tiny_metric.backbone, size=SIZE, cache=FeatureCache(directory=folder))
+    m = tiny_metric.with_settings(cache_dir=str(folder))
     shutil.rmtree(folder)
     folder.write_text("the folder became a file")  # every later write fails
     with caplog.at_level(logging.WARNING, logger="diffsim"):
         got = m.matrix(image_files[:3])
     assert m.cache.write_failed
     assert sum("cannot write the feature cache" in r.message for r in caplog.records) == 1  # warned once
-    fresh = DiffSim(tiny_metric.backbone, size=SIZE).matrix(image_files[:3])
+    fresh = type(m)(m.settings, backbone=m.backbone, cache=FeatureCache()).matrix(image_files[:3])
     assert got.tolist() == fresh.tolist()

@@ -52,12 +52,15 @@ def test_other_pairs_unchanged_against_explicit_reference():
 def test_metric_identity_and_batch_composition(tiny_metric, image_files):
     """Promise: an image against itself scores exactly 1.0; a score may change in the ~6th digit with the
     other images embedded in the same batch (float32 CPU kernels), never more than 1e-5."""
-    from diffsim import DiffSim
+    from diffsim.cache import FeatureCache
+
+    def fresh():  # own cache: really recomputed
+        return type(tiny_metric)(tiny_metric.settings.replace(tiny_metric.name, batch_size=8),
+                                 backbone=tiny_metric.backbone, cache=FeatureCache())
 
     a, b = str(image_files[0]), str(image_files[1])
     assert tiny_metric.score(a, a) == 1.0
     assert torch.diagonal(tiny_metric.matrix(image_files[:4])).tolist() == [1.0] * 4
-    fresh = DiffSim(tiny_metric.backbone, size=64, batch_size=8)  # own cache: really recomputed
-    alone = fresh.score(a, b)
-    crowd = DiffSim(tiny_metric.backbone, size=64, batch_size=8).matrix([a, b, *map(str, image_files[2:])])[0, 1]
+    alone = fresh().score(a, b)
+    crowd = fresh().matrix([a, b, *map(str, image_files[2:])])[0, 1]
     assert abs(alone - float(crowd)) < 1e-5
