@@ -146,6 +146,32 @@ def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
     return pil_to_picture(im, str(p))
 
 
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """Cheap check of an image file before any model loads: it exists, Pillow recognises it (header only),
+    it is within the pixel limit and its mode is supported. Returns (width, height); raises :class:`ImageError`."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    if p.is_dir():
+        raise ImageError(f"expected an image file but got a directory: {p}")
+    try:
+        with _PIL_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(p) as im:
+                    size, mode = im.size, im.mode
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {p}: {exc} (is the file truncated or not an image?)") from exc
+    _check_pixels(size, str(p))
+    if mode not in SUPPORTED_MODES:
+        raise ImageError(f"{p}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} "
+                         "(convert it to RGB first)")
+    return size
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as an RGB PIL image (16-bit and float data are rounded to 8 bits). Raises :class:`ImageError`."""
     pic = load_picture(path)

@@ -245,9 +245,8 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
             raise ModelNotFoundError(
                 f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "
                 "config", hint="have it in the Hugging Face cache, or pass single_file_config='/path/to/diffusers-folder'",
-                cli_hint="have its pipeline config in the Hugging Face cache (`hf download "
-                         f"{DEFAULT_MODEL} --include '*.json' '*.txt'`), or pass a diffusers folder with --model "
-                         "FOLDER") from exc
+                cli_hint="have its pipeline config in the Hugging Face cache, or pass "
+                         "--set single_file_config=/path/to/diffusers-folder") from exc
         raise ModelNotFoundError(f"could not load the diffusers folder {text}: {first}") from exc
     return prepare_components(parts, dtype, device)
 

@@ -40,14 +40,18 @@ def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
         except Exception as exc:
             from torch.hub import get_dir
 
+            get = f"download {enum.url} while online into that folder (TORCH_HOME sets it), or pass "
             raise ModelNotFoundError(
                 f"could not get torchvision's {arch} {enum} weights ({type(exc).__name__}: {exc}); looked in "
-                f"{get_dir()}/checkpoints. To fix: download {enum.url} while online into that folder (TORCH_HOME "
-                f"sets it), or pass weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
+                f"{get_dir()}/checkpoints", hint=get + f"weights='/path/to/{arch}.pth' (a torchvision state dict)",
+                cli_hint=get + f"--set weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
     p = Path(weights).expanduser()
     if not p.is_file():
-        raise ModelNotFoundError(f"{arch} weights file {p} does not exist: pass a torchvision state dict "
-                                 f"(.pth), weights='imagenet' to download, or weights=None for random weights")
+        raise ModelNotFoundError(f"{arch} weights file {p} does not exist",
+                                 hint="pass a torchvision state dict (.pth), weights='imagenet' to download, or "
+                                      "weights=None for random weights",
+                                 cli_hint="pass --set weights=/path/to/state_dict.pth, or --set weights=imagenet "
+                                          "to download")
     model = ctor(weights=None)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)

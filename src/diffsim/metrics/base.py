@@ -157,6 +157,11 @@ class RunSettings(Settings):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, torch.device, torch.dtype)):
                 raise ConfigError(f"{name} must be a string; got {v!r}")
+        from ..devices import resolve_device, resolve_dtype  # a device this machine lacks fails before loading
+
+        dev = resolve_device(self.device) if self.device is not None else None
+        if self.dtype is not None:
+            resolve_dtype(self.dtype, dev or torch.device("cpu"))
 
 
 @dataclasses.dataclass(frozen=True)

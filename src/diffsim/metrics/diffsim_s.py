@@ -76,7 +76,7 @@ class DiffSimSettings(FeatureSettings):
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if not isinstance(self.prompt, str):
             raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
-        check_size(self.size, 1)
+        check_size(self.size, 8)  # every SD VAE downsamples by 8 (re-checked against the model in setup)
         is_int("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
@@ -114,6 +114,10 @@ class DiffSim(FeatureMetric):
     # ------------------------------------------------------------------ build
     @classmethod
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
+        from ..backbones.precheck import precheck_local
+
+        # a local folder's configs refuse a bad layer / step before its weights load
+        precheck_local(settings.model or cls.default_model, settings.layer_names, settings.timestep, settings.step)
         return StableDiffusionBackbone.from_pretrained(
             settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
             revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config)

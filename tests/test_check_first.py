@@ -1,0 +1,77 @@
+"""Arguments and input paths are checked before any model loads; a cache hit shows with -vv."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from diffsim.cli.main import main
+from diffsim.errors import ConfigError, LayerError, TimestepError
+from diffsim.models import loaded_models
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"ref": "no-such-file.png"}, "image file not found: no-such-file.png"),
+    ({"cand": "{tmp}/notes.txt"}, "cannot read image {tmp}/notes.txt"),
+    ({"flags": ["--size", "63"]}, "size must be a positive multiple of 8"),
+    ({"flags": ["--batch-size", "0"]}, "batch_size must be a positive integer"),
+    ({"flags": ["--device", "nonsense"]}, "unknown device 'nonsense'"),
+    ({"flags": ["--dtype", "fp8"]}, "unknown dtype 'fp8'"),
+    ({"flags": ["--metric", "nope"]}, "unknown metric 'nope'"),
+])
+def test_default_hub_model_is_never_reached(bad, message, capsys, tmp_path, image_files, monkeypatch):
+    """The default model is a Hub id that is not cached here: reaching it would be a slow model error."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # even so, a load attempt would say so; it must not happen
+    (tmp_path / "notes.txt").write_text("not an image")
+    ref = bad.get("ref", str(image_files[0])).format(tmp=tmp_path)
+    cand = bad.get("cand", str(image_files[1])).format(tmp=tmp_path)
+    before = set(loaded_models())
+    start = time.perf_counter()
+    code, out, err = run(capsys, "score", ref, cand, *bad.get("flags", []))
+    assert code == 2 and message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
+    assert "could not load" not in err and set(loaded_models()) == before
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("setting, error", [({"layer": "up9"}, LayerError), ({"step": 5000}, TimestepError),
+                                            ({"timestep": 1000}, TimestepError)])
+def test_local_model_configs_refuse_before_weights_load(setting, error, tmp_path, tiny_sd_path):
+    from diffsim import create_metric
+
+    model = shutil.copytree(tiny_sd_path, tmp_path / "m")  # not loaded yet in this process
+    before = set(loaded_models())
+    with pytest.raises(error):
+        create_metric("diffsim-s", model=model, size=64, device="cpu", **setting)
+    assert set(loaded_models()) == before  # nothing was loaded
+
+
+def test_python_settings_fail_before_loading(tmp_path, tiny_sd_path):
+    from diffsim import create_metric
+
+    model = shutil.copytree(tiny_sd_path, tmp_path / "m")
+    before = set(loaded_models())
+    for kw, msg in (({"size": 63}, "multiple of 8"), ({"device": "mps"}, "device='cpu'"),
+                    ({"batch_size": 0}, "batch_size")):
+        with pytest.raises(ConfigError, match=msg):
+            create_metric("diffsim-s", model=model, **kw)
+    assert set(loaded_models()) == before
+
+
+def test_cache_hit_is_visible_with_vv(capsys, tmp_path, tiny_sd_path, image_files):
+    args = ["score", str(image_files[0]), str(image_files[1]), "--model", str(tiny_sd_path), "--size", "64",
+            "--device", "cpu", "-q", "--cache", str(tmp_path / "cache")]
+    code, out1, err = run(capsys, "-vv", *args)
+    assert code == 0 and "served from the feature cache" not in err
+    from diffsim.models import clear_models
+
+    clear_models()  # a new process in effect: the memory cache is gone, the disk cache stays
+    code, out2, err = run(capsys, "-vv", *args)
+    assert code == 0 and out2 == out1
+    assert "2 of 2 distinct images served from the feature cache" in err
