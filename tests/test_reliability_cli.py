@@ -105,3 +105,40 @@ def test_loader_prints_go_to_stderr(capsys):
         print("Downloading: 100%")
     out, err = capsys.readouterr()
     assert out == "" and "Downloading: 100%" in err
+
+
+def test_ctrl_c_in_bench_says_rerun_resumes_and_it_does(tmp_path, capsys, monkeypatch):
+    import json
+
+    from . import bench_fixtures as fx
+    from .pixel_metric import PixelMetric, register_test_metrics
+
+    register_test_metrics()
+    root = fx.ipbench(tmp_path)
+    args = ["bench", "ipbench", "--root", str(root), "--metric", "test-pixel", "--protocol", "script",
+            "--out", str(tmp_path / "run"), "-q"]
+    real = PixelMetric.embed
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(PixelMetric, "embed", interrupted)
+    import functools
+
+    from diffsim.bench import EvalOptions
+
+    # several small chunks, so that some finish (and are saved) before the interrupt
+    monkeypatch.setattr("diffsim.bench.EvalOptions", functools.partial(EvalOptions, chunk_size=4, batch_size=4))
+    code, out, err = run(capsys, *args)
+    assert code == 130 and "rerun the same command to resume" in err and "Traceback" not in err
+    monkeypatch.setattr(PixelMetric, "embed", real)
+    code, out, err = run(capsys, *args)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert code == 0 and res["resumed_triplets"] > 0 and res["n_triplets"] == 15
+    monkeypatch.setattr("diffsim.cli.main.cli.main", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    code, _, err = run(capsys, "layers")
+    assert code == 130 and err.strip() == "interrupted"
