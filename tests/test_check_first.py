@@ -69,9 +69,41 @@ def test_cache_hit_is_visible_with_vv(capsys, tmp_path, tiny_sd_path, image_file
             "--device", "cpu", "-q", "--cache", str(tmp_path / "cache")]
     code, out1, err = run(capsys, "-vv", *args)
     assert code == 0 and "served from the feature cache" not in err
-    from diffsim.models import clear_models
-
-    clear_models()  # a new process in effect: the memory cache is gone, the disk cache stays
-    code, out2, err = run(capsys, "-vv", *args)
+    code, out2, err = run(capsys, "-vv", *args)  # a new metric: a new memory cache; the disk cache stays
     assert code == 0 and out2 == out1
     assert "2 of 2 distinct images served from the feature cache" in err
+
+
+def _forget(model) -> None:
+    """Drop this model from the shared-model registry (as in a new process), leaving the others shared."""
+    from diffsim import models
+
+    for key in [k for k in models.loaded_models() if str(model) in str(k)]:
+        del models._MODELS[key]
+
+
+def test_model_loads_lazily_when_every_feature_is_cached(capsys, tmp_path, tiny_sd_path, image_files):
+    from diffsim import create_metric
+
+    model = shutil.copytree(tiny_sd_path, tmp_path / "m")
+    cache = tmp_path / "cache"
+    kw = dict(model=model, size=64, device="cpu", cache_dir=str(cache))
+    _forget(model)
+    first = create_metric("diffsim-s", **kw)
+    assert not first.backbone.weights_loaded  # configs only so far
+    s1 = first.score(image_files[0], image_files[1])
+    assert first.backbone.weights_loaded
+    _forget(model)  # as in a new process
+    again = create_metric("diffsim-s", **kw)
+    assert again.score(image_files[0], image_files[1]) == s1
+    assert not again.backbone.weights_loaded  # every feature came from the disk cache
+    assert not [k for k in loaded_models() if str(model) in str(k)]
+    assert again.score(image_files[0], image_files[2]) != s1 and again.backbone.weights_loaded  # a miss loads it
+    # the CLI: a fully cached score prints the same number without loading the model
+    _forget(model)
+    capsys.readouterr()
+    args = ["-vv", "score", str(image_files[0]), str(image_files[1]), "--model", str(model), "--size", "64",
+            "--device", "cpu", "--cache", str(cache)]
+    code, out, err = run(capsys, *args)
+    assert code == 0 and float(out) == pytest.approx(s1, abs=1e-6) and "loading" not in err
+    assert not [k for k in loaded_models() if str(model) in str(k)]

@@ -37,6 +37,8 @@ LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 
 class StableDiffusionBackbone:
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
+    weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
+
     def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype,
                  identity: str | None = None) -> None:
         self.parts = parts
@@ -61,9 +63,7 @@ class StableDiffusionBackbone:
         """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        ident = model_identity(model, revision)
-        cfg_ident = model_identity(single_file_config) if single_file_config else None
-        key = ("stable-diffusion", ident, str(dev), str(dt), revision, variant, cfg_ident)
+        key, ident, cfg_ident = cls._shared_key(model, dev, dt, revision, variant, single_file_config)
 
         def load() -> "StableDiffusionBackbone":
             logger.info("loading %s on %s (%s)", model, dev, dt)
@@ -75,6 +75,22 @@ class StableDiffusionBackbone:
             return cls(parts, dev, dt, full)
 
         return shared_model(key, load, share)
+
+    @staticmethod
+    def _shared_key(model: str | os.PathLike, dev: torch.device, dt: torch.dtype, revision: str | None,
+                    variant: str | None, single_file_config: str | None) -> tuple[tuple, str, str | None]:
+        ident = model_identity(model, revision)
+        cfg_ident = model_identity(single_file_config) if single_file_config else None
+        return ("stable-diffusion", ident, str(dev), str(dt), revision, variant, cfg_ident), ident, cfg_ident
+
+    @classmethod
+    def find_loaded(cls, model: str | os.PathLike, device: torch.device, dtype: torch.dtype, revision: str | None = None,
+               variant: str | None = None, single_file_config: str | None = None) -> "StableDiffusionBackbone | None":
+        """The shared backbone for these arguments if it is in memory already (None: not loaded)."""
+        from ..models import loaded_models
+
+        key = cls._shared_key(model, device, dtype, revision, variant, single_file_config)[0]
+        return shared_model(key, lambda: None) if key in loaded_models() else None  # type: ignore[return-value]
 
     def clear_caches(self) -> None:
         """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""

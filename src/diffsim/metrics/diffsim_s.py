@@ -114,11 +114,11 @@ class DiffSim(FeatureMetric):
     # ------------------------------------------------------------------ build
     @classmethod
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
-        from ..backbones.precheck import precheck_local
+        from ..backbones.lazy import LazyStableDiffusion
 
-        # a local folder's configs refuse a bad layer / step before its weights load
-        precheck_local(settings.model or cls.default_model, settings.layer_names, settings.timestep, settings.step)
-        return StableDiffusionBackbone.from_pretrained(
+        # a local folder loads its weights only when a feature is not in the cache (its configs answer
+        # layer, step and size checks first); Hub ids and single files load now
+        return LazyStableDiffusion.create(
             settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
             revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config)
 
