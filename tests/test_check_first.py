@@ -99,6 +99,9 @@ def test_model_loads_lazily_when_every_feature_is_cached(capsys, tmp_path, tiny_
     assert not again.backbone.weights_loaded  # every feature came from the disk cache
     assert not [k for k in loaded_models() if str(model) in str(k)]
     assert again.score(image_files[0], image_files[2]) != s1 and again.backbone.weights_loaded  # a miss loads it
+    assert again.with_settings(layer="up1").layers != again.layers  # still answers once loaded
+    assert [l.path for l in again.backbone.layers(64)] == [l.path for l in create_metric(
+        "diffsim-s", model=shutil.copytree(model, tmp_path / "m2"), size=64, device="cpu").backbone.layers(64)]
     # the CLI: a fully cached score prints the same number without loading the model
     _forget(model)
     capsys.readouterr()

@@ -18,7 +18,7 @@ import torch
 
 from ..devices import resolve_device, resolve_dtype
 from .identity import model_identity
-from .layers import resolve_layer
+from .layers import alias_table, list_attention_layers, resolve_layer
 from .loading import _load_scheduler, classify, load_unet_skeleton, quiet_loading
 from .stable_diffusion import StableDiffusionBackbone
 from .timesteps import check_timestep, step_table, step_to_timestep
@@ -70,12 +70,23 @@ class LazyStableDiffusion:
         return self._scheduler if self._real is None else self._real.scheduler
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
+        unet = self._unet()
         out: list[str] = []
         for n in names:
-            p = resolve_layer(self._skeleton, n, kind)
+            p = resolve_layer(unet, n, kind)
             if p not in out:
                 out.append(p)
         return out
+
+    def _unet(self) -> Any:
+        return self._skeleton if self._real is None else self._real.unet
+
+    def layers(self, size: int) -> list:
+        """Every attention layer at image size ``size`` (from the config while the weights are not loaded)."""
+        return list_attention_layers(self._unet(), size // self._factor)
+
+    def aliases(self) -> dict[str, str]:
+        return alias_table(self._unet())
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         if timestep is not None and step is not None:
@@ -83,13 +94,13 @@ class LazyStableDiffusion:
 
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if step is not None:
-            return step_to_timestep(self._scheduler, step)
+            return step_to_timestep(self.scheduler, step)
         if timestep is None:
             raise ValueError("timestep or step is required")
-        return check_timestep(self._scheduler, timestep)
+        return check_timestep(self.scheduler, timestep)
 
     def step_table(self) -> list[int]:
-        return step_table(self._scheduler)
+        return step_table(self.scheduler)
 
     # ------------------------------------------------------------------ weights
     def real(self) -> StableDiffusionBackbone:
