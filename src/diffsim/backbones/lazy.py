@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..devices import resolve_device, resolve_dtype
+from ..models import loaded_models, shared_model
 from .identity import model_identity
 from .layers import alias_table, list_attention_layers, resolve_layer
 from .loading import _load_scheduler, classify, load_unet_skeleton, quiet_loading
@@ -52,8 +53,12 @@ class LazyStableDiffusion:
                                                            variant=variant, single_file_config=single_file_config)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        loaded = StableDiffusionBackbone.find_loaded(model, dev, dt, revision, variant)
-        return loaded if loaded is not None else cls(model, dev, dt, revision, variant)
+        key = ("stable-diffusion-lazy", model_identity(model, revision), str(dev), str(dt), revision, variant)
+        if key not in loaded_models():
+            loaded = StableDiffusionBackbone.find_loaded(model, dev, dt, revision, variant)
+            if loaded is not None:  # loaded eagerly before: use it
+                return loaded
+        return shared_model(key, lambda: cls(model, dev, dt, revision, variant))  # one stand-in per model
 
     # ------------------------------------------------------------- from configs
     @property
