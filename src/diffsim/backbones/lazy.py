@@ -20,7 +20,8 @@ from ..devices import resolve_device, resolve_dtype
 from ..models import loaded_models, shared_model
 from .identity import model_identity
 from .layers import alias_table, list_attention_layers, resolve_layer
-from .loading import _load_scheduler, classify, load_unet_skeleton, quiet_loading
+from ..errors import ModelNotFoundError
+from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
 from .stable_diffusion import StableDiffusionBackbone
 from .timesteps import check_timestep, step_table, step_to_timestep
 
@@ -38,9 +39,15 @@ class LazyStableDiffusion:
         self.source = path
         self.device, self.dtype = device, dtype
         self.identity = model_identity(model, revision) + (f"+variant={variant}" if variant else "")
+        _check_folder(Path(path))  # the same message as a full load for a folder that is not a pipeline
         self._skeleton, self._factor = load_unet_skeleton(path, revision)
-        with quiet_loading():
-            self._scheduler = _load_scheduler(path, local_files_only=True)
+        try:
+            with quiet_loading():
+                self._scheduler = _load_scheduler(path, local_files_only=True)
+        except ModelNotFoundError:
+            raise
+        except Exception as exc:
+            raise ModelNotFoundError(f"could not load the diffusers folder {path}: {_first_line(exc)}") from exc
 
     @classmethod
     def create(cls, model: str | os.PathLike, device: str | torch.device | None = None,
