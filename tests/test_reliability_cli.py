@@ -78,6 +78,7 @@ def test_entry_point_subprocess_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and p.stdout == ""
 
 
+@pytest.mark.slow  # a fresh `python -m diffsim` process: ~30 s on a busy 2-core CPU
 def test_stdout_carries_the_score_only(tmp_path, tiny_sd_path, image_files):
     """Loader chatter (diffusers' 'Defaulting to unsafe serialization' for .bin weights, prints, warnings)
     never reaches stdout, and not stderr either without -v."""
