@@ -63,3 +63,19 @@ def tiny_dinov2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .tiny_vit import build_tiny_dinov2
 
     return build_tiny_dinov2(tmp_path_factory.mktemp("tiny-dinov2") / "model")
+
+
+@pytest.fixture(scope="session")
+def sharp_sd_path(tiny_sd_path: Path, image_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline with latents that carry the image and peaked attention (scores spread out)."""
+    from .tiny_sharp import sharpen_pipeline
+
+    return sharpen_pipeline(tiny_sd_path, tmp_path_factory.mktemp("tiny-sharp") / "model", image_files, SIZE)
+
+
+@pytest.fixture(scope="session")
+def sharp_metric(sharp_sd_path: Path):
+    """DiffSim-S on the sharpened tiny pipeline at up1 (4 x 4 tokens at 64 px)."""
+    from diffsim import DiffSim
+
+    return DiffSim.from_pretrained(sharp_sd_path, layer="up1", size=SIZE, device="cpu", dtype="float32")
