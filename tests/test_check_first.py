@@ -115,3 +115,12 @@ def test_model_loads_lazily_when_every_feature_is_cached(capsys, tmp_path, tiny_
     code, out, err = run(capsys, *args)
     assert code == 0 and float(out) == pytest.approx(s1, abs=1e-6) and "loading" not in err
     assert not [k for k in weights_loaded() if str(model) in str(k)]
+
+
+@pytest.mark.parametrize("command", [["map", "{img}", "no-such.png", "--out", "{tmp}/m.png"],
+                                     ["matrix", "{img}", "no-such.png"]])
+def test_map_and_matrix_check_inputs_first(command, capsys, tmp_path, image_files, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = [a.format(img=image_files[0], tmp=tmp_path) for a in command]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "no-such.png" in err and "could not load" not in err, err
