@@ -55,3 +55,7 @@ class DatasetError(DiffSimError, ValueError):
 
 class CacheError(DiffSimError, OSError):
     """The on-disk feature cache folder cannot be created or written."""
+
+
+class StoreError(DiffSimError, OSError):
+    """A gallery feature store is missing, was built with other settings, or a shard file is corrupt."""
