@@ -62,6 +62,10 @@ def test_readme_flags_exist():
             continue
         cmd = cli.commands.get(args[0])
         assert cmd is not None, f"README: unknown command in {' '.join(argv)}"
+        while isinstance(cmd, click.Group) and len(args) > 1:  # e.g. `diffsim index build`
+            args = args[1:]
+            cmd = cmd.commands.get(args[0])
+            assert cmd is not None, f"README: unknown command in {' '.join(argv)}"
         flags = {o for p in cmd.params for o in p.opts + p.secondary_opts} | {"-h", "--help"}
         for a in args[1:]:
             if a.startswith("-") and a != "-" and not re.fullmatch(r"-\d.*", a):
