@@ -97,6 +97,8 @@ def pil_to_picture(im: Image.Image, what: str) -> Image.Image | torch.Tensor:
         return im if mode == "RGB" else im.convert("RGB")
     if mode in INT16_MODES:
         return _unit_gray(np.asarray(im).astype(np.float32) / 65535.0)
+    lo: float  # an int for mode I, a float for mode F
+    hi: float
     if mode == "I":
         arr = np.asarray(im)
         lo, hi = int(arr.min()), int(arr.max())
@@ -127,6 +129,7 @@ def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
         raise ImageError(f"image file not found: {p}")
     if p.is_dir():
         raise ImageError(f"expected an image file but got a directory: {p}")
+    im: Image.Image  # opened as an ImageFile, then EXIF-transposed
     try:
         with _PIL_LOCK, warnings.catch_warnings():
             # diffsim applies its own pixel limit (before decoding); Pillow's must not fire first
@@ -254,7 +257,7 @@ def _array_items(a: np.ndarray, what: str) -> list[Image.Image | torch.Tensor]:
     if a.dtype == np.uint16 or a.dtype == np.bool_ or np.issubdtype(a.dtype, np.floating):
         scale = 65535.0 if a.dtype == np.uint16 else 1.0
         arr = np.ascontiguousarray(a[..., :3], dtype=np.float32) / scale
-        return _tensor_items(torch.from_numpy(arr).permute(0, 3, 1, 2), what)
+        return list(_tensor_items(torch.from_numpy(arr).permute(0, 3, 1, 2), what))
     raise ImageError(f"{what} has dtype {a.dtype}: expected uint8 (0..255), uint16 (0..65535), bool or float "
                      "in [0, 1]")
 

@@ -163,7 +163,7 @@ class StableDiffusionBackbone:
         from ..models import loaded_models
 
         key = cls._shared_key(model, device, dtype, revision, variant, single_file_config, options)[0]
-        return shared_model(key, lambda: None) if key in loaded_models() else None  # type: ignore[return-value]
+        return shared_model(key, lambda: None) if key in loaded_models() else None
 
     def clear_caches(self) -> None:
         """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""

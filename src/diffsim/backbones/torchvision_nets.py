@@ -90,11 +90,12 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
     def load() -> nn.Sequential:
         with quiet_loading():  # torch.hub's download messages stay off stdout
             net = _build(arch, weights)
-        feats = net.features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+        feats = cast(nn.Sequential, net.features).to(device=dev, dtype=dt).eval().requires_grad_(False)
         for m in feats.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False
-        feats.identity = ident  # the feature cache key of these weights
+        # the feature cache key of these weights (torch types Module.__setattr__ values as Tensor | Module only)
+        feats.identity = ident  # type: ignore[assignment]
         return feats
 
     return shared_model(key, load, share and weights is not None)  # random weights are never shared

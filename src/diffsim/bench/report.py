@@ -66,7 +66,7 @@ def _detail(r: dict[str, Any], keys: tuple[str, ...]) -> str:
 def distinguishing(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """The columns (and each row's value) needed to tell the results apart: settings that differ between
     them, then the run folder if two rows of one benchmark and metric still look the same."""
-    cols = []
+    cols: list[tuple[str, list[str]]] = []
     for name, keys in DETAILS:
         vals = [_detail(r, keys) for r in results]
         if name == "timestep" and any(c[0] == "step" for c in cols):
