@@ -7,7 +7,7 @@ split into its heads. Once every requested module has been seen the hook raises
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,17 +43,29 @@ def project_qkv(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | N
     return QKV(q, k, v)
 
 
+def self_attention_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
+    """Q/K/V of a self-attention module from the arguments it is called with."""
+    return project_qkv(module, args[0] if args else kwargs["hidden_states"])
+
+
+Projector = Callable[[nn.Module, tuple, dict[str, Any]], QKV]
+
+
 @contextmanager
-def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True) -> Iterator[dict[str, QKV]]:
-    """Within the context, forward passes of ``root`` fill the yielded dict ``{path: QKV}``."""
+def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True,
+                project: Projector = self_attention_qkv) -> Iterator[dict[str, QKV]]:
+    """Within the context, forward passes of ``root`` fill the yielded dict ``{path: QKV}``.
+
+    ``project(module, args, kwargs)`` turns a hooked module's call arguments into its Q/K/V
+    (default: self-attention, Q/K/V all from the module input).
+    """
     modules = dict(root.named_modules())
     store: dict[str, QKV] = {}
     wanted = set(paths)
 
     def make_hook(path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            store[path] = project_qkv(module, hidden)
+            store[path] = project(module, args, kwargs)
             if stop_early and wanted.issubset(store):
                 raise StopForward
             return None

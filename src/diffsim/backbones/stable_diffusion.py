@@ -20,6 +20,7 @@ import torch
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
+from .latents import LatentEncoding
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import check_timestep, step_table, step_to_timestep
@@ -29,8 +30,12 @@ logger = logging.getLogger(__name__)
 _SHARED: dict[tuple, "StableDiffusionBackbone"] = {}
 
 
-class StableDiffusionBackbone:
+class StableDiffusionBackbone(LatentEncoding):
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
+
+    kind = "sd"
+    default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
+    per_transformer = False  # aliases for every transformer block (SDXL)
 
     def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype) -> None:
         self.parts = parts
@@ -72,21 +77,21 @@ class StableDiffusionBackbone:
         return self.parts.scheduler
 
     @property
-    def latent_factor(self) -> int:
-        return 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
+    def vae(self) -> Any:
+        return self.parts.vae
 
     def layers(self, size: int) -> list[AttentionLayer]:
         """Every attention layer with its heads, channels and token grid at image size ``size``."""
-        return list_attention_layers(self.unet, size // self.latent_factor)
+        return list_attention_layers(self.unet, size // self.latent_factor, self.per_transformer)
 
     def aliases(self) -> dict[str, str]:
-        return alias_table(self.unet)
+        return alias_table(self.unet, self.per_transformer)
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         """Module paths for layer names or aliases (order kept, duplicates dropped)."""
         out: list[str] = []
         for n in names:
-            p = resolve_layer(self.unet, n, kind)
+            p = resolve_layer(self.unet, n, kind, self.per_transformer)
             if p not in out:
                 out.append(p)
         return out
@@ -116,28 +121,6 @@ class StableDiffusionBackbone:
                       return_tensors="pt").input_ids.to(self.device)
             self._text[prompt] = self.parts.text_encoder(ids)[0]
         return self._text[prompt]
-
-    def noise(self, seed: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps_vae, eps), each (1, C, side, side) float32 on CPU, from one CPU generator seeded ``seed``."""
-        key = (seed, side)
-        if key not in self._noise:
-            c = int(self.parts.vae.config.latent_channels)
-            g = torch.Generator("cpu").manual_seed(seed)
-            eps_vae = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
-            eps = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
-            self._noise[key] = (eps_vae, eps)
-        return self._noise[key]
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32."""
-        vae = self.parts.vae
-        x = pixels.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-        post = vae.encode(x).latent_dist
-        eps_vae, _ = self.noise(seed, post.mean.shape[-1])
-        z = post.mean.float() + post.std.float() * eps_vae.to(self.device)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return (z - shift) * float(vae.config.scaling_factor)
 
     def add_noise(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
         """Forward diffusion to timestep T in float32 with the model's own scheduler."""

@@ -11,6 +11,7 @@ import torch
 from .. import aas
 from ..aas import QKV
 from ..backbones.loading import DEFAULT_MODEL
+from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone
 from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
 from ..devices import dtype_name
@@ -85,7 +86,7 @@ class DiffSim(Metric):
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, layer: str | Sequence[str] = DEFAULT_LAYER,
                         timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
-                        size: int = 512, seed: int = DEFAULT_SEED, device: str | torch.device | None = None,
+                        size: int | None = None, seed: int = DEFAULT_SEED, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, *, single_branch: bool = False,
                         similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
                         cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
@@ -95,14 +96,18 @@ class DiffSim(Metric):
                         auto_masks: bool = False) -> "DiffSim":
         """Load the model (hub id, diffusers folder or single checkpoint) and configure DiffSim-S.
 
+        SD 1.x/2.x and SDXL models are told apart by their configs (an SDXL model gets the SDXL
+        backbone); ``size`` defaults to 512 (SDXL: 1024, its native size).
+
         ``timestep`` is the actual DDPM timestep T; ``step`` is the paper's index K with
         T = scheduler.timesteps[K] after set_timesteps(1000) (SD 1.5: T = 1001 - K). Default: step 500.
         ``mask_model`` / ``mask_prompt``: the segmentation model behind ``masks="auto"`` (loaded on first
         use, on the same device and dtype); ``auto_masks=True`` makes ``"auto"`` the default for calls
         without ``masks``.
         """
-        backbone = StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
-                                                           variant=variant, single_file_config=single_file_config)
+        backbone = load_unet_backbone(model, device=device, dtype=dtype, revision=revision, variant=variant,
+                                      single_file_config=single_file_config)  # SD 1.x/2.x or SDXL, by its config
+        size = backbone.default_size if size is None else size
         return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
                    batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys, mask_model=mask_model,
                    mask_prompt=mask_prompt, auto_masks=auto_masks)
