@@ -78,8 +78,12 @@ def _kind_of_file(path: Path) -> str | None:
     from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    except Exception as exc:  # corrupt or not safetensors: the loader reports it with its own message
+        logger.debug("cannot read tensor names of %s: %s", path, exc)
+        return None
     if CHECKPOINT_KEY_NAMES["xl_base"] in keys:
         return SDXL
     if CHECKPOINT_KEY_NAMES["xl_refiner"] in keys:
