@@ -22,6 +22,7 @@ from common import machine, make_images, peak_rss_gib, sd15_random
 from tests.reference_impl import reference_score
 
 from diffsim import DiffSim, StableDiffusionBackbone
+from diffsim.metrics import DiffSimSettings
 
 TARGETS = {"triplet": 1.6, "ref-vs-4": 2.0, "matrix-8x8": 6.0}
 
@@ -45,9 +46,9 @@ def main() -> None:
     prompt = "High quality image"
 
     def fresh() -> DiffSim:
-        backbone._text.clear()  # no text embedding carried over between rows
-        return DiffSim(backbone, layer=args.layer, step=args.step, prompt=prompt, size=args.size,
-                       batch_size=args.batch_size)
+        backbone.clear_caches()  # no text embedding or latent carried over between rows
+        return DiffSim(DiffSimSettings(layer=args.layer, step=args.step, prompt=prompt, size=args.size,
+                                       batch_size=args.batch_size), backbone=backbone)
 
     metric = fresh()
     layer, t = metric.layers[0], metric.timestep

@@ -19,6 +19,7 @@ import torch
 from common import machine, sd15_random
 
 from diffsim import DiffSim, StableDiffusionBackbone
+from diffsim.metrics import DiffSimSettings
 from diffsim.bench import EvalOptions, evaluate_2afc
 from diffsim.bench.sweep import sweep
 from diffsim.datasets import load_dataset
@@ -44,7 +45,9 @@ def main() -> None:
     opts = EvalOptions(batch_size=8, n_boot=100)
 
     def metric(**kw) -> DiffSim:
-        return DiffSim(backbone, size=args.size, batch_size=8, **kw)
+        backbone.clear_caches()  # each run starts cold: no latents carried over
+        backbone.prompt_embedding("High quality image"), backbone.prompt_embedding("")  # text cache warm
+        return DiffSim(DiffSimSettings(size=args.size, batch_size=8, **kw), backbone=backbone)
 
     backbone.prompt_embedding("High quality image"), backbone.prompt_embedding("")  # warm the text cache
     c0, t0 = backbone.unet_calls, time.perf_counter()

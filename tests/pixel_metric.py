@@ -1,6 +1,7 @@
 """A cheap real Metric for harness tests: pixels downsampled to 8x8, negative MSE (or MSE as a distance)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -8,30 +9,34 @@ import torch
 from diffsim.features import Features
 from diffsim.images import as_list, describe, to_unit_tensor
 from diffsim.metrics.base import Metric
+from diffsim.settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSettings(Settings):
+    distance: bool = False
+    invert: bool = False  # a broken metric: scores the opposite way (swapped-label check)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not self.distance
 
 
 class PixelMetric(Metric):
     """Negative MSE of 8x8 thumbnails (``distance=True``: plain MSE, lower is closer)."""
 
-    name = "test-pixel"
+    Settings = PixelSettings
+    default_name = "test-pixel"
+    accepts_prompt = True
 
-    def __init__(self, distance: bool = False, invert: bool = False) -> None:
-        self.distance = distance
-        self.invert = invert  # a broken metric: scores the opposite way (swapped-label check)
+    def __init__(self, settings: PixelSettings | None = None, *, name: str | None = None, **kw: Any) -> None:
+        super().__init__(settings or PixelSettings(**kw), name=name)
+        self.distance, self.invert = self.settings.distance, self.settings.invert
         self.embed_calls = 0
         self.images_seen: list[str] = []
         self.prompts: list[Any] = []
 
-    @property
-    def higher_is_better(self) -> bool:  # type: ignore[override]
-        return not self.distance
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {"metric": self.name, "distance": self.distance, "invert": self.invert,
-                "higher_is_better": self.higher_is_better}
-
-    def embed(self, images, prompt: str | None = None, **_: Any) -> Features:
+    def embed(self, images, progress: bool = False, prompt: str | None = None, **_: Any) -> Features:
         items = as_list(images)
         self.embed_calls += 1
         self.images_seen += [str(i) for i in items]
@@ -49,7 +54,7 @@ class PixelMetric(Metric):
 class ConstantMetric(PixelMetric):
     """Every pair scores the same: every triplet is a tie."""
 
-    name = "test-constant"
+    default_name = "test-constant"
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
         return torch.zeros(max(len(a), len(b)))
@@ -59,5 +64,5 @@ def register_test_metrics() -> None:
     from diffsim.registry import MetricInfo, register_metric
 
     for name, kw in (("test-pixel", {}), ("test-pixel-distance", {"distance": True})):
-        register_metric(MetricInfo(name=name, factory=lambda **k: PixelMetric(**k), description="test metric",
-                                   backbone="none", higher_is_better=not kw, defaults=kw), overwrite=True)
+        register_metric(MetricInfo(name=name, cls=PixelMetric, description="test metric", backbone="none",
+                                   defaults=kw), overwrite=True)

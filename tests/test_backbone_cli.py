@@ -6,14 +6,11 @@ import json
 import pytest
 
 from .test_cli import run
-from .tiny_dit import build_tiny_dit
-from .tiny_sdxl import build_tiny_sdxl
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-models")
-    return {"sdxl": build_tiny_sdxl(root / "sdxl"), "dit": build_tiny_dit(root / "dit")}
+def models(tiny_sdxl_path, tiny_dit_path):
+    return {"sdxl": tiny_sdxl_path, "dit": tiny_dit_path}
 
 
 def test_layers_of_sdxl_name_every_transformer_block(capsys, models):

@@ -78,3 +78,20 @@ def test_missing_image_and_model(capsys, common, image_files, tmp_path):
 def test_usage_errors(capsys, image_files):
     code, _, err = run(capsys, "score", str(image_files[0]))
     assert code == 2 and "Missing argument" in err
+
+
+def test_score_any_metric_with_set(capsys, tiny_clip_path, image_files):
+    from diffsim import create_metric
+
+    a, b = str(image_files[0]), str(image_files[1])
+    args = ["score", a, b, "--metric", "clip-aas", "--model", str(tiny_clip_path), "--device", "cpu", "-q",
+            "--set", "size=32", "--set", "layer=0", "--set", "out_proj=true", "--json"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    row = json.loads(out)
+    want = create_metric("clip-aas", model=tiny_clip_path, device="cpu", size=32, layer=0, out_proj=True).score(a, b)
+    assert row["metric"] == "clip-aas" and row["score"] == pytest.approx(want, abs=1e-6)
+    code, _, err = run(capsys, *args[:-1], "--set", "no_such=1")
+    assert code == 2 and "unknown setting 'no_such'" in err and "valid settings" in err
+    code, _, err = run(capsys, "score", a, b, "--metric", "clip-i", "--model", str(tiny_clip_path), "--layer", "up0")
+    assert code == 2 and "--layer does not apply to metric 'clip-i'" in err

@@ -32,7 +32,7 @@ def test_properties(metric, imgs):
 def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
     from transformers import CLIPVisionModelWithProjection
 
-    m = CLIPAAS(metric.backbone, layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE)
+    m = metric.with_settings(layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE)
     got = m.compare(m.embed(imgs[0]), m.embed(imgs[1:]))
     model = m.backbone.model
     assert isinstance(model, CLIPVisionModelWithProjection)
@@ -41,8 +41,8 @@ def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
 
 
 def test_variants_differ(metric, imgs):
-    base = CLIPAAS(metric.backbone, size=VIT_SIZE)
-    authors = CLIPAAS(metric.backbone, qkv_input="residual", out_proj=True, size=VIT_SIZE)
+    base = metric.with_settings()
+    authors = metric.with_settings(qkv_input="residual", out_proj=True, size=VIT_SIZE)
     sa = base.score(imgs[0], imgs[1])
     sb = authors.score(imgs[0], imgs[1])
     assert abs(sa - sb) > 1e-4
@@ -53,9 +53,9 @@ def test_registry_and_errors(tiny_clip_path, metric, imgs):
     assert m.backbone is metric.backbone  # one loaded model shared
     assert m.layer == 2 and m.higher_is_better
     with pytest.raises(LayerError, match=r"\[-3, 2\]"):
-        CLIPAAS(metric.backbone, layer=3)
+        metric.with_settings(layer=3)
     with pytest.raises(ConfigError, match="qkv_input"):
-        CLIPAAS(metric.backbone, qkv_input="post")
-    other = CLIPAAS(metric.backbone, layer=0, size=VIT_SIZE)
+        metric.with_settings(qkv_input="post")
+    other = metric.with_settings(layer=0, size=VIT_SIZE)
     with pytest.raises(ConfigError, match="layer"):
         metric.compare(metric.embed(imgs[0]), other.embed(imgs[1]))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffsim.backbones.detect import detect_kind, kind_from_configs, require_kind
-from diffsim.errors import ConfigError
+from diffsim.errors import ConfigError, ModelNotFoundError
 
 
 def test_kind_from_configs():
@@ -45,8 +45,9 @@ def test_single_safetensors_file_by_tensor_names(tmp_path):
         require_kind(xl, ("sd",), "DiffSim-C")
 
 
-def test_unreadable_hub_id_is_unknown(monkeypatch, tmp_path):
+def test_uncached_hub_id_offline_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    assert detect_kind("nobody/no-such-model") is None  # the loader then says what is missing
+    with pytest.raises(ModelNotFoundError, match=r"nobody/no-such-model.*HF_HUB_OFFLINE=1.*--model PATH"):
+        detect_kind("nobody/no-such-model")

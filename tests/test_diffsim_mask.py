@@ -91,7 +91,7 @@ def test_mask_errors(tiny_metric, rand_images):
 
 def test_registry_preset(tiny_sd_path, tiny_metric):
     m = create_metric("diffsim-s-fg", model=tiny_sd_path, size=SIZE, device="cpu", dtype="float32")
-    assert m.mask_keys and m.backbone is tiny_metric.backbone
+    assert m.settings.mask_keys and m.backbone is tiny_metric.backbone
 
 
 def test_diffsim_feat_reference(tiny_sd_path, tiny_metric, rand_images):

@@ -30,7 +30,7 @@ def test_properties(metric, imgs):
 @pytest.mark.parametrize("qkv_input,out_proj", [("normed", False), ("residual", True)])
 @pytest.mark.parametrize("layer", [1, -1])
 def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
-    m = DINOv2AAS(metric.backbone, layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE,
+    m = metric.with_settings(layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE,
                   resize=VIT_SIZE)
     got = m.compare_matrix(m.embed(imgs[:2]), m.embed(imgs[2]))[:, 0]
     want = [aas_score(m.backbone.model, "dinov2", imgs[i], imgs[2], m.layer, qkv_input, out_proj) for i in (0, 1)]
@@ -39,7 +39,7 @@ def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
 
 def test_preprocessing_resize_then_crop(metric):
     # a 64 x 48 image: shortest side -> 36, centre crop 32 (default resize for DINOv2 is 256/224 * size)
-    m = DINOv2AAS(metric.backbone, size=VIT_SIZE)
+    m = metric.with_settings(resize=None)
     assert m.resize == 36
     img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
     f = m.embed(img)

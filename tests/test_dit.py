@@ -4,21 +4,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffsim import aas
+from diffsim import aas, create_metric
 from diffsim.backbones.dit import DiTBackbone
 from diffsim.errors import ConfigError, LayerError
 
 from .conftest import SIZE
 from .reference_backbones import abar, dit_qkv, pair_score
 from .reference_impl import load_pixels
-from .tiny_dit import build_tiny_dit
 
 T = 150  # DiT's linear schedule: abar_150 ~ 0.75 (by T = 500 the latents are mostly noise)
 
 
 @pytest.fixture(scope="module")
-def dit_path(tmp_path_factory):
-    return build_tiny_dit(tmp_path_factory.mktemp("tiny-dit") / "model")
+def dit_path(tiny_dit_path):
+    return tiny_dit_path
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +110,42 @@ def test_wrong_kind_errors(tiny_sd_path, dit_path):
 
     with pytest.raises(ConfigError, match="is a DiT pipeline.*use diffsim-dit"):
         DiffSim.from_pretrained(dit_path, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------- the metric
+@pytest.fixture(scope="module")
+def metric(dit_path):
+    return create_metric("diffsim-dit", model=dit_path, layer="block1", timestep=T, class_label="goldfish",
+                         size=SIZE, device="cpu", dtype="float32", batch_size=2)
+
+
+def test_metric_parity_with_float64_reference(metric, image_files):
+    bb = metric.backbone
+    path = metric.layers[0]
+    a, b = (load_pixels(str(p), SIZE) for p in (image_files[2], image_files[4]))
+    qa = dit_qkv(bb.transformer, bb.vae, bb.scheduler, a, path, T, 1, metric.seed)
+    qb = dit_qkv(bb.transformer, bb.vae, bb.scheduler, b, path, T, 1, metric.seed)
+    assert metric.score(image_files[2], image_files[4]) == pytest.approx(pair_score(qa, qb), abs=2e-5)
+
+
+def test_metric_config_and_label_names(metric, image_files):
+    cfg = metric.config
+    assert cfg["metric"] == "diffsim-dit" and cfg["class_id"] == 1 and cfg["timestep"] == T
+    assert cfg["layers"] == ["transformer_blocks.1.attn1"]
+    by_id = metric.with_settings(class_label=1)
+    calls = metric.backbone.unet_calls
+    fa, fb = metric.embed(image_files[0]), by_id.embed(image_files[0])  # same class: one cached feature
+    assert metric.backbone.unet_calls - calls <= 1 and torch.equal(fa.tensors[next(iter(fa.tensors))],
+                                                                   fb.tensors[next(iter(fb.tensors))])
+    other = metric.with_settings(class_label="tabby cat")
+    assert other.class_id == 281
+    with pytest.raises(ConfigError, match="different|other settings"):
+        metric.compare(fa, other.embed(image_files[0]))
+    assert metric.with_settings(step=850).timestep == 149  # DDIM: T = 999 - K
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        metric.with_settings(size=56)  # 8 (VAE) x 2 (patch)
+
+
+def test_native_size_by_default(dit_path):
+    m = create_metric("diffsim-dit", model=dit_path, layer="block0", device="cpu", dtype="float32")
+    assert m.size == 64 and m.timestep == 499  # default step 500

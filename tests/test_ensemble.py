@@ -1,20 +1,34 @@
 """Ensemble voting tables on real (tiny, exact) metrics: per-channel mean distances whose votes we control."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from diffsim import ConfigError, Features, Metric
+from diffsim import ConfigError, Features, Metric, Settings, create_metric
 from diffsim.images import as_list, to_unit_tensor
 from diffsim.metrics.ensemble import Ensemble
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelSettings(Settings):
+    channel: int = 0
+    distance: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not self.distance
 
 
 class ChannelMean(Metric):
     """|mean(channel c of a) - mean(channel c of b)| (a distance), or its negative (a similarity)."""
 
+    Settings = ChannelSettings
+
     def __init__(self, channel: int, distance: bool) -> None:
-        self.channel, self.higher_is_better = channel, not distance
-        self.name = f"chan{channel}"
+        super().__init__(ChannelSettings(channel, distance), name=f"chan{channel}")
+        self.channel = channel
 
     def embed(self, images, **kw) -> Features:
         x = torch.stack([to_unit_tensor(im, 4) for im in as_list(images)])
@@ -43,7 +57,7 @@ REF = img(0.5, 0.5, 0.5)
 def test_voting_table(distance, a, b, votes, decision):
     ens = Ensemble([ChannelMean(c, d) for c, d in enumerate(distance)])
     fr, fa, fb = ens.embed(REF), ens.embed(img(*a)), ens.embed(img(*b))
-    assert ens.votes(fr, fa, fb)[0].tolist() == votes
+    assert ens.votes_of(fr, fa, fb)[0].tolist() == votes
     assert int(ens.decide(fr, fa, fb)[0]) == decision
     out = ens.vote(REF, img(*a), img(*b))
     assert int(out["decision"][0]) == decision and len(out["votes"]) == 3
@@ -76,4 +90,4 @@ def test_errors():
     with pytest.raises(ConfigError, match="not come from this ensemble"):
         ens.compare(plain, plain)
     with pytest.raises(ConfigError, match="not members"):
-        Ensemble.from_names(["clip-i", "dinov2", "lpips"], overrides={"gram": {}})
+        create_metric("ensemble", members=["clip-i", "dinov2", "lpips"], overrides={"gram": {}})

@@ -24,7 +24,7 @@ def imgs():
 
 
 def test_layer_table(metric):
-    t = vgg_layer_names(metric.features)
+    t = vgg_layer_names(metric.backbone.features)
     assert t["conv5_1"] == 28 and t["conv1_1"] == 0 and t["relu4_1"] == 20
 
 
@@ -38,7 +38,7 @@ def _gram(metric, img, rows):
     x = (img[None] - mean) / std
     with torch.no_grad():
         for i in range(29):  # up to conv5_1 (pre-ReLU)
-            x = metric.features[i](x)
+            x = metric.backbone.features[i](x)
     f = x[0].reshape(x.shape[1], -1).double()
     g = f @ f.T
     return g[-1] if rows == "last" else g.flatten()
@@ -48,7 +48,7 @@ def _gram(metric, img, rows):
 def test_reference(metric, imgs, rows):
     from diffsim.metrics.gram import Gram
 
-    m = Gram(metric.features, rows=rows, size=S)
+    m = metric.with_settings(rows=rows, size=S)
     got = float(m.compare(m.embed(imgs[0]), m.embed(imgs[1]))[0])
     ga, gb = _gram(m, imgs[0], rows), _gram(m, imgs[1], rows)
     want = float(ga @ gb / (ga.norm() * gb.norm()))
@@ -59,4 +59,4 @@ def test_bad_layer(metric):
     from diffsim.metrics.gram import Gram
 
     with pytest.raises(LayerError, match="conv5_1"):
-        Gram(metric.features, layer="conv9_9")
+        metric.with_settings(layer="conv9_9")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffsim import aas
+from diffsim import aas, create_metric
 from diffsim.aas import QKV
 from diffsim.backbones.ip_adapter import IPAdapterBackbone
 from diffsim.errors import ConfigError, LayerError, ModelNotFoundError
@@ -12,12 +12,11 @@ from diffsim.errors import ConfigError, LayerError, ModelNotFoundError
 from .conftest import SIZE
 from .reference_backbones import ip_qkv, pair_score
 from .reference_impl import load_pixels
-from .tiny_ip_adapter import build_tiny_ip_adapter
 
 
 @pytest.fixture(scope="module")
-def ip_path(tmp_path_factory, tiny_sd_path):
-    return build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip") / "IP-Adapter", tiny_sd_path)
+def ip_path(tiny_ip_adapter_path):
+    return tiny_ip_adapter_path
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +96,50 @@ def test_bad_ip_folder_and_wrong_model_kind(tiny_sd_path, tmp_path):
         IPAdapterBackbone.from_pretrained(tiny_sd_path, ip_adapter=tmp_path / "nope", device="cpu")
 
 
-def test_sdxl_model_is_refused(tmp_path):
-    from .tiny_sdxl import build_tiny_sdxl
-
-    sdxl = build_tiny_sdxl(tmp_path / "sdxl")
+def test_sdxl_model_is_refused(tiny_sdxl_path, ip_path):
     with pytest.raises(ConfigError, match="is a Stable Diffusion XL pipeline.*expected a Stable Diffusion 1.x/2.x"):
-        IPAdapterBackbone.from_pretrained(sdxl, ip_adapter=tmp_path, device="cpu")
+        create_metric("diffsim-c", model=tiny_sdxl_path, ip_adapter=ip_path, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------- the metric
+ATTN2 = "up_blocks.1.attentions.2.transformer_blocks.0.attn2"
+
+
+@pytest.fixture(scope="module")
+def metric(tiny_sd_path, ip_path):
+    return create_metric("diffsim-c", model=tiny_sd_path, ip_adapter=ip_path, layer=ATTN2, timestep=400, scale=0.5,
+                         prompt="a photo", size=SIZE, device="cpu", dtype="float32", batch_size=2)
+
+
+def test_metric_parity_with_float64_reference(metric, image_files):
+    pipe = metric.backbone.pipe
+    a, b = (load_pixels(str(p), SIZE) for p in (image_files[0], image_files[3]))
+    qa = ip_qkv(pipe, a, ATTN2, 400, "a photo", metric.seed, 0.5)
+    qb = ip_qkv(pipe, b, ATTN2, 400, "a photo", metric.seed, 0.5)
+    assert metric.score(image_files[0], image_files[3]) == pytest.approx(pair_score(qa, qb), abs=2e-5)
+
+
+def test_metric_settings(metric, image_files, tiny_sd_path, ip_path):
+    assert metric.name == "diffsim-c" and metric.config["scale"] == 0.5 and metric.layers == [ATTN2]
+    assert create_metric("diffsim-c", model=tiny_sd_path, ip_adapter=ip_path, size=SIZE,
+                         device="cpu").layers == [ATTN2]  # default: up0.cross, the authors' effective layer
+    half, full = metric, metric.with_settings(scale=1.0)
+    assert full.backbone is half.backbone  # the scale is applied per pass: one loaded model
+    assert full.score(image_files[0], image_files[1]) != pytest.approx(half.score(image_files[0], image_files[1]),
+                                                                       abs=1e-6)
+    with pytest.raises(ConfigError, match="mask_keys does not apply"):
+        metric.with_settings(mask_keys=True)
+    with pytest.raises(LayerError, match="needs an attn2"):
+        metric.with_settings(layer="up0")
+    with pytest.raises(ConfigError, match="scale"):
+        metric.with_settings(scale=-0.5)
+
+
+def test_masks_weight_the_query_tokens(metric, image_files):
+    import numpy as np
+
+    keep_left = np.zeros((SIZE, SIZE), dtype=bool)
+    keep_left[:, : SIZE // 2] = True
+    plain = metric.score(image_files[0], image_files[1])
+    masked = metric.score(image_files[0], image_files[1], masks=[keep_left, keep_left])
+    assert masked != pytest.approx(plain, abs=1e-6) and -1 <= masked <= 1

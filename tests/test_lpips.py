@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from diffsim.backbones.torchvision_nets import TorchvisionBackbone
 import torch.nn as nn
 
 from diffsim import ConfigError, ModelNotFoundError, create_metric
@@ -39,7 +41,9 @@ def test_parity_with_official_lpips(net, imgs):
     mods = [m for s in ("slice1", "slice2", "slice3", "slice4", "slice5") for m in getattr(ref.net, s)]
     feats = nn.Sequential(*mods).eval()
     state = torch.load(lpips_weights_path(net), map_location="cpu", weights_only=True)
-    ours = LPIPS(feats, [state[f"lin{i}.model.1.weight"] for i in range(5)], net=net, size=S)
+    lin = [state[f"lin{i}.model.1.weight"].reshape(-1).float() for i in range(5)]
+    backbone = TorchvisionBackbone(feats, f"official-lpips-{net}", torch.device("cpu"), torch.float32, {"lin": lin})
+    ours = LPIPS(LPIPS.Settings(net=net, size=S), backbone=backbone)
     with torch.no_grad():
         want = ref(imgs[0:2] * 2 - 1, imgs[1:3] * 2 - 1).flatten()
     got = ours.compare(ours.embed(imgs[0:2]), ours.embed(imgs[1:3]))

@@ -4,19 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffsim import DiffSim
+from diffsim import DiffSim, create_metric
 from diffsim.backbones.sdxl import SDXLBackbone
+from diffsim.metrics.diffsim_sdxl import DiffSimXL
 from diffsim.errors import ConfigError
 
 from .conftest import SIZE
 from .reference_backbones import pair_score, sdxl_qkv
 from .reference_impl import load_pixels
-from .tiny_sdxl import build_tiny_sdxl
 
 
 @pytest.fixture(scope="module")
-def sdxl_path(tmp_path_factory):
-    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model")
+def sdxl_path(tiny_sdxl_path):
+    return tiny_sdxl_path
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,14 @@ def sdxl(sdxl_path):
                                    device="cpu", dtype=torch.float32, batch_size=1)
 
 
-def test_an_sdxl_folder_gets_the_sdxl_backbone(sdxl, sdxl_path):
-    assert isinstance(sdxl.backbone, SDXLBackbone)
+def test_an_sdxl_folder_gets_the_sdxl_backbone(sdxl, sdxl_path, tiny_sd_path):
+    assert isinstance(sdxl.backbone, SDXLBackbone) and isinstance(sdxl, DiffSimXL)
+    assert sdxl.name == "diffsim-s-sdxl"
     assert DiffSim.from_pretrained(model=sdxl_path, device="cpu", dtype="float32").size == 1024  # native default
+    via_registry = create_metric("diffsim-s", model=sdxl_path, size=SIZE, device="cpu", dtype="float32")
+    assert isinstance(via_registry.backbone, SDXLBackbone)  # the SD preset also accepts an SDXL model
+    with pytest.raises(ConfigError, match="Stable Diffusion 1.x/2.x pipeline.*expected a Stable Diffusion XL"):
+        create_metric("diffsim-s-sdxl", model=tiny_sd_path, device="cpu")
 
 
 def test_identity_symmetry_and_spread(sdxl, image_files):
@@ -39,20 +44,16 @@ def test_identity_symmetry_and_spread(sdxl, image_files):
 
 
 def test_batch_equals_one_by_one(sdxl, image_files):
-    batched = sdxl.with_settings(batch_size=3)
-    fb = DiffSim(sdxl.backbone, **_settings(sdxl, batch_size=3), cache=None).embed(image_files[:3])
-    fs = [DiffSim(sdxl.backbone, **_settings(sdxl), cache=None).embed(p) for p in image_files[:3]]
+    batched = sdxl.with_settings(batch_size=3, cache_bytes=0)
+    single = sdxl.with_settings(batch_size=1, cache_bytes=0)
+    sdxl.backbone.clear_caches()
+    fb = batched.embed(image_files[:3])
+    sdxl.backbone.clear_caches()  # the VAE runs again, one image at a time
+    fs = [single.embed(p) for p in image_files[:3]]
     for key, t in fb.tensors.items():
         for i in range(3):
             assert torch.allclose(t[i], fs[i].tensors[key][0], atol=5e-5 * float(t.abs().max())), key
-    assert batched.score(image_files[0], image_files[1]) == pytest.approx(sdxl.score(image_files[0], image_files[1]),
-                                                                          abs=1e-6)
-
-
-def _settings(m, **over):
-    kw = dict(layer=m.layer_names, timestep=m.timestep, prompt=m.prompt, size=m.size, seed=m.seed, batch_size=1)
-    kw.update(over)
-    return kw
+    assert batched.compare(fb[0], fb[1]).item() == pytest.approx(single.compare(fs[0], fs[1]).item(), abs=1e-5)
 
 
 @pytest.mark.parametrize("layer, timestep", [("up0", 300), ("down0.a0.t1", 700)])
@@ -129,6 +130,10 @@ def test_fp16_model_keeps_the_vae_in_float32(sdxl_path):
     assert bb.unet.dtype == torch.float16 and bb.vae.dtype == torch.float32
 
 
-def test_wrong_kind_errors(sdxl_path, tiny_sd_path):
-    with pytest.raises(ConfigError, match="Stable Diffusion 1.x/2.x pipeline.*expected a Stable Diffusion XL"):
-        SDXLBackbone.from_pretrained(tiny_sd_path, device="cpu")
+def test_authors_conditioning_is_a_setting(sdxl, image_files):
+    fixed = sdxl.with_settings(conditioning_size=1024)
+    assert fixed.config["conditioning_size"] == 1024
+    assert fixed.score(image_files[0], image_files[1]) != pytest.approx(sdxl.score(image_files[0], image_files[1]),
+                                                                        abs=1e-6)
+    with pytest.raises(ConfigError, match="conditioning_size"):
+        sdxl.with_settings(conditioning_size=0)

@@ -62,7 +62,8 @@ def test_ffa_auto_equals_explicit(tiny_dinov2_path, seg_path, seg):
     assert torch.equal(mixed.tensors["mask"][[0, 2]], auto.tensors["mask"][[0, 2]])
     assert bool(mixed.tensors["mask"][1].all())
     by_default = create_metric("ffa", auto_masks=True, mask_prompt=prompts, **kw)
-    assert by_default.config["mask_model"] == str(seg_path) and "mask_model" not in ffa.config
+    assert by_default.config["mask_model"] == str(seg_path) and by_default.config["auto_masks"]
+    assert not ffa.config["auto_masks"]
     assert torch.equal(by_default.embed(imgs).tensors["foreground"], auto.tensors["foreground"])
 
 

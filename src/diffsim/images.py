@@ -194,15 +194,6 @@ def check_crop(crop: str) -> str:
     return crop
 
 
-def preprocess(images: ImagesLike, size: int, crop: str = "none") -> torch.Tensor:
-    """Images to a (N, 3, size, size) float32 batch in [-1, 1] (the VAE's input range)."""
-    items = as_list(images)
-    if not items:
-        raise ImageError("no images given")
-    unit = torch.stack([to_unit_tensor(im, size, crop, i) for i, im in enumerate(items)])
-    return unit * 2.0 - 1.0
-
-
 def content_hash(pixels: torch.Tensor) -> str:
     """Stable hash of one preprocessed image (3, S, S); identical pixels give identical keys."""
     arr = pixels.detach().cpu().contiguous().float().numpy()

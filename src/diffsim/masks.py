@@ -56,9 +56,7 @@ def load_masks(masks: MaskLike | Sequence[MaskLike], n: int) -> list[torch.Tenso
     if masks is None or isinstance(masks, (str, os.PathLike, Image.Image)) or (
             isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 2):
         items: list[MaskLike] = [masks] * n
-    elif isinstance(masks, (np.ndarray, torch.Tensor)):
-        items = list(masks)
-    else:
+    else:  # a batched array / tensor, or a sequence: one per image
         items = list(masks)
     if len(items) != n:
         raise ImageError(f"got {len(items)} masks for {n} images: give one mask per image (None for none)")

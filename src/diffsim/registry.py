@@ -1,13 +1,16 @@
-"""Metric registry: names -> factories with metadata, like ``pyiqa.create_metric`` / ``list_models``.
+"""Metric registry: the single source of names, presets, aliases, polarity and paper rows.
 
-Each entry declares its backbone, defaults, polarity and what it measures, so benchmarks, sweeps and
-retrieval can build any metric by name and read how to interpret its scores.
+Like ``pyiqa.create_metric`` / ``list_models``: every entry is data (name, class, default settings,
+description, paper row); aliases point at entries. ``create_metric(name, **overrides)`` builds the
+class with the entry's defaults updated by ``overrides`` (checked against the class's settings: an
+unknown name is a :class:`ConfigError` listing the valid ones). The instance knows its registry name
+(``metric.name``) and its polarity (from its own settings).
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,59 +20,115 @@ from .metrics.base import Metric
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """What a registered metric is and how it is built."""
+    """What a registered metric is and how it is built.
+
+    ``cls`` is the metric class or its import path ``"module:Class"`` (imported on first use).
+    """
 
     name: str
-    factory: Callable[..., Metric]
+    cls: Any
     description: str
     backbone: str
-    higher_is_better: bool = True
     measures: tuple[str, ...] = ()
     paper: str = ""
+    paper_row: str | None = None  # the row of the paper's Table 1 this metric reproduces
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric_class(self) -> type[Metric]:
+        if isinstance(self.cls, str):
+            module, _, attr = self.cls.partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return self.cls
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Polarity of the preset (from its settings class and defaults; overrides may change it)."""
+        return settings_of(self).higher_is_better
+
+    def settings_names(self) -> list[str]:
+        return self.metric_class.Settings.names()
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def settings_of(info: MetricInfo, **overrides: Any) -> Any:
+    """The preset's settings object with ``overrides`` applied (validated, nothing loaded)."""
+    klass = info.metric_class
+    base = klass.Settings.create(info.name, **info.defaults)
+    return base.replace(info.name, **overrides)
 
 
 def register_metric(info: MetricInfo, overwrite: bool = False) -> MetricInfo:
     """Add a metric to the registry (``overwrite=True`` to replace an existing name)."""
-    if info.name in _REGISTRY and not overwrite:
+    if (info.name in _REGISTRY or info.name in _ALIASES) and not overwrite:
         raise ConfigError(f"metric {info.name!r} is already registered")
+    _ALIASES.pop(info.name, None)
     _REGISTRY[info.name] = info
     return info
 
 
+def register_alias(alias: str, target: str) -> None:
+    """Let ``alias`` name the registered metric ``target``."""
+    if target not in _REGISTRY:
+        raise ConfigError(f"cannot alias {alias!r} to unknown metric {target!r}")
+    if alias in _REGISTRY:
+        raise ConfigError(f"{alias!r} is already a registered metric")
+    _ALIASES[alias] = target
+
+
 def list_metrics(pattern: str = "*") -> list[str]:
-    """Registered metric names matching a glob pattern, sorted."""
+    """Registered metric names (not aliases) matching a glob pattern, sorted."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def list_aliases() -> dict[str, str]:
+    """{alias: metric name}."""
+    return dict(_ALIASES)
+
+
+def resolve_name(name: str) -> str:
+    """The registered name for ``name`` (aliases resolved); unknown names get close-match suggestions."""
+    if name in _REGISTRY:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    known = list(_REGISTRY) + list(_ALIASES)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown metric {name!r}.{hint} Available: {', '.join(list_metrics())} (`diffsim list`).")
+
+
 def metric_info(name: str) -> MetricInfo:
-    """The registry entry for ``name``; unknown names get close-match suggestions."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown metric {name!r}.{hint} Available: {', '.join(list_metrics())} "
-                          "(`diffsim list`).")
-    return _REGISTRY[name]
+    """The registry entry for ``name`` (or an alias of it)."""
+    return _REGISTRY[resolve_name(name)]
 
 
 def create_metric(name: str, **overrides: Any) -> Metric:
     """Build metric ``name`` with its registered defaults, updated by ``overrides``."""
     info = metric_info(name)
-    kwargs = dict(info.defaults)
-    kwargs.update(overrides)
-    return info.factory(**kwargs)
+    klass = info.metric_class
+    if getattr(klass, "votes", False) and hasattr(klass, "build"):  # an ensemble: members from this registry
+        own = set(klass.Settings.names())
+        common = {k: v for k, v in overrides.items() if k not in own}  # e.g. device=: given to every member
+        overrides = {k: v for k, v in overrides.items() if k in own}
+        if common:
+            overrides["common"] = {**dict(overrides.get("common", {})), **common}
+        settings = settings_of(info, **overrides)
+        return klass.build(create_metric, name=info.name, **settings.to_dict())
+    return klass(settings_of(info, **overrides), name=info.name)
 
 
-def _diffsim_factory(**kw: Any) -> Metric:
-    from .metrics.diffsim_s import DiffSim
-
-    return DiffSim.from_pretrained(**kw)
-
-
+# ------------------------------------------------------------------------------------ the presets
 PAPER = "Song et al., DiffSim, ICCV 2025"
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+_CLIP = "openai/clip-vit-base-patch32"
+_DINO = "facebook/dinov2-small"
+_LPIPS = "Zhang et al., LPIPS, CVPR 2018"
+_M = "diffsim.metrics."
+
 _DIFFSIM_PRESETS = {
     "diffsim-s": ({}, "DiffSim-S, general setting: up0 at paper step 500", ("human-aligned",)),
     "diffsim-s-style": ({"step": 900}, "DiffSim-S for style (Sref, InstantStyle, TID2013): up0 at step 900",
@@ -80,73 +139,66 @@ _DIFFSIM_PRESETS = {
     "diffsim-s-cute": ({"step": 600}, "DiffSim-S for CUTE: up0 at step 600", ("instance",)),
 }
 for _name, (_over, _desc, _measures) in _DIFFSIM_PRESETS.items():
-    register_metric(MetricInfo(
-        name=_name, factory=_diffsim_factory, description=_desc,
-        backbone="stable-diffusion-v1-5/stable-diffusion-v1-5", higher_is_better=True, measures=_measures,
-        paper=PAPER, defaults={"layer": "up0", "step": 500, "size": 512, "prompt": "High quality image", **_over}))
+    register_metric(MetricInfo(_name, _M + "diffsim_s:DiffSim", _desc, SD15, _measures, PAPER, "DiffSim",
+                               {"layer": "up0", "step": 500, "size": 512, "prompt": "High quality image", **_over}))
 
-
-# ------------------------------------------------------------------ metric zoo (paper Tables 1 and 3)
-def _lazy(module: str, cls: str, method: str = "from_pretrained") -> Callable[..., Metric]:
-    def factory(**kw: Any) -> Metric:
-        import importlib
-
-        klass = getattr(importlib.import_module(f"diffsim.metrics.{module}"), cls)
-        return getattr(klass, method)(**kw)
-
-    factory.__name__ = f"{cls}.{method}"
-    return factory
-
-
-_CLIP = "openai/clip-vit-base-patch32"
-_DINO = "facebook/dinov2-small"
-_ZOO = [
-    MetricInfo("clip-aas", _lazy("vit_aas", "CLIPAAS"), "AAS in a CLIP ViT self-attention layer (ours, Table 1/3)",
-               _CLIP, True, ("style", "low-level", "human-aligned"), PAPER,
-               {"layer": -1, "size": 224, "qkv_input": "normed", "out_proj": False}),
-    MetricInfo("dinov2-aas", _lazy("vit_aas", "DINOv2AAS"), "AAS in a DINOv2 self-attention layer (ours, Table 1/3)",
-               _DINO, True, ("style", "instance", "human-aligned"), PAPER,
-               {"layer": -1, "size": 224, "resize": 256, "qkv_input": "normed", "out_proj": False}),
-    MetricInfo("clip-i", _lazy("vit_embed", "CLIPI"), "cosine of CLIP image embeddings (x100 with scale=100)",
-               _CLIP, True, ("instance", "human-aligned"), "Radford et al., CLIP, ICML 2021", {"size": 224}),
-    MetricInfo("dinov2", _lazy("vit_embed", "DINOv2"), "cosine of DINOv2 CLS tokens (x100 with scale=100)",
-               _DINO, True, ("instance", "human-aligned"), "Oquab et al., DINOv2, TMLR 2024",
-               {"size": 224, "resize": 256}),
-    MetricInfo("clip-feat", _lazy("vit_feat", "CLIPFeatures"), "ablation: cosine of a CLIP layer's output, no AAS",
-               _CLIP, True, ("ablation",), PAPER + " (Table 3)", {"layer": -1, "feature": "output", "size": 224}),
-    MetricInfo("dinov2-feat", _lazy("vit_feat", "DINOv2Features"),
-               "ablation: cosine of a DINOv2 layer's attention context, no AAS", _DINO, True, ("ablation",),
-               PAPER + " (Table 3)", {"layer": -1, "feature": "attention", "size": 224, "resize": 256}),
-    MetricInfo("diffsim-feat", _lazy("diffsim_feat", "DiffSimFeatures"),
-               "ablation: cosine of the U-Net attention output at the DiffSim-S layer, no AAS",
-               "stable-diffusion-v1-5/stable-diffusion-v1-5", True, ("ablation",), PAPER + " (Table 3)",
-               {"layer": "up0", "step": 500, "out_proj": True}),
-    MetricInfo("diffsim-s-fg", _diffsim_factory,
+for _info in (
+    MetricInfo("diffsim-s-fg", _M + "diffsim_s:DiffSim",
                "DiffSim-S with foreground masks: pass masks= (or masks=\"auto\": CLIPSeg) to embed/score; background "
-               "tokens get no weight",
-               "stable-diffusion-v1-5/stable-diffusion-v1-5", True, ("instance",), PAPER + " (sec 4.8 failure case)",
+               "tokens get no weight", SD15, ("instance",), PAPER + " (sec 4.8 failure case)", None,
                {"layer": "up0", "step": 750, "mask_keys": True}),
-    MetricInfo("lpips-vgg", _lazy("lpips", "LPIPS"), "LPIPS v0.1 on VGG16 (distance)", "torchvision vgg16 "
-               "IMAGENET1K_V1 + lpips v0.1 linear heads", False, ("low-level", "human-aligned"),
-               "Zhang et al., LPIPS, CVPR 2018", {"net": "vgg", "size": 512}),
-    MetricInfo("lpips-alex", _lazy("lpips", "LPIPS"), "LPIPS v0.1 on AlexNet (distance)", "torchvision alexnet "
-               "IMAGENET1K_V1 + lpips v0.1 linear heads", False, ("low-level", "human-aligned"),
-               "Zhang et al., LPIPS, CVPR 2018", {"net": "alex", "size": 512}),
-    MetricInfo("gram", _lazy("gram", "Gram"), "cosine of VGG19 Gram matrices (style)", "torchvision vgg19 "
-               "IMAGENET1K_V1", True, ("style",), "Gatys et al., CVPR 2016", {"layer": "conv5_1", "size": 512,
-                                                                              "rows": "all"}),
-    MetricInfo("ffa", _lazy("ffa", "FFA"),
+    MetricInfo("diffsim-feat", _M + "diffsim_feat:DiffSimFeatures",
+               "ablation: cosine of the U-Net attention output at the DiffSim-S layer, no AAS", SD15, ("ablation",),
+               PAPER + " (Table 3)", None, {"layer": "up0", "step": 500, "out_proj": True}),
+    MetricInfo("clip-aas", _M + "vit_aas:CLIPAAS", "AAS in a CLIP ViT self-attention layer (ours, Table 1/3)", _CLIP,
+               ("style", "low-level", "human-aligned"), PAPER, "CLIP AAS",
+               {"layer": -1, "size": 224, "qkv_input": "normed", "out_proj": False}),
+    MetricInfo("dinov2-aas", _M + "vit_aas:DINOv2AAS", "AAS in a DINOv2 self-attention layer (ours, Table 1/3)", _DINO,
+               ("style", "instance", "human-aligned"), PAPER, "DINO v2 AAS",
+               {"layer": -1, "size": 224, "resize": 256, "qkv_input": "normed", "out_proj": False}),
+    MetricInfo("clip-i", _M + "vit_embed:CLIPI", "cosine of CLIP image embeddings (x100 with scale=100)", _CLIP,
+               ("instance", "human-aligned"), "Radford et al., CLIP, ICML 2021", "CLIP", {"size": 224}),
+    MetricInfo("dinov2", _M + "vit_embed:DINOv2", "cosine of DINOv2 CLS tokens (x100 with scale=100)", _DINO,
+               ("instance", "human-aligned"), "Oquab et al., DINOv2, TMLR 2024", "DINO v2",
+               {"size": 224, "resize": 256}),
+    MetricInfo("clip-feat", _M + "vit_feat:CLIPFeatures", "ablation: cosine of a CLIP layer's output, no AAS", _CLIP,
+               ("ablation",), PAPER + " (Table 3)", None, {"layer": -1, "feature": "output", "size": 224}),
+    MetricInfo("dinov2-feat", _M + "vit_feat:DINOv2Features",
+               "ablation: cosine of a DINOv2 layer's attention context, no AAS", _DINO, ("ablation",),
+               PAPER + " (Table 3)", None, {"layer": -1, "feature": "attention", "size": 224, "resize": 256}),
+    MetricInfo("lpips-vgg", _M + "lpips:LPIPS", "LPIPS v0.1 on VGG16 (distance)",
+               "torchvision vgg16 IMAGENET1K_V1 + lpips v0.1 linear heads", ("low-level", "human-aligned"), _LPIPS,
+               "LPIPS", {"net": "vgg", "size": 512}),
+    MetricInfo("lpips-alex", _M + "lpips:LPIPS", "LPIPS v0.1 on AlexNet (distance)",
+               "torchvision alexnet IMAGENET1K_V1 + lpips v0.1 linear heads", ("low-level", "human-aligned"), _LPIPS,
+               None, {"net": "alex", "size": 512}),
+    MetricInfo("gram", _M + "gram:Gram", "cosine of VGG19 Gram matrices (style)", "torchvision vgg19 IMAGENET1K_V1",
+               ("style",), "Gatys et al., CVPR 2016", "Gram", {"layer": "conv5_1", "size": 512, "rows": "all"}),
+    MetricInfo("ffa", _M + "ffa:FFA",
                "foreground feature averaging: masked mean of DINOv2 patch tokens (masks= or masks=\"auto\")",
-               "facebook/dinov2-base", True, ("instance",), "Kotar et al., CUTE, 2024",
-               {"size": 336, "resize": 336}),
-    MetricInfo("ensemble", _lazy("ensemble", "Ensemble", "from_names"),
-               "hard vote of DiffSim-S, CLIP-I and DINOv2 (use decide/vote for 2AFC)",
-               "members' backbones", True, ("human-aligned", "instance"), PAPER + " (Table 1)",
+               "facebook/dinov2-base", ("instance",), "Kotar et al., CUTE, 2024", "FFA", {"size": 336}),
+    MetricInfo("ensemble", _M + "ensemble:Ensemble",
+               "hard vote of DiffSim-S, CLIP-I and DINOv2 (use decide/vote for 2AFC)", "members' backbones",
+               ("human-aligned", "instance"), PAPER + " (Table 1)", "Ensemble",
                {"members": ("diffsim-s", "clip-i", "dinov2")}),
-]
-for _info in _ZOO:
+):
     register_metric(_info)
-register_metric(MetricInfo("lpips", _lazy("lpips", "LPIPS"), "alias of lpips-vgg (the authors' setting)",
-                           "torchvision vgg16 IMAGENET1K_V1 + lpips v0.1 linear heads", False,
-                           ("low-level", "human-aligned"), "Zhang et al., LPIPS, CVPR 2018",
-                           {"net": "vgg", "size": 512}))
+register_alias("lpips", "lpips-vgg")  # the authors' setting
+
+# ------------------------------------------------- other backbones (paper Table 5): SDXL, DiT, DiffSim-C
+for _info in (
+    MetricInfo("diffsim-s-sdxl", _M + "diffsim_sdxl:DiffSimXL",
+               "DiffSim-S on SDXL base: up0 (last block of up_blocks.0) at step 500, native 1024 px "
+               "(conditioning_size=1024 / size=512: the authors' setting)", "stabilityai/stable-diffusion-xl-base-1.0",
+               ("human-aligned",), PAPER + " (Table 5)", None,
+               {"layer": "up0", "step": 500, "size": 1024, "prompt": "High quality image"}),
+    MetricInfo("diffsim-dit", _M + "diffsim_dit:DiffSimDiT",
+               "DiffSim on DiT-XL/2: block14 self-attention, class 1 (goldfish) vs the null class, step 500",
+               "facebook/DiT-XL-2-256", ("human-aligned",), PAPER + " (Table 5)", None,
+               {"layer": "block14", "step": 500, "class_label": 1}),
+    MetricInfo("diffsim-c", _M + "diffsim_c:DiffSimC",
+               "DiffSim-C: SD 1.5 + IP-Adapter Plus, up0.cross queries against the image tokens (Eq. 11), scale 0.5",
+               SD15 + " + h94/IP-Adapter ip-adapter-plus_sd15", ("instance",), PAPER + " (Table 2, Eq. 11)", None,
+               {"layer": "up0.cross", "step": 500, "size": 512, "prompt": "High quality image", "scale": 0.5}),
+):
+    register_metric(_info)

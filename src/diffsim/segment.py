@@ -22,6 +22,7 @@ from PIL import Image
 
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .errors import ConfigError, ImageError
+from .models import shared_model
 from .images import ImagesLike, _load_item, as_list
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEGMENTER = "CIDAS/clipseg-rd64-refined"
 DEFAULT_MASK_PROMPT = "the main object"
 
-_SHARED: dict[tuple, "ForegroundSegmenter"] = {}
 
 
 def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, Any]:
@@ -108,15 +108,14 @@ class ForegroundSegmenter:
         """Load (or reuse, with ``share=True``) a CLIPSeg checkpoint: hub id or local save_pretrained folder."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(dev), str(dt), revision)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        logger.info("loading segmentation model %s on %s (%s)", model, dev, dt)
-        net, proc = _load(str(model), dt, revision)
-        seg = cls(net, proc, str(model), dev, dt)
-        if share:
-            _SHARED[key] = seg
-        return seg
+        key = ("segmenter", str(model), str(dev), str(dt), revision)
+
+        def load() -> "ForegroundSegmenter":
+            logger.info("loading segmentation model %s on %s (%s)", model, dev, dt)
+            net, proc = _load(str(model), dt, revision)
+            return cls(net, proc, str(model), dev, dt)
+
+        return shared_model(key, load, share)
 
     def __repr__(self) -> str:
         return f"ForegroundSegmenter(model={self.source!r}, device={self.device}, dtype={dtype_name(self.dtype)})"

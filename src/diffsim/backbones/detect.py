@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .loading import _offline, classify
+from .loading import classify, load_cache_first
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +41,26 @@ _PIPELINE_KINDS = {
 
 
 def _read_json(model: str, name: str, local: bool, revision: str | None) -> dict[str, Any] | None:
-    """A JSON file of a folder or of a hub repo (cache first; None when it is not there or unreachable)."""
+    """A JSON file of a folder or of a hub repo (cache first); None when the repo has no such file.
+
+    A hub id that is neither cached nor downloadable raises the loader's own actionable
+    :class:`ModelNotFoundError` here, so a missing network costs one wait, not two.
+    """
     if local:
         p = Path(model) / name
         return json.loads(p.read_text()) if p.is_file() else None
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    for local_only in (True, False):
-        if not local_only and _offline():
-            return None
+    def attempt(local_files_only: bool = False) -> str | None:
         try:
-            path = hf_hub_download(model, name, revision=revision, local_files_only=local_only)
-            return json.loads(Path(path).read_text())
-        except Exception as exc:  # not cached / not in the repo / no network: the loader will say more
-            logger.debug("could not read %s of %s: %s", name, model, exc)
-    return None
+            return hf_hub_download(model, name, revision=revision, local_files_only=local_files_only)
+        except RemoteEntryNotFoundError:
+            return None  # the repo exists but has no such file
+
+    path = load_cache_first(attempt, model, False, "model",
+                            "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+    return json.loads(Path(path).read_text()) if path else None
 
 
 def kind_from_configs(index: dict[str, Any] | None, unet: dict[str, Any] | None,

@@ -24,6 +24,7 @@ import torch
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
+from ..models import shared_model
 from ..errors import ConfigError, LayerError
 from .capture import capture_qkv, run_until_captured
 from .detect import DIT, require_kind
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DIT = "facebook/DiT-XL-2-256"
 DEFAULT_CLASS = 1  # goldfish, as the authors used
-_SHARED: dict[tuple, "DiTBackbone"] = {}
 
 
 def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str | None) -> Any:
@@ -85,7 +85,7 @@ class DiTBackbone(LatentEncoding):
                 m.to(dtype=dtype)
             m.to(device=device).eval().requires_grad_(False)
         self.device, self.dtype, self.source = device, dtype, source
-        self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.init_latent_state()
         self.forward_calls = 0
         self.labels: dict[str, int] = dict(getattr(pipe, "labels", {}) or {})
 
@@ -96,15 +96,14 @@ class DiTBackbone(LatentEncoding):
         """Load (or reuse) a DiT pipeline from a hub id or a diffusers folder."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(dev), str(dt), revision)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        require_kind(model, (DIT,), "the DiT backbone", revision)
-        logger.info("loading DiT %s on %s (%s)", model, dev, dt)
-        backbone = cls(_load_pipeline(model, dt, revision), str(model), dev, dt)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+        key = ("dit", str(model), str(dev), str(dt), revision)
+
+        def load() -> "DiTBackbone":
+            require_kind(model, (DIT,), "the DiT backbone", revision)
+            logger.info("loading DiT %s on %s (%s)", model, dev, dt)
+            return cls(_load_pipeline(model, dt, revision), str(model), dev, dt)
+
+        return shared_model(key, load, share)
 
     # ---------------------------------------------------------------- metadata
     @property

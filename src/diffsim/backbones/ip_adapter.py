@@ -33,6 +33,7 @@ from PIL import Image
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
+from ..models import shared_model
 from ..errors import ConfigError, ModelNotFoundError
 from .capture import _heads, capture_qkv, run_until_captured
 from .detect import SD, require_kind
@@ -45,7 +46,6 @@ DEFAULT_IP_ADAPTER = "h94/IP-Adapter"
 IP_SUBFOLDER = "models"
 IP_WEIGHTS = "ip-adapter-plus_sd15.safetensors"
 IP_IMAGE_ENCODER = "image_encoder"
-_SHARED: dict[tuple, "IPAdapterBackbone"] = {}
 
 
 def ip_cross_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
@@ -97,35 +97,34 @@ class IPAdapterBackbone(StableDiffusionBackbone):
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(ip_adapter), str(dev), str(dt), revision, variant, single_file_config, subfolder,
-               weight_name, image_encoder_folder)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
-        src, local = resolve_source(ip_adapter, "IP-Adapter",
-                                    f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/")
-        if local:
-            _check_ip_folder(Path(src), subfolder, weight_name, image_encoder_folder)
-        parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                single_file_config=single_file_config)
-        pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-                                       unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
-                                       feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+        key = ("sd+ip-adapter", str(model), str(ip_adapter), str(dev), str(dt), revision, variant,
+               single_file_config, subfolder, weight_name, image_encoder_folder)
 
-        def attempt(local_files_only: bool = False) -> None:
-            pipe.load_ip_adapter(src, subfolder=subfolder, weight_name=weight_name,
-                                 image_encoder_folder=image_encoder_folder, local_files_only=local_files_only)
+        def load() -> "IPAdapterBackbone":
+            require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
+            src, local = resolve_source(ip_adapter, "IP-Adapter",
+                                        f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/")
+            if local:
+                _check_ip_folder(Path(src), subfolder, weight_name, image_encoder_folder)
+            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
+                                    single_file_config=single_file_config)
+            pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                           unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
+                                           feature_extractor=None, image_encoder=None, requires_safety_checker=False)
 
-        load_cache_first(attempt, src, local, "IP-Adapter", "a local folder in the h94/IP-Adapter layout with "
-                         "ip_adapter=PATH", local_hint=f" (expected {subfolder}/{weight_name})")
-        if not hasattr(parts.unet, "encoder_hid_proj") or parts.unet.encoder_hid_proj is None:
-            raise ModelNotFoundError(f"{src}: {weight_name} did not load an IP-Adapter into the U-Net")
-        pipe.image_encoder.to(device=dev, dtype=dt).eval().requires_grad_(False)
-        parts.unet.eval().requires_grad_(False)
-        backbone = cls(parts, pipe, str(ip_adapter), dev, dt)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+            def attempt(local_files_only: bool = False) -> None:
+                pipe.load_ip_adapter(src, subfolder=subfolder, weight_name=weight_name,
+                                     image_encoder_folder=image_encoder_folder, local_files_only=local_files_only)
+
+            load_cache_first(attempt, src, local, "IP-Adapter", "a local folder in the h94/IP-Adapter layout with "
+                             "ip_adapter=PATH", local_hint=f" (expected {subfolder}/{weight_name})")
+            if not hasattr(parts.unet, "encoder_hid_proj") or parts.unet.encoder_hid_proj is None:
+                raise ModelNotFoundError(f"{src}: {weight_name} did not load an IP-Adapter into the U-Net")
+            pipe.image_encoder.to(device=dev, dtype=dt).eval().requires_grad_(False)
+            parts.unet.eval().requires_grad_(False)
+            return cls(parts, pipe, str(ip_adapter), dev, dt)
+
+        return shared_model(key, load, share)
 
     # ----------------------------------------------------------------- inputs
     def set_scale(self, scale: float) -> None:

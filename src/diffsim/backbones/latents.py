@@ -6,18 +6,33 @@ Noise: ``eps_vae`` then ``eps``, each ``(1, C, side, side)`` float32, from one C
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
+from ..images import content_hash
+
+LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
+
 
 class LatentEncoding:
-    """Mixin: needs ``self.vae`` (an ``AutoencoderKL``), ``self.scheduler``, ``self.device`` and ``self._noise``."""
+    """Mixin: needs ``self.vae`` (an ``AutoencoderKL``), ``self.scheduler`` and ``self.device``; call
+    :meth:`init_latent_state` in ``__init__``."""
 
     vae: Any
     scheduler: Any
     device: torch.device
-    _noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
+
+    def init_latent_state(self) -> None:
+        self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
+        self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
+
+    def clear_caches(self) -> None:
+        """Forget the cached noise and clean latents."""
+        self._noise.clear()
+        self._latents.clear()
 
     @property
     def latent_factor(self) -> int:
@@ -36,7 +51,26 @@ class LatentEncoding:
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32 (VAE in its own dtype)."""
+        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32.
+
+        Latents are kept per image content and seed (bounded LRU), so embedding the same images at
+        other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
+        """
+        keys = [(content_hash(p), seed) for p in pixels]
+        todo = [i for i, k in enumerate(keys) if k not in self._latents]
+        if todo:
+            z = self._encode(pixels[todo], seed)
+            for i, zi in zip(todo, z):
+                self._latents[keys[i]] = zi.cpu()
+                while len(self._latents) > LATENT_CACHE_ITEMS:
+                    self._latents.popitem(last=False)
+        for k in keys:
+            self._latents.move_to_end(k)
+        return torch.stack([self._latents[k] for k in keys]).to(self.device)
+
+    def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """The VAE encoder (in its own dtype) and the seeded posterior sample, scaled."""
+        self.images_encoded += pixels.shape[0]
         vae = self.vae
         x = pixels.to(self.device, vae.dtype).contiguous(memory_format=torch.channels_last)
         post = vae.encode(x).latent_dist

@@ -25,6 +25,7 @@ import torch
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
+from ..models import shared_model
 from ..errors import ModelNotFoundError
 from .capture import capture_qkv, run_until_captured
 from .detect import SDXL, require_kind
@@ -35,7 +36,6 @@ from .stable_diffusion import StableDiffusionBackbone, _by_image
 logger = logging.getLogger(__name__)
 
 DEFAULT_SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
-_SHARED: dict[tuple, "SDXLBackbone"] = {}
 
 
 def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str | None, variant: str | None,
@@ -94,16 +94,15 @@ class SDXLBackbone(StableDiffusionBackbone):
         """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(dev), str(dt), revision, variant, single_file_config, str(vae))
-        if share and key in _SHARED:
-            return _SHARED[key]
-        require_kind(model, (SDXL,), "the SDXL backbone", revision)
-        logger.info("loading SDXL %s on %s (%s)", model, dev, dt)
-        pipe = _load_pipeline(model, dt, revision, variant, single_file_config, vae)
-        backbone = cls(pipe, str(model), dev, dt, fixed_vae=vae is not None)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+        key = ("sdxl", str(model), str(dev), str(dt), revision, variant, single_file_config, str(vae))
+
+        def load() -> "SDXLBackbone":
+            require_kind(model, (SDXL,), "the SDXL backbone", revision)
+            logger.info("loading SDXL %s on %s (%s)", model, dev, dt)
+            pipe = _load_pipeline(model, dt, revision, variant, single_file_config, vae)
+            return cls(pipe, str(model), dev, dt, fixed_vae=vae is not None)
+
+        return shared_model(key, load, share)
 
     # ---------------------------------------------------------------- metadata
     default_size = 1024

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..aas import QKV
+from ..models import shared_model
 from ..devices import resolve_device, resolve_dtype
 from .capture import capture_qkv, run_until_captured
 from .latents import LatentEncoding
@@ -26,9 +27,6 @@ from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import check_timestep, step_table, step_to_timestep
 
 logger = logging.getLogger(__name__)
-
-_SHARED: dict[tuple, "StableDiffusionBackbone"] = {}
-
 
 class StableDiffusionBackbone(LatentEncoding):
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
@@ -43,7 +41,7 @@ class StableDiffusionBackbone(LatentEncoding):
         self.dtype = dtype
         self.source = parts.source
         self._text: dict[str, torch.Tensor] = {}
-        self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.init_latent_state()
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
         parts.vae.to(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
 
@@ -56,16 +54,20 @@ class StableDiffusionBackbone(LatentEncoding):
         """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(model), str(dev), str(dt), revision, variant, single_file_config)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        logger.info("loading %s on %s (%s)", model, dev, dt)
-        parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                single_file_config=single_file_config)
-        backbone = cls(parts, dev, dt)
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+        key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config)
+
+        def load() -> "StableDiffusionBackbone":
+            logger.info("loading %s on %s (%s)", model, dev, dt)
+            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
+                                    single_file_config=single_file_config)
+            return cls(parts, dev, dt)
+
+        return shared_model(key, load, share)
+
+    def clear_caches(self) -> None:
+        """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""
+        self._text.clear()
+        super().clear_caches()
 
     # ---------------------------------------------------------------- metadata
     @property

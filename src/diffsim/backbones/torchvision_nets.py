@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
+from ..models import shared_model
 
 logger = logging.getLogger(__name__)
 
 ARCHS = ("vgg16", "vgg19", "alexnet")
-_SHARED: dict[tuple, nn.Module] = {}
 
 
 def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
@@ -61,13 +63,32 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
         raise ConfigError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-    key = (arch, str(weights), str(dev), str(dt))
-    if share and weights is not None and key in _SHARED:
-        return _SHARED[key]
-    feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
-    for m in feats.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    if share and weights is not None:
-        _SHARED[key] = feats
-    return feats
+    key = ("torchvision", arch, str(weights), str(dev), str(dt))
+
+    def load() -> nn.Sequential:
+        feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+        for m in feats.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+        return feats
+
+    return shared_model(key, load, share and weights is not None)  # random weights are never shared
+
+
+@dataclass(frozen=True)
+class TorchvisionBackbone:
+    """A torchvision ``features`` stack with where it came from (and metric-specific extras)."""
+
+    features: nn.Sequential
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_pretrained(cls, arch: str, weights: str | os.PathLike | None = "imagenet",
+                        device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None) -> "TorchvisionBackbone":
+        feats = load_features(arch, weights, device, dtype)
+        p = next(feats.parameters())
+        return cls(feats, f"{arch}:{weights}", p.device, p.dtype)

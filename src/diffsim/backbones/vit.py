@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..aas import QKV
 from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError
+from ..models import shared_model
 from .capture import StopForward
 from .loading import load_cache_first, resolve_source
 
@@ -33,8 +34,6 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FAMILIES = ("clip", "dinov2")
 QKV_INPUTS = ("normed", "residual")
-
-_SHARED: dict[tuple, "ViTBackbone"] = {}
 
 
 @dataclass
@@ -118,16 +117,16 @@ class ViTBackbone:
             model = DINOV2_SIZES[str(model)]
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (family, str(model), str(dev), str(dt), revision)
-        if share and key in _SHARED:
-            return _SHARED[key]
-        logger.info("loading %s on %s (%s)", model, dev, dt)
-        backbone = cls(_load(str(model), family, dt, revision), str(model), dev, dt)
-        if backbone.family != family:
-            raise ConfigError(f"{model} is a {backbone.family} model, not {family}")
-        if share:
-            _SHARED[key] = backbone
-        return backbone
+        key = ("vit", family, str(model), str(dev), str(dt), revision)
+
+        def load() -> "ViTBackbone":
+            logger.info("loading %s on %s (%s)", model, dev, dt)
+            backbone = cls(_load(str(model), family, dt, revision), str(model), dev, dt)
+            if backbone.family != family:
+                raise ConfigError(f"{model} is a {backbone.family} model, not {family}")
+            return backbone
+
+        return shared_model(key, load, share)
 
     # ---------------------------------------------------------------- structure
     @property

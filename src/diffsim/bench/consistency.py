@@ -21,13 +21,13 @@ from .twoafc import EvalOptions, metric_description
 
 
 def evaluate_consistency(metric: Metric, vs: VideoSet, out_dir: str | os.PathLike,
-                         options: EvalOptions | None = None, metric_name: str | None = None) -> dict[str, Any]:
+                         options: EvalOptions | None = None) -> dict[str, Any]:
     """Per video: scores of frames 2..K against frame 1 and their (population) variance; ``results.json``."""
     opt = options or EvalOptions()
     out = Path(out_dir)
     start = time.perf_counter()
     root = Path(vs.root)
-    mdesc = metric_description(metric, metric_name)
+    mdesc = metric_description(metric)
     fingerprint = {"dataset": vs.dataset, "protocol": vs.protocol, "options": vs.options,
                    "videos": [[v, f] for v, f in vs.videos], "metric": mdesc}
     log = RunLog(out, fingerprint, name="videos", overwrite=opt.overwrite)
@@ -51,7 +51,7 @@ def evaluate_consistency(metric: Metric, vs: VideoSet, out_dir: str | os.PathLik
                 log.write({"id": vid, "frames": [f for f, _ in good], "scores": s.tolist(),
                            "variance": float(np.var(s)), "mean": float(np.mean(s)),
                            "skipped_frames": [f for f in frames if str(root / f) in store.errors]})
-            store._feats.clear()
+            store.clear()
             bar.update(1)
     finally:
         bar.close()

@@ -23,23 +23,17 @@ TABLE1: dict[str, dict[str, float | None]] = {
 
 
 def paper_row(metric_name: str) -> str | None:
-    """The Table 1 row a registered metric name corresponds to (by name), or None."""
-    n = metric_name.lower().replace("_", "-")
-    aas = "aas" in n or "cross" in n
-    if n.startswith("diffsim"):
-        return "DiffSim"
-    if n.startswith("ensemble"):
-        return "Ensemble"
-    if n.startswith("dino"):
-        return "DINO v2 AAS" if aas else "DINO v2"
-    if n.startswith("clip"):
-        return "CLIP AAS" if aas else "CLIP"
-    for row in ("LPIPS", "Gram", "FFA"):
-        if n.startswith(row.lower()):
-            return row
-    return None
+    """The Table 1 row of a metric, as its registry entry declares it (None if not in the table)."""
+    from ..errors import ConfigError
+    from ..registry import metric_info
+
+    try:
+        return metric_info(metric_name).paper_row
+    except ConfigError:
+        return None
 
 
-def paper_value(metric_name: str, dataset: str) -> float | None:
-    row = paper_row(metric_name)
-    return TABLE1[row].get(dataset) if row else None
+def paper_value(metric_name: str, dataset: str, row: str | None = None) -> float | None:
+    """The paper's accuracy (%) for a metric (or an explicit Table 1 ``row``) on ``dataset``."""
+    row = row or paper_row(metric_name)
+    return TABLE1[row].get(dataset) if row in TABLE1 else None

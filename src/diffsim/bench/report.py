@@ -35,8 +35,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         name = r["metric"]["name"]
         acc = 100 * r["accuracy"]
         lo, hi = (100 * x for x in r["ci95"])
-        paper = paper_value(name, r["dataset"])
-        row = paper_row(name)
+        row = r["metric"].get("paper_row") or paper_row(name)
+        paper = paper_value(name, r["dataset"], row)
         p = f"{paper:.2f} ({row})" if paper is not None else "–"
         d = f"{acc - paper:+.2f}" if paper is not None else "–"
         errs = f" ({r['n_errors']} err)" if r.get("n_errors") else ""
@@ -65,7 +65,7 @@ def bar_chart(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     labels = [f"{TITLES.get(r['dataset'], r['dataset'])}\n{r['metric']['name']}" for r in rs]
     ours = [100 * r["accuracy"] for r in rs]
     err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rs], [100 * (r["ci95"][1] - r["accuracy"]) for r in rs]]
-    paper = [paper_value(r["metric"]["name"], r["dataset"]) for r in rs]
+    paper = [paper_value(r["metric"]["name"], r["dataset"], r["metric"].get("paper_row")) for r in rs]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rs) + 1), 3.5))
     x = list(range(len(rs)))
     ax.bar([i - 0.2 for i in x], ours, 0.4, yerr=err, capsize=3, label="ours")

@@ -8,7 +8,7 @@ Missing or unreadable images are recorded, not fatal (unless ``strict``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ImageError
@@ -32,7 +32,6 @@ class FeatureStore:
         self._feats: dict[Key, Features] = {}
         self.errors: dict[str, str] = {}  # path -> message
         self.embedded: set[Key] = set()
-        self.n_embed_calls = 0
         self.n_reembedded = 0
         self._uses: dict[Key, list[int]] = {}
 
@@ -79,7 +78,6 @@ class FeatureStore:
 
     def _embed_batch(self, keys: list[Key], prompt: str | None) -> None:
         try:
-            self.n_embed_calls += 1
             feats = self._embed([k[0] for k in keys], prompt)
         except ImageError as exc:
             if len(keys) == 1:
@@ -103,5 +101,6 @@ class FeatureStore:
     def get(self, key: Key) -> Features | None:
         return self._feats.get(key)
 
-    def has(self, key: Hashable) -> bool:
-        return key in self._feats
+    def clear(self) -> None:
+        """Drop every held feature (errors and counts are kept)."""
+        self._feats.clear()

@@ -1,8 +1,9 @@
 """Layer x timestep sweeps of DiffSim-S on a 2AFC benchmark, with the fewest model passes.
 
-Each distinct image is VAE-encoded once for the whole grid; for each timestep one truncated U-Net
-pass per image captures every requested layer at once (``extract_latents`` with all layers), so a
-grid of L layers x S steps costs S U-Net passes per image instead of L x S.
+Only the metric's public API is used: for each step, ``metric.with_settings(layer=all layers,
+step=K).embed`` runs one truncated U-Net pass per image that captures every requested layer at once,
+and the backbone keeps each image's clean VAE latent, so a grid of L layers x S steps costs one VAE
+pass and S U-Net passes per image instead of L x S of each.
 """
 from __future__ import annotations
 
@@ -18,54 +19,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ..datasets.base import Triplet, TripletSet
-from ..errors import ConfigError, ImageError
+from ..errors import ConfigError
 from ..features import Features
-from ..images import to_unit_tensor
 from ..metrics.diffsim_s import DiffSim
 from .manifest import save_manifest, triplets_hash
 from .provenance import now, provenance
 from .runlog import RunLog
 from .stats import outcome, summarize
 from .store import FeatureStore, Key
-from .twoafc import EvalOptions, accepts_prompt
+from .twoafc import EvalOptions, metric_description
 
 logger = logging.getLogger(__name__)
 
 
-class LatentCache:
-    """Clean VAE latents of each image, computed once per run (small: 4 x S/8 x S/8 floats)."""
-
-    def __init__(self, metric: DiffSim) -> None:
-        self.metric = metric
-        self.z: dict[str, torch.Tensor] = {}
-        self.encoded = 0
-
-    def get(self, paths: list[str]) -> torch.Tensor:
-        todo = [p for p in dict.fromkeys(paths) if p not in self.z]
-        if todo:
-            m = self.metric
-            px = torch.stack([to_unit_tensor(p, m.size, m.crop, i) * 2.0 - 1.0 for i, p in enumerate(todo)])
-            z = m.backbone.encode(px, m.seed).cpu()
-            self.encoded += len(todo)
-            self.z.update(zip(todo, z))
-        return torch.stack([self.z[p] for p in paths])
-
-
-def _embedder(metric: DiffSim, latents: LatentCache):
-    """An embed function for one timestep: latents -> one U-Net pass capturing every layer."""
+def _embedder(metric: DiffSim):
+    """The store's embed function: paths (and the triplets' prompt, if any) -> features."""
 
     def embed(paths: list[str], prompt: str | None) -> Features:
-        try:
-            z0 = latents.get(paths)
-        except ImageError:
-            raise
-        fcfg = metric.feature_config(prompt)
-        qkv = metric.backbone.extract_latents(z0.to(metric.backbone.device), metric.layers, metric.timestep,
-                                              fcfg["prompt"], metric.seed, single_branch=metric.single_branch)
-        tensors: dict[str, torch.Tensor] = {}
-        for path, f in qkv.items():
-            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
-        return Features(tensors, fcfg, list(paths))
+        return metric.embed(paths, prompt=prompt)
 
     return embed
 
@@ -85,14 +56,13 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
     start = time.perf_counter()
     root = Path(ts.root)
     base = metric.with_settings(layer=list(layers))
-    use_prompt = opt.use_prompts and accepts_prompt(metric)
+    use_prompt = opt.use_prompts and metric.accepts_prompt
     fingerprint = {"dataset": ts.dataset, "protocol": ts.protocol, "seed": ts.seed,
                    "triplets": triplets_hash(ts.triplets), "layers": list(layers), "prompts": use_prompt,
                    "metric": {k: v for k, v in base.config.items() if k not in ("timestep", "step")}}
     log = RunLog(out, fingerprint, name="sweep", overwrite=opt.overwrite)
     save_manifest(ts, out / "manifest.json")
-    latents = LatentCache(base)
-    unet_before = base.backbone.unet_calls
+    unet_before, vae_before = base.backbone.unet_calls, base.backbone.images_encoded
 
     def key(t: Triplet, p: str) -> Key:
         return (str(root / p), t.prompt if use_prompt else None)
@@ -108,7 +78,7 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
                 bar.update(len(ts.triplets))
                 continue
             m = base.with_settings(step=step)
-            store = FeatureStore(_embedder(m, latents), opt.batch_size, opt.strict, opt.max_feature_bytes)
+            store = FeatureStore(_embedder(m), opt.batch_size, opt.strict, opt.max_feature_bytes)
             store.errors.update(errors)
             store.plan([[key(t, p) for t in c for p in (t.anchor, t.positive, t.negative)] for c in chunks])
             outcomes: dict[str, list[float]] = {name: [] for name in layers}
@@ -149,10 +119,10 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
     best = max(rows, key=lambda r: r["accuracy"])
     result = {"dataset": ts.dataset, "protocol": ts.protocol, "protocol_label": ts.protocol_label, "seed": ts.seed,
               "layers": list(layers), "steps": list(steps), "grid": rows, "best": best,
-              "metric": {"name": "diffsim-s", "config": json.loads(json.dumps(base.config, default=str))},
+              "metric": metric_description(base),
               "n_total": len(ts.triplets), "n_errors_images": len(errors),
               "errors": [{"path": p, "error": e} for p, e in errors.items()],
-              "images_vae_encoded": latents.encoded, "images_embedded": embedded,
+              "images_vae_encoded": base.backbone.images_encoded - vae_before, "images_embedded": embedded,
               "unet_calls": base.backbone.unet_calls - unet_before,
               "wall_time_s": round(time.perf_counter() - start, 3), "finished": now(), **provenance()}
     (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))

@@ -7,7 +7,6 @@ Usage::
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -47,34 +46,29 @@ class EvalOptions:
     progress: bool = False
 
 
-def accepts_prompt(metric: Metric) -> bool:
-    """Whether ``metric.embed`` takes a ``prompt=`` keyword."""
-    try:
-        return "prompt" in inspect.signature(metric.embed).parameters
-    except (TypeError, ValueError):
-        return False
+def metric_description(metric: Metric) -> dict[str, Any]:
+    """What results record of a metric: registry name, polarity, paper row and full config."""
+    from .paper import paper_row
 
-
-def metric_description(metric: Metric, name: str | None = None) -> dict[str, Any]:
     cfg = json.loads(json.dumps(metric.config, default=str))
-    return {"name": name or cfg.get("metric", getattr(metric, "name", type(metric).__name__)),
-            "higher_is_better": bool(metric.higher_is_better), "config": cfg}
+    return {"name": metric.name, "higher_is_better": bool(metric.higher_is_better),
+            "paper_row": paper_row(metric.name), "config": cfg}
 
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike, options: EvalOptions | None = None,
-                  metric_name: str | None = None) -> dict[str, Any]:
+def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
+                  options: EvalOptions | None = None) -> dict[str, Any]:
     """Score every triplet, stream records to ``out_dir/triplets.jsonl``, write ``results.json``; return it."""
     opt = options or EvalOptions()
     out = Path(out_dir)
     start = time.perf_counter()
     root = Path(ts.root)
-    use_prompt = opt.use_prompts and accepts_prompt(metric)
-    votes_itself = type(metric).decide is not Metric.decide  # e.g. the hard-vote ensemble
-    mdesc = metric_description(metric, metric_name)
+    use_prompt = opt.use_prompts and metric.accepts_prompt
+    votes_itself = metric.votes  # e.g. the hard-vote ensemble
+    mdesc = metric_description(metric)
     fingerprint = {"dataset": ts.dataset, "protocol": ts.protocol, "options": ts.options, "seed": ts.seed,
                    "triplets": triplets_hash(ts.triplets), "metric": mdesc, "prompts": use_prompt}
     log = RunLog(out, fingerprint, overwrite=opt.overwrite)

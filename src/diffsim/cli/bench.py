@@ -6,14 +6,12 @@ from pathlib import Path
 
 import click
 
-from .bench_options import build_metric, dataset_options, default_out, load_set
+from .bench_options import bench_metric, dataset_options, default_out, load_set
 from .options import diffsim_options
 
 
 @click.command()
 @dataset_options
-@click.option("--metric", "metric_name", default=None,
-              help="Registered metric (`diffsim list`). [default: the DiffSim-S preset with the paper's step]")
 @diffsim_options
 @click.pass_context
 def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
@@ -24,17 +22,18 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
     from ..datasets.base import VideoSet
 
     data = load_set(name, root, protocol, ds_options, opts["seed"], triplets_file)
-    mname, metric = build_metric(ctx, metric_name, name, opts)
+    metric = bench_metric(ctx, metric_name, name, opts)
+    mname = metric.name
     out = Path(out_dir or default_out(name, mname, data.protocol))
     eo = EvalOptions(strict=strict, strict_ties=strict_ties, use_prompts=not no_dataset_prompts,
                      overwrite=overwrite, progress=not quiet)
     if isinstance(data, VideoSet):
-        r = evaluate_consistency(metric, data, out, eo, mname)
+        r = evaluate_consistency(metric, data, out, eo)
         click.echo(f"{name} [{data.protocol}, {data.options['frames']} frames] {mname}: mean variance "
                    f"{r['mean_variance']:.6g} over {r['n_videos']} videos"
                    + (f", {r['n_errors']} error(s)" if r["n_errors"] else ""))
     else:
-        r = evaluate_2afc(metric, data, out, eo, mname)
+        r = evaluate_2afc(metric, data, out, eo)
         lo, hi = r["ci95"]
         click.echo(f"{name} [{r['protocol_label']}] {mname}: accuracy {100 * r['accuracy']:.2f}% "
                    f"(95% CI {100 * lo:.2f}-{100 * hi:.2f}, n={r['n_triplets']}, ties={r['ties']} "
@@ -46,7 +45,6 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
 @click.command()
 @click.option("--root", "-r", type=click.Path(), required=True, help="TikTok_dataset folder.")
 @click.option("--frames", type=int, default=10, show_default=True, help="Frames sampled evenly per video.")
-@click.option("--metric", "metric_name", default=None, help="Registered metric. [default: diffsim-s]")
 @click.option("--out", "-O", "out_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--strict", is_flag=True, help="Stop at the first missing/corrupt image.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in the output folder.")
@@ -60,9 +58,8 @@ def consistency(ctx: click.Context, root: str, frames: int, metric_name: str | N
     from ..datasets import load_dataset
 
     vs = load_dataset("tiktok", root, options={"frames": frames})
-    mname, metric = build_metric(ctx, metric_name, "tiktok", opts)
-    out = Path(out_dir or default_out("tiktok", mname, vs.protocol))
-    r = evaluate_consistency(metric, vs, out, EvalOptions(strict=strict, overwrite=overwrite, progress=not quiet),
-                             mname)
+    metric = bench_metric(ctx, metric_name, "tiktok", opts)
+    out = Path(out_dir or default_out("tiktok", metric.name, vs.protocol))
+    r = evaluate_consistency(metric, vs, out, EvalOptions(strict=strict, overwrite=overwrite, progress=not quiet))
     click.echo(json.dumps({k: r[k] for k in ("mean_variance", "std_variance", "n_videos", "n_errors")}))
     click.echo(f"results: {out / 'results.json'}")

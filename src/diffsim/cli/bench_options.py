@@ -10,14 +10,6 @@ from ..datasets import dataset_spec, list_datasets, load_dataset
 from ..datasets.base import TripletSet, VideoSet
 from ..errors import ConfigError
 
-# DiffSim CLI option -> create_metric keyword; only options the user actually typed are forwarded, so any
-# registered metric (CLIP, LPIPS...) can be built, and DiffSim presets keep their own defaults otherwise.
-FORWARD = {"model": "model", "layers": "layer", "timestep": "timestep", "step": "step", "prompt": "prompt",
-           "seed": "seed", "size": "size", "crop": "crop", "device": "device", "dtype": "dtype",
-           "single_branch": "single_branch", "similarity": "similarity", "batch_size": "batch_size",
-           "cache_dir": "cache_dir"}
-
-
 def dataset_options(f: Callable) -> Callable:
     opts = [
         click.argument("name", type=click.Choice(list_datasets())),
@@ -54,26 +46,11 @@ def parse_kv(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def typed_overrides(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
-    """The DiffSim options given on the command line, as create_metric keywords."""
-    out: dict[str, Any] = {}
-    for opt, kw in FORWARD.items():
-        src = ctx.get_parameter_source(opt)
-        if src is not None and src.name == "COMMANDLINE":
-            v = opts[opt]
-            out[kw] = list(v) if opt == "layers" else v
-    return out
+def bench_metric(ctx: click.Context, name: str | None, dataset: str, opts: dict[str, Any]):
+    """The metric for a benchmark: --metric (default: the dataset's paper preset) with the typed options."""
+    from .options import build_metric
 
-
-def build_metric(ctx: click.Context, name: str | None, dataset: str, opts: dict[str, Any]):
-    """``create_metric`` for --metric (default: the dataset's paper setting) with the typed overrides."""
-    from ..registry import create_metric
-
-    metric_name = name or dataset_spec(dataset).default_metric
-    over = typed_overrides(ctx, opts)
-    if not metric_name.startswith("diffsim"):
-        over.pop("seed", None)  # --seed also seeds the triplet sampling; only DiffSim takes a noise seed
-    return metric_name, create_metric(metric_name, **over)
+    return build_metric(ctx, name, dataset_spec(dataset).default_metric, opts)
 
 
 def load_set(name: str, root: str | None, protocol: str, ds_options: tuple[str, ...], seed: int,

@@ -16,10 +16,12 @@ from .options import model_option
               help="Image size the token counts refer to [default: 512; SDXL 1024; DiT its native size].")
 @click.option("--kind", type=click.Choice(["self", "cross", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per layer.")
-def layers(model: str, size: int | None, kind: str, as_json: bool) -> None:
+def layers(model: str | None, size: int | None, kind: str, as_json: bool) -> None:
     """List the model's attention layers: SD 1.x/2.x, SDXL or DiT (read from its configs: no weights loaded)."""
+    from ..backbones.loading import DEFAULT_MODEL
     from ..backbones.skeleton import model_layers
 
+    model = model or DEFAULT_MODEL
     model_kind, size, found, aliases = model_layers(model, size)
     rows = [l for l in found if kind == "all" or l.kind == kind]
     if as_json:

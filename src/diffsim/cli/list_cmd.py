@@ -1,11 +1,12 @@
 """`diffsim list [PATTERN]`: the registered metrics with backbone, defaults, polarity and paper."""
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import click
 
-from ..registry import list_metrics, metric_info
+from ..registry import list_aliases, list_metrics, metric_info
 
 
 def _defaults(d: dict) -> str:
@@ -17,11 +18,15 @@ def _defaults(d: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of entries instead of a table.")
 def list_command(pattern: str, as_json: bool) -> None:
     """List registered metrics (glob PATTERN, e.g. 'diffsim-*')."""
-    infos = [metric_info(n) for n in list_metrics(pattern)]
+    aliases = list_aliases()
+    names = set(list_metrics(pattern)) | {t for a, t in aliases.items() if fnmatch.fnmatch(a, pattern)}
+    infos = [metric_info(n) for n in sorted(names)]
+    also = {i.name: sorted(a for a, t in aliases.items() if t == i.name) for i in infos}
     if as_json:
-        click.echo(json.dumps([{"name": i.name, "backbone": i.backbone, "defaults": i.defaults,
-                                "higher_is_better": i.higher_is_better, "measures": list(i.measures),
-                                "paper": i.paper, "description": i.description} for i in infos],
+        click.echo(json.dumps([{"name": i.name, "aliases": also[i.name], "backbone": i.backbone,
+                                "defaults": i.defaults, "higher_is_better": i.higher_is_better,
+                                "measures": list(i.measures), "paper": i.paper, "paper_row": i.paper_row,
+                                "description": i.description, "settings": i.settings_names()} for i in infos],
                               indent=2, default=str))
         return
     if not infos:
@@ -34,6 +39,6 @@ def list_command(pattern: str, as_json: bool) -> None:
     for col in ("name", "backbone", "defaults", "polarity", "measures", "paper"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        table.add_row(i.name, i.backbone, _defaults(i.defaults),
+        table.add_row(i.name + "".join(f" (= {a})" for a in also[i.name]), i.backbone, _defaults(i.defaults),
                       "higher=similar" if i.higher_is_better else "lower=similar", ", ".join(i.measures), i.paper)
     Console(width=max(160, Console().width)).print(table)

@@ -1,13 +1,14 @@
-"""`diffsim score REF CAND [CAND ...]`: score every candidate against the reference."""
+"""`diffsim score REF CAND [CAND ...]`: score every candidate against the reference with any metric."""
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from typing import Any
 
 import click
 
-from .options import build_diffsim, diffsim_options
+from .options import build_metric, diffsim_options
 
 
 @click.command()
@@ -17,17 +18,22 @@ from .options import build_diffsim, diffsim_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per pair (JSON Lines).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def score(reference: str, candidates: tuple[str, ...], as_json: bool, as_csv: bool, quiet: bool, **opts) -> None:
-    """Score CANDIDATES against REFERENCE with DiffSim-S (two images print one number)."""
+@click.pass_context
+def score(ctx: click.Context, reference: str, candidates: tuple[str, ...], as_json: bool, as_csv: bool, quiet: bool,
+          metric_name: str | None, **opts: Any) -> None:
+    """Score CANDIDATES against REFERENCE (two images print one number). Default metric: DiffSim-S."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    metric = build_diffsim(**opts)
+    metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     feats = metric.embed([reference, *candidates], progress=not quiet and len(candidates) > 1)
     ref, cands = feats[0], feats[1:]
-    per_layer = metric.compare_layers(ref, cands)
+    layers = getattr(metric, "compare_layers", None)
+    per_layer = layers(ref, cands) if layers is not None else {None: metric.compare(ref, cands)}
+    cfg = metric.config
+    extra = {k: cfg[k] for k in ("timestep", "step", "similarity") if k in cfg}
     rows = [
-        {"a": reference, "b": cand, "layer": name, "timestep": metric.timestep, "step": metric.step,
-         "similarity": metric.similarity, "score": float(scores[i])}
+        {"a": reference, "b": cand, "metric": metric.name, **({"layer": name} if name is not None else {}), **extra,
+         "higher_is_better": metric.higher_is_better, "score": float(scores[i])}
         for name, scores in per_layer.items() for i, cand in enumerate(candidates)
     ]
     if as_json:

@@ -1,27 +1,29 @@
 """DiffSim-S: the Aligned Attention Score in a self-attention layer of a Stable Diffusion U-Net."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .. import aas
 from ..aas import QKV
+from ..backbones.detect import SDXL, detect_kind
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone
-from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
-from ..devices import dtype_name
 from ..errors import ConfigError, LayerError
 from ..features import Features
-from ..images import ImagesLike, check_crop, check_size, to_unit_tensor
+from ..images import ImageLike, ImagesLike, check_crop, check_size
 from ..masks import MaskLike, load_masks, to_tokens
+from ..preprocess import Resize
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
+from ..settings import is_int, one_of, path_like
 from .automask import AutoMasks, Prompts
-from .base import Metric, embed_cached
+from .base import FeatureMetric, FeatureSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,70 @@ DEFAULT_PROMPT = "High quality image"
 DEFAULT_SEED = 2334
 
 
-class DiffSim(Metric):
+@dataclasses.dataclass(frozen=True)
+class DiffSimSettings(FeatureSettings):
+    """Settings of DiffSim-S (and of the metrics that share its features)."""
+
+    model: str | os.PathLike | None = DEFAULT_MODEL
+    layer: str | tuple[str, ...] = DEFAULT_LAYER  # alias or module path, or several (one U-Net pass)
+    timestep: int | None = None  # the actual DDPM timestep T
+    step: int | None = None  # the paper's index K (T = scheduler.timesteps[K]); neither given: step 500
+    prompt: str = DEFAULT_PROMPT
+    size: int = 512
+    seed: int = DEFAULT_SEED
+    single_branch: bool = False  # the prompt branch only (half the U-Net cost)
+    similarity: str = "cosine"  # or "mse" (a distance)
+    crop: str = "none"  # or "center"
+    variant: str | None = None
+    single_file_config: str | None = None
+    mask_keys: bool = False  # with masks: attention reads foreground keys only
+    mask_model: str | os.PathLike = DEFAULT_SEGMENTER  # segmentation model behind masks="auto"
+    mask_prompt: str | tuple[str, ...] = DEFAULT_MASK_PROMPT
+    auto_masks: bool = False  # "auto" masks by default
+
+    compare_only: ClassVar[frozenset[str]] = frozenset(
+        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks"})
+    per_call: ClassVar[frozenset[str]] = frozenset({"prompt"})
+    exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
+    #: resolved against the model (module paths, actual T) before they enter the feature config
+    resolved_by_model: ClassVar[frozenset[str]] = frozenset({"layer", "timestep", "step"})
+
+    def normalise(self) -> None:
+        if isinstance(self.layer, (list, tuple)):
+            self._set("layer", tuple(self.layer))
+        if isinstance(self.mask_prompt, list):
+            self._set("mask_prompt", tuple(self.mask_prompt))
+        for name in ("single_branch", "mask_keys", "auto_masks"):
+            self._set(name, bool(getattr(self, name)))
+
+    def validate(self) -> None:
+        super().validate()
+        names = (self.layer,) if isinstance(self.layer, str) else self.layer
+        if not names or not all(isinstance(n, str) for n in names):
+            raise LayerError(f"layer must be a layer name or a list of layer names; got {self.layer!r}")
+        if self.timestep is not None and self.step is not None:
+            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
+        if not isinstance(self.prompt, str):
+            raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
+        check_size(self.size, 1)
+        is_int("seed", self.seed)
+        one_of("similarity", self.similarity, aas.SIMILARITIES)
+        check_crop(self.crop)
+        path_like("mask_model", self.mask_model, optional=False)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.similarity == "cosine"
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [self.layer] if isinstance(self.layer, str) else list(self.layer)
+
+    def feature_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().feature_dict().items() if k not in self.resolved_by_model}
+
+
+class DiffSim(FeatureMetric):
     """DiffSim-S. Build it with :meth:`from_pretrained`; score with :meth:`score` / :meth:`matrix`.
 
     Features are Q/K/V of the chosen self-attention layer(s) for the guidance pair
@@ -40,112 +105,69 @@ class DiffSim(Metric):
     (``similarity="mse"``, lower is more similar).
     """
 
-    name = "diffsim-s"
-
-    def __init__(self, backbone: StableDiffusionBackbone, layer: str | Sequence[str] = DEFAULT_LAYER,
-                 timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
-                 size: int = 512, seed: int = DEFAULT_SEED, single_branch: bool = False,
-                 similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
-                 cache: FeatureCache | None = None, mask_keys: bool = False,
-                 mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
-                 auto_masks: bool = False) -> None:
-        if timestep is None and step is None:
-            step = DEFAULT_STEP
-        self.backbone = backbone
-        self.size = check_size(size, backbone.latent_factor)
-        self.timestep = backbone.timestep(timestep=timestep, step=step)
-        self.step = step
-        names = [layer] if isinstance(layer, str) else list(layer)
-        if not names:
-            raise LayerError("at least one layer is required")
-        self.layer_names = names
-        self.layers = backbone.resolve(names, kind="self")
-        if not isinstance(prompt, str):
-            raise ConfigError(f"prompt must be a string; got {type(prompt).__name__}")
-        self.prompt = prompt
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer; got {seed!r}")
-        self.seed = seed
-        self.single_branch = bool(single_branch)
-        if similarity not in aas.SIMILARITIES:
-            raise ConfigError(f"similarity must be one of {', '.join(aas.SIMILARITIES)}; got {similarity!r}")
-        self.similarity = similarity
-        self.crop = check_crop(crop)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
-        self.batch_size = batch_size
-        self.cache = cache if cache is not None else FeatureCache()
-        self.mask_keys = bool(mask_keys)
-        self.automask = AutoMasks(mask_model, mask_prompt, backbone.device, backbone.dtype, auto_masks)
-
-    @property
-    def higher_is_better(self) -> bool:  # type: ignore[override]
-        return self.similarity == "cosine"
+    Settings = DiffSimSettings
+    settings: DiffSimSettings
+    default_name = "diffsim-s"
+    default_model = DEFAULT_MODEL
+    accepts_prompt = True
+    accepts_masks = True
+    embed_options = ("masks", "mask_prompt")
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, layer: str | Sequence[str] = DEFAULT_LAYER,
-                        timestep: int | None = None, step: int | None = None, prompt: str = DEFAULT_PROMPT,
-                        size: int | None = None, seed: int = DEFAULT_SEED, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, *, single_branch: bool = False,
-                        similarity: str = "cosine", crop: str = "none", batch_size: int = 4,
-                        cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
-                        revision: str | None = None, variant: str | None = None,
-                        single_file_config: str | None = None, mask_keys: bool = False,
-                        mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
-                        auto_masks: bool = False) -> "DiffSim":
-        """Load the model (hub id, diffusers folder or single checkpoint) and configure DiffSim-S.
+    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> "DiffSim":
+        """Load the model and configure DiffSim-S; an SDXL model gets :class:`DiffSimXL` (its native
+        size 1024 by default, and its settings: ``conditioning_size``, ``vae``)."""
+        if cls is DiffSim and model is not None and detect_kind(model, settings.get("revision")) == SDXL:
+            from .diffsim_sdxl import DiffSimXL
 
-        SD 1.x/2.x and SDXL models are told apart by their configs (an SDXL model gets the SDXL
-        backbone); ``size`` defaults to 512 (SDXL: 1024, its native size).
+            return DiffSimXL.from_pretrained(model, **settings)
+        return super().from_pretrained(model, **settings)
 
-        ``timestep`` is the actual DDPM timestep T; ``step`` is the paper's index K with
-        T = scheduler.timesteps[K] after set_timesteps(1000) (SD 1.5: T = 1001 - K). Default: step 500.
-        ``mask_model`` / ``mask_prompt``: the segmentation model behind ``masks="auto"`` (loaded on first
-        use, on the same device and dtype); ``auto_masks=True`` makes ``"auto"`` the default for calls
-        without ``masks``.
-        """
-        backbone = load_unet_backbone(model, device=device, dtype=dtype, revision=revision, variant=variant,
-                                      single_file_config=single_file_config)  # SD 1.x/2.x or SDXL, by its config
-        size = backbone.default_size if size is None else size
-        return cls(backbone, layer, timestep, step, prompt, size, seed, single_branch, similarity, crop,
-                   batch_size, FeatureCache(cache_bytes, cache_dir), mask_keys=mask_keys, mask_model=mask_model,
-                   mask_prompt=mask_prompt, auto_masks=auto_masks)
+    @classmethod
+    def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
+        return load_unet_backbone(  # SD 1.x/2.x or SDXL, told apart by the model's configs
+            settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
+            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config)
 
-    def with_settings(self, **changes: Any) -> "DiffSim":
-        """A copy with some settings changed, sharing the loaded model and the feature cache."""
-        kw: dict[str, Any] = dict(layer=self.layer_names, timestep=self.timestep, step=None, prompt=self.prompt,
-                                  size=self.size, seed=self.seed, single_branch=self.single_branch,
-                                  similarity=self.similarity, crop=self.crop, batch_size=self.batch_size,
-                                  mask_keys=self.mask_keys, mask_model=self.automask.model,
-                                  mask_prompt=self.automask.prompt, auto_masks=self.automask.enabled)
-        if "step" in changes:
-            kw["timestep"] = None
-        kw.update(changes)
-        return DiffSim(self.backbone, cache=self.cache, **kw)
+    def setup(self) -> None:
+        s = self.settings
+        check_size(s.size, self.backbone.latent_factor)
+        step = s.step if s.timestep is not None or s.step is not None else DEFAULT_STEP
+        self.timestep = self.backbone.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
+        self.step = None if s.timestep is not None else step
+        self.layer_names = s.layer_names
+        self.layers = self.backbone.resolve(self.layer_names, kind="self")
+        self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
 
-    # ----------------------------------------------------------------- config
-    def feature_config(self, prompt: str | None = None) -> dict[str, Any]:
-        """Everything that determines the features (the cache key is its hash)."""
-        return {"metric": self.name, "model": self.backbone.source, "layers": list(self.layers),
-                "timestep": self.timestep, "prompt": self.prompt if prompt is None else prompt, "seed": self.seed,
-                "size": self.size, "crop": self.crop, "branches": 1 if self.single_branch else 2,
-                "dtype": dtype_name(self.backbone.dtype)}
+    # shortcuts to the settings used throughout
+    size = property(lambda self: self.settings.size)
+    prompt = property(lambda self: self.settings.prompt)
+    seed = property(lambda self: self.settings.seed)
+    crop = property(lambda self: self.settings.crop)
+    similarity = property(lambda self: self.settings.similarity)
+    single_branch = property(lambda self: self.settings.single_branch)
 
-    @property
-    def config(self) -> dict[str, Any]:
-        cfg = self.feature_config()
-        cfg.update(layer_names=list(self.layer_names), step=self.step, similarity=self.similarity,
-                   mask_keys=self.mask_keys, higher_is_better=self.higher_is_better, **self.automask.describe())
-        return cfg
+    def resolved(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "timestep": self.timestep, "step": self.step}
 
-    def __repr__(self) -> str:
-        step = f", step={self.step}" if self.step is not None else ""
-        return (f"DiffSim(model={self.backbone.source!r}, layer={self.layer_names}, timestep={self.timestep}{step}, "
-                f"prompt={self.prompt!r}, size={self.size}, seed={self.seed}, similarity={self.similarity!r})")
+    def feature_resolved(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "timestep": self.timestep, "branches": 1 if self.single_branch else 2}
 
     # ------------------------------------------------------------------ embed
-    def embed(self, images: ImagesLike, prompt: str | None = None, progress: bool = False,
+    @property
+    def preprocessor(self) -> Resize:
+        return Resize(self.size, self.crop, signed=True)
+
+    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
+        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
+                                    single_branch=self.single_branch)
+        tensors: dict[str, torch.Tensor] = {}
+        for path, f in qkv.items():
+            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
+        return Features(tensors)
+
+    def embed(self, images: ImagesLike, progress: bool = False, prompt: str | None = None,
               masks: MaskLike | Sequence[MaskLike] = None, mask_prompt: Prompts = None) -> Features:
         """Q/K/V features of each image; each distinct image runs the VAE and U-Net once per config.
 
@@ -157,10 +179,10 @@ class DiffSim(Metric):
         segmentation model, prompted with ``mask_prompt`` (one text or one per image; default: the
         metric's ``mask_prompt``). Masks do not change the cached network features.
         """
-        fcfg = self.feature_config(prompt)
-        feats = embed_cached(images, fcfg, lambda im, i: to_unit_tensor(im, self.size, self.crop, i) * 2.0 - 1.0,
-                             lambda px: self._compute(px, fcfg), self.cache, self.batch_size, self.backbone.device,
-                             progress)
+        return super().embed(images, progress, prompt=prompt, masks=masks, mask_prompt=mask_prompt)
+
+    def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
+               mask_prompt: Prompts = None) -> Features:
         masks = self.automask.resolve(masks, images, mask_prompt)
         if masks is None:
             return feats
@@ -171,14 +193,6 @@ class DiffSim(Metric):
             w = torch.stack([to_tokens(m, side, self.crop) for m in loaded]).to(tensors[f"{path}/q"].device)
             tensors[f"{path}/mask"] = w
         return Features(tensors, feats.config, feats.names)
-
-    def _compute(self, pixels: torch.Tensor, fcfg: dict[str, Any]) -> Features:
-        qkv = self.backbone.extract(pixels, self.layers, self.timestep, fcfg["prompt"], self.seed,
-                                    single_branch=self.single_branch)
-        tensors: dict[str, torch.Tensor] = {}
-        for path, f in qkv.items():
-            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
-        return Features(tensors, fcfg)
 
     # ---------------------------------------------------------------- compare
     def _layer(self, layer: str | None) -> str:
@@ -202,23 +216,14 @@ class DiffSim(Metric):
             raise LayerError(f"features have no layer {path}; they were computed with {feats.config.get('layers')}")
         return QKV(t[f"{path}/q"], t[f"{path}/k"], t[f"{path}/v"])
 
-    @staticmethod
-    def _check_pair(a: Features, b: Features) -> None:
-        ca = {k: v for k, v in a.config.items() if k != "prompt"}
-        cb = {k: v for k, v in b.config.items() if k != "prompt"}
-        if ca != cb:
-            diff = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
-            raise ConfigError(f"features were computed with different settings ({', '.join(diff)}); "
-                              "embed both sides with the same metric")
-
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, **self._weights(a, b, layer))
 
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity,
                                 **self._weights(a, b, layer))
 
@@ -229,9 +234,9 @@ class DiffSim(Metric):
         if wa is None and wb is None:
             return {}
         t = self.qkv(a, layer).q.shape[-2]
-        wa = wa if wa is not None else torch.ones(len(a), t, device=self.backbone.device)
-        wb = wb if wb is not None else torch.ones(len(b), t, device=self.backbone.device)
-        return {"weights_a": wa, "weights_b": wb, "mask_keys": self.mask_keys}
+        wa = wa if wa is not None else torch.ones(len(a), t, device=self.device)
+        wb = wb if wb is not None else torch.ones(len(b), t, device=self.device)
+        return {"weights_a": wa, "weights_b": wb, "mask_keys": self.settings.mask_keys}
 
     def compare_layers(self, a: Features, b: Features) -> dict[str, torch.Tensor]:
         """Scores for every embedded layer: {layer name as given: (N,)}."""
@@ -239,7 +244,7 @@ class DiffSim(Metric):
 
     def token_maps(self, a: Features, b: Features, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token cosine maps (N, h, w): AAS(A,B) on A's token grid and AAS(B,A) on B's."""
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         qa, qb = self.qkv(a, layer), self.qkv(b, layer)
         side = int(round(qa.q.shape[-2] ** 0.5))
         ma, mb = aas.token_map(qa, qb), aas.token_map(qb, qa)

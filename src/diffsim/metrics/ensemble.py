@@ -12,11 +12,14 @@ candidate it finds closer (polarity-aware: distances vote for the lower value), 
   members of each member's polarity-oriented score (distances negated). It does *not* reproduce the
   vote — use ``decide`` for triplets.
 
-``embed`` runs each member once per image; features are kept per member (``"<i>:<key>"``).
+``embed`` runs each member once per image; features are kept per member (``"<i>:<key>"``). The
+registry assembles ensembles from member names (``create_metric("ensemble", members=..., overrides=...)``);
+this module does not know the registry: it is handed a ``builder`` (name, settings) -> metric.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,48 +27,77 @@ import torch
 from ..errors import ConfigError
 from ..features import Features
 from ..images import ImagesLike
+from ..settings import Settings
 from .base import Metric
 
 DEFAULT_MEMBERS = ("diffsim-s", "clip-i", "dinov2")
+Builder = Callable[..., Metric]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSettings(Settings):
+    members: tuple[str, ...] = DEFAULT_MEMBERS  # registered metric names
+    overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # per-member settings
+    common: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # settings given to every member
+
+    def normalise(self) -> None:
+        self._set("members", tuple(self.members))
+        self._set("overrides", {str(k): dict(v) for k, v in dict(self.overrides).items()})
+        self._set("common", dict(self.common))
+
+    def validate(self) -> None:
+        if len(self.members) < 3:
+            raise ConfigError(f"an ensemble needs at least three metrics; got {len(self.members)}")
+        unknown = set(self.overrides) - set(self.members)
+        if unknown:
+            raise ConfigError(f"overrides for metrics that are not members: {', '.join(sorted(unknown))}")
 
 
 class Ensemble(Metric):
     """Majority vote of member metrics (at least three)."""
 
-    name = "ensemble"
-    higher_is_better = True
+    Settings = EnsembleSettings
+    settings: EnsembleSettings
+    default_name = "ensemble"
+    votes = True
 
-    def __init__(self, members: Sequence[Metric]) -> None:
+    def __init__(self, members: Sequence[Metric], settings: EnsembleSettings | None = None, *,
+                 builder: Builder | None = None, name: str | None = None) -> None:
         members = list(members)
-        if len(members) < 3:
-            raise ConfigError(f"an ensemble needs at least three metrics; got {len(members)}")
         for m in members:
             if not isinstance(m, Metric):
                 raise ConfigError(f"ensemble members must be Metric instances; got {type(m).__name__}")
+        if settings is None:
+            settings = EnsembleSettings.create("ensemble", members=tuple(m.name for m in members))
+        super().__init__(settings, name=name)
+        if len(members) != len(settings.members):
+            raise ConfigError(f"{len(members)} member metrics for {len(settings.members)} member names")
         self.members = members
+        self.builder = builder
 
     @classmethod
-    def from_names(cls, members: Sequence[str] = DEFAULT_MEMBERS, overrides: dict[str, dict] | None = None,
-                   **common: Any) -> "Ensemble":
-        """Build members from the registry; ``overrides[name]`` are per-member settings, ``common`` shared
-        ones (e.g. ``device``)."""
-        from ..registry import create_metric
+    def build(cls, builder: Builder, name: str | None = None, **settings: Any) -> "Ensemble":
+        """Members built by ``builder(member_name, **common, **overrides[member_name])``."""
+        s = EnsembleSettings.create("ensemble", **settings)
+        members = [builder(n, **{**s.common, **s.overrides.get(n, {})}) for n in s.members]
+        return cls(members, s, builder=builder, name=name)
 
-        overrides = overrides or {}
-        unknown = set(overrides) - set(members)
-        if unknown:
-            raise ConfigError(f"overrides for metrics that are not members: {', '.join(sorted(unknown))}")
-        return cls([create_metric(n, **{**common, **overrides.get(n, {})}) for n in members])
+    def with_settings(self, **changes: Any) -> "Ensemble":
+        """Rebuild with other members or member settings (needs the registry's builder)."""
+        if self.builder is None:
+            raise ConfigError("this ensemble was built from metric instances; build a new Ensemble instead")
+        new = self.settings.replace(self.name, **changes)
+        return Ensemble.build(self.builder, self.name, **new.to_dict())
 
     @property
     def config(self) -> dict[str, Any]:
         return {"metric": self.name, "members": [m.config for m in self.members], "higher_is_better": True}
 
-    def __repr__(self) -> str:
-        return f"Ensemble({', '.join(repr(m) for m in self.members)})"
-
-    def embed(self, images: ImagesLike, **kwargs: Any) -> Features:
-        parts = [m.embed(images, **kwargs) for m in self.members]
+    def embed(self, images: ImagesLike, progress: bool = False, **options: Any) -> Features:
+        parts = []
+        for m in self.members:
+            kw = {k: v for k, v in options.items() if k != "prompt" or m.accepts_prompt}
+            parts.append(m.embed(images, progress=progress, **kw))
         tensors = {f"{i}:{k}": v for i, f in enumerate(parts) for k, v in f.tensors.items()}
         cfg = {"metric": self.name, "members": [dict(f.config) for f in parts]}
         return Features(tensors, cfg, parts[0].names)
@@ -83,7 +115,7 @@ class Ensemble(Metric):
         return torch.stack([m.compare(self.member_features(a, i), self.member_features(b, i)).float().cpu()
                             for i, m in enumerate(self.members)], dim=1)
 
-    def votes(self, ref: Features, a: Features, b: Features) -> torch.Tensor:
+    def votes_of(self, ref: Features, a: Features, b: Features) -> torch.Tensor:
         """Per-member votes (N, members): +1 for ``a`` closer to ``ref``, -1 for ``b``, 0 for an exact tie."""
         return torch.stack([m.decide(self.member_features(ref, i), self.member_features(a, i),
                                      self.member_features(b, i)).cpu()
@@ -91,12 +123,12 @@ class Ensemble(Metric):
 
     def decide(self, ref: Features, a: Features, b: Features) -> torch.Tensor:
         """Majority decision per triplet: +1 (``a``), -1 (``b``) or 0 (split vote)."""
-        return torch.sign(self.votes(ref, a, b).sum(dim=1)).to(torch.int8)
+        return torch.sign(self.votes_of(ref, a, b).sum(dim=1)).to(torch.int8)
 
     def vote(self, ref: ImagesLike, a: ImagesLike, b: ImagesLike) -> dict[str, Any]:
         """2AFC on images: {'votes': {member: (N,)}, 'decision': (N,)} (+1 ``a``, -1 ``b``, 0 split)."""
         fr, fa, fb = self.embed(ref), self.embed(a), self.embed(b)
-        v = self.votes(fr, fa, fb)
+        v = self.votes_of(fr, fa, fb)
         names = [f"{i}:{m.name}" for i, m in enumerate(self.members)]
         return {"votes": {n: v[:, i] for i, n in enumerate(names)}, "decision": torch.sign(v.sum(1)).to(torch.int8)}
 

@@ -10,44 +10,66 @@ segmentation model instead (CLIPSeg, ``mask_model`` / ``mask_prompt``; see :mod:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
-from typing import Any
-
 import os
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-from ..backbones.vit import DEFAULT_DINOV2
 from ..features import Features
-from ..images import ImagesLike
+from ..images import ImageLike, ImagesLike
 from ..masks import MaskLike, load_masks, to_tokens
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
+from ..settings import path_like
+from ..similarity import cosine_matrix, cosine_rows
 from .automask import AutoMasks, Prompts
-from .vit import ViTMetric, cosine_matrix, cosine_rows
+from .vit import ViTMetric, ViTSettings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FFASettings(ViTSettings):
+    size: int = 336
+    mask_model: str | os.PathLike = DEFAULT_SEGMENTER
+    mask_prompt: str | tuple[str, ...] = DEFAULT_MASK_PROMPT
+    auto_masks: bool = False
+
+    compare_only: ClassVar[frozenset[str]] = frozenset({"mask_model", "mask_prompt", "auto_masks"})
+
+    def normalise(self) -> None:
+        if isinstance(self.mask_prompt, list):
+            self._set("mask_prompt", tuple(self.mask_prompt))
+        self._set("auto_masks", bool(self.auto_masks))
+
+    def validate(self) -> None:
+        super().validate()
+        path_like("mask_model", self.mask_model, optional=False)
 
 
 class FFA(ViTMetric):
     """Cosine of foreground-averaged DINOv2 patch features; higher is more similar."""
 
-    name = "ffa"
+    Settings = FFASettings
+    settings: FFASettings
+    default_name = "ffa"
     family = "dinov2"
     default_model = "facebook/dinov2-base"
-
-    def __init__(self, backbone, size: int = 336, resize: int | None = None,
-                 mask_model: str | os.PathLike = DEFAULT_SEGMENTER, mask_prompt: Prompts = DEFAULT_MASK_PROMPT,
-                 auto_masks: bool = False, **kw: Any) -> None:
-        super().__init__(backbone, size=size, resize=resize if resize is not None else size, **kw)
-        self.automask = AutoMasks(mask_model, mask_prompt, backbone.device, backbone.dtype, auto_masks)
+    accepts_masks = True
+    embed_options = ("masks", "mask_prompt")
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, **self.automask.describe()}
+    def resize(self) -> int:
+        return self.settings.resize if self.settings.resize is not None else self.settings.size
 
-    def _compute(self, unit: torch.Tensor) -> Features:
-        return Features({"patches": self.backbone.patch_tokens(unit)})
+    def setup(self) -> None:
+        s = self.settings
+        self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
+
+    def forward(self, pixels: torch.Tensor) -> Features:
+        return Features({"patches": self.backbone.patch_tokens(pixels)})
 
     def embed(self, images: ImagesLike, progress: bool = False, masks: MaskLike | Sequence[MaskLike] = None,
               mask_prompt: Prompts = None) -> Features:
@@ -56,7 +78,10 @@ class FFA(ViTMetric):
         ``masks``: one per image (None entries allowed), or ``"auto"`` for the segmentation model's masks
         (prompted with ``mask_prompt``, one text or one per image; default: the metric's ``mask_prompt``).
         """
-        feats = super().embed(images, progress)
+        return super().embed(images, progress, masks=masks, mask_prompt=mask_prompt)
+
+    def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
+               mask_prompt: Prompts = None) -> Features:
         masks = self.automask.resolve(masks, images, mask_prompt)
         p = feats.tensors["patches"]
         side = int(round(p.shape[1] ** 0.5))
@@ -74,12 +99,9 @@ class FFA(ViTMetric):
         return Features({"patches": p, "mask": w, "foreground": avg}, feats.config, feats.names)
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return cosine_rows(a.tensors["foreground"], b.tensors["foreground"])
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return cosine_matrix(a.tensors["foreground"], b.tensors["foreground"])
-
-
-__all__ = ["DEFAULT_DINOV2", "FFA"]

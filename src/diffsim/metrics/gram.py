@@ -8,21 +8,21 @@ code, which compares only the last row of G (official spec 5, a bug).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
-from ..backbones.torchvision_nets import load_features
+from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
-from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
-from ..devices import dtype_name
-from ..errors import ConfigError, LayerError
+from ..errors import LayerError
 from ..features import Features
-from ..images import ImagesLike, check_size, to_unit_resized
-from .base import Metric, embed_cached
-from .vit import cosine_matrix, cosine_rows
+from ..preprocess import ResizeCrop
+from ..settings import one_of, positive_int
+from ..similarity import cosine_matrix, cosine_rows
+from .base import FeatureMetric, RunSettings
 
 ROWS = ("all", "last")
 
@@ -42,72 +42,64 @@ def vgg_layer_names(features: nn.Sequential) -> dict[str, int]:
     return names
 
 
-class Gram(Metric):
+@dataclasses.dataclass(frozen=True)
+class GramSettings(RunSettings):
+    weights: str | os.PathLike | None = "imagenet"  # torchvision's ImageNet weights, a .pth file, or None (random)
+    layer: str = "conv5_1"
+    size: int = 512
+    rows: str = "all"  # "last": the authors' bug (only the last Gram row)
+
+    compare_only: ClassVar[frozenset[str]] = frozenset({"rows"})
+    load_fields: ClassVar[tuple[str, ...]] = ("weights", "device", "dtype")
+
+    def validate(self) -> None:
+        super().validate()
+        positive_int("size", self.size)
+        one_of("rows", self.rows, ROWS)
+
+
+class Gram(FeatureMetric):
     """Cosine of VGG Gram matrices; higher is more similar."""
 
-    name = "gram"
-    higher_is_better = True
+    Settings = GramSettings
+    settings: GramSettings
+    default_name = "gram"
 
-    def __init__(self, features: nn.Sequential, layer: str = "conv5_1", size: int = 512, rows: str = "all",
-                 batch_size: int = 4, cache: FeatureCache | None = None, source: str = "") -> None:
-        table = vgg_layer_names(features)
-        if layer not in table:
-            raise LayerError(f"unknown VGG layer {layer!r}; choose one of {', '.join(table)}")
-        if rows not in ROWS:
-            raise ConfigError(f"rows must be one of {', '.join(ROWS)}; got {rows!r}")
-        self.features, self.layer, self.index, self.rows = features, layer, table[layer], rows
-        self.size = check_size(size, 1)
-        p = next(features.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        self.batch_size = batch_size
-        self.cache = cache if cache is not None else FeatureCache()
-        self.source = source
+    @classmethod
+    def load_backbone(cls, settings: GramSettings) -> TorchvisionBackbone:
+        return TorchvisionBackbone.from_pretrained("vgg19", settings.weights, settings.device, settings.dtype)
+
+    def setup(self) -> None:
+        table = vgg_layer_names(self.backbone.features)
+        if self.settings.layer not in table:
+            raise LayerError(f"unknown VGG layer {self.settings.layer!r}; choose one of {', '.join(table)}")
+        self.index = table[self.settings.layer]
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
-    @classmethod
-    def from_pretrained(cls, weights: str | os.PathLike | None = "imagenet", layer: str = "conv5_1",
-                        size: int = 512, rows: str = "all", device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, batch_size: int = 4,
-                        cache_dir: str | os.PathLike | None = None, cache_bytes: int = DEFAULT_MEMORY_BYTES,
-                        **_: Any) -> "Gram":
-        feats = load_features("vgg19", weights, device, dtype)
-        return cls(feats, layer, size, rows, batch_size, FeatureCache(cache_bytes, cache_dir), f"vgg19:{weights}")
-
-    def feature_config(self) -> dict[str, Any]:
-        return {"metric": self.name, "backbone": self.source, "layer": self.layer, "size": self.size,
-                "dtype": dtype_name(self.dtype)}
-
     @property
-    def config(self) -> dict[str, Any]:
-        return {**self.feature_config(), "rows": self.rows, "higher_is_better": True}
+    def preprocessor(self) -> ResizeCrop:
+        return ResizeCrop(self.settings.size, self.settings.size)
 
-    def __repr__(self) -> str:
-        return f"Gram(layer={self.layer!r}, size={self.size}, rows={self.rows!r}, backbone={self.source!r})"
-
-    def embed(self, images: ImagesLike, progress: bool = False) -> Features:
-        return embed_cached(images, self.feature_config(),
-                            lambda im, i: to_unit_resized(im, self.size, self.size, i),
-                            self._compute, self.cache, self.batch_size, self.device, progress)
+    def feature_resolved(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.source}
 
     @torch.no_grad()
-    def _compute(self, unit: torch.Tensor) -> Features:
-        x = ((unit.to(self.device) - self.mean) / self.std).to(self.dtype)
-        f = self.features[: self.index + 1](x).float()
+    def forward(self, pixels: torch.Tensor) -> Features:
+        x = ((pixels.to(self.device) - self.mean) / self.std).to(self.dtype)
+        f = self.backbone.features[: self.index + 1](x).float()
         n, c, h, w = f.shape
         f = f.reshape(n, c, h * w)
         return Features({"gram": f @ f.transpose(1, 2) / (h * w)})
 
     def _pick(self, f: Features) -> torch.Tensor:
         g = f.tensors["gram"]
-        return g[:, -1] if self.rows == "last" else g
+        return g[:, -1] if self.settings.rows == "last" else g
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        if dict(a.config) != dict(b.config):
-            raise ConfigError("features were computed with different Gram settings; embed both with this metric")
+        self.check_pair(a, b)
         return cosine_rows(self._pick(a), self._pick(b))
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        if dict(a.config) != dict(b.config):
-            raise ConfigError("features were computed with different Gram settings; embed both with this metric")
+        self.check_pair(a, b)
         return cosine_matrix(self._pick(a), self._pick(b))

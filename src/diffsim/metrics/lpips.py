@@ -8,21 +8,20 @@ The authors use ``net='vgg'`` at 512 x 512 (Lanczos), which are the defaults her
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn as nn
 
-from ..backbones.torchvision_nets import load_features
-from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache
-from ..devices import dtype_name
-from ..errors import ConfigError, ModelNotFoundError
+from ..backbones.torchvision_nets import TorchvisionBackbone
+from ..errors import ModelNotFoundError
 from ..features import Features
-from ..images import ImagesLike, check_size, to_unit_tensor
-from .base import Metric, embed_cached
+from ..preprocess import Resize
+from ..settings import one_of, path_like, positive_int
+from .base import FeatureMetric, RunSettings
 
 NETS = {"vgg": ("vgg16", (3, 8, 15, 22, 29)), "alex": ("alexnet", (1, 4, 7, 9, 11))}
 SHIFT = (-0.030, -0.088, -0.188)
@@ -41,67 +40,69 @@ def lpips_weights_path(net: str) -> Path:
     return p
 
 
-class LPIPS(Metric):
+def load_linear_heads(net: str, lin_weights: str | os.PathLike | None) -> list[torch.Tensor]:
+    """The five v0.1 linear-head weight vectors of ``net``."""
+    path = Path(lin_weights) if lin_weights is not None else lpips_weights_path(net)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return [state[f"lin{i}.model.1.weight"].reshape(-1).float() for i in range(5)]
+    except Exception as exc:
+        raise ModelNotFoundError(f"could not read LPIPS linear weights from {path}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class LPIPSSettings(RunSettings):
+    net: str = "vgg"  # or "alex"
+    weights: str | os.PathLike | None = "imagenet"  # backbone: torchvision ImageNet, a .pth file, or None (random)
+    lin_weights: str | os.PathLike | None = None  # None: the v0.1 heads shipped in the lpips wheel
+    size: int = 512
+
+    load_fields: ClassVar[tuple[str, ...]] = ("net", "weights", "lin_weights", "device", "dtype")
+
+    def validate(self) -> None:
+        super().validate()
+        one_of("net", self.net, tuple(NETS))
+        path_like("lin_weights", self.lin_weights)
+        positive_int("size", self.size)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return False
+
+
+class LPIPS(FeatureMetric):
     """LPIPS distance; ``compare`` returns (N,) distances, lower is more similar."""
 
-    name = "lpips"
-    higher_is_better = False
+    Settings = LPIPSSettings
+    settings: LPIPSSettings
+    default_name = "lpips-vgg"
 
-    def __init__(self, features: nn.Sequential, lin: list[torch.Tensor], net: str = "vgg", size: int = 512,
-                 batch_size: int = 4, cache: FeatureCache | None = None, source: str = "") -> None:
-        if net not in NETS:
-            raise ConfigError(f"net must be one of {', '.join(NETS)}; got {net!r}")
-        self.net, self.features, self.size = net, features, check_size(size, 1)
-        self.taps = NETS[net][1]
-        self.lin = [w.reshape(-1).float() for w in lin]
-        p = next(features.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        self.batch_size = batch_size
-        self.cache = cache if cache is not None else FeatureCache()
-        self.source = source
+    @classmethod
+    def load_backbone(cls, settings: LPIPSSettings) -> TorchvisionBackbone:
+        lin = load_linear_heads(settings.net, settings.lin_weights)
+        bb = TorchvisionBackbone.from_pretrained(NETS[settings.net][0], settings.weights, settings.device,
+                                                 settings.dtype)
+        return dataclasses.replace(bb, extra={"lin": lin})
+
+    def setup(self) -> None:
+        self.taps = NETS[self.settings.net][1]
+        self.lin = self.backbone.extra["lin"]
         self.shift = torch.tensor(SHIFT, device=self.device).view(1, 3, 1, 1)
         self.scale = torch.tensor(SCALE, device=self.device).view(1, 3, 1, 1)
 
-    @classmethod
-    def from_pretrained(cls, net: str = "vgg", weights: str | os.PathLike | None = "imagenet",
-                        lin_weights: str | os.PathLike | None = None, size: int = 512,
-                        device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                        batch_size: int = 4, cache_dir: str | os.PathLike | None = None,
-                        cache_bytes: int = DEFAULT_MEMORY_BYTES, **_: Any) -> "LPIPS":
-        """Backbone from torchvision (``weights``: 'imagenet', a .pth path, or None = random) + v0.1 heads."""
-        if net not in NETS:
-            raise ConfigError(f"net must be one of {', '.join(NETS)}; got {net!r}")
-        path = Path(lin_weights) if lin_weights is not None else lpips_weights_path(net)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            lin = [state[f"lin{i}.model.1.weight"] for i in range(5)]
-        except Exception as exc:
-            raise ModelNotFoundError(f"could not read LPIPS linear weights from {path}: {exc}") from exc
-        feats = load_features(NETS[net][0], weights, device, dtype)
-        return cls(feats, lin, net, size, batch_size, FeatureCache(cache_bytes, cache_dir),
-                   f"{NETS[net][0]}:{weights}")
-
-    def feature_config(self) -> dict[str, Any]:
-        return {"metric": self.name, "net": self.net, "backbone": self.source, "size": self.size,
-                "dtype": dtype_name(self.dtype)}
-
     @property
-    def config(self) -> dict[str, Any]:
-        return {**self.feature_config(), "higher_is_better": False}
+    def preprocessor(self) -> Resize:
+        return Resize(self.settings.size)
 
-    def __repr__(self) -> str:
-        return f"LPIPS(net={self.net!r}, size={self.size}, backbone={self.source!r})"
-
-    def embed(self, images: ImagesLike, progress: bool = False) -> Features:
-        """Channel-normalised activations at the five taps (large: cache them only for small sets)."""
-        return embed_cached(images, self.feature_config(), lambda im, i: to_unit_tensor(im, self.size, "none", i),
-                            self._compute, self.cache, self.batch_size, self.device, progress)
+    def feature_resolved(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.source}
 
     @torch.no_grad()
-    def _compute(self, unit: torch.Tensor) -> Features:
-        x = ((unit.to(self.device) * 2 - 1 - self.shift) / self.scale).to(self.dtype)
+    def forward(self, pixels: torch.Tensor) -> Features:
+        """Channel-normalised activations at the five taps (large: cache them only for small sets)."""
+        x = ((pixels.to(self.device) * 2 - 1 - self.shift) / self.scale).to(self.dtype)
         out: dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.features[: self.taps[-1] + 1]):
+        for i, layer in enumerate(self.backbone.features[: self.taps[-1] + 1]):
             x = layer(x)
             if i in self.taps:
                 k = self.taps.index(i)
@@ -110,11 +111,11 @@ class LPIPS(Metric):
         return Features(out)
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        if dict(a.config) != dict(b.config):
-            raise ConfigError("features were computed with different LPIPS settings; embed both with this metric")
+        self.check_pair(a, b)
         total = None
         for k, w in enumerate(self.lin):
             d = (a.tensors[f"f{k}"].float() - b.tensors[f"f{k}"].float()).pow(2)
             v = torch.einsum("nchw,c->nhw", d, w.to(d.device)).mean(dim=(1, 2))
             total = v if total is None else total + v
+        assert total is not None
         return total

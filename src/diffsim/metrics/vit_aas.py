@@ -15,36 +15,50 @@ CLIP AAS is ``create_metric("clip-aas", qkv_input="residual", out_proj=True)``.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
 from .. import aas
 from ..aas import QKV
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, QKV_INPUTS
-from ..errors import ConfigError
 from ..features import Features
-from .vit import ViTMetric
+from ..settings import is_int, one_of
+from .vit import ViTMetric, ViTSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTAASSettings(ViTSettings):
+    layer: int = -1  # encoder layer index (negative counts from the end)
+    qkv_input: str = "normed"  # or "residual" (authors' CLIP AAS)
+    out_proj: bool = False  # apply the layer's output projection before the score (authors' CLIP AAS)
+
+    compare_only: ClassVar[frozenset[str]] = frozenset({"out_proj"})
+
+    def validate(self) -> None:
+        super().validate()
+        is_int("layer", self.layer)
+        one_of("qkv_input", self.qkv_input, QKV_INPUTS)
+        self._set("out_proj", bool(self.out_proj))
 
 
 class ViTAAS(ViTMetric):
     """AAS in a ViT self-attention layer; higher is more similar (1 for identical images)."""
 
-    def __init__(self, backbone, layer: int = -1, qkv_input: str = "normed", out_proj: bool = False,
-                 **kw: Any) -> None:
-        super().__init__(backbone, **kw)
-        self.layer = backbone.layer_index(layer)
-        if qkv_input not in QKV_INPUTS:
-            raise ConfigError(f"qkv_input must be one of {', '.join(QKV_INPUTS)}; got {qkv_input!r}")
-        self.qkv_input = qkv_input
-        self.out_proj = bool(out_proj)
+    Settings = ViTAASSettings
+    settings: ViTAASSettings
 
-    def settings(self) -> dict[str, Any]:
-        return {"layer": self.layer, "qkv_input": self.qkv_input, "out_proj": self.out_proj}
+    def setup(self) -> None:
+        self.layer = self.backbone.layer_index(self.settings.layer)
 
-    def _compute(self, unit: torch.Tensor) -> Features:
-        cap = self.backbone.capture(unit, self.layer)
-        f = self.backbone.qkv(cap, self.layer, self.qkv_input)
+    def feature_resolved(self) -> dict[str, Any]:
+        return {**super().feature_resolved(), "layer": self.layer}
+
+    def forward(self, pixels: torch.Tensor) -> Features:
+        cap = self.backbone.capture(pixels, self.layer)
+        f = self.backbone.qkv(cap, self.layer, self.settings.qkv_input)
         return Features({"q": f.q, "k": f.k, "v": f.v})
 
     @staticmethod
@@ -52,8 +66,8 @@ class ViTAAS(ViTMetric):
         t = feats.tensors
         return QKV(t["q"], t["k"], t["v"])
 
-    def _post(self):
-        if not self.out_proj:
+    def _post(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        if not self.settings.out_proj:
             return None
         lin = self.backbone.out_proj(self.layer)
         w, b = lin.weight.float(), None if lin.bias is None else lin.bias.float()
@@ -65,18 +79,18 @@ class ViTAAS(ViTMetric):
         return post
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return aas.score(self.qkv(a), self.qkv(b), post=self._post())
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return aas.score_matrix(self.qkv(a), self.qkv(b), post=self._post())
 
 
 class CLIPAAS(ViTAAS):
     """AAS in a CLIP ViT layer (default ``openai/clip-vit-base-patch32``, last layer, 224 px)."""
 
-    name = "clip-aas"
+    default_name = "clip-aas"
     family = "clip"
     default_model = DEFAULT_CLIP
 
@@ -84,6 +98,6 @@ class CLIPAAS(ViTAAS):
 class DINOv2AAS(ViTAAS):
     """AAS in a DINOv2 layer (default ``facebook/dinov2-small``, last layer, resize 256 + crop 224)."""
 
-    name = "dinov2-aas"
+    default_name = "dinov2-aas"
     family = "dinov2"
     default_model = DEFAULT_DINOV2

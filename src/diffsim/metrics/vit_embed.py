@@ -6,48 +6,53 @@
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import ClassVar
 
 import torch
 
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
 from ..errors import ConfigError
 from ..features import Features
-from .vit import ViTMetric, cosine_matrix, cosine_rows
+from ..similarity import cosine_matrix, cosine_rows
+from .vit import ViTMetric, ViTSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingSettings(ViTSettings):
+    scale: float = 1.0  # multiply the cosine (100: the authors' numbers)
+
+    compare_only: ClassVar[frozenset[str]] = frozenset({"scale"})
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool) or self.scale <= 0:
+            raise ConfigError(f"scale must be a positive number; got {self.scale!r}")
+        self._set("scale", float(self.scale))
 
 
 class EmbeddingCosine(ViTMetric):
     """Cosine of the pooled embeddings, times ``scale`` (1 by default); higher is more similar."""
 
-    def __init__(self, backbone, scale: float = 1.0, **kw: Any) -> None:
-        super().__init__(backbone, **kw)
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
-            raise ConfigError(f"scale must be a positive number; got {scale!r}")
-        self.scale = float(scale)
+    Settings = EmbeddingSettings
+    settings: EmbeddingSettings
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.backbone.source!r}, size={self.size}, scale={self.scale})"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "scale": self.scale}
-
-    def _compute(self, unit: torch.Tensor) -> Features:
-        return Features({"embedding": self.backbone.pooled(unit)})
+    def forward(self, pixels: torch.Tensor) -> Features:
+        return Features({"embedding": self.backbone.pooled(pixels)})
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
-        return self.scale * cosine_rows(a.tensors["embedding"], b.tensors["embedding"])
+        self.check_pair(a, b)
+        return self.settings.scale * cosine_rows(a.tensors["embedding"], b.tensors["embedding"])
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
-        return self.scale * cosine_matrix(a.tensors["embedding"], b.tensors["embedding"])
+        self.check_pair(a, b)
+        return self.settings.scale * cosine_matrix(a.tensors["embedding"], b.tensors["embedding"])
 
 
 class CLIPI(EmbeddingCosine):
     """CLIP-I (default ``openai/clip-vit-base-patch32``)."""
 
-    name = "clip-i"
+    default_name = "clip-i"
     family = "clip"
     default_model = DEFAULT_CLIP
 
@@ -55,6 +60,6 @@ class CLIPI(EmbeddingCosine):
 class DINOv2(EmbeddingCosine):
     """DINOv2 CLS cosine (default ``facebook/dinov2-small``)."""
 
-    name = "dinov2"
+    default_name = "dinov2"
     family = "dinov2"
     default_model = DEFAULT_DINOV2

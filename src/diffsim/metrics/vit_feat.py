@@ -6,37 +6,49 @@ DINOv2 features), computed from the layer's normalised input.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import torch
 
 from .. import aas
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
-from ..errors import ConfigError
 from ..features import Features
-from .vit import ViTMetric, cosine_matrix, cosine_rows
+from ..settings import is_int, one_of
+from ..similarity import cosine_matrix, cosine_rows
+from .vit import ViTMetric, ViTSettings
 
 FEATURES = ("output", "attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTFeatureSettings(ViTSettings):
+    layer: int = -1
+    feature: str | None = None  # "output" or "attention"; None: the family's default (CLIP output, DINOv2 attention)
+
+    def validate(self) -> None:
+        super().validate()
+        is_int("layer", self.layer)
+        if self.feature is not None:
+            one_of("feature", self.feature, FEATURES)
 
 
 class ViTFeatures(ViTMetric):
     """Cosine of flattened layer features; higher is more similar."""
 
-    default_feature = "output"
+    Settings = ViTFeatureSettings
+    settings: ViTFeatureSettings
+    default_feature: ClassVar[str] = "output"
 
-    def __init__(self, backbone, layer: int = -1, feature: str | None = None, **kw: Any) -> None:
-        super().__init__(backbone, **kw)
-        self.layer = backbone.layer_index(layer)
-        feature = feature or self.default_feature
-        if feature not in FEATURES:
-            raise ConfigError(f"feature must be one of {', '.join(FEATURES)}; got {feature!r}")
-        self.feature = feature
+    def setup(self) -> None:
+        self.layer = self.backbone.layer_index(self.settings.layer)
+        self.feature = self.settings.feature or self.default_feature
 
-    def settings(self) -> dict[str, Any]:
-        return {"layer": self.layer, "feature": self.feature}
+    def feature_resolved(self) -> dict[str, Any]:
+        return {**super().feature_resolved(), "layer": self.layer, "feature": self.feature}
 
-    def _compute(self, unit: torch.Tensor) -> Features:
-        cap = self.backbone.capture(unit, self.layer)
+    def forward(self, pixels: torch.Tensor) -> Features:
+        cap = self.backbone.capture(pixels, self.layer)
         if self.feature == "output":
             return Features({"feat": cap.output})
         f = self.backbone.qkv(cap, self.layer, "normed")
@@ -45,23 +57,23 @@ class ViTFeatures(ViTMetric):
         return Features({"feat": ctx.transpose(1, 2).reshape(n, t, h * d).to(cap.output.dtype)})
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return cosine_rows(a.tensors["feat"], b.tensors["feat"])
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self._check_pair(a, b)
+        self.check_pair(a, b)
         return cosine_matrix(a.tensors["feat"], b.tensors["feat"])
 
 
 class CLIPFeatures(ViTFeatures):
-    name = "clip-feat"
+    default_name = "clip-feat"
     family = "clip"
     default_model = DEFAULT_CLIP
     default_feature = "output"
 
 
 class DINOv2Features(ViTFeatures):
-    name = "dinov2-feat"
+    default_name = "dinov2-feat"
     family = "dinov2"
     default_model = DEFAULT_DINOV2
     default_feature = "attention"

@@ -1,0 +1,161 @@
+"""One frozen settings object per metric: the single source of its config, cache key, repr and overrides.
+
+A metric declares its settings as a frozen dataclass derived from :class:`Settings`. Every field is a
+setting with its default; three class-level sets say how a field matters:
+
+* ``runtime``: changes neither features nor scores (batch size, cache folder, device);
+* ``compare_only``: changes the scores but not the per-image features (e.g. ``similarity``), so it is
+  left out of the feature-cache key;
+* ``per_call``: settings that ``embed`` may also take per call (e.g. ``prompt``) and that may differ
+  between two feature sets that are compared.
+
+``Settings.create(**kw)`` and ``settings.replace(**kw)`` refuse unknown names with a :class:`ConfigError`
+that lists the valid ones (never a bare ``TypeError``); ``validate`` runs on every construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from .errors import ConfigError
+
+S = TypeVar("S", bound="Settings")
+
+#: Settings every loaded metric shares: where the model comes from and how it runs.
+LOAD_FIELDS = ("model", "device", "dtype", "revision")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-serialisable form of a setting value (paths and dtypes as strings, tuples as lists)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (os.PathLike, torch.device)):
+        return str(value)
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base of every metric's settings (subclasses add fields with defaults)."""
+
+    runtime: ClassVar[frozenset[str]] = frozenset()
+    compare_only: ClassVar[frozenset[str]] = frozenset()
+    per_call: ClassVar[frozenset[str]] = frozenset()
+    #: groups of settings that say the same thing two ways (e.g. timestep / step): setting one resets the others
+    exclusive: ClassVar[tuple[frozenset[str], ...]] = ()
+
+    def __post_init__(self) -> None:
+        self.normalise()
+        self.validate()
+
+    def normalise(self) -> None:
+        """Bring values to one canonical form (e.g. lists to tuples) before validation."""
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def validate(self) -> None:
+        """Check the values; raise :class:`ConfigError` naming the setting and what was expected."""
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Polarity implied by these settings (a distance returns False)."""
+        return True
+
+    # ------------------------------------------------------------------ names
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every setting's name, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_names(cls, names: Any, what: str = "") -> None:
+        """Raise :class:`ConfigError` for names that are not settings of this class."""
+        valid = cls.names()
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            hints = [m for n in unknown for m in difflib.get_close_matches(n, valid, n=1, cutoff=0.6)]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                              f"{' for ' + what if what else ''}{hint}; valid settings: {', '.join(valid)}")
+
+    @classmethod
+    def create(cls: type[S], what: str = "", **values: Any) -> S:
+        """Settings from keyword values (defaults for the rest); unknown names raise ConfigError."""
+        cls.check_names(values, what)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a value of a type the dataclass cannot take
+            raise ConfigError(f"invalid settings{' for ' + what if what else ''}: {exc}") from exc
+
+    def replace(self: S, what: str = "", **changes: Any) -> S:
+        """A copy with ``changes`` applied (validated; unknown names raise ConfigError)."""
+        self.check_names(changes, what)
+        for group in self.exclusive:
+            given = group & set(changes)
+            if given:
+                for other in group - given:
+                    changes[other] = self.default(other)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default value of setting ``name``."""
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        raise ConfigError(f"setting {name!r} has no default")
+
+    # ----------------------------------------------------------------- values
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON-able values."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def feature_dict(self) -> dict[str, Any]:
+        """The settings that determine per-image features (no runtime or compare-only ones)."""
+        skip = self.runtime | self.compare_only
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+    def non_default(self) -> dict[str, Any]:
+        """Settings that differ from their defaults (for a short ``repr``)."""
+        return {n: getattr(self, n) for n in self.names() if jsonable(getattr(self, n)) != jsonable(self.default(n))}
+
+
+# ---------------------------------------------------------------------- shared validators
+def positive_int(name: str, value: Any) -> None:
+    """``value`` must be an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+def one_of(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def is_int(name: str, value: Any) -> None:
+    """``value`` must be an integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer; got {value!r}")
+
+
+def path_like(name: str, value: Any, optional: bool = True) -> None:
+    """``value`` must be a string or a path (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a hub id or a local path; got {type(value).__name__}")

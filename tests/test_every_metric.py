@@ -1,0 +1,108 @@
+"""One test over every registered metric, driven by the registry (pyiqa / torchmetrics style).
+
+Each metric is built by name from a tiny random backbone (the table below: a registered metric without a
+row fails), then checked for identity, symmetry, batch = single, matrix = compare, polarity against the
+registry, ``with_settings`` keeping the class and every setting, and a JSON-serialisable config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from diffsim import ConfigError, ImageError, create_metric, list_metrics, metric_info
+
+from .conftest import SIZE
+from .tiny_vit import VIT_SIZE
+from .zoo_props import check_properties
+
+CPU = {"device": "cpu", "dtype": "float32"}
+
+
+def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
+    """Settings that point metric ``name`` at a tiny model (KeyError: the metric has no row yet)."""
+    sd = {"model": paths["sd"], "size": SIZE, **CPU}
+    clip = {"model": paths["clip"], "size": VIT_SIZE, **CPU}
+    dino = {"model": paths["dino"], "size": VIT_SIZE, **CPU}
+    table = {
+        **{n: sd for n in ("diffsim-s", "diffsim-s-style", "diffsim-s-nights", "diffsim-s-instance",
+                           "diffsim-s-cute", "diffsim-s-fg", "diffsim-feat")},
+        "clip-aas": clip, "clip-i": clip, "clip-feat": clip,
+        "dinov2-aas": dino, "dinov2": dino, "dinov2-feat": dino, "ffa": dino,
+        "lpips-vgg": {"weights": None, "size": 32, "device": "cpu"},
+        "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
+        "gram": {"weights": None, "size": 32, "device": "cpu"},
+        "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},
+        "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
+        "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
+        "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
+    }
+    return table[name]
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path,
+          tiny_ip_adapter_path) -> dict[str, str]:
+    return {"sd": str(tiny_sd_path), "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path),
+            "sdxl": str(tiny_sdxl_path), "dit": str(tiny_dit_path), "ip": str(tiny_ip_adapter_path)}
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, SIZE, SIZE, generator=g)
+    x[1] = 0.6 * x[0] + 0.4 * x[1]  # one pair clearly closer than the others
+    return x
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_every_registered_metric(name, paths, images):
+    try:
+        over = tiny_overrides(name, paths)
+    except KeyError:
+        pytest.fail(f"registered metric {name!r} has no tiny-model row in tiny_overrides(): add one")
+    metric = create_metric(name, **over)
+    info = metric_info(name)
+    assert metric.name == name and type(metric) is info.metric_class
+    assert metric.higher_is_better == info.higher_is_better  # polarity: registry == instance
+    json.dumps(metric.config)  # JSON-serialisable
+    assert metric.config["metric"] == name
+    check_properties(metric, images)
+    with pytest.raises(ImageError, match="no images"):
+        metric.embed([])
+
+    if metric.votes:  # the ensemble: rebuilt from its members' names through the registry
+        again = metric.with_settings()
+        assert type(again) is type(metric) and again.settings == metric.settings
+        return
+    # with_settings: same class, every setting kept (and the loaded model shared)
+    same = metric.with_settings()
+    assert type(same) is type(metric) and same.settings == metric.settings and same.backbone is metric.backbone
+    field = "size" if "size" in metric.settings.names() else None
+    if field:
+        changed = metric.with_settings(size=metric.settings.size * 2)
+        assert type(changed) is type(metric) and changed.settings.size == metric.settings.size * 2
+        rest = {f.name for f in dataclasses.fields(metric.settings)} - {"size"}
+        assert all(getattr(changed.settings, f) == getattr(metric.settings, f) for f in rest)
+    with pytest.raises(ConfigError, match="unknown setting 'no_such_setting'"):
+        metric.with_settings(no_such_setting=1)
+
+
+def test_polarity_follows_settings(paths):
+    mse = create_metric("diffsim-s", similarity="mse", **tiny_overrides("diffsim-s", paths))
+    assert mse.higher_is_better is False and mse.config["higher_is_better"] is False
+    assert create_metric("lpips", weights=None, size=32, device="cpu").name == "lpips-vgg"
+
+
+def test_timestep_and_step_replace_each_other(paths):
+    m = create_metric("diffsim-s-style", timestep=101, **tiny_overrides("diffsim-s", paths))  # preset has step=900
+    assert m.timestep == 101 and m.step is None
+    assert m.with_settings(step=900).timestep == 101 and m.with_settings(step=500).timestep == 501
+
+
+def test_diffsim_feat_with_settings_keeps_its_settings(paths):
+    m = create_metric("diffsim-feat", out_proj=False, **tiny_overrides("diffsim-feat", paths))
+    again = m.with_settings(step=900)
+    assert type(again) is type(m) and again.settings.out_proj is False and again.name == "diffsim-feat"
