@@ -6,8 +6,8 @@ import torch
 
 from diffsim import DiffSim, create_metric
 from diffsim.backbones.sdxl import SDXLBackbone
-from diffsim.metrics.diffsim_sdxl import DiffSimXL
 from diffsim.errors import ConfigError
+from diffsim.metrics.diffsim_sdxl import DiffSimXL
 
 from .conftest import SIZE
 from .reference_backbones import pair_score, sdxl_qkv

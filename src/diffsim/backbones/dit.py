@@ -24,13 +24,13 @@ import torch
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
-from ..models import shared_model
 from ..errors import ConfigError, LayerError
+from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .detect import DIT, require_kind
 from .latents import LatentEncoding
 from .layers import AttentionLayer
-from .loading import classify, load_cache_first
+from .loading import classify, diffusers_errors_only, load_cache_first
 from .stable_diffusion import _by_image
 from .timesteps import check_timestep, step_table, step_to_timestep
 
@@ -49,8 +49,12 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
                           f"model_index.json); got the single file {model}")
     text = str(Path(str(model)).expanduser()) if where == "folder" else str(model)
     kw: dict[str, Any] = {"torch_dtype": dtype, **({"revision": revision} if revision else {})}
+    def attempt(local_files_only: bool = False) -> Any:
+        with diffusers_errors_only():
+            return DiTPipeline.from_pretrained(text, local_files_only=local_files_only, **kw)
+
     return load_cache_first(
-        lambda local_files_only=False: DiTPipeline.from_pretrained(text, local_files_only=local_files_only, **kw),
+        attempt,
         text, where == "folder", "DiT model", "a local DiTPipeline folder with --model PATH",
         local_hint=" (expected a DiTPipeline folder: model_index.json, transformer/, vae/, scheduler/)")
 
@@ -92,13 +96,13 @@ class DiTBackbone(LatentEncoding):
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_DIT, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        share: bool = True) -> "DiTBackbone":
+                        share: bool = True) -> DiTBackbone:
         """Load (or reuse) a DiT pipeline from a hub id or a diffusers folder."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         key = ("dit", str(model), str(dev), str(dt), revision)
 
-        def load() -> "DiTBackbone":
+        def load() -> DiTBackbone:
             require_kind(model, (DIT,), "the DiT backbone", revision)
             logger.info("loading DiT %s on %s (%s)", model, dev, dt)
             return cls(_load_pipeline(model, dt, revision), str(model), dev, dt)

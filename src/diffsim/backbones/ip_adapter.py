@@ -33,11 +33,11 @@ from PIL import Image
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
-from ..models import shared_model
 from ..errors import ConfigError, ModelNotFoundError
+from ..models import shared_model
 from .capture import _heads, capture_qkv, run_until_captured
 from .detect import SD, require_kind
-from .loading import DEFAULT_MODEL, load_cache_first, load_components, resolve_source
+from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .stable_diffusion import StableDiffusionBackbone, _by_image
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
                         dtype: str | torch.dtype | None = None, revision: str | None = None,
                         variant: str | None = None, single_file_config: str | None = None,
                         subfolder: str = IP_SUBFOLDER, weight_name: str = IP_WEIGHTS,
-                        image_encoder_folder: str = IP_IMAGE_ENCODER, share: bool = True) -> "IPAdapterBackbone":
+                        image_encoder_folder: str = IP_IMAGE_ENCODER, share: bool = True) -> IPAdapterBackbone:
         """Load SD 1.x (its own copy: the adapter changes the U-Net) and the IP-Adapter Plus into it."""
         from diffusers import StableDiffusionPipeline
 
@@ -100,7 +100,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         key = ("sd+ip-adapter", str(model), str(ip_adapter), str(dev), str(dt), revision, variant,
                single_file_config, subfolder, weight_name, image_encoder_folder)
 
-        def load() -> "IPAdapterBackbone":
+        def load() -> IPAdapterBackbone:
             require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
             src, local = resolve_source(ip_adapter, "IP-Adapter",
                                         f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/")
@@ -113,8 +113,10 @@ class IPAdapterBackbone(StableDiffusionBackbone):
                                            feature_extractor=None, image_encoder=None, requires_safety_checker=False)
 
             def attempt(local_files_only: bool = False) -> None:
-                pipe.load_ip_adapter(src, subfolder=subfolder, weight_name=weight_name,
-                                     image_encoder_folder=image_encoder_folder, local_files_only=local_files_only)
+                with diffusers_errors_only():
+                    pipe.load_ip_adapter(src, subfolder=subfolder, weight_name=weight_name,
+                                         image_encoder_folder=image_encoder_folder,
+                                         local_files_only=local_files_only)
 
             load_cache_first(attempt, src, local, "IP-Adapter", "a local folder in the h94/IP-Adapter layout with "
                              "ip_adapter=PATH", local_hint=f" (expected {subfolder}/{weight_name})")

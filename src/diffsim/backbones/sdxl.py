@@ -25,8 +25,8 @@ import torch
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
-from ..models import shared_model
 from ..errors import ModelNotFoundError
+from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .detect import SDXL, require_kind
 from .loading import (SDComponents, _first_line, classify, load_cache_first, prepare_components, quiet_loading,
@@ -90,13 +90,13 @@ class SDXLBackbone(StableDiffusionBackbone):
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_SDXL, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, revision: str | None = None,
                         variant: str | None = None, single_file_config: str | None = None,
-                        vae: str | os.PathLike | None = None, share: bool = True) -> "SDXLBackbone":
+                        vae: str | os.PathLike | None = None, share: bool = True) -> SDXLBackbone:
         """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         key = ("sdxl", str(model), str(dev), str(dt), revision, variant, single_file_config, str(vae))
 
-        def load() -> "SDXLBackbone":
+        def load() -> SDXLBackbone:
             require_kind(model, (SDXL,), "the SDXL backbone", revision)
             logger.info("loading SDXL %s on %s (%s)", model, dev, dt)
             pipe = _load_pipeline(model, dt, revision, variant, single_file_config, vae)

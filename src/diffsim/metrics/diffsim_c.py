@@ -19,8 +19,8 @@ import torch
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
 from ..errors import ConfigError
 from ..features import Features
-from ..settings import path_like
 from ..images import check_size
+from ..settings import path_like
 from .automask import AutoMasks
 from .diffsim_s import DEFAULT_STEP, DiffSim, DiffSimSettings
 
