@@ -66,6 +66,22 @@ def tiny_dinov2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sharp_sd_path(tiny_sd_path: Path, image_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline with latents that carry the image and peaked attention (scores spread out)."""
+    from .tiny_sharp import sharpen_pipeline
+
+    return sharpen_pipeline(tiny_sd_path, tmp_path_factory.mktemp("tiny-sharp") / "model", image_files, SIZE)
+
+
+@pytest.fixture(scope="session")
+def sharp_metric(sharp_sd_path: Path):
+    """DiffSim-S on the sharpened tiny pipeline at up1 (4 x 4 tokens at 64 px)."""
+    from diffsim import DiffSim
+
+    return DiffSim.from_pretrained(sharp_sd_path, layer="up1", size=SIZE, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random StableDiffusionXLPipeline folder (text_time U-Net, two text encoders, Euler)."""
     from .tiny_sdxl import build_tiny_sdxl

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._optional import require
 from ..errors import DatasetError
 from .manifest import read_json
 from .paper import DATASETS, TITLES, paper_row, paper_value
@@ -56,7 +57,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 def bar_chart(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Grouped bars per benchmark: our accuracy (with CI) and the paper's, per metric."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plots", "the report chart")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

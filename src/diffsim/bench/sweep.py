@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._optional import MissingExtraError, require
 from ..datasets.base import Triplet, TripletSet
 from ..errors import ConfigError
 from ..features import Features
@@ -115,7 +116,10 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    heatmap(rows, layers, steps, out / "heatmap.png", f"{ts.dataset} ({ts.protocol_label})")
+    try:
+        heatmap(rows, layers, steps, out / "heatmap.png", f"{ts.dataset} ({ts.protocol_label})")
+    except MissingExtraError as exc:  # the numbers are written; the picture needs the plots extra
+        logger.warning("%s; sweep.csv and sweep.json are written, heatmap.png is not", exc)
     best = max(rows, key=lambda r: r["accuracy"])
     result = {"dataset": ts.dataset, "protocol": ts.protocol, "protocol_label": ts.protocol_label, "seed": ts.seed,
               "layers": list(layers), "steps": list(steps), "grid": rows, "best": best,
@@ -131,7 +135,7 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
 
 def heatmap(rows: list[dict[str, Any]], layers: list[str], steps: list[int], path: Path, title: str = "") -> Path:
     """Layers (rows) x steps (columns), accuracy (%) written in the cells, like the paper's Figure 5."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plots", "the sweep heat map")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,8 +9,11 @@ import click
 from .._version import __version__
 from ..errors import DiffSimError
 from .bench import bench, consistency
+from .demo_cmd import demo_command
 from .layers import layers
 from .list_cmd import list_command
+from .map_cmd import map_command
+from .matrix_cmd import matrix_command
 from .report import report
 from .score import score
 from .sweep import sweep
@@ -41,6 +44,9 @@ cli.add_command(bench)
 cli.add_command(consistency)
 cli.add_command(sweep)
 cli.add_command(report)
+cli.add_command(map_command)
+cli.add_command(matrix_command)
+cli.add_command(demo_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -250,8 +250,17 @@ class DiffSim(FeatureMetric):
         ma, mb = aas.token_map(qa, qb), aas.token_map(qb, qa)
         return ma.reshape(-1, side, side), mb.reshape(-1, side, side)
 
-    def similarity_map(self, a: ImagesLike, b: ImagesLike, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spatial maps for two images: (h, w) for A's tokens and (h, w) for B's."""
+    def similarity_map(self, a: ImagesLike, b: ImagesLike, layer: str | None = None, overlay: bool = False,
+                       **style: Any) -> tuple[torch.Tensor, torch.Tensor] | Any:
+        """Spatial maps for two images: (h, w) for A's tokens and (h, w) for B's.
+
+        ``overlay=True`` returns instead a PIL image of both maps drawn over both images with the score
+        (:func:`diffsim.viz.similarity_overlay`; needs the ``plots`` extra; ``style``: vmin, vmax, alpha).
+        """
+        if overlay:
+            from ..viz.maps import similarity_overlay
+
+            return similarity_overlay(self, a, b, layer, **style)
         fa, fb = self._embed_both(a, b)
         ma, mb = self.token_maps(fa, fb, layer)
         return ma[0], mb[0]

@@ -1,0 +1,31 @@
+"""`diffsim map A B --out map.png`: where two images agree, as per-token maps over both images."""
+from __future__ import annotations
+
+import click
+
+from .options import build_metric, diffsim_options
+
+
+@click.command("map")
+@click.argument("image_a", type=str)
+@click.argument("image_b", type=str)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="PNG to write (1000 x 540 px).")
+@click.option("--vmin", type=float, default=None, help="Colour scale minimum. [default: the maps' minimum]")
+@click.option("--vmax", type=float, default=None, help="Colour scale maximum. [default: the maps' maximum]")
+@diffsim_options
+@click.pass_context
+def map_command(ctx: click.Context, image_a: str, image_b: str, out: str, metric_name: str | None,
+                vmin: float | None, vmax: float | None, **opts) -> None:
+    """Draw the per-token AAS cosine maps of A's and B's tokens over both images, with the score.
+
+    One layer (default up0: 16 x 16 tokens at 512 px; --layer up1 / up2 are finer).
+    """
+    from .._optional import require
+
+    require("matplotlib", "plots", "diffsim map")
+    from ..viz.maps import save_similarity_map
+
+    metric = build_metric(ctx, metric_name, "diffsim-s", opts)
+    path, maps = save_similarity_map(metric, image_a, image_b, out, vmin=vmin, vmax=vmax)
+    h, w = maps.map_a.shape
+    click.echo(f"{maps.score:.6f}\tlayer {maps.layer} ({h}x{w} tokens)\t{path}")
