@@ -132,8 +132,16 @@ class DiffSimDiT(DiffSim):
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
         return Features(tensors)
 
-    def embed(self, images: ImagesLike, progress: bool = False, **options: Any) -> Features:  # type: ignore[override]
-        """Q/K/V features of each image at the metric's blocks (one truncated DiT pass per distinct image)."""
+    def embed(self, images: ImagesLike, progress: bool = False, prompt: str | None = None,  # type: ignore[override]
+              **options: Any) -> Features:
+        """Q/K/V features of each image at the metric's blocks (one truncated DiT pass per distinct image).
+
+        ``prompt`` is accepted as None only (callers written for DiffSim-S pass it): a DiT is
+        class-conditioned, see the ``class_label`` setting.
+        """
+        if prompt is not None:
+            raise ConfigError(f"{self.name} takes no prompt: a DiT is conditioned on a class (class_label=...); "
+                              f"got prompt={prompt!r}")
         return FeatureMetric.embed(self, images, progress, **options)
 
     def finish(self, feats: Features, images: Sequence[Any], **options: Any) -> Features:  # type: ignore[override]
