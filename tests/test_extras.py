@@ -51,15 +51,15 @@ def test_core_works_without_any_extra(tiny_sd_path, image_files, tmp_path):
     assert (tmp_path / "m.csv").read_text().startswith("image,")
     assert result["map"] == 2 and result["demo"] == 2 and not (tmp_path / "m.png").exists()
     assert 'error: diffsim map needs the optional package \'matplotlib\'' in proc.stderr
-    assert 'pip install "diffsim[plots]"' in proc.stderr and 'pip install "diffsim[demo]"' in proc.stderr
-    assert 'pip install "diffsim[torchmetrics]"' in result["torchmetrics"]
+    assert 'pip install "diffsim-metric[plots]"' in proc.stderr and 'pip install "diffsim-metric[demo]"' in proc.stderr
+    assert 'pip install "diffsim-metric[torchmetrics]"' in result["torchmetrics"]
 
 
 def test_lpips_weights_name_the_extra(monkeypatch):
     from diffsim.metrics.lpips import lpips_weights_path
 
     block(monkeypatch, "lpips")
-    with pytest.raises(ModelNotFoundError, match=r'pip install "diffsim\[lpips\]"'):
+    with pytest.raises(ModelNotFoundError, match=r'pip install "diffsim-metric\[lpips\]"'):
         lpips_weights_path("vgg")
 
 
@@ -68,8 +68,8 @@ def test_charts_name_the_extra(monkeypatch, tmp_path):
     from diffsim.bench.sweep import heatmap
 
     block(monkeypatch, "matplotlib")
-    with pytest.raises(MissingExtraError, match=r'the sweep heat map needs .*"diffsim\[plots\]"'):
+    with pytest.raises(MissingExtraError, match=r'the sweep heat map needs .*"diffsim-metric\[plots\]"'):
         heatmap([], ["up0"], [500], tmp_path / "h.png")
-    with pytest.raises(MissingExtraError, match=r'the report chart needs .*"diffsim\[plots\]"'):
+    with pytest.raises(MissingExtraError, match=r'the report chart needs .*"diffsim-metric\[plots\]"'):
         bar_chart([], tmp_path / "c.png")
     assert isinstance(MissingExtraError("x"), ImportError)

@@ -152,5 +152,6 @@ def test_text_colour_is_the_more_contrasting_one():
 def test_missing_extra_names_it(monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingExtraError, match=r'diffsim map needs .*matplotlib.*pip install "diffsim\[plots\]"'):
+    hint = r'diffsim map needs .*matplotlib.*pip install "diffsim-metric\[plots\]"'
+    with pytest.raises(MissingExtraError, match=hint):
         require("matplotlib.figure", "plots", "diffsim map")

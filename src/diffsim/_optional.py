@@ -8,7 +8,7 @@ from .errors import DiffSimError
 
 
 class MissingExtraError(DiffSimError, ImportError):
-    """A feature needs a package from an optional extra (``pip install "diffsim[EXTRA]"``)."""
+    """A feature needs a package from an optional extra (``pip install "diffsim-metric[EXTRA]"``)."""
 
 
 def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
@@ -22,4 +22,4 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
         top = module.split(".")[0]
         what = feature or top
         raise MissingExtraError(f"{what} needs the optional package {top!r}, which cannot be imported ({exc}); "
-                                f'install it with: pip install "diffsim[{extra}]"') from exc
+                                f'install it with: pip install "diffsim-metric[{extra}]"') from exc

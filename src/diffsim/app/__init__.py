@@ -1,4 +1,4 @@
-"""The local web app (``diffsim demo``; extra ``diffsim[demo]``): pair maps, rankings and 2AFC in a browser.
+"""The local web app (``diffsim demo``; extra ``diffsim-metric[demo]``): pair maps, rankings and 2AFC in a browser.
 
 :class:`~diffsim.app.engine.Engine` holds the computations (no UI dependency); :func:`build_demo` wraps
 them in a gradio Blocks app and :func:`launch` serves it.

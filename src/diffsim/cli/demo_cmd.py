@@ -1,4 +1,4 @@
-"""`diffsim demo`: the local web app (extra ``diffsim[demo]``)."""
+"""`diffsim demo`: the local web app (extra ``diffsim-metric[demo]``)."""
 from __future__ import annotations
 
 import click

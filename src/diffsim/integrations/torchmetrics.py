@@ -1,4 +1,4 @@
-"""``DiffSimScore``: DiffSim (or any registered metric) as a ``torchmetrics.Metric`` (extra ``diffsim[torchmetrics]``).
+"""``DiffSimScore``: DiffSim (or any registered metric) as a ``torchmetrics.Metric`` (extra ``diffsim-metric[torchmetrics]``).
 
     from diffsim.integrations.torchmetrics import DiffSimScore
     m = DiffSimScore(step=500)                 # same settings as DiffSim.from_pretrained

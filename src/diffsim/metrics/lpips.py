@@ -3,7 +3,7 @@
 Re-implemented on torchvision VGG16 / AlexNet: the input in [-1, 1] goes through LPIPS' scaling
 layer; at five ReLU outputs the activations are unit-normalised over channels; the distance is the sum
 over layers of the spatial mean of ``sum_c w_c (f_a - f_b)^2``, with the official v0.1 linear weights
-``w`` read from the BSD-2 ``lpips`` wheel (extra ``diffsim[lpips]``) or from ``lin_weights=PATH``.
+``w`` read from the BSD-2 ``lpips`` wheel (extra ``diffsim-metric[lpips]``) or from ``lin_weights=PATH``.
 The authors use ``net='vgg'`` at 512 x 512 (Lanczos), which are the defaults here.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def lpips_weights_path(net: str) -> Path:
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError('LPIPS needs the official linear-head weights from the lpips package (BSD-2, ships '
-                                 'them in its wheel): pip install "diffsim[lpips]", or pass '
+                                 'them in its wheel): pip install "diffsim-metric[lpips]", or pass '
                                  'lin_weights=/path/to/v0.1/<net>.pth')
     p = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     if not p.is_file():
