@@ -166,7 +166,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", row, "--sdxl-size", str(args.sdxl_size), "--sdxl-dtype",
                args.sdxl_dtype, "--repeats", str(args.repeats)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(f"{row}: failed\n{proc.stderr[-2000:]}", flush=True)
             continue

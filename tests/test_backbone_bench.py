@@ -33,7 +33,8 @@ def test_sweep_is_one_pass_per_image_and_step(name, tmp_path, tiny_sd_path, tiny
     before = metric.backbone.unet_calls
     r = sweep(metric, ts, layers, steps, tmp_path / "sw", EvalOptions(batch_size=2, n_boot=50))
     assert metric.backbone.unet_calls - before == r["unet_calls"] == len(steps) * -(-len(images) // 2)
-    rows = list(csv.DictReader(open(tmp_path / "sw" / "sweep.csv")))
+    with open(tmp_path / "sw" / "sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [(x["layer"], int(x["step"])) for x in rows] == [(lay, s) for s in steps for lay in layers]
     one = metric.with_settings(layer=layers[1], step=steps[0])  # a grid cell = a plain 2AFC run
     ref = evaluate_2afc(one, ts, tmp_path / "one", EvalOptions(n_boot=50))

@@ -70,7 +70,7 @@ def test_parity_with_float64_reference(ipb, pixels, layer, t, scale):
     qa = ip_qkv(ipb.pipe, pixels[:1], path, t, "a photo", 3, scale)
     qb = ip_qkv(ipb.pipe, pixels[1:2], path, t, "a photo", 3, scale)
     assert got == pytest.approx(pair_score(qa, qb), abs=2e-5)
-    for mine, ref in zip((f.q[0], f.k[0], f.v[0]), qa):
+    for mine, ref in zip((f.q[0], f.k[0], f.v[0]), qa, strict=True):
         assert torch.allclose(mine.double(), ref, atol=1e-4 * float(ref.abs().max()))
 
 

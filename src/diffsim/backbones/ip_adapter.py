@@ -54,14 +54,15 @@ def ip_cross_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
     context = kwargs.get("encoder_hidden_states")
     if context is None and len(args) > 1:
         context = args[1]
-    proc = module.processor
+    proc: Any = module.processor
     if not isinstance(context, tuple) or not hasattr(proc, "to_k_ip"):
         raise RuntimeError("the hooked cross-attention got no IP-Adapter tokens: is the adapter loaded and the "
                            "layer an attn2?")
     ip = context[1][0]
     ip = ip.reshape(ip.shape[0], -1, ip.shape[-1])  # (B, images per adapter * 16, C)
-    q = _heads(module.to_q(hidden), module.heads)
-    return QKV(q, _heads(proc.to_k_ip[0](ip), module.heads), _heads(proc.to_v_ip[0](ip), module.heads))
+    attn: Any = module
+    q = _heads(attn.to_q(hidden), attn.heads)
+    return QKV(q, _heads(proc.to_k_ip[0](ip), attn.heads), _heads(proc.to_v_ip[0](ip), attn.heads))
 
 
 def _check_ip_folder(path: Path, subfolder: str, weight_name: str, image_encoder: str) -> None:
@@ -86,12 +87,14 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         self._zero_tokens: torch.Tensor | None = None
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL,
-                        ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        variant: str | None = None, single_file_config: str | None = None,
-                        subfolder: str = IP_SUBFOLDER, weight_name: str = IP_WEIGHTS,
-                        image_encoder_folder: str = IP_IMAGE_ENCODER, share: bool = True) -> IPAdapterBackbone:
+    def from_pretrained(  # type: ignore[override]
+            cls, model: str | os.PathLike = DEFAULT_MODEL,
+            ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER, device: str | torch.device | None = None,
+            dtype: str | torch.dtype | None = None, revision: str | None = None,
+            variant: str | None = None, single_file_config: str | None = None,
+            subfolder: str = IP_SUBFOLDER, weight_name: str = IP_WEIGHTS,
+            image_encoder_folder: str = IP_IMAGE_ENCODER,
+            share: bool = True) -> IPAdapterBackbone:
         """Load SD 1.x (its own copy: the adapter changes the U-Net) and the IP-Adapter Plus into it."""
         from diffusers import StableDiffusionPipeline
 
@@ -108,7 +111,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
                 _check_ip_folder(Path(src), subfolder, weight_name, image_encoder_folder)
             parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
                                     single_file_config=single_file_config)
-            pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+            pipe: Any = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
                                            unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
                                            feature_extractor=None, image_encoder=None, requires_safety_checker=False)
 
@@ -162,7 +165,9 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         else:
             branches, sample = 2, torch.cat([xt, xt])
             emb = torch.cat([self.prompt_embedding("").expand(n, -1, -1), cond.expand(n, -1, -1)])
-            img = torch.cat([self._zero_tokens.expand(n, -1, -1), feats])
+            zero = self._zero_tokens
+            assert zero is not None  # set by image_features
+            img = torch.cat([zero.expand(n, -1, -1), feats])
         added = {"image_embeds": [img[:, None]]}  # one IP image per sample
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
         with capture_qkv(self.unet, layers, stop_early=stop_early, project=ip_cross_qkv) as store:

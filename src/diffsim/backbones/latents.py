@@ -60,7 +60,7 @@ class LatentEncoding:
         todo = [i for i, k in enumerate(keys) if k not in self._latents]
         if todo:
             z = self._encode(pixels[todo], seed)
-            for i, zi in zip(todo, z):
+            for i, zi in zip(todo, z, strict=True):
                 self._latents[keys[i]] = zi.cpu()
                 while len(self._latents) > LATENT_CACHE_ITEMS:
                     self._latents.popitem(last=False)

@@ -87,10 +87,12 @@ class SDXLBackbone(StableDiffusionBackbone):
         super().__init__(parts, device, dtype)
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_SDXL, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        variant: str | None = None, single_file_config: str | None = None,
-                        vae: str | os.PathLike | None = None, share: bool = True) -> SDXLBackbone:
+    def from_pretrained(  # type: ignore[override]
+            cls, model: str | os.PathLike = DEFAULT_SDXL, device: str | torch.device | None = None,
+            dtype: str | torch.dtype | None = None, revision: str | None = None,
+            variant: str | None = None, single_file_config: str | None = None,
+            vae: str | os.PathLike | None = None,
+            share: bool = True) -> SDXLBackbone:
         """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)

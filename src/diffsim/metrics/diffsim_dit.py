@@ -91,7 +91,7 @@ class DiffSimDiT(DiffSim):
     default_model = DEFAULT_DIT
     accepts_prompt = False
     accepts_masks = False
-    embed_options = ()
+    embed_options = ()  # type: ignore[assignment]
 
     @classmethod
     def load_backbone(cls, settings: DiTSettings) -> DiTBackbone:  # type: ignore[override]

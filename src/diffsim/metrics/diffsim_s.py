@@ -122,7 +122,7 @@ class DiffSim(FeatureMetric):
             from .diffsim_sdxl import DiffSimXL
 
             return DiffSimXL.from_pretrained(model, **settings)
-        return super().from_pretrained(model, **settings)
+        return super().from_pretrained(model, **settings)  # type: ignore[return-value]
 
     @classmethod
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
