@@ -31,3 +31,7 @@ class ConfigError(DiffSimError, ValueError):
 
 class DatasetError(DiffSimError, ValueError):
     """A benchmark root is missing, does not match the expected layout, or a manifest is invalid."""
+
+
+class StoreError(DiffSimError, OSError):
+    """A gallery feature store is missing, was built with other settings, or a shard file is corrupt."""

@@ -10,11 +10,14 @@ from .._version import __version__
 from ..errors import DiffSimError
 from .bench import bench, consistency
 from .demo_cmd import demo_command
+from .dedup import dedup
+from .index import index
 from .layers import layers
 from .list_cmd import list_command
 from .map_cmd import map_command
 from .matrix_cmd import matrix_command
 from .report import report
+from .retrieve import retrieve
 from .score import score
 from .sweep import sweep
 
@@ -47,6 +50,9 @@ cli.add_command(report)
 cli.add_command(map_command)
 cli.add_command(matrix_command)
 cli.add_command(demo_command)
+cli.add_command(index)
+cli.add_command(retrieve)
+cli.add_command(dedup)
 
 
 def main(argv: list[str] | None = None) -> int:

