@@ -389,7 +389,7 @@ def test_prefilter_without_faiss_names_the_extra(monkeypatch, built, disc_metric
     from diffsim.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(ConfigError, match=r'pip install "diffsim\[faiss\]"'):
+    with pytest.raises(ConfigError, match=r'pip install "diffsim-metric\[faiss\]"'):
         Gallery(built, disc_metric).search(built.load(built.ids()[:1]), k=2, prefilter=4)
 
 

@@ -5,12 +5,15 @@ Feature tensors have shape ``(N, *group, T, D)``: N images, any number of group 
 
 ``AAS(A, B) = cos(flatten(attn(Q_A, K_B, V_B)), flatten(attn(Q_A, K_A, V_A)))``, one cosine over the
 whole flattened tensor, and the symmetric score is ``(AAS(A, B) + AAS(B, A)) / 2`` (paper Eq. 7-10).
-All reductions run in float32, whatever dtype the features were computed in.
+All reductions run in float32, whatever dtype the features were computed in. ``dtype`` (float16 /
+bfloat16, for GPUs) runs only the attention products in that precision; their outputs are cast back to
+float32 before any reduction.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,22 +29,25 @@ class QKV:
     k: torch.Tensor
     v: torch.Tensor
 
-    def float(self) -> "QKV":
+    def float(self) -> QKV:
         return QKV(self.q.float(), self.k.float(), self.v.float())
 
 
 Post = Callable[[torch.Tensor], torch.Tensor]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax attention ``softmax(q k^T / sqrt(d)) v`` in float32 (no dropout).
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Softmax attention ``softmax(q k^T / sqrt(d)) v``, returned in float32 (no dropout).
 
-    ``key_mask`` (N, T_k) bool restricts every query to the keys marked True (per image).
+    ``key_mask`` (N, T_k) bool restricts every query to the keys marked True (per image). ``dtype``:
+    the precision of the product itself (default float32).
     """
     mask = None
     if key_mask is not None:
         mask = key_mask.bool().reshape(key_mask.shape[0], *([1] * (q.dim() - 2)), key_mask.shape[-1])
-    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    dt = dtype or torch.float32
+    return F.scaled_dot_product_attention(q.to(dt), k.to(dt), v.to(dt), attn_mask=mask).float()
 
 
 def _batch(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -85,7 +91,7 @@ def _key_mask(weights: torch.Tensor | None, mask_keys: bool) -> torch.Tensor | N
 
 def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None = None, post: Post | None = None,
         weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-        mask_keys: bool = False) -> torch.Tensor:
+        mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
     """One-directional AAS(A, B) for paired (or broadcast) batches: shape (N,).
 
     ``own_a`` may pass a precomputed ``attend(a.q, a.k, a.v)`` (before ``post``). ``post`` maps an
@@ -96,15 +102,15 @@ def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None =
     """
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     if own_a is None or ka is not None:
-        own_a = attend(a.q, a.k, a.v, ka)
-    return _aas_masked(a, b, own_a, weights_a, kb, similarity, post)
+        own_a = attend(a.q, a.k, a.v, ka, dtype)
+    return _aas_masked(a, b, own_a, weights_a, kb, similarity, post, dtype)
 
 
 def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
           weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-          mask_keys: bool = False) -> torch.Tensor:
+          mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Symmetric score ``(AAS(A,B) + AAS(B,A)) / 2`` for paired batches (N,) (size-1 batches broadcast)."""
-    kw = dict(similarity=similarity, post=post, mask_keys=mask_keys)
+    kw: dict[str, Any] = dict(similarity=similarity, post=post, mask_keys=mask_keys, dtype=dtype)
     return 0.5 * (aas(a, b, weights_a=weights_a, weights_b=weights_b, **kw)
                   + aas(b, a, weights_a=weights_b, weights_b=weights_a, **kw))
 
@@ -115,11 +121,11 @@ def _row(x: torch.Tensor | None, i: int) -> torch.Tensor | None:
 
 def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
                  weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-                 mask_keys: bool = False) -> torch.Tensor:
+                 mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
     """All-pairs symmetric scores, shape (N, M); each image's own attention is computed once."""
-    own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys))
-    own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys))
-    kw = dict(similarity=similarity, post=post)
+    own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys), dtype)
+    own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys), dtype)
+    kw: dict[str, Any] = dict(similarity=similarity, post=post, dtype=dtype)
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     rows = []
     for i in range(a.q.shape[0]):
@@ -132,11 +138,12 @@ def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None =
 
 
 def _aas_masked(a: QKV, b: QKV, own_a: torch.Tensor, weights_a: torch.Tensor | None,
-                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None) -> torch.Tensor:
+                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
     """AAS(A, B) given A's own attention output and B's key mask (None: every key)."""
     n = max(a.q.shape[0], b.k.shape[0])
     km = None if key_mask_b is None else _batch(key_mask_b, n)
-    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), km)
+    aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), km, dtype)
     own = _batch(own_a, n)
     if post is not None:
         aligned, own = post(aligned), post(own)

@@ -1,16 +1,22 @@
 """Overlapped image input: decode and resize in DataLoader workers while the accelerator computes.
 
 :class:`ImageLoader` iterates over a list of image sources (paths, PIL images, arrays, tensors) in
-batches of ``(indices, pixels)``. A picklable ``preprocess(image, index) -> Tensor`` (e.g.
-:class:`Preprocess`) runs in ``torch.utils.data`` worker processes; on CUDA the batches come in pinned
-memory and are copied with ``non_blocking=True``, so the GPU does not wait for Pillow. Unreadable images
-are recorded in :attr:`ImageLoader.failures` as ``(index, source, reason)`` and skipped (``strict=True``
-raises :class:`~diffsim.errors.ImageError` instead). Only the sources list and the prefetched batches are
-held: memory does not grow with the number of images.
+batches of ``(indices, pixels)``. A picklable ``preprocess(image, index) -> Tensor`` (a metric's
+``preprocessor``, e.g. :class:`diffsim.preprocess.Resize`) runs in ``torch.utils.data`` worker processes;
+on CUDA the batches come in pinned memory and are copied with ``non_blocking=True``, so the GPU does not
+wait for Pillow. Unreadable images are recorded in :attr:`ImageLoader.failures` as ``(index, source,
+reason)`` and skipped (``strict=True`` raises :class:`~diffsim.errors.ImageError` instead). Only the
+sources list and the prefetched batches are held: memory does not grow with the number of images.
 
 ``batch_size="auto"`` (:func:`auto_batch_size`) probes the largest batch that fits the free GPU memory
-by doubling then bisecting with a caller-given probe (e.g. one extraction pass); on a CPU, or without a
-probe, it uses the fixed ``fallback`` batch.
+by doubling then bisecting with a caller-given probe (:func:`probe_for` a metric: one ``forward`` pass on
+blank images); on a CPU, or without a probe, it uses the fixed ``fallback`` batch.
+
+Typical use with a metric (the features go through its cache, exactly as ``metric.embed`` would)::
+
+    loader = ImageLoader(paths, metric.preprocessor, batch_size="auto", probe=probe_for(metric))
+    for indices, pixels in loader:
+        feats = metric.embed_pixels(pixels)
 """
 from __future__ import annotations
 
@@ -20,13 +26,14 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .devices import resolve_device
 from .errors import ConfigError, DiffSimError, ImageError
-from .images import ImageLike, describe, to_unit_tensor
+from .images import ImageLike, describe
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +47,6 @@ class Failure:
     index: int
     source: str
     reason: str
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Picklable ``(image, index) -> (3, size, size)`` float32: :func:`~diffsim.images.to_unit_tensor`.
-
-    ``signed=True`` maps [0, 1] to [-1, 1] (the VAE's input range), exactly as the metrics do in-process.
-    """
-
-    size: int
-    crop: str = "none"
-    signed: bool = False
-
-    def __call__(self, image: ImageLike, index: int) -> torch.Tensor:
-        x = to_unit_tensor(image, self.size, self.crop, index)
-        return x * 2.0 - 1.0 if self.signed else x
 
 
 class ImageDataset(Dataset):
@@ -84,7 +75,7 @@ class Batch:
     pixels: torch.Tensor | None
     failures: list[Failure] = field(default_factory=list)
 
-    def pin_memory(self) -> "Batch":  # called by the DataLoader's pinning thread
+    def pin_memory(self) -> Batch:  # called by the DataLoader's pinning thread
         return Batch(self.indices.pin_memory(), None if self.pixels is None else self.pixels.pin_memory(),
                      self.failures)
 
@@ -148,6 +139,16 @@ class ImageLoader:
             if batch.pixels is None:
                 continue
             yield batch.indices, batch.pixels.to(self.device, non_blocking=True)
+
+
+def probe_for(metric: Any) -> Callable[[int], None]:
+    """A batch-size probe for a network-backed metric: ``forward`` on ``b`` blank preprocessed images."""
+    shape = tuple(metric.preprocessor(torch.zeros(3, 8, 8), 0).shape)
+
+    def probe(b: int) -> None:
+        metric.forward(torch.zeros(b, *shape, device=metric.device))
+
+    return probe
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -1,9 +1,13 @@
 """Capture Q/K/V at attention modules during a forward pass, and stop the pass early.
 
 A forward *pre*-hook on each chosen attention module receives that module's input (for a U-Net
-transformer block's ``attn1``: the ``norm1`` output) and applies the module's own ``to_q/to_k/to_v``,
-split into its heads. Once every requested module has been seen the hook raises
-:class:`StopForward`, so nothing after the last needed layer runs.
+transformer block's ``attn1``: the ``norm1`` output; for ``attn2``: the ``norm2`` output and the encoder
+states) and applies the module's own ``to_q/to_k/to_v``, split into its heads. Once every requested module
+has been seen the hook raises :class:`StopForward`, so nothing after the last needed layer runs.
+
+This is the fallback of :class:`~diffsim.backbones.stable_diffusion.StableDiffusionBackbone` for U-Nets
+that :mod:`.unet_forward` cannot step through (and the path for ``stop_early=False``); the ViT backbones
+use :class:`StopForward` too.
 """
 from __future__ import annotations
 
@@ -15,37 +19,26 @@ import torch
 import torch.nn as nn
 
 from ..aas import QKV
+from .unet_forward import project
 
 
 class StopForward(Exception):
     """Raised inside the network once all requested features are captured."""
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, c = x.shape
-    return x.view(b, n, heads, c // heads).transpose(1, 2)
-
-
 def project_qkv(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | None = None) -> QKV:
     """Q from ``hidden`` and K/V from ``context`` (or ``hidden``), as ``(B, heads, T, D)``."""
     if hidden.dim() == 4:  # (B, C, H, W) -> (B, HW, C)
         hidden = hidden.flatten(2).transpose(1, 2)
-    if getattr(attn, "group_norm", None) is not None:
-        hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
-    context = hidden if context is None else context
-    q = _heads(attn.to_q(hidden), attn.heads)
-    k = _heads(attn.to_k(context), attn.heads)
-    v = _heads(attn.to_v(context), attn.heads)
-    if getattr(attn, "norm_q", None) is not None:
-        q = attn.norm_q(q)
-    if getattr(attn, "norm_k", None) is not None:
-        k = attn.norm_k(k)
-    return QKV(q, k, v)
+    return QKV(*project(attn, hidden, context))
 
 
 def self_attention_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
-    """Q/K/V of a self-attention module from the arguments it is called with."""
-    return project_qkv(module, args[0] if args else kwargs["hidden_states"])
+    """Q/K/V of an attention module from the arguments it is called with (K/V from the encoder states
+    when it gets them: an ``attn2``'s text keys)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    context = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+    return project_qkv(module, hidden, context)
 
 
 Projector = Callable[[nn.Module, tuple, dict[str, Any]], QKV]

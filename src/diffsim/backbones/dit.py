@@ -212,4 +212,4 @@ class DiTBackbone(LatentEncoding):
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the DiT forward: {missing}")
-        return {p: _by_image(store[p], branches, n) for p in layers}
+        return {p: _by_image(store[p], branches, n, n) for p in layers}

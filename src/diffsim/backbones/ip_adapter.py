@@ -35,7 +35,8 @@ from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
-from .capture import _heads, capture_qkv, run_until_captured
+from .capture import capture_qkv, run_until_captured
+from .unet_forward import _heads
 from .detect import SD, require_kind
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .stable_diffusion import StableDiffusionBackbone, _by_image
@@ -177,7 +178,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
-        return {p: _by_image(store[p], branches, n) for p in layers}
+        return {p: _by_image(store[p], branches, n, n) for p in layers}
 
     def extract_latents(self, *args: Any, **kwargs: Any) -> dict[str, QKV]:
         raise NotImplementedError("DiffSim-C needs the pixels (the adapter sees the image): use extract()")

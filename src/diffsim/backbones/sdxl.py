@@ -31,6 +31,7 @@ from .capture import capture_qkv, run_until_captured
 from .detect import SDXL, require_kind
 from .loading import (SDComponents, _first_line, classify, load_cache_first, prepare_components, quiet_loading,
                       resolve_source)
+from .latents import LatentEncoding
 from .stable_diffusion import StableDiffusionBackbone, _by_image
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ class SDXLBackbone(StableDiffusionBackbone):
     # ---------------------------------------------------------------- metadata
     default_size = 1024
     per_transformer = True  # aliases name every transformer block too: up0.a2.t9 (depth 2 and 10)
+    # the VAE in its own dtype (float32 under a float16 U-Net), and Euler's add_noise + scale_model_input
+    _encode = LatentEncoding._encode
+    model_input = LatentEncoding.model_input
 
     # ----------------------------------------------------------------- inputs
     @torch.no_grad()
@@ -154,7 +158,7 @@ class SDXLBackbone(StableDiffusionBackbone):
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
-        return {p: _by_image(store[p], branches, n) for p in layers}
+        return {p: _by_image(store[p], branches, n, n) for p in layers}
 
     @torch.no_grad()
     def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,

@@ -8,66 +8,143 @@ For a batch of images at timestep T the extractor
    depend on the image alone: cacheable and symmetric);
 3. runs the U-Net on the guidance pair [unconditional "", prompt] (or the prompt branch alone) and
    captures Q/K/V at the requested attention layers, stopping right after the last one.
+
+Step 3 uses the explicit truncated forward of :mod:`.unet_forward` (no hooks, no exceptions, so it can
+be compiled whole); U-Nets it cannot step through (see that module) and ``stop_early=False`` use the
+hook path of :mod:`.capture`. Options: ``compile`` (``torch.compile`` of the truncated U-Net and the VAE
+encoder; batches are padded to a power of two, and after a second batch size torch recompiles once
+with a dynamic batch dimension, so at most two compilations per layer set), ``channels_last`` (U-Net
+memory format; the VAE always runs channels_last), ``inference_mode`` (``torch.inference_mode`` instead
+of ``no_grad``). Noising and every reduction stay float32 whatever the model dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..aas import QKV
-from ..models import shared_model
 from ..devices import resolve_device, resolve_dtype
+from ..images import content_hash
+from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
-from .latents import LatentEncoding
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import check_timestep, step_table, step_to_timestep
+from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
 
 logger = logging.getLogger(__name__)
 
-class StableDiffusionBackbone(LatentEncoding):
+LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(compile: bool | str | None) -> str | None:
+    """``compile`` option -> a ``torch.compile`` mode or None (eager)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "default"
+    if compile in COMPILE_MODES:
+        return str(compile)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}; got {compile!r}")
+
+
+class _VaeMoments(torch.nn.Module):
+    """``pixels -> (mean, std)`` of the VAE posterior (a plain function of tensors, for torch.compile)."""
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        post = self.vae.encode(x).latent_dist
+        return post.mean, post.std
+
+
+def _bucket(n: int) -> int:
+    """The next power of two >= n (compiled passes pad partial batches to it)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Repeat the last row of ``x`` up to ``n`` rows (every op is per image, so rows stay independent)."""
+    return x if x.shape[0] >= n else torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])])
+
+
+class StableDiffusionBackbone:
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
     kind = "sd"
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
 
-    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype, *,
+                 compile: bool | str = False, channels_last: bool = False, inference_mode: bool = False) -> None:
         self.parts = parts
         self.device = device
         self.dtype = dtype
         self.source = parts.source
         self._text: dict[str, torch.Tensor] = {}
-        self.init_latent_state()
+        self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
+        self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
+        self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
+        self.compile = compile_mode(compile)
+        self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
+        self.cache_latents = True  # keep clean latents per image content (see encode)
+        self.channels_last = bool(channels_last)
+        self.inference_mode = bool(inference_mode)
+        self._runners: dict[tuple[str, ...], Any] = {}
+        self._fallback_logged: set[tuple[str, ...]] = set()
+        self._timed: set[tuple] = set()
         parts.vae.to(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
+        if self.channels_last:
+            parts.unet.to(memory_format=torch.channels_last)
+        self._moments: Any = _VaeMoments(parts.vae)
+        if self.compile:
+            self._moments = torch.compile(self._moments, mode=self.compile)
 
     # ----------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, revision: str | None = None,
                         variant: str | None = None, single_file_config: str | None = None,
-                        share: bool = True) -> "StableDiffusionBackbone":
-        """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``."""
+                        share: bool = True, *, compile: bool | str = False, channels_last: bool = False,
+                        inference_mode: bool = False) -> StableDiffusionBackbone:
+        """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``.
+
+        ``compile``: True or a ``torch.compile`` mode (``"reduce-overhead"`` adds CUDA graphs);
+        ``channels_last``: U-Net memory format; ``inference_mode``: ``torch.inference_mode`` for passes.
+        """
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config)
+        mode = compile_mode(compile)
+        key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config, mode,
+               bool(channels_last), bool(inference_mode))
 
-        def load() -> "StableDiffusionBackbone":
+        def load() -> StableDiffusionBackbone:
             logger.info("loading %s on %s (%s)", model, dev, dt)
             parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
                                     single_file_config=single_file_config)
-            return cls(parts, dev, dt)
+            return cls(parts, dev, dt, compile=mode or False, channels_last=channels_last,
+                       inference_mode=inference_mode)
 
         return shared_model(key, load, share)
 
     def clear_caches(self) -> None:
         """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""
         self._text.clear()
-        super().clear_caches()
+        self._noise.clear()
+        self._latents.clear()
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -81,6 +158,10 @@ class StableDiffusionBackbone(LatentEncoding):
     @property
     def vae(self) -> Any:
         return self.parts.vae
+
+    @property
+    def latent_factor(self) -> int:
+        return 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
 
     def layers(self, size: int) -> list[AttentionLayer]:
         """Every attention layer with its heads, channels and token grid at image size ``size``."""
@@ -114,15 +195,68 @@ class StableDiffusionBackbone(LatentEncoding):
         return step_table(self.scheduler)
 
     # ----------------------------------------------------------------- inputs
-    @torch.no_grad()
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        """``torch.inference_mode()`` with ``inference_mode=True``, else ``torch.no_grad()``."""
+        return torch.inference_mode() if self.inference_mode else torch.no_grad()
+
     def prompt_embedding(self, prompt: str) -> torch.Tensor:
         """Last hidden state of the text encoder for ``prompt``, (1, 77, D); computed once per prompt."""
         if prompt not in self._text:
             tok = self.parts.tokenizer
             ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
                       return_tensors="pt").input_ids.to(self.device)
-            self._text[prompt] = self.parts.text_encoder(ids)[0]
+            with torch.no_grad():  # not inference mode: the embedding is reused outside it
+                self._text[prompt] = self.parts.text_encoder(ids)[0]
         return self._text[prompt]
+
+    def noise(self, seed: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps_vae, eps), each (1, C, side, side) float32 on CPU, from one CPU generator seeded ``seed``."""
+        key = (seed, side)
+        if key not in self._noise:
+            c = int(self.parts.vae.config.latent_channels)
+            g = torch.Generator("cpu").manual_seed(seed)
+            eps_vae = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
+            eps = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
+            self._noise[key] = (eps_vae, eps)
+        return self._noise[key]
+
+    def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32.
+
+        Latents are kept per image content and seed (bounded LRU), so embedding the same images at
+        other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
+        With ``cache_latents = False`` (throughput runs that see each image once) the per-image hash,
+        the copy to the CPU and back are skipped.
+        """
+        if not self.cache_latents:
+            return self._encode(pixels, seed)
+        keys = [(content_hash(p), seed) for p in pixels]
+        todo = [i for i, k in enumerate(keys) if k not in self._latents]
+        if todo:
+            z = self._encode(pixels[todo], seed)
+            for i, zi in zip(todo, z):
+                self._latents[keys[i]] = zi.cpu()
+                while len(self._latents) > LATENT_CACHE_ITEMS:
+                    self._latents.popitem(last=False)
+        for k in keys:
+            self._latents.move_to_end(k)
+        return torch.stack([self._latents[k] for k in keys]).to(self.device)
+
+    def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        self.images_encoded += pixels.shape[0]
+        vae = self.parts.vae
+        n = pixels.shape[0]
+        x = pixels.to(self.device, self.dtype, non_blocking=True)
+        if self.compile:
+            x = _pad(x, _bucket(n))
+        x = x.contiguous(memory_format=torch.channels_last)
+        with self.no_grad():
+            mean, std = self._timed_call("VAE encoder", self._moments, x)
+        mean, std = mean[:n].float(), std[:n].float()
+        eps_vae, _ = self.noise(seed, mean.shape[-1])
+        z = mean + std * eps_vae.to(self.device)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (z - shift) * float(vae.config.scaling_factor)
 
     def add_noise(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
         """Forward diffusion to timestep T in float32 with the model's own scheduler."""
@@ -131,7 +265,6 @@ class StableDiffusionBackbone(LatentEncoding):
         return self.scheduler.add_noise(z0, eps.to(z0.device).expand_as(z0), t)
 
     # --------------------------------------------------------------- features
-    @torch.no_grad()
     def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
                 single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
         """Q/K/V at module paths ``layers``: each ``(N, branches, heads, T, D)`` in the model dtype.
@@ -141,34 +274,101 @@ class StableDiffusionBackbone(LatentEncoding):
         z0 = self.encode(pixels, seed)
         return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early)
 
-    @torch.no_grad()
     def extract_latents(self, z0: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
                         single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
         """As :meth:`extract`, from clean latents (lets a sweep encode once for many timesteps)."""
         n = z0.shape[0]
+        layers = list(layers)
+        runner = self._runner(tuple(layers)) if stop_early else None
+        if runner is not None and self.compile:
+            z0 = _pad(z0, _bucket(n))
+        m = z0.shape[0]
         xt = self.add_noise(z0, timestep, seed).to(self.dtype)
         cond = self.prompt_embedding(prompt)
         if single_branch:
-            branches, emb, sample = 1, cond.expand(n, -1, -1), xt
+            branches, emb, sample = 1, cond.expand(m, -1, -1), xt
         else:
             uncond = self.prompt_embedding("")
             branches = 2
-            emb = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
+            emb = torch.cat([uncond.expand(m, -1, -1), cond.expand(m, -1, -1)])
             sample = torch.cat([xt, xt])
+        if self.channels_last:
+            sample = sample.contiguous(memory_format=torch.channels_last)
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
-            self.unet_calls += 1
-            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
+        self.unet_calls += 1
+        if runner is not None:
+            self.last_path = "explicit"
+            with self.no_grad():
+                raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
+            store = {p: QKV(*raw[p]) for p in layers}
+        else:
+            self.last_path = "hooks"
+            with self.no_grad(), capture_qkv(self.unet, layers, stop_early=stop_early) as store:
+                run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
-        return {p: _by_image(store[p], branches, n) for p in layers}
+        return {p: _by_image(store[p], branches, m, n, copy=self.compile == "reduce-overhead") for p in layers}
+
+    def _runner(self, layers: tuple[str, ...]) -> Any:
+        """The (compiled) explicit truncated forward for ``layers``, or None where only hooks can serve.
+
+        Checked on every call (cheap): hooks registered on the path since the last call force the hook path.
+        """
+        if not self.explicit:
+            return None
+        try:
+            plan_truncation(self.unet, layers)
+        except UnsupportedLayout as exc:
+            if layers not in self._fallback_logged:
+                logger.info("hook path for %s: %s", ", ".join(layers), exc)
+                self._fallback_logged.add(layers)
+            return None
+        if layers not in self._runners:
+            runner: Any = TruncatedUNet(self.unet, layers)
+            if self.compile:
+                runner = torch.compile(runner, mode=self.compile, fullgraph=True)
+            self._runners[layers] = runner
+        return self._runners[layers]
+
+    def _timed_call(self, what: str, fn: Any, *args: torch.Tensor) -> Any:
+        """Call ``fn``; with ``compile``, log how long each new input shape took (compilation) once."""
+        if not self.compile:
+            return fn(*args)
+        key = (what, id(fn), tuple(tuple(a.shape) for a in args))
+        if key in self._timed:
+            return fn(*args)
+        start = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        first = not any(k[0] == what for k in self._timed)
+        self._timed.add(key)
+        logger.log(logging.INFO if first else logging.DEBUG, "compiled %s for input shapes %s in %.1f s", what,
+                   key[2], time.perf_counter() - start)
+        return out
+
+    def auto_batch_size(self, size: int, layers: list[str], single_branch: bool = False, fallback: int = 4,
+                        limit: int = 256) -> int:
+        """The largest batch of ``size`` px images whose extraction fits the free GPU memory (CPU: ``fallback``)."""
+        from ..loader import auto_batch_size
+
+        t = min(500, int(self.scheduler.config.num_train_timesteps) - 1)
+
+        def probe(b: int) -> None:
+            self.extract(torch.zeros(b, 3, size, size), layers, t, "", 0, single_branch=single_branch)
+
+        return auto_batch_size(probe, self.device, fallback=fallback, limit=limit)
 
 
-def _by_image(qkv: QKV, branches: int, n: int) -> QKV:
-    """(branches*N, H, T, D) in [branch-major] order -> (N, branches, H, T, D)."""
+def _by_image(qkv: QKV, branches: int, m: int, n: int, copy: bool = False) -> QKV:
+    """(branches*M, H, T, D) in [branch-major] order -> (N, branches, H, T, D): the first N of M images.
+
+    ``copy`` forces fresh storage (CUDA graphs reuse their output buffers on the next call).
+    """
 
     def split(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(branches, n, *x.shape[1:]).transpose(0, 1).contiguous()
+        y = x.reshape(branches, m, *x.shape[1:])[:, :n].transpose(0, 1)
+        return y.clone(memory_format=torch.contiguous_format) if copy else y.contiguous()
 
     return QKV(split(qkv.q), split(qkv.k), split(qkv.v))

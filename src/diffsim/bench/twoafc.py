@@ -25,7 +25,7 @@ from .manifest import save_manifest, triplets_hash
 from .provenance import now, provenance
 from .runlog import RunLog
 from .stats import is_tie, record_outcome, summarize
-from .store import FeatureStore, Key
+from .store import EmbedFn, FeatureStore, Key
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
-                  options: EvalOptions | None = None) -> dict[str, Any]:
-    """Score every triplet, stream records to ``out_dir/triplets.jsonl``, write ``results.json``; return it."""
+                  options: EvalOptions | None = None, embed_fn: EmbedFn | None = None) -> dict[str, Any]:
+    """Score every triplet, stream records to ``out_dir/triplets.jsonl``, write ``results.json``; return it.
+
+    ``embed_fn(paths, prompt) -> Features`` replaces ``metric.embed`` (e.g. features read from a store
+    built by the Ray engine: :func:`diffsim.scale.bench.ray_embed_fn`).
+    """
     opt = options or EvalOptions()
     out = Path(out_dir)
     start = time.perf_counter()
@@ -80,6 +84,8 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
     def embed(paths: list[str], prompt: str | None) -> Features:
         return metric.embed(paths, prompt=prompt) if prompt is not None else metric.embed(paths)
 
+    if embed_fn is not None:
+        embed = embed_fn
     todo = [t for t in ts.triplets if not log.done(t.id)]
     if log.resumed:
         logger.info("resuming %s: %d of %d triplets already done", out, len(ts.triplets) - len(todo),

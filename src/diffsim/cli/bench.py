@@ -8,11 +8,15 @@ import click
 
 from .bench_options import bench_metric, dataset_options, default_out, load_set
 from .options import diffsim_options
+from .scale_options import engine_options, ray_options_from
 
 
 @click.command()
 @dataset_options
 @diffsim_options
+@engine_options
+@click.option("--workers", type=int, default=None,
+              help="With --engine ray: embedding actors, one model each. [default: 1]")
 @click.pass_context
 def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
           triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,
@@ -21,7 +25,14 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
     from ..bench import EvalOptions, evaluate_2afc, evaluate_consistency
     from ..datasets.base import VideoSet
 
+    engine, workers = opts.pop("engine"), opts.pop("workers")
     data = load_set(name, root, protocol, ds_options, opts["seed"], triplets_file)
+    if engine == "ray":
+        from ..scale.ray_engine import require_ray
+
+        require_ray()
+        if isinstance(data, VideoSet):
+            raise click.UsageError(f"--engine ray runs the 2AFC benchmarks; {name} is a video benchmark")
     metric = bench_metric(ctx, metric_name, name, opts)
     mname = metric.name
     out = Path(out_dir or default_out(name, mname, data.protocol))
@@ -33,7 +44,14 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
                    f"{r['mean_variance']:.6g} over {r['n_videos']} videos"
                    + (f", {r['n_errors']} error(s)" if r["n_errors"] else ""))
     else:
-        r = evaluate_2afc(metric, data, out, eo)
+        embed_fn = None
+        if engine == "ray":  # embed every image on the Ray cluster into OUT/features, then score here
+            from ..scale.bench import ray_embed_fn
+
+            embed_fn = ray_embed_fn(metric, data, out, ray_options_from(opts, workers, None),
+                                    use_prompts=not no_dataset_prompts, batch_size=opts.get("batch_size"),
+                                    progress=not quiet)
+        r = evaluate_2afc(metric, data, out, eo, embed_fn=embed_fn)
         lo, hi = r["ci95"]
         click.echo(f"{name} [{r['protocol_label']}] {mname}: accuracy {100 * r['accuracy']:.2f}% "
                    f"(95% CI {100 * lo:.2f}-{100 * hi:.2f}, n={r['n_triplets']}, ties={r['ties']} "

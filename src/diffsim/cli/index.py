@@ -9,6 +9,8 @@ import click
 
 from ..errors import ConfigError, ImageError, StoreError
 from .options import build_metric, diffsim_options, typed_overrides
+from .merge import merge
+from .scale_options import engine_options, input_options, ray_options_from, shard_options
 
 
 @click.group("index")
@@ -26,28 +28,58 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
               help="Store folder (created, or updated: only new or changed images are embedded).")
 @diffsim_options
 @click.option("--workers", type=int, default=None,
-              help="DataLoader processes that decode and resize images. [default: 0 on CPU, up to 8 on CUDA]")
+              help="DataLoader processes that decode and resize images. [default: 0 on CPU, up to 8 on CUDA] "
+                   "With --engine ray: embedding actors, one model each. [default: 1]")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: record and skip it).")
 @click.option("--compact", type=click.Choice(["none", "fp16"]), default="none", show_default=True,
               help="fp16: store features in half precision (half the bytes; see the README for its agreement).")
-@click.option("--shard-size", type=int, default=None, help="Images per shard. [default: about 256 MiB of features]")
+@click.option("--shard-size", type=int, default=None,
+              help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@engine_options
+@input_options
+@shard_options
 @click.pass_context
 def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: str | None, workers: int | None,
-          strict: bool, compact: str, shard_size: int | None, quiet: bool, **opts: Any) -> None:
+          strict: bool, compact: str, shard_size: int | None, quiet: bool, num_shards: int | None,
+          shard_index: int | None, **opts: Any) -> None:
     """Embed GALLERY (a folder walked recursively, a list file, or image files) into the store --out.
 
     Rerunning on the same gallery embeds nothing; added or changed images are embedded; an interrupted
     build resumes. An existing store keeps its metric: without metric options it is reused as built.
+    With --engine ray, GALLERY may also be parquet files or webdataset tar shards. With --num-shards K
+    (or under torchrun / srun), this process builds one part, in OUT.partIIIII-of-KKKKK.
     """
     from ..gallery.build import build_index
     from ..gallery.search import metric_for
     from ..gallery.sources import collect
     from ..gallery.store import SETTINGS_FILE, GalleryStore
+    from ..scale.partition import bind_local_gpu, part_path, resolve_partition, select_part
+    from ..scale.inputs import ray_input
 
-    sources = collect(gallery)  # paths first: nothing is loaded for a bad gallery
-    if not len(sources):
-        raise ImageError(f"no images found in {' '.join(gallery)} (extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
+    engine = opts.pop("engine")
+    part = resolve_partition(num_shards, shard_index)
+    if engine == "ray" and part is not None:
+        raise click.UsageError("--engine ray spreads one build over the cluster itself: drop --num-shards "
+                               "(and RANK/WORLD_SIZE)")
+    out = part_path(out, part)
+    if part is not None:
+        bind_local_gpu()  # torchrun: rank r of a machine uses its GPU r
+    sources, rin = None, None
+    if engine == "ray":  # paths first: nothing is loaded for a bad gallery
+        from ..scale.ray_engine import require_ray
+
+        require_ray()
+        rin = ray_input(gallery, opts["ray_input"], None, opts["id_column"], opts["image_column"])
+        root = rin.root
+    else:
+        if opts["ray_input"] not in ("auto", "files"):
+            raise click.UsageError(f"--input {opts['ray_input']} needs --engine ray")
+        sources = select_part(collect(gallery), part)
+        if not len(sources):
+            raise ImageError(f"no images found in {' '.join(gallery)} "
+                             "(extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
+        root = sources.root
     if shard_size is not None and shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--shard-size")
     from ..registry import metric_info
@@ -56,21 +88,43 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         raise ConfigError(f"metric {metric_name!r} votes between members and has no per-image features to store; "
                           "index each member metric in its own store")
     existing = GalleryStore.open(out) if (Path(out) / SETTINGS_FILE).exists() else None
-    if existing is not None and len(existing) and existing.root != sources.root:
+    if existing is not None and len(existing) and existing.root != root:
         raise StoreError(f"store {out} holds images of {existing.root or 'explicit paths'}, not of "
-                         f"{sources.root or 'explicit paths'}; use another --out")
+                         f"{root or 'explicit paths'}; use another --out")
     typed = set(typed_overrides(ctx, opts)) - {"device", "batch_size"}
     if existing is not None and metric_name is None and not typed and not opts.get("set_items"):
         metric = metric_for(existing, **_runtime(opts))
     else:
         metric = build_metric(ctx, metric_name, "diffsim-s", opts)
-    store = GalleryStore.open_or_create(out, metric, compact, root=sources.root)
-    report = build_index(sources, store, metric, batch_size=opts.get("batch_size"), num_workers=workers,
-                         strict=strict, progress=not quiet, shard_size=shard_size)
+    if rin is not None:  # before the store is created with a dtype the workers cannot match
+        from ..scale.ray_engine import check_gpu_dtype
+
+        check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
+    store = GalleryStore.open_or_create(out, metric, compact, root=root)
+    if rin is not None:
+        report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
+    else:
+        report = build_index(sources, store, metric, batch_size=opts.get("batch_size"), num_workers=workers,
+                             strict=strict, progress=not quiet, shard_size=shard_size)
+    _report(store, out, report)
+
+
+def _ray_build(rin: Any, store: Any, metric: Any, opts: dict[str, Any], workers: int | None, shard_size: int | None,
+               strict: bool, quiet: bool) -> Any:
+    from ..scale.ray_engine import build_index_ray
+
+    return build_index_ray(rin, store, metric, ray_options_from(opts, workers, shard_size),
+                           batch_size=opts.get("batch_size"), strict=strict, progress=not quiet)
+
+
+def _report(store: Any, out: str, report: Any) -> None:
     click.echo(f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
                f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
                + (f", {report.recovered} recovered" if report.recovered else "")
                + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else ""))
+
+
+index.add_command(merge)
 
 
 @index.command("info")

@@ -19,6 +19,7 @@ import torch
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
 from ..errors import ConfigError
 from ..features import Features
+from ..devices import resolve_dtype
 from ..images import check_size
 from ..settings import path_like
 from .automask import AutoMasks
@@ -75,6 +76,7 @@ class DiffSimC(DiffSim):
         self.layer_names = s.layer_names
         self.layers = self.backbone.resolve(self.layer_names, kind="cross")
         self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
+        self.compare_dtype = None if s.compare_dtype is None else resolve_dtype(s.compare_dtype, self.device)
 
     def _layer(self, layer: str | None) -> str:
         if layer is not None and layer not in self.layers:

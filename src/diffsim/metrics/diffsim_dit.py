@@ -108,6 +108,7 @@ class DiffSimDiT(DiffSim):
         self.class_id = bb.class_id(s.class_label)
         self.layer_names = s.layer_names
         self.layers = bb.resolve(self.layer_names)
+        self.compare_dtype = None  # compare in float32
 
     size = property(lambda self: self._size)
     prompt = property(lambda self: None)

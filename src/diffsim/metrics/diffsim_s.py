@@ -14,7 +14,8 @@ from ..aas import QKV
 from ..backbones.detect import SDXL, detect_kind
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.select import load_unet_backbone
-from ..backbones.stable_diffusion import StableDiffusionBackbone
+from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
+from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImageLike, ImagesLike, check_crop, check_size
@@ -53,9 +54,16 @@ class DiffSimSettings(FeatureSettings):
     mask_model: str | os.PathLike = DEFAULT_SEGMENTER  # segmentation model behind masks="auto"
     mask_prompt: str | tuple[str, ...] = DEFAULT_MASK_PROMPT
     auto_masks: bool = False  # "auto" masks by default
+    compile: bool | str = False  # torch.compile the truncated U-Net and VAE (or a mode, "reduce-overhead")
+    channels_last: bool = False  # U-Net memory format
+    inference_mode: bool = False  # torch.inference_mode for the passes
+    compare_dtype: str | None = None  # attention products of compare in float16/bfloat16 (GPU); None: float32
 
     compare_only: ClassVar[frozenset[str]] = frozenset(
-        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks"})
+        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks", "compare_dtype"})
+    runtime: ClassVar[frozenset[str]] = FeatureSettings.runtime | {"compile", "channels_last", "inference_mode"}
+    load_fields: ClassVar[tuple[str, ...]] = FeatureSettings.load_fields + ("compile", "channels_last",
+                                                                             "inference_mode")
     per_call: ClassVar[frozenset[str]] = frozenset({"prompt"})
     exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
     #: resolved against the model (module paths, actual T) before they enter the feature config
@@ -66,7 +74,7 @@ class DiffSimSettings(FeatureSettings):
             self._set("layer", tuple(self.layer))
         if isinstance(self.mask_prompt, list):
             self._set("mask_prompt", tuple(self.mask_prompt))
-        for name in ("single_branch", "mask_keys", "auto_masks"):
+        for name in ("single_branch", "mask_keys", "auto_masks", "channels_last", "inference_mode"):
             self._set(name, bool(getattr(self, name)))
 
     def validate(self) -> None:
@@ -83,6 +91,9 @@ class DiffSimSettings(FeatureSettings):
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
         path_like("mask_model", self.mask_model, optional=False)
+        compile_mode(self.compile)
+        if self.compare_dtype is not None:
+            resolve_dtype(self.compare_dtype, torch.device("cpu"))
 
     @property
     def higher_is_better(self) -> bool:
@@ -128,7 +139,8 @@ class DiffSim(FeatureMetric):
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
         return load_unet_backbone(  # SD 1.x/2.x or SDXL, told apart by the model's configs
             settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
-            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config)
+            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
+            compile=settings.compile, channels_last=settings.channels_last, inference_mode=settings.inference_mode)
 
     def setup(self) -> None:
         s = self.settings
@@ -139,6 +151,7 @@ class DiffSim(FeatureMetric):
         self.layer_names = s.layer_names
         self.layers = self.backbone.resolve(self.layer_names, kind="self")
         self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
+        self.compare_dtype = None if s.compare_dtype is None else resolve_dtype(s.compare_dtype, self.device)
 
     # shortcuts to the settings used throughout
     size = property(lambda self: self.settings.size)
@@ -219,12 +232,13 @@ class DiffSim(FeatureMetric):
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
         self.check_pair(a, b)
-        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, **self._weights(a, b, layer))
+        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
+                         **self._weights(a, b, layer))
 
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
         self.check_pair(a, b)
-        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity,
+        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
                                 **self._weights(a, b, layer))
 
     def _weights(self, a: Features, b: Features, layer: str | None) -> dict[str, Any]:

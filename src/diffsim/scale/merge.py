@@ -1,0 +1,93 @@
+"""Join gallery stores built in parts (``--num-shards``/``RANK``) into one store.
+
+Every part must hold the same metric settings, compact mode and gallery root, and no image id may be
+in two parts. Shard files are hard-linked (copied where links are not possible) under new names, so
+their bytes, and checksums, are unchanged; the driver-side table API of
+:class:`~diffsim.gallery.store.GalleryStore` records the rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StoreError
+from ..gallery.store import SETTINGS_FILE, GalleryStore, Row
+
+logger = logging.getLogger(__name__)
+
+#: settings.json entries that must agree between the parts
+SAME = ("metric", "settings", "config", "features", "compact", "root")
+
+
+def _check_same(first: GalleryStore, other: GalleryStore) -> None:
+    diff = [k for k in SAME if first.settings.get(k) != other.settings.get(k)]
+    if diff:
+        raise StoreError(f"cannot merge {other.folder} with {first.folder}: built with other {', '.join(diff)}; "
+                         "build every part with the same metric options and gallery")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        raise StoreError(f"cannot merge: shard {dst} already exists")
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> GalleryStore:
+    """Merge the stores ``parts`` into ``out`` (created, or an existing store with the same settings)."""
+    if not parts:
+        raise StoreError("no stores to merge: give the part folders")
+    stores = [GalleryStore.open(p) for p in parts]
+    if len({s.folder.resolve() for s in stores}) != len(stores):
+        raise StoreError("the same part is given twice")
+    first = stores[0]
+    for s in stores[1:]:
+        _check_same(first, s)
+    owner: dict[str, Path] = {}
+    for s in stores:
+        for i in s.ids():
+            if i in owner:
+                raise StoreError(f"image id {i!r} is in both {owner[i]} and {s.folder}; parts must not overlap")
+            owner[i] = s.folder
+    out_path = Path(out)
+    if (out_path / SETTINGS_FILE).exists():
+        target = GalleryStore.open(out_path)
+        _check_same(first, target)
+        clash = [i for i in target.ids() if i in owner]
+        if clash:
+            raise StoreError(f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); "
+                             "merge into a new store")
+    else:
+        (out_path / "shards").mkdir(parents=True, exist_ok=True)
+        (out_path / SETTINGS_FILE).write_text(json.dumps(first.settings, indent=2, sort_keys=True))
+        target = GalleryStore.open(out_path)
+        target.set_errors([])
+    errors = [(e["path"], e["reason"]) for e in target.errors()]
+    for n, s in enumerate(stores):
+        table = s.table()
+        if not table.num_rows:
+            continue
+        ids, pool = s.pooled()
+        cols = {c: table.column(c).to_pylist() for c in ("path", "hash", "shard", "row", "checksum")}
+        renamed: dict[str, str] = {}
+        for old in dict.fromkeys(cols["shard"]):
+            new = f"{s.folder.name.replace('.', '-')}-{n:03d}-{old}"
+            new = "".join(c if c.isalnum() or c in "-_" else "-" for c in new)
+            _link_or_copy(s.shard_path(old), target.shard_path(new))
+            renamed[old] = new
+        target.add_rows(Row(i, p, h, renamed[sh], int(r), c, np.asarray(v, dtype=np.float32))
+                        for i, p, h, sh, r, c, v in zip(ids, cols["path"], cols["hash"], cols["shard"], cols["row"],
+                                                        cols["checksum"], pool))
+        errors += [(e["path"], e["reason"]) for e in s.errors()]
+        logger.info("merged %s: %d images in %d shard(s)", s.folder, table.num_rows, len(renamed))
+    target.commit()
+    target.set_errors(errors)
+    return target
