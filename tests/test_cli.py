@@ -71,7 +71,7 @@ def test_bad_options_exit_2_without_traceback(capsys, common, image_files, extra
 def test_missing_image_and_model(capsys, common, image_files, tmp_path):
     code, _, err = run(capsys, "score", str(image_files[0]), str(tmp_path / "none.png"), *common)
     assert code == 2 and f"image file not found: {tmp_path / 'none.png'}" in err
-    code, _, err = run(capsys, "score", "a.png", "b.png", "--model", str(tmp_path / "missing"))
+    code, _, err = run(capsys, "score", str(image_files[0]), str(image_files[1]), "--model", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in err
 
 

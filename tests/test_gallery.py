@@ -422,3 +422,21 @@ def test_diffsim_pool_is_unit_norm_and_tracks_the_exact_ranking(built, disc_metr
 
     plain = FeatureMetric.pool(disc_metric, f)  # the base class's Q/K/V token means
     assert found(p) >= found(plain) and found(p) >= 12
+
+
+def test_too_large_image_is_recorded_and_the_build_goes_on(tmp_path, labelled, disc_metric):
+    """The pixel limit (issue 8) in a gallery build: recorded like any unreadable image, the rest embedded."""
+    from diffsim.images import set_max_pixels
+
+    gal = tmp_path / "g"
+    shutil.copytree(labelled / "class-00", gal / "class-00")
+    w, h = Image.open(next((gal / "class-00").iterdir())).size
+    Image.new("RGB", (w + 40, h + 40)).save(gal / "class-00" / "huge.png")
+    store = GalleryStore.create(tmp_path / "s", disc_metric)
+    set_max_pixels(w * h)
+    try:
+        report = build_index(collect(gal), store, disc_metric)
+    finally:
+        set_max_pixels(None)
+    assert report.embedded == 4 and [Path(p).name for p, _ in report.failures] == ["huge.png"]
+    assert "above the limit" in report.failures[0][1]

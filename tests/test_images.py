@@ -87,7 +87,7 @@ def test_truncated_or_non_image_file(tmp_path, image_files):
     (torch.rand(3, 8, 8) * 255, r"divide by 255"),
     (torch.rand(4, 8, 8), r"shape"),
     (torch.rand(1, 2, 3, 8, 8), r"shape"),
-    (torch.randint(0, 255, (3, 8, 8)), r"float tensor"),
+    (torch.randint(0, 255, (3, 8, 8)), r"dtype int64: expected float in \[0, 1\], uint8"),
     (torch.full((3, 8, 8), float("nan")), r"NaN"),
 ])
 def test_bad_tensors(bad, match):

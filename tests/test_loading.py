@@ -60,8 +60,9 @@ def test_hub_id_offline_not_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match=r"nobody/no-such-model.*HF_HUB_OFFLINE=1.*--model PATH"):
+    with pytest.raises(ModelNotFoundError, match=r"nobody/no-such-model.*HF_HUB_OFFLINE=1.*model='/path") as info:
         DiffSim.from_pretrained("nobody/no-such-model")
+    assert "--model" not in str(info.value) and "--model PATH" in info.value.for_cli()  # hints fit where shown
 
 
 def test_skeleton_reads_config_without_weights(tiny_sd_path):

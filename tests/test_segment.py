@@ -89,7 +89,7 @@ def test_missing_model_errors(tmp_path, monkeypatch, tiny_dinov2_path):
     with pytest.raises(ModelNotFoundError, match="could not load the segmentation model folder"):
         ForegroundSegmenter.from_pretrained(tmp_path, device="cpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1.*mask_model=/path"):
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1.*mask_model='/path"):
         ForegroundSegmenter.from_pretrained("nobody/no-such-clipseg", device="cpu")
     ffa = create_metric("ffa", model=tiny_dinov2_path, mask_model="/nonexistent/clipseg", device="cpu",
                         dtype="float32", size=VIT_SIZE)  # the segmenter loads on first use only

@@ -8,6 +8,10 @@ whole flattened tensor, and the symmetric score is ``(AAS(A, B) + AAS(B, A)) / 2
 All reductions run in float32, whatever dtype the features were computed in. ``dtype`` (float16 /
 bfloat16, for GPUs) runs only the attention products in that precision; their outputs are cast back to
 float32 before any reduction.
+
+Identity is exact: where B's keys and values (and key mask) are bitwise those of A, the aligned
+attention *is* A's own attention, so that pair scores exactly 1.0 (cosine) or 0.0 (mse) rather than
+a float32 rounding of it (0.99999988). Other pairs are computed as before.
 """
 from __future__ import annotations
 
@@ -103,7 +107,7 @@ def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None =
     ka, kb = _key_mask(weights_a, mask_keys), _key_mask(weights_b, mask_keys)
     if own_a is None or ka is not None:
         own_a = attend(a.q, a.k, a.v, ka, dtype)
-    return _aas_masked(a, b, own_a, weights_a, kb, similarity, post, dtype)
+    return _aas_masked(a, b, own_a, weights_a, ka, kb, similarity, post, dtype)
 
 
 def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
@@ -131,23 +135,45 @@ def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None =
     for i in range(a.q.shape[0]):
         ai = QKV(a.q[i : i + 1], a.k[i : i + 1], a.v[i : i + 1])
         # A_i queries on every B_j; every B_j queries on A_i (key masks passed explicitly below)
-        ab = _aas_masked(ai, b, own_a[i : i + 1], _row(weights_a, i), kb, **kw)
-        ba = _aas_masked(b, ai, own_b, weights_b, _row(ka, i), **kw)
+        ab = _aas_masked(ai, b, own_a[i : i + 1], _row(weights_a, i), _row(ka, i), kb, **kw)
+        ba = _aas_masked(b, ai, own_b, weights_b, kb, _row(ka, i), **kw)
         rows.append(0.5 * (ab + ba))
     return torch.stack(rows)
 
 
+def _rows_equal(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) bool: row i of x equals row i of y bit for bit (size-1 batches broadcast)."""
+    if x.shape[1:] != y.shape[1:]:
+        return torch.zeros(n, dtype=torch.bool, device=x.device)
+    return (_batch(x, n) == _batch(y, n)).reshape(n, -1).all(dim=1)
+
+
+def _same_keys(a: QKV, b: QKV, key_mask_a: torch.Tensor | None, key_mask_b: torch.Tensor | None,
+               n: int) -> torch.Tensor:
+    """(n,) bool: B's keys, values and key mask are A's, so attend(Q_A, K_B, V_B) is A's own attention."""
+    same = _rows_equal(a.k, b.k, n) & _rows_equal(a.v, b.v, n)
+    if key_mask_a is None and key_mask_b is None:
+        return same
+    ma = key_mask_a if key_mask_a is not None else torch.ones_like(key_mask_b)  # type: ignore[arg-type]
+    mb = key_mask_b if key_mask_b is not None else torch.ones_like(key_mask_a)  # type: ignore[arg-type]
+    return same & _rows_equal(ma.bool(), mb.bool(), n)
+
+
 def _aas_masked(a: QKV, b: QKV, own_a: torch.Tensor, weights_a: torch.Tensor | None,
-                key_mask_b: torch.Tensor | None, similarity: str, post: Post | None,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
-    """AAS(A, B) given A's own attention output and B's key mask (None: every key)."""
+                key_mask_a: torch.Tensor | None, key_mask_b: torch.Tensor | None, similarity: str,
+                post: Post | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """AAS(A, B) given A's own attention output and the key masks of A (for ``own_a``) and B (None: every key)."""
     n = max(a.q.shape[0], b.k.shape[0])
     km = None if key_mask_b is None else _batch(key_mask_b, n)
     aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n), km, dtype)
     own = _batch(own_a, n)
     if post is not None:
         aligned, own = post(aligned), post(own)
-    return _reduce(aligned, own, similarity, weights_a)
+    out = _reduce(aligned, own, similarity, weights_a)
+    same = _same_keys(a, b, key_mask_a, key_mask_b, n)
+    if bool(same.any()):  # aligned == own by construction: the exact value, not its float32 rounding
+        out = torch.where(same, torch.full_like(out, 1.0 if similarity == "cosine" else 0.0), out)
+    return out
 
 
 def token_map(a: QKV, b: QKV) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Keys are ``(config_key, image_key)``: the hash of the metric's full config and the hash of the
 preprocessed pixels. On disk each entry is ``DIR/<config_key>/<image_key>.safetensors``; an entry
 that cannot be read is reported with a warning, recomputed and rewritten.
+
+A disk folder that cannot be created or written raises :class:`~diffsim.errors.CacheError` when the
+cache is built (before any work). If writing fails later (disk full, folder removed), the cache warns
+once and goes on in memory: computed features, hence scores, are never lost.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+from safetensors import SafetensorError
+
+from .errors import CacheError
 from .features import Features
 
 logger = logging.getLogger(__name__)
@@ -28,12 +35,29 @@ def config_key(config: Mapping[str, object]) -> str:
     return hashlib.blake2b(blob, digest_size=10).hexdigest()
 
 
+def check_cache_dir(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and prove it writable; raise :class:`CacheError` saying why not."""
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CacheError(f"feature cache folder {path} cannot be used: {reason}",
+                         hint="pass a writable cache_dir=..., or cache_dir=None for no disk cache",
+                         cli_hint="pass a writable --cache DIR, or leave --cache out") from exc
+    return path
+
+
 class FeatureCache:
     """Memory LRU (at most ``max_bytes``) in front of an optional safetensors directory."""
 
     def __init__(self, max_bytes: int = DEFAULT_MEMORY_BYTES, directory: str | os.PathLike | None = None) -> None:
         self.max_bytes = int(max_bytes)
-        self.directory = Path(directory) if directory is not None else None
+        self.directory = check_cache_dir(directory) if directory is not None else None
+        self.write_failed = False  # set after a failed disk write: later entries stay in memory only
         self._mem: OrderedDict[tuple[str, str], Features] = OrderedDict()
         self._bytes = 0
         self.hits = 0
@@ -75,17 +99,26 @@ class FeatureCache:
     def put(self, key: tuple[str, str], feats: Features) -> None:
         """Store one image's features in memory and, if configured, on disk (atomically)."""
         self._remember(key, feats)
-        if self.directory is not None:
-            path = self._path(key)
+        if self.directory is None or self.write_failed:
+            return
+        path = self._path(key)
+        tmp = None
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             os.close(fd)
-            try:
-                feats.save(tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
+            feats.save(tmp)
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as exc:  # safetensors reports I/O failures as its own error
+            self.write_failed = True
+            logger.warning("cannot write the feature cache in %s (%s); going on without writing to disk "
+                           "(scores are not affected)", self.directory, exc)
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                try:
                     os.unlink(tmp)
+                except OSError:
+                    pass
 
     def _remember(self, key: tuple[str, str], feats: Features) -> None:
         if self.max_bytes <= 0 or feats.nbytes > self.max_bytes:

@@ -12,20 +12,53 @@ _DTYPES = {
 }
 
 
+SUPPORTED_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _available(kind: str) -> tuple[bool, int]:
+    """(available, device count) of a device type on this machine and this torch build."""
+    if kind == "cpu":
+        return True, 1
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available()), 1
+    mod = getattr(torch, kind, None)
+    if mod is None or not mod.is_available():
+        return False, 0
+    return True, int(mod.device_count())
+
+
+def available_devices() -> list[str]:
+    """The device types usable here, best first."""
+    return [k for k in ("cuda", "xpu", "mps", "cpu") if _available(k)[0]]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Return the requested device, or the best available one (cuda, mps, cpu)."""
+    """Return the requested device, or the best available one (cuda, xpu, mps, cpu).
+
+    A device this machine lacks (``mps`` off a Mac, ``cuda`` without a GPU, ``cuda:3`` with two GPUs) or
+    an unknown string raises :class:`ConfigError` naming what is available.
+    """
     if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(available_devices()[0])
+    here = ", ".join(available_devices())
+    fix = dict(hint="pass device='cpu' (or None for the best available)",
+               cli_hint="pass --device cpu (or leave --device out for the best available)")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; use --device cpu")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {device!r}: expected one of cpu, cuda, cuda:N, mps, xpu "
+                          f"(available here: {here})", **fix) from exc
+    if dev.type not in SUPPORTED_DEVICES:
+        raise ConfigError(f"device {device!r} is not supported: expected one of cpu, cuda, cuda:N, mps, xpu "
+                          f"(available here: {here})", **fix)
+    ok, count = _available(dev.type)
+    if not ok:
+        raise ConfigError(f"device {device!r} requested but this machine has no {dev.type.upper()} device "
+                          f"usable by torch (available here: {here})", **fix)
+    if dev.index is not None and dev.type != "cpu" and dev.index >= count:
+        raise ConfigError(f"device {device!r} requested but this machine has {count} {dev.type} device(s) "
+                          f"(indices 0..{count - 1})", **fix)
     return dev
 
 

@@ -1,6 +1,8 @@
 """Exceptions raised by diffsim. Every one derives from :class:`DiffSimError`.
 
-The CLI turns any :class:`DiffSimError` into a one-line message and exit code 2.
+The CLI turns any :class:`DiffSimError` into a one-line message and exit code 2. An error may carry a
+fix hint in two spellings: ``hint`` names Python arguments (shown by ``str(exc)``), ``cli_hint`` names
+command-line flags (shown by the CLI instead, through :meth:`DiffSimError.for_cli`).
 """
 from __future__ import annotations
 
@@ -8,9 +10,27 @@ from __future__ import annotations
 class DiffSimError(Exception):
     """Base class of every error diffsim raises on bad input or a missing model."""
 
+    def __init__(self, message: str = "", *args: object, hint: str | None = None,
+                 cli_hint: str | None = None) -> None:
+        super().__init__(message, *args)
+        self.message = str(message)
+        self.hint = hint
+        self.cli_hint = cli_hint
+
+    def _with(self, hint: str | None) -> str:
+        base = self.message if len(self.args) <= 1 else Exception.__str__(self)
+        return f"{base}; to fix: {hint}" if hint else base
+
+    def __str__(self) -> str:
+        return self._with(getattr(self, "hint", None))
+
+    def for_cli(self) -> str:
+        """The message with the hint that names command-line flags (falls back to the Python hint)."""
+        return self._with(getattr(self, "cli_hint", None) or getattr(self, "hint", None))
+
 
 class ImageError(DiffSimError, ValueError):
-    """An image is missing, unreadable, or a tensor/array has the wrong shape or range."""
+    """An image is missing, unreadable, too large, or a tensor/array has the wrong shape, dtype or range."""
 
 
 class LayerError(DiffSimError, ValueError):
@@ -31,6 +51,10 @@ class ConfigError(DiffSimError, ValueError):
 
 class DatasetError(DiffSimError, ValueError):
     """A benchmark root is missing, does not match the expected layout, or a manifest is invalid."""
+
+
+class CacheError(DiffSimError, OSError):
+    """The on-disk feature cache folder cannot be created or written."""
 
 
 class StoreError(DiffSimError, OSError):

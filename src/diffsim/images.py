@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
@@ -24,20 +26,158 @@ ImagesLike = Union[ImageLike, Sequence[ImageLike]]
 CROPS = ("none", "center")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file: EXIF orientation applied, converted to RGB. Raises :class:`ImageError`."""
+# ------------------------------------------------------------------ pixel limit
+DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; a 16-bit or float image of that size needs ~1.2 GB as float32
+MAX_PIXELS_ENV = "DIFFSIM_MAX_PIXELS"
+_max_pixels: int | None = None  # set by set_max_pixels(); None: the environment variable or the default
+_PIL_LOCK = threading.Lock()
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Largest image file (width x height) diffsim decodes; ``None`` restores the default.
+
+    The default is ``DIFFSIM_MAX_PIXELS`` from the environment, else 100 million pixels. A larger file
+    raises :class:`ImageError` (benchmarks record it and go on) instead of exhausting memory.
+    """
+    global _max_pixels
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"max_pixels must be a positive integer; got {limit!r}")
+    _max_pixels = limit
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (see :func:`set_max_pixels`)."""
+    if _max_pixels is not None:
+        return _max_pixels
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not env:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(env)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{MAX_PIXELS_ENV} must be a positive integer; got {env!r}") from None
+    return value
+
+
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    w, h = size
+    limit = max_pixels()
+    if w * h > limit:
+        raise ImageError(
+            f"image {what} is {w} x {h} = {w * h:,} pixels, above the limit of {limit:,} pixels",
+            hint=f"raise the limit with diffsim.images.set_max_pixels({w * h}) or {MAX_PIXELS_ENV}={w * h}",
+            cli_hint=f"raise the limit with `diffsim --max-pixels {w * h} COMMAND ...` (or {MAX_PIXELS_ENV}={w * h})")
+
+
+# ------------------------------------------------------------------ Pillow modes
+# Modes Pillow converts to the RGB picture they show (8 bits per channel). Alpha is dropped, not
+# composited (as the authors' ``convert("RGB")``): the colour stored under transparent pixels is used.
+RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "HSV")
+# Single-channel high-bit-depth modes, read as float and scaled by the mode's range (no 8-bit rounding).
+INT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SUPPORTED_MODES = RGB_MODES + INT16_MODES + ("I", "F")
+
+
+def _unit_gray(arr: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return t.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def pil_to_picture(im: Image.Image, what: str) -> Image.Image | torch.Tensor:
+    """The picture a Pillow image shows: an RGB image (8-bit modes) or a (3, H, W) float tensor in [0, 1].
+
+    ``I;16*`` is divided by 65535; ``I`` (32-bit integers, how Pillow holds 16-bit data from some
+    formats) must lie in [0, 65535] and is divided by 65535; ``F`` (float) must lie in [0, 1]. Values out
+    of range raise :class:`ImageError`: nothing is clipped. Other modes (``LAB``, ``La``...) are refused.
+    """
+    mode = im.mode
+    if mode in RGB_MODES:
+        return im if mode == "RGB" else im.convert("RGB")
+    if mode in INT16_MODES:
+        return _unit_gray(np.asarray(im).astype(np.float32) / 65535.0)
+    if mode == "I":
+        arr = np.asarray(im)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise ImageError(f"{what}: 32-bit integer image (mode I) with values {lo}..{hi}; diffsim reads mode I "
+                             "as 16-bit data (0..65535) and does not clip: save it as 8- or 16-bit")
+        return _unit_gray(arr.astype(np.float32) / 65535.0)
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{what}: float image (mode F) contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise ImageError(f"{what}: float image (mode F) holds values in [{lo:.4g}, {hi:.4g}]; diffsim reads "
+                             "float images as [0, 1] and does not clip: rescale it to [0, 1]")
+        return _unit_gray(np.clip(arr, 0.0, 1.0))  # clips only the 1e-4 tolerance
+    raise ImageError(f"{what}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} "
+                     "(convert it to RGB first)")
+
+
+def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
+    """Open an image file as the picture it shows (see :func:`pil_to_picture`), EXIF orientation applied.
+
+    Files above the pixel limit (:func:`set_max_pixels`) are refused before decoding. Raises :class:`ImageError`.
+    """
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image file not found: {p}")
     if p.is_dir():
         raise ImageError(f"expected an image file but got a directory: {p}")
     try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return im.convert("RGB")
+        with _PIL_LOCK, warnings.catch_warnings():
+            # diffsim applies its own pixel limit (before decoding); Pillow's must not fire first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(p) as im:
+                    _check_pixels(im.size, str(p))
+                    im.load()
+                    im = ImageOps.exif_transpose(im)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot read image {p}: {exc} (is the file truncated or not an image?)") from exc
+    return pil_to_picture(im, str(p))
+
+
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """Cheap check of an image file before any model loads: it exists, Pillow recognises it (header only),
+    it is within the pixel limit and its mode is supported. Returns (width, height); raises :class:`ImageError`."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    if p.is_dir():
+        raise ImageError(f"expected an image file but got a directory: {p}")
+    try:
+        with _PIL_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(p) as im:
+                    size, mode = im.size, im.mode
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {p}: {exc} (is the file truncated or not an image?)") from exc
+    _check_pixels(size, str(p))
+    if mode not in SUPPORTED_MODES:
+        raise ImageError(f"{p}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} "
+                         "(convert it to RGB first)")
+    return size
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as an RGB PIL image (16-bit and float data are rounded to 8 bits). Raises :class:`ImageError`."""
+    pic = load_picture(path)
+    if isinstance(pic, Image.Image):
+        return pic
+    return Image.fromarray((pic.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
 
 
 def _square(im: Image.Image, crop: str) -> Image.Image:
@@ -81,12 +221,25 @@ def _tensor_items(x: torch.Tensor, what: str) -> list[torch.Tensor]:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ImageError(f"{what} must have shape (N, 3, H, W) or (3, H, W) with values in [0, 1]; got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ImageError(f"{what} must be a float tensor in [0, 1]; got dtype {x.dtype}")
+    x = _int_to_unit(x, what)
     _check_range(x, what)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return list(x.detach().cpu().float())
+
+
+_INT_RANGES = {torch.uint8: 255.0, torch.uint16: 65535.0, torch.bool: 1.0}
+
+
+def _int_to_unit(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Float tensors pass through; uint8 / uint16 / bool are scaled by their dtype's range; others are refused."""
+    if x.is_floating_point():
+        return x
+    scale = _INT_RANGES.get(x.dtype)
+    if scale is None:
+        raise ImageError(f"{what} has dtype {str(x.dtype).removeprefix('torch.')}: expected float in [0, 1], "
+                         "uint8 (0..255), uint16 (0..65535) or bool")
+    return x.detach().cpu().float() / scale
 
 
 def _array_items(a: np.ndarray, what: str) -> list[Image.Image | torch.Tensor]:
@@ -98,10 +251,12 @@ def _array_items(a: np.ndarray, what: str) -> list[Image.Image | torch.Tensor]:
         raise ImageError(f"{what} must have shape (H, W), (H, W, C) or (N, H, W, C) with C in 1, 3, 4; got {a.shape}")
     if a.dtype == np.uint8:
         return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in a]
-    if np.issubdtype(a.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(a[..., :3], dtype=np.float32)).permute(0, 3, 1, 2)
-        return _tensor_items(t, what)
-    raise ImageError(f"{what} must be uint8 in [0, 255] or float in [0, 1]; got dtype {a.dtype}")
+    if a.dtype == np.uint16 or a.dtype == np.bool_ or np.issubdtype(a.dtype, np.floating):
+        scale = 65535.0 if a.dtype == np.uint16 else 1.0
+        arr = np.ascontiguousarray(a[..., :3], dtype=np.float32) / scale
+        return _tensor_items(torch.from_numpy(arr).permute(0, 3, 1, 2), what)
+    raise ImageError(f"{what} has dtype {a.dtype}: expected uint8 (0..255), uint16 (0..65535), bool or float "
+                     "in [0, 1]")
 
 
 def describe(image: ImageLike, index: int) -> str:
@@ -119,6 +274,9 @@ def as_list(images: ImagesLike) -> list[ImageLike]:
         return list(images) if images.dim() == 4 else [images]
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (bytes, bytearray)) or not isinstance(images, Iterable):
+        raise ImageError(f"unsupported image type {type(images).__name__}: expected a path, PIL image, numpy "
+                         "array, tensor, or a list of them")
     return list(images)
 
 
@@ -142,12 +300,12 @@ def to_unit_tensor(image: ImageLike, size: int, crop: str = "none", index: int =
 
 
 def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
-    """Validate one input: an RGB PIL image (files, PIL, uint8 arrays) or a (3, H, W) float tensor in [0, 1]."""
+    """Validate one input: an RGB PIL image (8-bit files, PIL, uint8 arrays) or a (3, H, W) float tensor in [0, 1]."""
     what = describe(image, index)
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_picture(image)
     if isinstance(image, Image.Image):
-        return (ImageOps.exif_transpose(image) or image).convert("RGB")
+        return pil_to_picture(ImageOps.exif_transpose(image) or image, what)
     if isinstance(image, np.ndarray):
         (item,) = _array_items(image, what)
         return item
@@ -155,7 +313,7 @@ def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
         (item,) = _tensor_items(image, what)
         return item
     raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
-                     "numpy array or float tensor in [0, 1]")
+                     "numpy array or tensor (float in [0, 1], uint8 or uint16)")
 
 
 def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) -> torch.Tensor:

@@ -48,9 +48,11 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
         return net, proc
 
     return load_cache_first(attempt, src, local, "segmentation model",
-                            "mask_model=/path/to/folder (CLIPSegForImageSegmentation and CLIPSegProcessor saved "
+                            "mask_model='/path/to/folder' (CLIPSegForImageSegmentation and CLIPSegProcessor saved "
                             "with save_pretrained)",
-                            " (expected a CLIPSeg model and its processor, both saved with save_pretrained)")
+                            " (expected a CLIPSeg model and its processor, both saved with save_pretrained)",
+                            cli_fix="--set mask_model=/path/to/folder (CLIPSegForImageSegmentation and "
+                                    "CLIPSegProcessor saved with save_pretrained)")
 
 
 def _processor_geometry(proc: Any) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:

@@ -75,6 +75,7 @@ class DiTBackbone(LatentEncoding):
     """Holds a DiT pipeline's modules; turns pixel batches into per-block Q/K/V features."""
 
     kind = DIT
+    weights_loaded = True  # loaded eagerly (as the SD backbone; the lazy SD loader says False until it loads)
 
     def __init__(self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype) -> None:
         self.pipe = pipe

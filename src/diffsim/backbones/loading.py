@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,19 +43,34 @@ class SDComponents:
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Silence the per-shard 'Loading weights' bars of diffusers and transformers (downloads still show)."""
+    """Keep loader chatter away from the user while models load.
+
+    Inside: anything written to stdout goes to stderr (stdout carries results only); the per-shard
+    'Loading weights' bars and the Hub/diffusers/transformers UserWarnings and FutureWarnings are hidden;
+    their loggers show nothing below CRITICAL ("An error occurred while trying to fetch ...", "Defaulting
+    to unsafe serialization": diffsim's own error says what failed). With diffsim logging at INFO or
+    DEBUG (CLI ``-v``) the libraries' logs are left as they are.
+    """
     from diffusers.utils import logging as dlog
+    from huggingface_hub.utils import logging as hlog
     from transformers.utils import logging as tlog
 
     d_on, t_on = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    levels = (dlog.get_verbosity(), tlog.get_verbosity(), hlog.get_verbosity())
+    verbose = logging.getLogger("diffsim").getEffectiveLevel() <= logging.INFO
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
+    if not verbose:
+        for lib in (dlog, tlog, hlog):
+            lib.set_verbosity(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(sys.stderr):
             warnings.filterwarnings("ignore", category=UserWarning, module=r"(huggingface_hub|diffusers|transformers)")
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
+        for lib, level in zip((dlog, tlog, hlog), levels):
+            lib.set_verbosity(level)
         if d_on:
             dlog.enable_progress_bar()
         if t_on:
@@ -75,14 +91,19 @@ def diffusers_errors_only() -> Iterator[None]:
         dlog.set_verbosity(level)
 
 
-def _fix_hint(model: str) -> str:
-    offline = _offline()
+def _fix_hints(model: str) -> dict[str, str]:
+    """How to get a Hub model that is not in the cache: hint (Python) and cli_hint (command line)."""
+    tail = "; or unset HF_HUB_OFFLINE to allow downloads" if _offline() else ""
+    first = f"download it once while online (`hf download {model}`), or pass "
+    return {"hint": first + "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file" + tail,
+            "cli_hint": first + "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH" + tail}
+
+
+def _cache_note() -> str:
     from huggingface_hub import constants
 
-    where = f"cache {constants.HF_HUB_CACHE}" + (" with HF_HUB_OFFLINE=1" if offline else "")
-    return (f"(looked in the Hugging Face {where}). To fix: download it once while online "
-            f"(`hf download {model}`), or pass a local diffusers folder or a single .safetensors/.ckpt file "
-            f"with --model PATH" + ("; or unset HF_HUB_OFFLINE to allow downloads" if offline else ""))
+    return f"(looked in the Hugging Face cache {constants.HF_HUB_CACHE}" + (
+        " with HF_HUB_OFFLINE=1)" if _offline() else ")")
 
 
 def classify(model: str | os.PathLike) -> str:
@@ -174,9 +195,10 @@ def resolve_source(model: str | os.PathLike, what: str, expected: str) -> tuple[
 
 
 def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str, fix: str,
-                     local_hint: str = "") -> T:
+                     local_hint: str = "", cli_fix: str | None = None) -> T:
     """Run ``attempt(local_files_only=True)``, then (if allowed) ``attempt()`` to download; raise
-    :class:`ModelNotFoundError` saying what was tried and how to fix it (``fix`` names the option to pass)."""
+    :class:`ModelNotFoundError` saying what was tried and how to fix it (``fix`` names the Python argument
+    to pass, ``cli_fix`` the command-line flag)."""
     try:
         with quiet_loading():
             try:
@@ -194,12 +216,10 @@ def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str
         else:
             cause = " (the Hub could not be reached: no network?)" if _is_network_error(exc) else ""
             how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
-        from huggingface_hub import constants
-
-        raise ModelNotFoundError(
-            f"could not load {what} {src!r}: {how}: {first} (looked in {constants.HF_HUB_CACHE}). To fix: "
-            f"download it once while online (`hf download {src}`), or pass {fix}"
-            + ("; or unset HF_HUB_OFFLINE" if _offline() else "")) from exc
+        tail = "; or unset HF_HUB_OFFLINE" if _offline() else ""
+        get = f"download it once while online (`hf download {src}`), or pass "
+        raise ModelNotFoundError(f"could not load {what} {src!r}: {how}: {first} {_cache_note()}",
+                                 hint=get + fix + tail, cli_hint=get + (cli_fix or fix) + tail) from exc
 
 
 def _from_single_file(path: Path, dtype: torch.dtype, config: str | None) -> SDComponents:
@@ -221,7 +241,8 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
     if kind == "hub":
         parts = load_cache_first(
             lambda local_files_only=False: _from_parts(text, dtype, revision, variant, local_only=local_files_only),
-            text, False, "model", "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+            text, False, "model", "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
+            cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
         return prepare_components(parts, dtype, device)
     try:
         with quiet_loading():
@@ -237,7 +258,9 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
         if kind == "file":
             raise ModelNotFoundError(
                 f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "
-                "config: have it in the HF cache, or pass single_file_config=<local diffusers folder>") from exc
+                "config", hint="have it in the Hugging Face cache, or pass single_file_config='/path/to/diffusers-folder'",
+                cli_hint="have its pipeline config in the Hugging Face cache, or pass "
+                         "--set single_file_config=/path/to/diffusers-folder") from exc
         raise ModelNotFoundError(f"could not load the diffusers folder {text}: {first}") from exc
     return prepare_components(parts, dtype, device)
 
@@ -256,29 +279,47 @@ def prepare_components(parts: SDComponents, dtype: torch.dtype, device: torch.de
 
 
 def load_unet_skeleton(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None) -> tuple[Any, int]:
-    """The U-Net built from its config on the meta device (no weights), and the VAE downscale factor."""
+    """The U-Net built from its config on the meta device (no weights), and the VAE downscale factor.
+
+    Any failure (missing, unreadable or invalid config, a corrupt single file) raises
+    :class:`ModelNotFoundError` in one line naming the model and what was expected.
+    """
+    kind = classify(model)
+    text = str(Path(str(model)).expanduser()) if kind != "hub" else str(model)
+    try:
+        with quiet_loading():
+            return _unet_skeleton(text, kind, revision)
+    except ModelNotFoundError:
+        raise
+    except Exception as exc:  # the libraries raise OSError, ValueError, JSON and HTTP errors, ...
+        first = _first_line(exc)
+        if kind == "file":
+            raise ModelNotFoundError(f"could not read the single-file checkpoint {text}: {first} (is it a "
+                                     "complete Stable Diffusion .safetensors/.ckpt file?)") from exc
+        if kind == "folder":
+            raise ModelNotFoundError(f"could not read the U-Net of the diffusers folder {text}: {first} (expected "
+                                     "unet/config.json as written by save_pretrained)") from exc
+        raise ModelNotFoundError(f"could not read the U-Net config of {text!r}: {first} {_cache_note()}",
+                                 **_fix_hints(text)) from exc
+
+
+def _unet_skeleton(text: str, kind: str, revision: str | None) -> tuple[Any, int]:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    kind = classify(model)
     if kind == "file":
-        parts = _from_single_file(Path(str(model)).expanduser(), torch.float32, None)
+        parts = _from_single_file(Path(text), torch.float32, None)
         return parts.unet, 2 ** (len(parts.vae.config.block_out_channels) - 1)
-    text = str(Path(str(model)).expanduser()) if kind == "folder" else str(model)
     kw: dict[str, Any] = {"revision": revision} if revision else {}
     if kind == "folder":
         _check_folder(Path(text), ("unet",))
         kw["local_files_only"] = True
+    cfg = UNet2DConditionModel.load_config(text, subfolder="unet", **kw)
     try:
-        cfg = UNet2DConditionModel.load_config(text, subfolder="unet", **kw)
-        try:
-            vcfg = AutoencoderKL.load_config(text, subfolder="vae", **kw)
-            factor = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
-        except Exception:
-            factor = 8
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(f"could not read the U-Net config of {text!r}: {first} {_fix_hint(text)}") from exc
+        vcfg = AutoencoderKL.load_config(text, subfolder="vae", **kw)
+        factor = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
+    except Exception:
+        factor = 8
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(cfg)
     return unet, factor

@@ -33,6 +33,7 @@ from ..devices import resolve_device, resolve_dtype
 from ..images import content_hash
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
+from .identity import model_identity
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import check_timestep, step_table, step_to_timestep
@@ -85,13 +86,16 @@ class StableDiffusionBackbone:
     kind = "sd"
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
+    weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
 
-    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype, *,
-                 compile: bool | str = False, channels_last: bool = False, inference_mode: bool = False) -> None:
+    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype, identity: str | None = None,
+                 *, compile: bool | str = False, channels_last: bool = False, inference_mode: bool = False) -> None:
         self.parts = parts
         self.device = device
         self.dtype = dtype
         self.source = parts.source
+        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
+        self.identity = identity or model_identity(parts.source)
         self._text: dict[str, torch.Tensor] = {}
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
@@ -128,17 +132,41 @@ class StableDiffusionBackbone:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         mode = compile_mode(compile)
-        key = ("stable-diffusion", str(model), str(dev), str(dt), revision, variant, single_file_config, mode,
-               bool(channels_last), bool(inference_mode))
+        options = (mode, bool(channels_last), bool(inference_mode))
+        key, ident, cfg_ident = cls._shared_key(model, dev, dt, revision, variant, single_file_config, options)
 
         def load() -> StableDiffusionBackbone:
             logger.info("loading %s on %s (%s)", model, dev, dt)
             parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
                                     single_file_config=single_file_config)
-            return cls(parts, dev, dt, compile=mode or False, channels_last=channels_last,
+            full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
+            full += (f"+variant={variant}" if variant else "") + (f"+config={cfg_ident}" if cfg_ident else "")
+            logger.debug("model identity (feature cache key): %s", full)
+            return cls(parts, dev, dt, full, compile=mode or False, channels_last=channels_last,
                        inference_mode=inference_mode)
 
         return shared_model(key, load, share)
+
+    @staticmethod
+    def _shared_key(model: str | os.PathLike, dev: torch.device, dt: torch.dtype, revision: str | None,
+                    variant: str | None, single_file_config: str | None,
+                    options: tuple = (None, False, False)) -> tuple[tuple, str, str | None]:
+        """(shared-model key, weights identity, single-file config identity); ``options``: (compile mode,
+        channels_last, inference_mode), which select another loaded instance."""
+        ident = model_identity(model, revision)
+        cfg_ident = model_identity(single_file_config) if single_file_config else None
+        key = ("stable-diffusion", ident, str(dev), str(dt), revision, variant, cfg_ident, *options)
+        return key, ident, cfg_ident
+
+    @classmethod
+    def find_loaded(cls, model: str | os.PathLike, device: torch.device, dtype: torch.dtype, revision: str | None = None,
+                    variant: str | None = None, single_file_config: str | None = None,
+                    options: tuple = (None, False, False)) -> "StableDiffusionBackbone | None":
+        """The shared backbone for these arguments if it is in memory already (None: not loaded)."""
+        from ..models import loaded_models
+
+        key = cls._shared_key(model, device, dtype, revision, variant, single_file_config, options)[0]
+        return shared_model(key, lambda: None) if key in loaded_models() else None  # type: ignore[return-value]
 
     def clear_caches(self) -> None:
         """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""

@@ -18,6 +18,8 @@ import torch.nn as nn
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
+from .identity import local_identity
+from .loading import quiet_loading
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +40,18 @@ def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
         except Exception as exc:
             from torch.hub import get_dir
 
+            get = f"download {enum.url} while online into that folder (TORCH_HOME sets it), or pass "
             raise ModelNotFoundError(
                 f"could not get torchvision's {arch} {enum} weights ({type(exc).__name__}: {exc}); looked in "
-                f"{get_dir()}/checkpoints. To fix: download {enum.url} while online into that folder (TORCH_HOME "
-                f"sets it), or pass weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
+                f"{get_dir()}/checkpoints", hint=get + f"weights='/path/to/{arch}.pth' (a torchvision state dict)",
+                cli_hint=get + f"--set weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
     p = Path(weights).expanduser()
     if not p.is_file():
-        raise ModelNotFoundError(f"{arch} weights file {p} does not exist: pass a torchvision state dict "
-                                 f"(.pth), weights='imagenet' to download, or weights=None for random weights")
+        raise ModelNotFoundError(f"{arch} weights file {p} does not exist",
+                                 hint="pass a torchvision state dict (.pth), weights='imagenet' to download, or "
+                                      "weights=None for random weights",
+                                 cli_hint="pass --set weights=/path/to/state_dict.pth, or --set weights=imagenet "
+                                          "to download")
     model = ctor(weights=None)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
@@ -53,6 +59,21 @@ def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
     except Exception as exc:
         raise ModelNotFoundError(f"could not load {arch} weights from {p}: {exc}") from exc
     return model
+
+
+def weights_identity(arch: str, weights: str | os.PathLike | None) -> str:
+    """What identifies ``arch`` with ``weights``: torchvision's fixed checkpoint, a local file's path and
+    digest, or a fresh token for random weights (never shared with another load)."""
+    if weights is None:
+        import uuid
+
+        return f"torchvision:{arch}:random:{uuid.uuid4().hex}"
+    if str(weights) == "imagenet":
+        import torchvision
+
+        return f"torchvision:{arch}:{torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url.rsplit('/', 1)[-1]}"
+    p = Path(weights).expanduser()
+    return f"torchvision:{arch}:" + (local_identity(p) if p.exists() else str(weights))
 
 
 def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
@@ -63,13 +84,17 @@ def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
         raise ConfigError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-    key = ("torchvision", arch, str(weights), str(dev), str(dt))
+    ident = weights_identity(arch, weights)
+    key = ("torchvision", arch, ident, str(dev), str(dt))
 
     def load() -> nn.Sequential:
-        feats = _build(arch, weights).features.to(device=dev, dtype=dt).eval().requires_grad_(False)
+        with quiet_loading():  # torch.hub's download messages stay off stdout
+            net = _build(arch, weights)
+        feats = net.features.to(device=dev, dtype=dt).eval().requires_grad_(False)
         for m in feats.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False
+        feats.identity = ident  # the feature cache key of these weights
         return feats
 
     return shared_model(key, load, share and weights is not None)  # random weights are never shared
@@ -84,6 +109,11 @@ class TorchvisionBackbone:
     device: torch.device
     dtype: torch.dtype
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """The weights loaded (torchvision's checkpoint file, a local file's path + digest, or a random token)."""
+        return getattr(self.features, "identity", self.source)
 
     @classmethod
     def from_pretrained(cls, arch: str, weights: str | os.PathLike | None = "imagenet",

@@ -22,6 +22,7 @@ from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..models import shared_model
 from .capture import StopForward
+from .identity import model_identity
 from .loading import load_cache_first, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def _load(model: str, family: str, dtype: torch.dtype, revision: str | None) -> 
 
     with _transformers_errors_only():
         return load_cache_first(attempt, src, local, f"{family} model",
-                                "model=/path/to/local/folder (a folder written by save_pretrained)")
+                                "model='/path/to/local/folder' (a folder written by save_pretrained)",
+                                cli_fix="--model PATH (a local folder written by save_pretrained)")
 
 
 @contextmanager
@@ -95,10 +97,13 @@ def _family_of(model: nn.Module) -> str:
 class ViTBackbone:
     """A loaded CLIP vision tower (with projection) or DINOv2 encoder, eval mode, no gradients."""
 
-    def __init__(self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype,
+                 identity: str | None = None) -> None:
         self.model = model.to(device=device).eval().requires_grad_(False)
         self.family = _family_of(model)
         self.source = source
+        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
+        self.identity = identity or model_identity(source)
         self.device = device
         self.dtype = dtype
         mean, std = (CLIP_MEAN, CLIP_STD) if self.family == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
@@ -117,11 +122,14 @@ class ViTBackbone:
             model = DINOV2_SIZES[str(model)]
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = ("vit", family, str(model), str(dev), str(dt), revision)
+        ident = model_identity(model, revision)
+        key = ("vit", family, ident, str(dev), str(dt), revision)
 
         def load() -> "ViTBackbone":
             logger.info("loading %s on %s (%s)", model, dev, dt)
-            backbone = cls(_load(str(model), family, dt, revision), str(model), dev, dt)
+            loaded = _load(str(model), family, dt, revision)
+            full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
+            backbone = cls(loaded, str(model), dev, dt, full)
             if backbone.family != family:
                 raise ConfigError(f"{model} is a {backbone.family} model, not {family}")
             return backbone
@@ -227,4 +235,4 @@ class ViTBackbone:
         return out.last_hidden_state[:, skip:]
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.source, "family": self.family, "dtype": dtype_name(self.dtype)}
+        return {"model": self.identity, "family": self.family, "dtype": dtype_name(self.dtype)}

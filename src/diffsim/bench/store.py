@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..errors import ImageError
 from ..features import Features
 
@@ -24,8 +26,11 @@ class FeatureStore:
     """Features of (image, prompt) keys, embedded in batches on demand."""
 
     def __init__(self, embed: EmbedFn, batch_size: int = 16, strict: bool = False,
-                 max_bytes: int = 8 * 1024**3) -> None:
+                 max_bytes: int = 8 * 1024**3, progress: bool = False, desc: str = "images") -> None:
         self._embed = embed
+        self.progress = progress  # a second bar, per image embedded (the caller's bar counts triplets)
+        self.desc = desc
+        self._bar: tqdm | None = None
         self.batch_size = batch_size
         self.strict = strict
         self.max_bytes = max_bytes
@@ -69,12 +74,33 @@ class FeatureStore:
         for k in missing:
             self._fail(k[0], f"image file not found: {k[0]}")
         todo = [k for k in todo if k[0] not in self.errors]
+        bar = self._progress_bar()
+        if bar is not None:
+            bar.update(len(missing))
         by_prompt: dict[str | None, list[Key]] = {}
         for k in todo:
             by_prompt.setdefault(k[1], []).append(k)
         for prompt, ks in by_prompt.items():
             for i in range(0, len(ks), self.batch_size):
                 self._embed_batch(ks[i:i + self.batch_size], prompt)
+                if bar is not None:
+                    bar.update(len(ks[i:i + self.batch_size]))
+        if bar is not None and bar.n >= (bar.total or 0):
+            self.close()
+
+    def _progress_bar(self) -> "tqdm | None":
+        if not self.progress:
+            return None
+        if self._bar is None:
+            self._bar = tqdm(total=len(self._uses) or None, desc=self.desc, unit="image", position=1, leave=False,
+                             dynamic_ncols=True)
+        return self._bar
+
+    def close(self) -> None:
+        """Close the per-image progress bar (if any)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _embed_batch(self, keys: list[Key], prompt: str | None) -> None:
         try:

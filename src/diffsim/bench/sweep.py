@@ -79,7 +79,8 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
                 bar.update(len(ts.triplets))
                 continue
             m = base.with_settings(step=step)
-            store = FeatureStore(_embedder(m), opt.batch_size, opt.strict, opt.max_feature_bytes)
+            store = FeatureStore(_embedder(m), opt.batch_size, opt.strict, opt.max_feature_bytes,
+                                 progress=opt.progress, desc=f"step {step}: embedding images")
             store.errors.update(errors)
             store.plan([[key(t, p) for t in c for p in (t.anchor, t.positive, t.negative)] for c in chunks])
             outcomes: dict[str, list[float]] = {name: [] for name in layers}

@@ -91,7 +91,8 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
         logger.info("resuming %s: %d of %d triplets already done", out, len(ts.triplets) - len(todo),
                     len(ts.triplets))
     chunks = _chunks(todo, opt.chunk_size)
-    store = FeatureStore(embed, opt.batch_size, opt.strict, opt.max_feature_bytes)
+    store = FeatureStore(embed, opt.batch_size, opt.strict, opt.max_feature_bytes, progress=opt.progress,
+                         desc="embedding images")
     store.plan([[key(t, p) for t in c for p in (t.anchor, t.positive, t.negative)] for c in chunks])
     bar = tqdm(total=len(ts.triplets), initial=len(ts.triplets) - len(todo), desc=f"{ts.dataset} 2AFC",
                unit="triplet", disable=not opt.progress, dynamic_ncols=True)
@@ -122,6 +123,7 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
                 bar.update(len(part))
             store.release(ci)
     finally:
+        store.close()
         bar.close()
         log.close()
     results = summarize_run(ts, log.records, mdesc, opt, use_prompt)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import click
 
@@ -22,15 +23,39 @@ from .score import score
 from .sweep import sweep
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is now (not the stream of the first call: main() may run many times)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="diffsim")
-@click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug); -v also shows tracebacks.")
+@click.option("--max-pixels", type=int, default=None, metavar="N",
+              help="Refuse image files larger than N pixels (width x height). "
+                   "[default: $DIFFSIM_MAX_PIXELS or 100000000]")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
     """Visual similarity from the attention layers of pretrained diffusion models (DiffSim)."""
+    _STATE.update(verbose=verbose, command=ctx.invoked_subcommand)
+    if max_pixels is not None:
+        from ..images import set_max_pixels
+
+        set_max_pixels(max_pixels)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     log = logging.getLogger("diffsim")
-    if not log.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
@@ -39,6 +64,9 @@ def cli(verbose: int) -> None:
 
         hub_logging.set_verbosity_error()
 
+
+_STATE: dict[str, object] = {"verbose": 0, "command": None}
+RESUMABLE = ("bench", "sweep", "consistency")
 
 cli.add_command(score)
 cli.add_command(layers)
@@ -55,23 +83,55 @@ cli.add_command(retrieve)
 cli.add_command(dedup)
 
 
+def _interrupted() -> str:
+    if _STATE["command"] in RESUMABLE:
+        return ("interrupted: finished work is saved in the output folder; rerun the same command to resume "
+                "where it stopped")
+    return "interrupted"
+
+
+def _fail(message: str, code: int) -> int:
+    if _STATE["verbose"]:
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the CLI; a DiffSimError becomes one line on stderr and exit code 2."""
+    """Entry point: runs the CLI. Expected failures print one line ``error: ...`` on stderr and return 2
+    (``-v`` adds the traceback); an unexpected exception prints one line too and returns 1."""
+    from ..images import set_max_pixels
+
+    _STATE.update(verbose=0, command=None)
     try:
         cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
     except DiffSimError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        return _fail(exc.for_cli(), 2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(_interrupted(), err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except OSError as exc:  # disk full, permission denied, a folder where a file was expected...
+        return _fail(_os_message(exc), 2)
+    except MemoryError:
+        return _fail("out of memory: try a smaller --batch-size or --size", 2)
+    except Exception as exc:  # a bug: still one line, the traceback with -v
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA/MPS)
+            return _fail(f"out of device memory: try a smaller --batch-size or --size, or --dtype float16 "
+                         f"({str(exc).splitlines()[0] if str(exc) else ''})", 2)
+        hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
+        return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
+    finally:
+        set_max_pixels(None)  # --max-pixels holds for one command (matters when main() is called in-process)
     return 0
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
 
 
 def run() -> None:

@@ -25,6 +25,10 @@ def map_command(ctx: click.Context, image_a: str, image_b: str, out: str, metric
     require("matplotlib", "plots", "diffsim map")
     from ..viz.maps import save_similarity_map
 
+    from ..images import check_image_file
+
+    for p in (image_a, image_b):  # every input is checked before any model loads
+        check_image_file(p)
     metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     path, maps = save_similarity_map(metric, image_a, image_b, out, vmin=vmin, vmax=vmax)
     h, w = maps.map_a.shape

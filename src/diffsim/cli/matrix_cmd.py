@@ -34,6 +34,10 @@ def matrix_command(ctx: click.Context, images: tuple[str, ...], against: tuple[s
         from .._optional import require
 
         require("matplotlib", "plots", "diffsim matrix --out")
+    from ..images import check_image_file
+
+    for path in [*rows, *(cols or [])]:  # every input is checked before any model loads
+        check_image_file(path)
     metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     sm = score_matrix(metric, rows, cols, progress=not quiet)
     if out:

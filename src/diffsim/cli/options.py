@@ -43,12 +43,22 @@ def metric_options(f: Callable) -> Callable:
     return f
 
 
+def _check_cache(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--cache must be a creatable, writable folder: checked while parsing, before any model loads."""
+    if value is not None:
+        from ..cache import check_cache_dir
+
+        check_cache_dir(value)
+    return value
+
+
 def diffsim_options(f: Callable) -> Callable:
     """--model --layer --timestep/--step --prompt --seed --size --device --dtype and friends."""
     opts = [
         model_option,
         click.option("--layer", "-l", "layers", multiple=True,
-                     help=f"Self-attention layer: module path or alias (repeatable). [default: {DEFAULT_LAYER}]"),
+                     help=f"Self-attention layer: module path or alias (repeatable). "
+                          f"[default: the preset's; diffsim-s: {DEFAULT_LAYER}]"),
         click.option("--timestep", "-t", type=int, default=None, help="Actual DDPM timestep T (0..999)."),
         click.option("--step", "-s", type=int, default=None,
                      help=f"Paper's step index K: T = scheduler.timesteps[K] after set_timesteps(1000) "
@@ -66,8 +76,8 @@ def diffsim_options(f: Callable) -> Callable:
         click.option("--similarity", type=click.Choice(["cosine", "mse"]), default=None,
                      help="cosine: higher is more similar; mse: lower is more similar. [default: cosine]"),
         click.option("--batch-size", type=int, default=None, help="Images per network pass. [default: the metric's]"),
-        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-                     help="Directory for the on-disk feature cache (safetensors)."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, callback=_check_cache,
+                     help="Directory for the on-disk feature cache (safetensors); checked writable first."),
     ]
     for opt in reversed(opts):
         f = opt(f)

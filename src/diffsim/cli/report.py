@@ -14,8 +14,15 @@ def report(results: tuple[str, ...], output: str | None, chart: str | None) -> N
     """Summarise results.json files (or run folders) as a Markdown table with the paper's numbers."""
     from ..bench.report import bar_chart, load_results, markdown_table
 
-    rs = load_results(list(results))
-    md = markdown_table(rs)
+    skipped: list[str] = []
+    rs = load_results(list(results), skipped)
+    for note in skipped:
+        click.echo(f"note: {note}", err=True)
+    if not rs:
+        from ..errors import DatasetError
+
+        raise DatasetError("no results to report: every input was skipped")
+    md = markdown_table(rs, skipped)
     if output:
         Path(output).write_text(md)
     click.echo(md, nl=False)

@@ -24,6 +24,10 @@ def score(ctx: click.Context, reference: str, candidates: tuple[str, ...], as_js
     """Score CANDIDATES against REFERENCE (two images print one number). Default metric: DiffSim-S."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    from ..images import check_image_file
+
+    for path in (reference, *candidates):  # every input is checked before any model loads
+        check_image_file(path)
     metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     feats = metric.embed([reference, *candidates], progress=not quiet and len(candidates) > 1)
     ref, cands = feats[0], feats[1:]

@@ -157,6 +157,11 @@ class RunSettings(Settings):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, torch.device, torch.dtype)):
                 raise ConfigError(f"{name} must be a string; got {v!r}")
+        from ..devices import resolve_device, resolve_dtype  # a device this machine lacks fails before loading
+
+        dev = resolve_device(self.device) if self.device is not None else None
+        if self.dtype is not None:
+            resolve_dtype(self.dtype, dev or torch.device("cpu"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +196,9 @@ class FeatureMetric(Metric):
                  name: str | None = None) -> None:
         super().__init__(settings, name=name)
         s = self.settings
-        self.backbone = backbone if backbone is not None else self.load_backbone(s)
+        # the cache first: an unusable cache_dir fails before the model loads
         self.cache = cache if cache is not None else FeatureCache(s.cache_bytes, s.cache_dir)
+        self.backbone = backbone if backbone is not None else self.load_backbone(s)
         self.setup()
 
     @classmethod

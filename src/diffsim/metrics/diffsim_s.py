@@ -11,7 +11,7 @@ import torch
 
 from .. import aas
 from ..aas import QKV
-from ..backbones.detect import SDXL, detect_kind
+from ..backbones.detect import SD, SDXL, detect_kind, require_kind
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
@@ -86,7 +86,7 @@ class DiffSimSettings(FeatureSettings):
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if not isinstance(self.prompt, str):
             raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
-        check_size(self.size, 1)
+        check_size(self.size, 8)  # every SD VAE downsamples by 8 (re-checked against the model in setup)
         is_int("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
@@ -137,8 +137,18 @@ class DiffSim(FeatureMetric):
 
     @classmethod
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
-        return load_unet_backbone(  # SD 1.x/2.x or SDXL, told apart by the model's configs
-            settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
+        from ..backbones.lazy import LazyStableDiffusion
+
+        model = settings.model or cls.default_model
+        if detect_kind(model, settings.revision) == SDXL:  # create_metric("diffsim-s", model=SDXL) works too
+            return load_unet_backbone(
+                model, device=settings.device, dtype=settings.dtype, revision=settings.revision,
+                variant=settings.variant, single_file_config=settings.single_file_config)
+        require_kind(model, (SD,), "diffsim-s", settings.revision)  # a DiT or other model: a clear error
+        # a local folder loads its weights only when a feature is not in the cache (its configs answer
+        # layer, step and size checks first); Hub ids and single files load now
+        return LazyStableDiffusion.create(
+            model, device=settings.device, dtype=settings.dtype,
             revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
             compile=settings.compile, channels_last=settings.channels_last, inference_mode=settings.inference_mode)
 
@@ -198,6 +208,10 @@ class DiffSim(FeatureMetric):
                mask_prompt: Prompts = None) -> Features:
         masks = self.automask.resolve(masks, images, mask_prompt)
         if masks is None:
+            if self.settings.mask_keys and not getattr(self, "_warned_no_masks", False):  # e.g. diffsim-s-fg
+                logger.warning("%s: mask_keys=True but no masks were given: every token counts fully (plain "
+                               "DiffSim-S); pass masks= or masks=\"auto\" to weight the foreground", self.name)
+                self._warned_no_masks = True
             return feats
         loaded = load_masks(masks, len(feats))
         tensors = dict(feats.tensors)

@@ -32,12 +32,17 @@ def lpips_weights_path(net: str) -> Path:
     """The v0.1 linear-head weights shipped in the ``lpips`` package (not imported, only located)."""
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError('LPIPS needs the official linear-head weights from the lpips package (BSD-2, ships '
-                                 'them in its wheel): pip install "diffsim-metric[lpips]", or pass '
-                                 'lin_weights=/path/to/v0.1/<net>.pth')
+        raise ModelNotFoundError("LPIPS needs the official linear-head weights from the lpips package (BSD-2, "
+                                 "ships them in its wheel)",
+                                 hint='pip install "diffsim-metric[lpips]", or pass '
+                                      "lin_weights='/path/to/v0.1/<net>.pth'",
+                                 cli_hint='pip install "diffsim-metric[lpips]", or pass '
+                                          "--set lin_weights=/path/to/v0.1/<net>.pth")
     p = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     if not p.is_file():
-        raise ModelNotFoundError(f"lpips is installed but {p} is missing; reinstall lpips or pass lin_weights=")
+        raise ModelNotFoundError(f"lpips is installed but {p} is missing",
+                                 hint="reinstall lpips or pass lin_weights='/path/to/v0.1/<net>.pth'",
+                                 cli_hint="reinstall lpips or pass --set lin_weights=/path/to/v0.1/<net>.pth")
     return p
 
 

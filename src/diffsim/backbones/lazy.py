@@ -1,0 +1,142 @@
+"""A Stable Diffusion backbone of a local folder that loads its weights only when a network must run.
+
+Until then it answers from the folder's configs (no weights): the U-Net built on the meta device for
+layer names, the scheduler for steps and timesteps, the VAE factor for the size, and the weights'
+identity (:mod:`.identity`) for feature-cache keys. So a metric whose every requested feature is in
+the disk cache never loads the model, and a bad layer or step fails before the weights load. Any other
+attribute (``extract``, ``encode``, ``unet``, ``unet_calls``...) loads the real, shared
+:class:`StableDiffusionBackbone` and forwards to it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..devices import resolve_device, resolve_dtype
+from ..models import loaded_models, shared_model
+from .identity import model_identity
+from .layers import alias_table, list_attention_layers, resolve_layer
+from ..errors import ModelNotFoundError
+from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
+from .stable_diffusion import StableDiffusionBackbone, compile_mode
+from .timesteps import check_timestep, step_table, step_to_timestep
+
+logger = logging.getLogger(__name__)
+
+
+class LazyStableDiffusion:
+    """Stands in for :class:`StableDiffusionBackbone` until a forward pass is needed."""
+
+    def __init__(self, model: str | os.PathLike, device: torch.device, dtype: torch.dtype,
+                 revision: str | None = None, variant: str | None = None, **options: Any) -> None:
+        self._args = (model, device, dtype, revision, variant)
+        self._options = options  # compile / channels_last / inference_mode for the real backbone
+        self._real: StableDiffusionBackbone | None = None
+        path = str(Path(str(model)).expanduser())
+        self.source = path
+        self.device, self.dtype = device, dtype
+        self.identity = model_identity(model, revision) + (f"+variant={variant}" if variant else "")
+        _check_folder(Path(path))  # the same message as a full load for a folder that is not a pipeline
+        self._skeleton, self._factor = load_unet_skeleton(path, revision)
+        try:
+            with quiet_loading():
+                self._scheduler = _load_scheduler(path, local_files_only=True)
+        except ModelNotFoundError:
+            raise
+        except Exception as exc:
+            raise ModelNotFoundError(f"could not load the diffusers folder {path}: {_first_line(exc)}") from exc
+
+    @classmethod
+    def create(cls, model: str | os.PathLike, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, revision: str | None = None,
+               variant: str | None = None, single_file_config: str | None = None, *, compile: bool | str = False,
+               channels_last: bool = False, inference_mode: bool = False) -> Any:
+        """A lazy backbone for a local diffusers folder (the loaded one if it is in memory already); Hub
+        ids and single files load at once. ``compile`` / ``channels_last`` / ``inference_mode`` go to the
+        real backbone (see :meth:`StableDiffusionBackbone.from_pretrained`)."""
+        opts: dict[str, Any] = {"compile": compile, "channels_last": channels_last, "inference_mode": inference_mode}
+        if classify(model) != "folder" or single_file_config:
+            return StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
+                                                           variant=variant, single_file_config=single_file_config,
+                                                           **opts)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        options = (compile_mode(compile), bool(channels_last), bool(inference_mode))
+        key = ("stable-diffusion-lazy", model_identity(model, revision), str(dev), str(dt), revision, variant,
+               *options)
+        if key not in loaded_models():
+            loaded = StableDiffusionBackbone.find_loaded(model, dev, dt, revision, variant, options=options)
+            if loaded is not None:  # loaded eagerly before: use it
+                return loaded
+        return shared_model(key, lambda: cls(model, dev, dt, revision, variant, **opts))  # one stand-in per model
+
+    # ------------------------------------------------------------- from configs
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether the weights have been loaded."""
+        return self._real is not None
+
+    @property
+    def latent_factor(self) -> int:
+        return self._factor
+
+    @property
+    def scheduler(self) -> Any:
+        return self._scheduler if self._real is None else self._real.scheduler
+
+    def resolve(self, names: list[str], kind: str = "self") -> list[str]:
+        unet = self._unet()
+        out: list[str] = []
+        for n in names:
+            p = resolve_layer(unet, n, kind)
+            if p not in out:
+                out.append(p)
+        return out
+
+    def _unet(self) -> Any:
+        return self._skeleton if self._real is None else self._real.unet
+
+    def layers(self, size: int) -> list:
+        """Every attention layer at image size ``size`` (from the config while the weights are not loaded)."""
+        return list_attention_layers(self._unet(), size // self._factor)
+
+    def aliases(self) -> dict[str, str]:
+        return alias_table(self._unet())
+
+    def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
+        if timestep is not None and step is not None:
+            from ..errors import ConfigError
+
+            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
+        if step is not None:
+            return step_to_timestep(self.scheduler, step)
+        if timestep is None:
+            raise ValueError("timestep or step is required")
+        return check_timestep(self.scheduler, timestep)
+
+    def step_table(self) -> list[int]:
+        return step_table(self.scheduler)
+
+    # ------------------------------------------------------------------ weights
+    def real(self) -> StableDiffusionBackbone:
+        """The loaded backbone (loading it on first use; shared with every metric on this model)."""
+        if self._real is None:
+            model, dev, dt, revision, variant = self._args
+            logger.debug("%s: loading the weights now (a feature is not in the cache)", self.source)
+            self._real = StableDiffusionBackbone.from_pretrained(model, device=dev, dtype=dt, revision=revision,
+                                                                 variant=variant, **self._options)
+            self._skeleton = None
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_real", "_args", "_options", "_skeleton", "_factor", "_scheduler"):
+            raise AttributeError(name)
+        return getattr(self.real(), name)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._real is not None else "not loaded yet"
+        return f"LazyStableDiffusion({self.source!r}, {state})"
