@@ -47,8 +47,7 @@ def _read_json(model: str, name: str, local: bool, revision: str | None) -> dict
     :class:`ModelNotFoundError` here, so a missing network costs one wait, not two.
     """
     if local:
-        p = Path(model) / name
-        return json.loads(p.read_text()) if p.is_file() else None
+        return _parse(Path(model) / name)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -59,8 +58,19 @@ def _read_json(model: str, name: str, local: bool, revision: str | None) -> dict
             return None  # the repo exists but has no such file
 
     path = load_cache_first(attempt, model, False, "model",
-                            "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
-    return json.loads(Path(path).read_text()) if path else None
+                            "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
+                            cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+    return _parse(Path(path)) if path else None
+
+
+def _parse(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if missing or unreadable (the loader then says what is wrong)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.debug("cannot read %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def kind_from_configs(index: dict[str, Any] | None, unet: dict[str, Any] | None,

@@ -55,7 +55,8 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
 
     return load_cache_first(
         attempt,
-        text, where == "folder", "DiT model", "a local DiTPipeline folder with --model PATH",
+        text, where == "folder", "DiT model", "model='/path/to/DiTPipeline-folder'",
+        cli_fix="a local DiTPipeline folder with --model PATH",
         local_hint=" (expected a DiTPipeline folder: model_index.json, transformer/, vae/, scheduler/)")
 
 

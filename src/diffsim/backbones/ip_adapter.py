@@ -122,8 +122,9 @@ class IPAdapterBackbone(StableDiffusionBackbone):
                                          image_encoder_folder=image_encoder_folder,
                                          local_files_only=local_files_only)
 
-            load_cache_first(attempt, src, local, "IP-Adapter", "a local folder in the h94/IP-Adapter layout with "
-                             "ip_adapter=PATH", local_hint=f" (expected {subfolder}/{weight_name})")
+            load_cache_first(attempt, src, local, "IP-Adapter", "ip_adapter='/path/to/IP-Adapter' (the h94 layout)",
+                             local_hint=f" (expected {subfolder}/{weight_name})",
+                             cli_fix="a local folder in the h94/IP-Adapter layout with --set ip_adapter=PATH")
             if not hasattr(parts.unet, "encoder_hid_proj") or parts.unet.encoder_hid_proj is None:
                 raise ModelNotFoundError(f"{src}: {weight_name} did not load an IP-Adapter into the U-Net")
             pipe.image_encoder.to(device=dev, dtype=dt).eval().requires_grad_(False)

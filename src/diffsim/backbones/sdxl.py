@@ -51,7 +51,8 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
         extra["vae"] = load_cache_first(
             lambda local_files_only=False: AutoencoderKL.from_pretrained(vsrc, torch_dtype=dtype,
                                                                          local_files_only=local_files_only),
-            vsrc, vlocal, "VAE", "a local AutoencoderKL folder with vae=PATH")
+            vsrc, vlocal, "VAE", "vae='/path/to/AutoencoderKL-folder'",
+            cli_fix="a local AutoencoderKL folder with --set vae=PATH")
     if where == "file":
         kw = dict(extra, config=single_file_config) if single_file_config else extra
         try:
@@ -65,8 +66,8 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
     return load_cache_first(
         lambda local_files_only=False: StableDiffusionXLPipeline.from_pretrained(
             text, local_files_only=local_files_only, **kw),
-        text, where == "folder", "SDXL model", "a local StableDiffusionXLPipeline folder or a single .safetensors "
-        "file with --model PATH",
+        text, where == "folder", "SDXL model", "model='/path/to/sdxl-folder' or a single .safetensors file",
+        cli_fix="a local StableDiffusionXLPipeline folder or a single .safetensors file with --model PATH",
         local_hint=" (expected a StableDiffusionXLPipeline folder: model_index.json, unet/, vae/, text_encoder/, "
                    "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)")
 
