@@ -79,3 +79,27 @@ def sharp_metric(sharp_sd_path: Path):
     from diffsim import DiffSim
 
     return DiffSim.from_pretrained(sharp_sd_path, layer="up1", size=SIZE, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableDiffusionXLPipeline folder (text_time U-Net, two text encoders, Euler)."""
+    from .tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_dit_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DiTPipeline folder in the hub layout (3 blocks, 1000 classes, native 64 px)."""
+    from .tiny_dit import build_tiny_dit
+
+    return build_tiny_dit(tmp_path_factory.mktemp("tiny-dit") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_ip_adapter_path(tmp_path_factory: pytest.TempPathFactory, tiny_sd_path: Path) -> Path:
+    """A tiny random IP-Adapter Plus for the tiny SD pipeline, in the h94/IP-Adapter layout."""
+    from .tiny_ip_adapter import build_tiny_ip_adapter
+
+    return build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip") / "IP-Adapter", tiny_sd_path)

@@ -35,13 +35,18 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
         "gram": {"weights": None, "size": 32, "device": "cpu"},
         "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},
+        "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
+        "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
+        "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
     }
     return table[name]
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_sd_path, tiny_clip_path, tiny_dinov2_path) -> dict[str, str]:
-    return {"sd": str(tiny_sd_path), "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path)}
+def paths(tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path,
+          tiny_ip_adapter_path) -> dict[str, str]:
+    return {"sd": str(tiny_sd_path), "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path),
+            "sdxl": str(tiny_sdxl_path), "dit": str(tiny_dit_path), "ip": str(tiny_ip_adapter_path)}
 
 
 @pytest.fixture(scope="module")

@@ -184,3 +184,21 @@ for _info in (
 ):
     register_metric(_info)
 register_alias("lpips", "lpips-vgg")  # the authors' setting
+
+# ------------------------------------------------- other backbones (paper Table 5): SDXL, DiT, DiffSim-C
+for _info in (
+    MetricInfo("diffsim-s-sdxl", _M + "diffsim_sdxl:DiffSimXL",
+               "DiffSim-S on SDXL base: up0 (last block of up_blocks.0) at step 500, native 1024 px "
+               "(conditioning_size=1024 / size=512: the authors' setting)", "stabilityai/stable-diffusion-xl-base-1.0",
+               ("human-aligned",), PAPER + " (Table 5)", None,
+               {"layer": "up0", "step": 500, "size": 1024, "prompt": "High quality image"}),
+    MetricInfo("diffsim-dit", _M + "diffsim_dit:DiffSimDiT",
+               "DiffSim on DiT-XL/2: block14 self-attention, class 1 (goldfish) vs the null class, step 500",
+               "facebook/DiT-XL-2-256", ("human-aligned",), PAPER + " (Table 5)", None,
+               {"layer": "block14", "step": 500, "class_label": 1}),
+    MetricInfo("diffsim-c", _M + "diffsim_c:DiffSimC",
+               "DiffSim-C: SD 1.5 + IP-Adapter Plus, up0.cross queries against the image tokens (Eq. 11), scale 0.5",
+               SD15 + " + h94/IP-Adapter ip-adapter-plus_sd15", ("instance",), PAPER + " (Table 2, Eq. 11)", None,
+               {"layer": "up0.cross", "step": 500, "size": 512, "prompt": "High quality image", "scale": 0.5}),
+):
+    register_metric(_info)

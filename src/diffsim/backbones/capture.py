@@ -11,7 +11,7 @@ use :class:`StopForward` too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,18 +33,32 @@ def project_qkv(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | N
     return QKV(*project(attn, hidden, context))
 
 
+def self_attention_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
+    """Q/K/V of an attention module from the arguments it is called with (K/V from the encoder states
+    when it gets them: an ``attn2``'s text keys)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    context = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+    return project_qkv(module, hidden, context)
+
+
+Projector = Callable[[nn.Module, tuple, dict[str, Any]], QKV]
+
+
 @contextmanager
-def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True) -> Iterator[dict[str, QKV]]:
-    """Within the context, forward passes of ``root`` fill the yielded dict ``{path: QKV}``."""
+def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True,
+                project: Projector = self_attention_qkv) -> Iterator[dict[str, QKV]]:
+    """Within the context, forward passes of ``root`` fill the yielded dict ``{path: QKV}``.
+
+    ``project(module, args, kwargs)`` turns a hooked module's call arguments into its Q/K/V
+    (default: self-attention, Q/K/V all from the module input).
+    """
     modules = dict(root.named_modules())
     store: dict[str, QKV] = {}
     wanted = set(paths)
 
     def make_hook(path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            context = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")  # attn2: the text states
-            store[path] = project_qkv(module, hidden, context)
+            store[path] = project(module, args, kwargs)
             if stop_early and wanted.issubset(store):
                 raise StopForward
             return None

@@ -58,8 +58,13 @@ def _block_grids(unet: nn.Module, latent: int) -> dict[str, int]:
     return grids
 
 
-def alias_table(unet: nn.Module) -> dict[str, str]:
-    """Paper aliases -> module paths (self-attention; ``<alias>.cross`` for the cross-attention)."""
+def alias_table(unet: nn.Module, per_transformer: bool = False) -> dict[str, str]:
+    """Paper aliases -> module paths (self-attention; ``<alias>.cross`` for the cross-attention).
+
+    ``per_transformer=True`` (SDXL, whose attentions hold 2 or 10 transformer blocks) also names every
+    transformer block: ``<block alias>.a<attention>.t<transformer>``, e.g. ``up0.a2.t9`` is
+    ``up_blocks.0.attentions.2.transformer_blocks.9`` (the authors' ``--target_layer b a j``).
+    """
     table: dict[str, str] = {}
 
     def last_attn(prefix: str, block: nn.Module) -> str | None:
@@ -87,6 +92,13 @@ def alias_table(unet: nn.Module) -> dict[str, str]:
         if p:
             table[f"up{k}"] = p
             k += 1
+    if per_transformer:
+        for alias, last in list(table.items()):
+            block = last.split(".attentions.")[0]
+            parent = unet.mid_block if block == "mid_block" else unet.get_submodule(block)
+            for a, attn in enumerate(parent.attentions):
+                for j in range(len(attn.transformer_blocks)):
+                    table[f"{alias}.a{a}.t{j}"] = f"{block}.attentions.{a}.transformer_blocks.{j}"
     out: dict[str, str] = {}
     for alias, block_path in table.items():
         out[alias] = f"{block_path}.attn1"
@@ -94,10 +106,12 @@ def alias_table(unet: nn.Module) -> dict[str, str]:
     return out
 
 
-def list_attention_layers(unet: nn.Module, latent_size: int) -> list[AttentionLayer]:
+def list_attention_layers(unet: nn.Module, latent_size: int, per_transformer: bool = False) -> list[AttentionLayer]:
     """Every attention module inside the U-Net's transformer blocks, in execution order."""
     grids = _block_grids(unet, latent_size)
-    reverse = {v: k for k, v in alias_table(unet).items()}
+    reverse: dict[str, str] = {}
+    for k, v in alias_table(unet, per_transformer).items():
+        reverse.setdefault(v, k)  # the block alias (down0, up0, ...) before the per-transformer one
     layers = []
     for name, module in unet.named_modules():
         if not _is_attention(module) or ".transformer_blocks." not in name:
@@ -120,9 +134,9 @@ def _block_of(path: str) -> str:
     return "mid_block" if path.startswith("mid_block") else ".".join(path.split(".")[:2])
 
 
-def resolve_layer(unet: nn.Module, name: str, kind: str = "self") -> str:
+def resolve_layer(unet: nn.Module, name: str, kind: str = "self", per_transformer: bool = False) -> str:
     """Turn a module path or alias into a module path; raise :class:`LayerError` with suggestions."""
-    aliases = alias_table(unet)
+    aliases = alias_table(unet, per_transformer)
     path = aliases.get(name, name)
     modules = dict(unet.named_modules())
     module = modules.get(path)
@@ -136,4 +150,7 @@ def resolve_layer(unet: nn.Module, name: str, kind: str = "self") -> str:
     if kind == "self" and is_cross:
         raise LayerError(f"layer {name!r} ({path}) is a cross-attention layer; DiffSim-S needs a self-attention "
                          f"layer (attn1), e.g. {path[:-1]}1")
+    if kind == "cross" and not is_cross:
+        raise LayerError(f"layer {name!r} ({path}) is not a cross-attention layer; DiffSim-C needs an attn2 "
+                         f"layer, e.g. {path[:-1]}2 (or an alias with '.cross': up0.cross)")
     return path

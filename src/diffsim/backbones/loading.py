@@ -77,6 +77,20 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+@contextmanager
+def diffusers_errors_only() -> Iterator[None]:
+    """Hide diffusers' logger warnings that say nothing to a DiffSim user (e.g. the hub DiT's string
+    ``id2label`` keys, or "modules to keep in float32: []" when an adapter is loaded)."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
 def _fix_hints(model: str) -> dict[str, str]:
     """How to get a Hub model that is not in the cache: hint (Python) and cli_hint (command line)."""
     tail = "; or unset HF_HUB_OFFLINE to allow downloads" if _offline() else ""

@@ -83,6 +83,9 @@ def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
 class StableDiffusionBackbone:
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
+    kind = "sd"
+    default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
+    per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
 
     def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype, identity: str | None = None,
@@ -181,21 +184,25 @@ class StableDiffusionBackbone:
         return self.parts.scheduler
 
     @property
+    def vae(self) -> Any:
+        return self.parts.vae
+
+    @property
     def latent_factor(self) -> int:
         return 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
 
     def layers(self, size: int) -> list[AttentionLayer]:
         """Every attention layer with its heads, channels and token grid at image size ``size``."""
-        return list_attention_layers(self.unet, size // self.latent_factor)
+        return list_attention_layers(self.unet, size // self.latent_factor, self.per_transformer)
 
     def aliases(self) -> dict[str, str]:
-        return alias_table(self.unet)
+        return alias_table(self.unet, self.per_transformer)
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         """Module paths for layer names or aliases (order kept, duplicates dropped)."""
         out: list[str] = []
         for n in names:
-            p = resolve_layer(self.unet, n, kind)
+            p = resolve_layer(self.unet, n, kind, self.per_transformer)
             if p not in out:
                 out.append(p)
         return out

@@ -12,21 +12,18 @@ from .options import model_option
 
 @click.command()
 @model_option
-@click.option("--size", type=int, default=512, show_default=True, help="Image size the token counts refer to.")
+@click.option("--size", type=int, default=None,
+              help="Image size the token counts refer to [default: 512; SDXL 1024; DiT its native size].")
 @click.option("--kind", type=click.Choice(["self", "cross", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per layer.")
-def layers(model: str | None, size: int, kind: str, as_json: bool) -> None:
-    """List the U-Net's attention layers (read from its config: no weights are loaded)."""
+def layers(model: str | None, size: int | None, kind: str, as_json: bool) -> None:
+    """List the model's attention layers: SD 1.x/2.x, SDXL or DiT (read from its configs: no weights loaded)."""
     from ..backbones.loading import DEFAULT_MODEL
+    from ..backbones.skeleton import model_layers
 
     model = model or DEFAULT_MODEL
-    from ..backbones.layers import alias_table, list_attention_layers
-    from ..backbones.loading import load_unet_skeleton
-    from ..images import check_size
-
-    unet, factor = load_unet_skeleton(model)
-    check_size(size, factor)
-    rows = [l for l in list_attention_layers(unet, size // factor) if kind == "all" or l.kind == kind]
+    model_kind, size, found, aliases = model_layers(model, size)
+    rows = [l for l in found if kind == "all" or l.kind == kind]
     if as_json:
         for l in rows:
             click.echo(json.dumps({"path": l.path, "alias": l.alias, "kind": l.kind, "tokens": l.tokens,
@@ -41,6 +38,12 @@ def layers(model: str | None, size: int, kind: str, as_json: bool) -> None:
                       str(l.heads), str(l.head_dim))
     console = Console(width=max(Console().width, 120))
     console.print(table)
-    aliases = {a: p for a, p in alias_table(unet).items() if not a.endswith(".cross")}
+    if model_kind == "dit":
+        console.print(f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.attn1", soft_wrap=True)
+        return
+    short = {a: p for a, p in aliases.items() if not a.endswith(".cross") and ".a" not in a}
     console.print("aliases (the last self-attention of each block; add '.cross' for its attn2): "
-                  + ", ".join(f"{a}={p}" for a, p in aliases.items()), soft_wrap=True)
+                  + ", ".join(f"{a}={p}" for a, p in short.items()), soft_wrap=True)
+    if model_kind == "sdxl":
+        console.print("every transformer block also has an alias <block>.a<attention>.t<transformer> (e.g. "
+                      "up0.a2.t9 = up_blocks.0.attentions.2.transformer_blocks.9.attn1)", soft_wrap=True)

@@ -11,7 +11,9 @@ import torch
 
 from .. import aas
 from ..aas import QKV
+from ..backbones.detect import SD, SDXL, detect_kind, require_kind
 from ..backbones.loading import DEFAULT_MODEL
+from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
@@ -124,13 +126,29 @@ class DiffSim(FeatureMetric):
 
     # ------------------------------------------------------------------ build
     @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> "DiffSim":
+        """Load the model and configure DiffSim-S; an SDXL model gets :class:`DiffSimXL` (its native
+        size 1024 by default, and its settings: ``conditioning_size``, ``vae``)."""
+        if cls is DiffSim and model is not None and detect_kind(model, settings.get("revision")) == SDXL:
+            from .diffsim_sdxl import DiffSimXL
+
+            return DiffSimXL.from_pretrained(model, **settings)
+        return super().from_pretrained(model, **settings)  # type: ignore[return-value]
+
+    @classmethod
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
         from ..backbones.lazy import LazyStableDiffusion
 
+        model = settings.model or cls.default_model
+        if detect_kind(model, settings.revision) == SDXL:  # create_metric("diffsim-s", model=SDXL) works too
+            return load_unet_backbone(
+                model, device=settings.device, dtype=settings.dtype, revision=settings.revision,
+                variant=settings.variant, single_file_config=settings.single_file_config)
+        require_kind(model, (SD,), "diffsim-s", settings.revision)  # a DiT or other model: a clear error
         # a local folder loads its weights only when a feature is not in the cache (its configs answer
         # layer, step and size checks first); Hub ids and single files load now
         return LazyStableDiffusion.create(
-            settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
+            model, device=settings.device, dtype=settings.dtype,
             revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
             compile=settings.compile, channels_last=settings.channels_last, inference_mode=settings.inference_mode)
 

@@ -1,0 +1,93 @@
+"""DiffSim-C (paper Eq. 11, Figure 2): the Aligned Attention Score in a cross-attention layer of
+Stable Diffusion 1.5 with IP-Adapter Plus.
+
+For each image X one U-Net pass runs on X's noisy latent with the adapter fed X; at the chosen
+``attn2`` the features are Q (the ``norm2`` output through ``to_q``) and that layer's IP keys/values
+(``to_k_ip``/``to_v_ip`` of X's 16 image tokens). ``DiffSim-C(A, B) = (AAS(A, B) + AAS(B, A)) / 2``
+where AAS(A, B) lets A's queries attend to B's image tokens (text keys do not enter). ``scale`` is the
+adapter's weight in every ``attn2`` during the pass (paper: 0.5). Features cache like DiffSim-S.
+Foreground masks may weight the query tokens (``mask_keys`` does not apply: the keys are image tokens).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import torch
+
+from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
+from ..errors import ConfigError
+from ..features import Features
+from ..devices import resolve_dtype
+from ..images import check_size
+from ..settings import path_like
+from .automask import AutoMasks
+from .diffsim_s import DEFAULT_STEP, DiffSim, DiffSimSettings
+
+DEFAULT_C_LAYER = "up0.cross"  # up_blocks.1.attentions.2.transformer_blocks.0.attn2: the authors' effective layer
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffSimCSettings(DiffSimSettings):
+    """DiffSim-S's settings plus the IP-Adapter (where it is and its scale); layers are ``attn2``."""
+
+    layer: str | tuple[str, ...] = DEFAULT_C_LAYER
+    ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER  # hub id or local folder in the h94 layout
+    ip_subfolder: str = IP_SUBFOLDER
+    ip_weight_name: str = IP_WEIGHTS
+    ip_image_encoder: str = IP_IMAGE_ENCODER
+    scale: float = 0.5  # the adapter's weight in every attn2 (paper: 0.5)
+
+    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "ip_adapter", "ip_subfolder",
+                                              "ip_weight_name", "ip_image_encoder")
+
+    def validate(self) -> None:
+        super().validate()
+        path_like("ip_adapter", self.ip_adapter, optional=False)
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or self.scale < 0:
+            raise ConfigError(f"scale must be a number >= 0 (the IP-Adapter weight; paper 0.5); got {self.scale!r}")
+        if self.mask_keys:
+            raise ConfigError("mask_keys does not apply to DiffSim-C: its keys are the 16 IP image tokens, not "
+                              "spatial tokens (masks still weight the query tokens)")
+
+
+class DiffSimC(DiffSim):
+    """DiffSim-C: Q at a cross-attention layer against the IP-Adapter image tokens' keys/values."""
+
+    Settings = DiffSimCSettings
+    settings: DiffSimCSettings
+    default_name = "diffsim-c"
+
+    @classmethod
+    def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
+        return IPAdapterBackbone.from_pretrained(
+            settings.model or cls.default_model, ip_adapter=settings.ip_adapter, device=settings.device,
+            dtype=settings.dtype, revision=settings.revision, variant=settings.variant,
+            single_file_config=settings.single_file_config, subfolder=settings.ip_subfolder,
+            weight_name=settings.ip_weight_name, image_encoder_folder=settings.ip_image_encoder)
+
+    def setup(self) -> None:
+        s = self.settings
+        check_size(s.size, self.backbone.latent_factor)
+        step = s.step if s.timestep is not None or s.step is not None else DEFAULT_STEP
+        self.timestep = self.backbone.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
+        self.step = None if s.timestep is not None else step
+        self.layer_names = s.layer_names
+        self.layers = self.backbone.resolve(self.layer_names, kind="cross")
+        self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
+        self.compare_dtype = None if s.compare_dtype is None else resolve_dtype(s.compare_dtype, self.device)
+
+    def _layer(self, layer: str | None) -> str:
+        if layer is not None and layer not in self.layers:
+            layer = self.backbone.resolve([layer], kind="cross")[0]
+        return super()._layer(layer)
+
+    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:  # type: ignore[override]
+        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
+                                    single_branch=self.single_branch, scale=float(self.settings.scale))
+        tensors: dict[str, torch.Tensor] = {}
+        for path, f in qkv.items():
+            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
+        return Features(tensors)
+

@@ -1,0 +1,65 @@
+"""DiffSim-S on Stable Diffusion XL: the same metric on SDXL's self-attention layers.
+
+Everything is DiffSim-S (:mod:`.diffsim_s`) except the backbone (:mod:`diffsim.backbones.sdxl`) and
+two settings: ``conditioning_size`` (None: SDXL's added time ids say the real input size, as
+diffusers' pipeline does; 1024 reproduces the authors' fixed 1024 x 1024 micro-conditioning) and
+``vae`` (a fixed fp16 VAE, e.g. ``madebyollin/sdxl-vae-fp16-fix``; without one the VAE runs in float32
+when the model is float16). The default size is SDXL's native 1024 (the paper ran 512).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import torch
+
+from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
+from ..errors import ConfigError
+from ..features import Features
+from ..settings import path_like
+from .diffsim_s import DiffSim, DiffSimSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffSimXLSettings(DiffSimSettings):
+    """DiffSim-S settings for SDXL (model, native size, micro-conditioning size, fixed VAE)."""
+
+    model: str | os.PathLike | None = DEFAULT_SDXL
+    size: int = 1024
+    conditioning_size: int | None = None  # None: the input size; 1024: the authors' fixed conditioning
+    vae: str | os.PathLike | None = None  # a fixed fp16 VAE (hub id or folder)
+
+    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "vae")
+
+    def validate(self) -> None:
+        super().validate()
+        c = self.conditioning_size
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise ConfigError(f"conditioning_size must be a positive integer or None (the input size); got {c!r}")
+        path_like("vae", self.vae)
+
+
+class DiffSimXL(DiffSim):
+    """DiffSim-S with an SDXL backbone (``DiffSim.from_pretrained`` picks it for SDXL models)."""
+
+    Settings = DiffSimXLSettings
+    settings: DiffSimXLSettings
+    default_name = "diffsim-s-sdxl"
+    default_model = DEFAULT_SDXL
+
+    @classmethod
+    def load_backbone(cls, settings: DiffSimXLSettings) -> SDXLBackbone:  # type: ignore[override]
+        return SDXLBackbone.from_pretrained(
+            settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
+            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
+            vae=settings.vae)
+
+    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:  # type: ignore[override]
+        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
+                                    single_branch=self.single_branch,
+                                    conditioning_size=self.settings.conditioning_size)
+        tensors: dict[str, torch.Tensor] = {}
+        for path, f in qkv.items():
+            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
+        return Features(tensors)
