@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch.nn as nn
 
@@ -94,11 +94,11 @@ def alias_table(unet: nn.Module, per_transformer: bool = False) -> dict[str, str
             k += 1
     if per_transformer:
         for alias, last in list(table.items()):
-            block = last.split(".attentions.")[0]
-            parent = unet.mid_block if block == "mid_block" else unet.get_submodule(block)
+            block_path = last.split(".attentions.")[0]
+            parent: Any = unet.get_submodule(block_path)
             for a, attn in enumerate(parent.attentions):
                 for j in range(len(attn.transformer_blocks)):
-                    table[f"{alias}.a{a}.t{j}"] = f"{block}.attentions.{a}.transformer_blocks.{j}"
+                    table[f"{alias}.a{a}.t{j}"] = f"{block_path}.attentions.{a}.transformer_blocks.{j}"
     out: dict[str, str] = {}
     for alias, block_path in table.items():
         out[alias] = f"{block_path}.attn1"

@@ -83,7 +83,7 @@ class DiffSimC(DiffSim):
             layer = self.backbone.resolve([layer], kind="cross")[0]
         return super()._layer(layer)
 
-    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:  # type: ignore[override]
+    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
         qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
                                     single_branch=self.single_branch, scale=float(self.settings.scale))
         tensors: dict[str, torch.Tensor] = {}

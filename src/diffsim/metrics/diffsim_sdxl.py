@@ -55,7 +55,7 @@ class DiffSimXL(DiffSim):
             revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
             vae=settings.vae)
 
-    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:  # type: ignore[override]
+    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
         qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
                                     single_branch=self.single_branch,
                                     conditioning_size=self.settings.conditioning_size)
