@@ -4,6 +4,7 @@ Positives are the anchor's colour (plus a little noise or a small blend toward t
 negatives are another colour or a larger blend, so a plain pixel distance scores 100% and a loader
 that swaps the labels scores 0%.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PALETTE = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220), (220, 30, 220),
-           (120, 60, 10), (10, 120, 60)]
+PALETTE = [
+    (220, 30, 30),
+    (30, 220, 30),
+    (30, 30, 220),
+    (220, 220, 30),
+    (30, 220, 220),
+    (220, 30, 220),
+    (120, 60, 10),
+    (10, 120, 60),
+]
 
 
 def write_image(path: Path, colour, noise: float = 2.0, blend: float = 0.0, seed: int = 0, size: int = 16) -> Path:
@@ -41,10 +50,20 @@ def nights(tmp: Path, n: int = 12) -> Path:
         write_image(root / ref, near, seed=i)
         write_image(root / left, near if left_closer else far, seed=100 + i)
         write_image(root / right, far if left_closer else near, seed=200 + i)
-        rows.append({"prompt": ["Fish", "Golden Retriever", "abbey"][i % 3], "split": ["train", "val", "test"][i % 3],
-                     "right_vote": int(not left_closer), "left_path": left, "id": i, "ref_path": ref,
-                     "votes": 5 if i == n - 1 else 6 + i % 3, "right_path": right, "left_vote": int(left_closer),
-                     "is_imagenet": str(bool(i % 2))})
+        rows.append(
+            {
+                "prompt": ["Fish", "Golden Retriever", "abbey"][i % 3],
+                "split": ["train", "val", "test"][i % 3],
+                "right_vote": int(not left_closer),
+                "left_path": left,
+                "id": i,
+                "ref_path": ref,
+                "votes": 5 if i == n - 1 else 6 + i % 3,
+                "right_path": right,
+                "left_vote": int(left_closer),
+                "is_imagenet": str(bool(i % 2)),
+            }
+        )
     with open(root / "data.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -85,16 +104,19 @@ def cute(tmp: Path, cats=("apple", "mug"), n_inst: int = 3, conds=("lighting_1",
             for cond in conds:
                 for m in range(per):
                     ext = ".JPG" if (m == 2 and j == 0) else ".jpg"  # upper-case extension must be read too
-                    write_image(root / c / f"{c}_{j + 1}" / cond / f"{m:02d}{ext}", PALETTE[k], noise=3,
-                                seed=k * 50 + m)
+                    write_image(
+                        root / c / f"{c}_{j + 1}" / cond / f"{m:02d}{ext}", PALETTE[k], noise=3, seed=k * 50 + m
+                    )
                 (root / c / f"{c}_{j + 1}" / cond / ".DS_Store").write_bytes(b"\0")
             k += 1
     return root
 
 
-DB_METHODS = {"blip_diffusion": "blip_diffusion_gs7_5_step100_seed42_torch_float16",
-              "dreambooth_sd": "dreambooth_sd_gs7_5_step100_seed42_torch_float16",
-              "dreambooth_lora_sdxl": "dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16"}
+DB_METHODS = {
+    "blip_diffusion": "blip_diffusion_gs7_5_step100_seed42_torch_float16",
+    "dreambooth_sd": "dreambooth_sd_gs7_5_step100_seed42_torch_float16",
+    "dreambooth_lora_sdxl": "dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16",
+}
 DB_COLLECTIONS = ["live_subject_animal_00_kitten", "object_00_red_mug"]
 
 
@@ -113,12 +135,19 @@ def dreambench(tmp: Path, raw_only_method: str | None = None) -> Path:
             for p in range(9):
                 score = 4 - p % 5 if method == "dreambooth_lora_sdxl" else p % 5
                 write_image(base / "src_image" / cid / f"{p}_0.jpg", col, noise=0, seed=ci)
-                write_image(base / "tgt_image" / cid / f"{p}_0.jpg", col, noise=1, blend=(4 - score) / 9,
-                            seed=mi * 1000 + ci * 20 + p)
+                write_image(
+                    base / "tgt_image" / cid / f"{p}_0.jpg",
+                    col,
+                    noise=1,
+                    blend=(4 - score) / 9,
+                    seed=mi * 1000 + ci * 20 + p,
+                )
                 (base / "text" / cid).mkdir(parents=True, exist_ok=True)
                 (base / "text" / cid / f"{p}_0.txt").write_text(f"prompt {p}")
                 g1[f"{cid}-{p}"] = score
-                g2[f"{cid}-{p}"] = (score + 3 if score < 2 else score - 3) if p == 8 else score  # disagreement 3 -> dropped
+                g2[f"{cid}-{p}"] = (
+                    (score + 3 if score < 2 else score - 3) if p == 8 else score
+                )  # disagreement 3 -> dropped
             (base / "negative_prompt.txt").write_text("")
         for grp, data in (("group1", g1), ("group2", g2)):
             if method != raw_only_method:
@@ -130,8 +159,10 @@ def dreambench(tmp: Path, raw_only_method: str | None = None) -> Path:
             d.mkdir(parents=True, exist_ok=True)
             (d / f"batch0-{method}.json").write_text(json.dumps({k: [v, 2] for k, v in data.items()}))
     # a method folder with no ratings at all: must be skipped, not matched by substring
-    write_image(root / "samples" / "emu2_gs3_step50_seed42_torch_bfloat16" / "src_image" / DB_COLLECTIONS[0] /
-                "0_0.jpg", PALETTE[0])
+    write_image(
+        root / "samples" / "emu2_gs3_step50_seed42_torch_bfloat16" / "src_image" / DB_COLLECTIONS[0] / "0_0.jpg",
+        PALETTE[0],
+    )
     return root
 
 
@@ -143,8 +174,9 @@ def ipbench(tmp: Path, classes=("doraemon", "hello_kitty", "pikachu")) -> Path:
     for i, cls in enumerate(classes):
         write_image(tmp / "IPA-bench" / f"{cls}.JPG", PALETTE[i], noise=0, seed=i)
         for j, w in enumerate(IP_WEIGHTS):
-            write_image(tmp / "IPref" / cls / f"{w}.png", PALETTE[i], noise=1, blend=(1 - float(w)) * 0.9,
-                        seed=i * 10 + j)
+            write_image(
+                tmp / "IPref" / cls / f"{w}.png", PALETTE[i], noise=1, blend=(1 - float(w)) * 0.9, seed=i * 10 + j
+            )
     (tmp / "IPref" / ".DS_Store").write_bytes(b"\0")
     return tmp / "IPref"
 
@@ -164,7 +196,8 @@ def tiktok(tmp: Path, videos: int = 2, frames: int = 12, nested: bool = True) ->
     base = root / "TikTok_dataset" if nested else root
     for v in range(1, videos + 1):
         for f in range(1, frames + 1):
-            write_image(base / f"{v:05d}" / "images" / f"{f:04d}.png", PALETTE[v], noise=1, blend=0.02 * f * v,
-                        seed=v * 100 + f)
+            write_image(
+                base / f"{v:05d}" / "images" / f"{f:04d}.png", PALETTE[v], noise=1, blend=0.02 * f * v, seed=v * 100 + f
+            )
             write_image(base / f"{v:05d}" / "masks" / f"{f:04d}.png", (255, 255, 255), noise=0)
     return root

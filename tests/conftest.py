@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny random-weight SD 1.5-layout pipeline, saved once per session, and images."""
+
 from __future__ import annotations
 
 from pathlib import Path

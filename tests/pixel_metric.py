@@ -1,4 +1,5 @@
 """A cheap real Metric for harness tests: pixels downsampled to 8x8, negative MSE (or MSE as a distance)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,5 +65,7 @@ def register_test_metrics() -> None:
     from diffsim.registry import MetricInfo, register_metric
 
     for name, kw in (("test-pixel", {}), ("test-pixel-distance", {"distance": True})):
-        register_metric(MetricInfo(name=name, cls=PixelMetric, description="test metric", backbone="none",
-                                   defaults=kw), overwrite=True)
+        register_metric(
+            MetricInfo(name=name, cls=PixelMetric, description="test metric", backbone="none", defaults=kw),
+            overwrite=True,
+        )

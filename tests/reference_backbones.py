@@ -6,6 +6,7 @@ recomputed from the scheduler's beta schedule, the conditioning is built by hand
 forward runs with a pre-hook that records the attention module's input, Q/K/V are projected and the
 attention is an explicit softmax. Only the pretrained modules and the CLIP image processor are reused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,7 @@ def abar(scheduler, t: int) -> float:
     c = scheduler.config
     n = c.num_train_timesteps
     if c.beta_schedule == "scaled_linear":
-        betas = np.linspace(c.beta_start ** 0.5, c.beta_end ** 0.5, n, dtype=np.float64) ** 2
+        betas = np.linspace(c.beta_start**0.5, c.beta_end**0.5, n, dtype=np.float64) ** 2
     elif c.beta_schedule == "linear":
         betas = np.linspace(c.beta_start, c.beta_end, n, dtype=np.float64)
     else:
@@ -58,8 +59,7 @@ def cos(x: torch.Tensor, y: torch.Tensor) -> float:
 def pair_score(qkv_a, qkv_b) -> float:
     """(AAS(A, B) + AAS(B, A)) / 2 from per-image (q, k, v) tuples."""
     (qa, ka, va), (qb, kb, vb) = qkv_a, qkv_b
-    return 0.5 * (cos(attention(qa, kb, vb), attention(qa, ka, va)) + cos(attention(qb, ka, va),
-                                                                          attention(qb, kb, vb)))
+    return 0.5 * (cos(attention(qa, kb, vb), attention(qa, ka, va)) + cos(attention(qb, ka, va), attention(qb, kb, vb)))
 
 
 def _record(module):
@@ -85,8 +85,9 @@ def sdxl_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, condition
     states, pooled = [], None
     for tok, enc in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
         enc = copy.deepcopy(enc).double()
-        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            [prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         out = enc(ids, output_hidden_states=True)
         states.append(out.hidden_states[-2])
         pooled = out[0] if out[0].dim() == 2 else pooled
@@ -99,8 +100,12 @@ def sdxl_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, condition
     ids = torch.tensor([[s, s, 0, 0, s, s]] * 2, dtype=torch.float64)
     seen, handle = _record(unet.get_submodule(layer))
     try:
-        unet(torch.cat([xt, xt]), t, encoder_hidden_states=torch.cat([uncond, cond]),
-             added_cond_kwargs={"text_embeds": torch.cat([uncond_pooled, pooled]), "time_ids": ids})
+        unet(
+            torch.cat([xt, xt]),
+            t,
+            encoder_hidden_states=torch.cat([uncond, cond]),
+            added_cond_kwargs={"text_embeds": torch.cat([uncond_pooled, pooled]), "time_ids": ids},
+        )
     finally:
         handle.remove()
     return _self_qkv(unet.get_submodule(layer), seen["x"])
@@ -132,8 +137,9 @@ def ip_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, scale: floa
     text = copy.deepcopy(pipe.text_encoder).double()
     emb = []
     for p in ("", prompt):
-        ids = pipe.tokenizer([p], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        ids = pipe.tokenizer(
+            [p], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         emb.append(text(ids)[0])
     arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     clip_in = pipe.feature_extractor(Image.fromarray(arr), return_tensors="pt").pixel_values.double()
@@ -143,11 +149,18 @@ def ip_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, scale: floa
     module = unet.get_submodule(layer)
     seen, handle = _record(module)
     try:
-        unet(torch.cat([xt, xt]), t, encoder_hidden_states=torch.cat(emb),
-             added_cond_kwargs={"image_embeds": [torch.cat([zero, tokens])[:, None]]})
+        unet(
+            torch.cat([xt, xt]),
+            t,
+            encoder_hidden_states=torch.cat(emb),
+            added_cond_kwargs={"image_embeds": [torch.cat([zero, tokens])[:, None]]},
+        )
     finally:
         handle.remove()
     ip = seen["context"][1][0].reshape(2, -1, seen["context"][1][0].shape[-1])
     proc = module.processor
-    return (heads(module.to_q(seen["x"]), module.heads), heads(proc.to_k_ip[0](ip), module.heads),
-            heads(proc.to_v_ip[0](ip), module.heads))
+    return (
+        heads(module.to_q(seen["x"]), module.heads),
+        heads(proc.to_k_ip[0](ip), module.heads),
+        heads(proc.to_v_ip[0](ip), module.heads),
+    )

@@ -5,6 +5,7 @@ loads both images, VAE-encodes both, encodes the text, runs the *full* U-Net on 
 computes attention by hand (explicit softmax, no SDPA). Used by the parity tests and by
 ``benchmarks/bench_core.py`` as the baseline.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ def load_pixels(path: str, size: int) -> torch.Tensor:
 
 
 def text_embedding(tokenizer, text_encoder, prompt: str, device) -> torch.Tensor:
-    ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return text_encoder(ids.to(device))[0]
 
 
@@ -37,8 +39,9 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def image_qkv(parts, pixels: torch.Tensor, layer: str, timestep: int, prompt: str, seed: int,
-              single_branch: bool = False):
+def image_qkv(
+    parts, pixels: torch.Tensor, layer: str, timestep: int, prompt: str, seed: int, single_branch: bool = False
+):
     """Q, K, V (branches, heads, T, D) of one image at ``layer``: full forward with a pre-hook."""
     vae, unet = parts.vae, parts.unet
     device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
@@ -76,8 +79,9 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def reference_score(parts, image_a, image_b, layer: str, timestep: int, prompt: str, seed: int, size: int,
-                    single_branch: bool = False) -> float:
+def reference_score(
+    parts, image_a, image_b, layer: str, timestep: int, prompt: str, seed: int, size: int, single_branch: bool = False
+) -> float:
     """DiffSim-S of one pair from scratch: (AAS(A,B) + AAS(B,A)) / 2."""
     pa = load_pixels(image_a, size) if isinstance(image_a, str) else image_a
     pb = load_pixels(image_b, size) if isinstance(image_b, str) else image_b

@@ -1,4 +1,5 @@
 """A small gallery (two folders of smooth random images) and helpers to compare two stores."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,8 @@ def assert_same_store(a, b, atol: float = 1e-4) -> None:
     assert fa.names == fb.names == order
     for k in fa.tensors:
         torch.testing.assert_close(fa.tensors[k], fb.tensors[k], atol=atol, rtol=1e-4)
-    pa = dict(zip(*a.pooled()))
-    pb = dict(zip(*b.pooled()))
+    pa = dict(zip(*a.pooled(), strict=False))
+    pb = dict(zip(*b.pooled(), strict=False))
     for i in order:
         np.testing.assert_allclose(pa[i], pb[i], atol=atol, rtol=1e-4)
 

@@ -1,4 +1,5 @@
 """The AAS math on synthetic Q/K/V: properties and parity with an explicit per-pair computation."""
+
 from __future__ import annotations
 
 import math
@@ -18,6 +19,7 @@ def _qkv(n: int, seed: int, groups=(2, 3), tokens: int = 5, dim: int = 4) -> QKV
 
 def _explicit_aas(a: QKV, b: QKV, i: int, j: int) -> float:
     """AAS(A_i, B_j) with a hand-written softmax attention and one cosine over everything."""
+
     def att(q, k, v):
         w = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
         return (w @ v.double()).flatten()
@@ -46,7 +48,7 @@ def test_matrix_equals_pairwise_and_broadcast():
     m = aas.score_matrix(a, b)
     assert m.shape == (2, 3)
     for i in range(2):
-        row = aas.score(QKV(a.q[i:i + 1], a.k[i:i + 1], a.v[i:i + 1]), b)  # one against many broadcasts
+        row = aas.score(QKV(a.q[i : i + 1], a.k[i : i + 1], a.v[i : i + 1]), b)  # one against many broadcasts
         assert torch.allclose(m[i], row, atol=1e-6)
         for j in range(3):
             ref = 0.5 * (_explicit_aas(a, b, i, j) + _explicit_aas(b, a, j, i))

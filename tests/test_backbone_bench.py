@@ -1,4 +1,5 @@
 """Sweeps and 2AFC benchmarks run unchanged on the SDXL, DiT and DiffSim-C metrics (tiny models)."""
+
 from __future__ import annotations
 
 import csv
@@ -21,13 +22,15 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_sweep_is_one_pass_per_image_and_step(name, tmp_path, tiny_sd_path, tiny_sdxl_path, tiny_dit_path,
-                                              tiny_ip_adapter_path):
+def test_sweep_is_one_pass_per_image_and_step(
+    name, tmp_path, tiny_sd_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path
+):
     model = {"diffsim-s-sdxl": tiny_sdxl_path, "diffsim-dit": tiny_dit_path, "diffsim-c": tiny_sd_path}[name]
     extra = {"ip_adapter": str(tiny_ip_adapter_path)} if name == "diffsim-c" else {}
     layers, steps, _ = CASES[name]
-    metric = create_metric(name, model=str(model), layer=layers[0], size=SIZE, device="cpu", dtype="float32",
-                           batch_size=2, **extra)
+    metric = create_metric(
+        name, model=str(model), layer=layers[0], size=SIZE, device="cpu", dtype="float32", batch_size=2, **extra
+    )
     ts = load_dataset("sref", fx.style_bench(tmp_path, n_styles=3, per=2), seed=0, options={"n": 4})
     images = {p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)}
     before = metric.backbone.unet_calls

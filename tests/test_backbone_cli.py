@@ -1,4 +1,5 @@
 """`diffsim layers` and `diffsim score` with SDXL and DiT models (tiny, random weights)."""
+
 from __future__ import annotations
 
 import json
@@ -33,13 +34,35 @@ def test_layers_of_dit(capsys, models):
 
 
 def test_score_with_an_sdxl_model(capsys, models, image_files):
-    code, out, err = run(capsys, "score", str(image_files[0]), str(image_files[1]), "--model", str(models["sdxl"]),
-                         "--size", "64", "--device", "cpu", "-q")
+    code, out, err = run(
+        capsys,
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(models["sdxl"]),
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 0, err
     assert 0 < float(out.split()[-1]) < 1
 
 
 def test_score_with_a_dit_model_says_which_metric(capsys, models, image_files):
-    code, _, err = run(capsys, "score", str(image_files[0]), str(image_files[1]), "--model", str(models["dit"]),
-                       "--size", "64", "--device", "cpu", "-q")
+    code, _, err = run(
+        capsys,
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(models["dit"]),
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 2 and "is a DiT pipeline" in err and "diffsim-dit" in err

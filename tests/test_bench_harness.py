@@ -1,4 +1,5 @@
 """The 2AFC / consistency harness with a cheap pixel metric: polarity, ties, resume, errors, manifests."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,19 @@ def test_results_json_and_each_image_embedded_once(tmp_path):
     distinct = {p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)}
     assert len(m.images_seen) == len(set(m.images_seen)) == len(distinct) == r["images_embedded"]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
-    for k in ("dataset", "protocol", "metric", "accuracy", "ci95", "n_triplets", "seed", "package_version",
-              "git_commit", "wall_time_s", "images_embedded"):
+    for k in (
+        "dataset",
+        "protocol",
+        "metric",
+        "accuracy",
+        "ci95",
+        "n_triplets",
+        "seed",
+        "package_version",
+        "git_commit",
+        "wall_time_s",
+        "images_embedded",
+    ):
         assert k in on_disk
     assert on_disk["metric"]["config"]["metric"] == "test-pixel" and on_disk["seed"] == 1
     lines = (tmp_path / "run" / "triplets.jsonl").read_text().splitlines()
@@ -92,7 +104,7 @@ def test_resume_after_interrupt(tmp_path):
     m = PixelMetric()
     r = evaluate_2afc(m, ts, out, quiet(chunk_size=20))
     assert r["n_triplets"] == 120 and r["resumed_triplets"] == len(done) and r["accuracy"] == 1.0
-    scored_again = {json.loads(x)["id"] for x in (out / "triplets.jsonl").read_text().splitlines()[len(done):]}
+    scored_again = {json.loads(x)["id"] for x in (out / "triplets.jsonl").read_text().splitlines()[len(done) :]}
     assert scored_again == {t.id for t in ts.triplets} - {json.loads(x)["id"] for x in done}
     # a different metric in the same folder is refused, --overwrite starts again
     with pytest.raises(Exception, match="another run"):
@@ -147,6 +159,7 @@ def test_consistency_variance(tmp_path):
     # video 2 drifts twice as fast as video 1: larger variance
     assert recs[1]["variance"] > recs[0]["variance"]
     import numpy as np
+
     assert r["mean_variance"] == pytest.approx(np.mean([np.var(x["scores"]) for x in recs]))
 
 

@@ -1,4 +1,5 @@
 """Sweeps with the tiny DiffSim-S: one U-Net pass per (image, timestep) for all layers; same scores as bench."""
+
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,8 @@ def test_sweep_one_pass_per_image_and_step(tmp_path, tiny_metric):
     calls = metric.backbone.unet_calls - before
     assert calls == r["unet_calls"] == len(images) * len(STEPS)  # naive: len(images) * 3 layers * 2 steps
     assert r["images_vae_encoded"] == len(images)
-    rows = list(csv.DictReader(open(tmp_path / "sw" / "sweep.csv")))
+    with open(tmp_path / "sw" / "sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [(x["layer"], int(x["step"])) for x in rows] == [(lay, s) for s in STEPS for lay in LAYERS]
     assert (tmp_path / "sw" / "heatmap.png").stat().st_size > 1000
     # the grid cell equals a plain bench run with that one setting

@@ -1,4 +1,5 @@
 """An unusable --cache folder fails at once (before loading); a failed write mid-run loses no score."""
+
 from __future__ import annotations
 
 import logging
@@ -11,15 +12,23 @@ from diffsim.cli.main import main
 from diffsim.errors import CacheError
 
 
-
 def test_unusable_cache_dir_is_refused_before_loading(tmp_path, capsys, image_files):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     with pytest.raises(CacheError, match=r"file.txt/cache cannot be used.*cache_dir="):
         check_cache_dir(blocker / "cache")
     # the model does not exist either: the cache error must come first (nothing was loaded)
-    code = main(["score", str(image_files[0]), str(image_files[1]), "--model", str(tmp_path / "no-model"),
-                 "--cache", str(blocker / "cache")])
+    code = main(
+        [
+            "score",
+            str(image_files[0]),
+            str(image_files[1]),
+            "--model",
+            str(tmp_path / "no-model"),
+            "--cache",
+            str(blocker / "cache"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: feature cache folder") and err.count("\n") == 1
     assert "--cache DIR" in err and "cache_dir=" not in err

@@ -1,4 +1,5 @@
 """Arguments and input paths are checked before any model loads; a cache hit shows with -vv."""
+
 from __future__ import annotations
 
 import shutil
@@ -22,15 +23,18 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"ref": "no-such-file.png"}, "image file not found: no-such-file.png"),
-    ({"cand": "{tmp}/notes.txt"}, "cannot read image {tmp}/notes.txt"),
-    ({"flags": ["--size", "63"]}, "size must be a positive multiple of 8"),
-    ({"flags": ["--batch-size", "0"]}, "batch_size must be a positive integer"),
-    ({"flags": ["--device", "nonsense"]}, "unknown device 'nonsense'"),
-    ({"flags": ["--dtype", "fp8"]}, "unknown dtype 'fp8'"),
-    ({"flags": ["--metric", "nope"]}, "unknown metric 'nope'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"ref": "no-such-file.png"}, "image file not found: no-such-file.png"),
+        ({"cand": "{tmp}/notes.txt"}, "cannot read image {tmp}/notes.txt"),
+        ({"flags": ["--size", "63"]}, "size must be a positive multiple of 8"),
+        ({"flags": ["--batch-size", "0"]}, "batch_size must be a positive integer"),
+        ({"flags": ["--device", "nonsense"]}, "unknown device 'nonsense'"),
+        ({"flags": ["--dtype", "fp8"]}, "unknown dtype 'fp8'"),
+        ({"flags": ["--metric", "nope"]}, "unknown metric 'nope'"),
+    ],
+)
 def test_default_hub_model_is_never_reached(bad, message, capsys, tmp_path, image_files, monkeypatch):
     """The default model is a Hub id that is not cached here: reaching it would be a slow model error."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # even so, a load attempt would say so; it must not happen
@@ -45,8 +49,10 @@ def test_default_hub_model_is_never_reached(bad, message, capsys, tmp_path, imag
     assert time.perf_counter() - start < 10
 
 
-@pytest.mark.parametrize("setting, error", [({"layer": "up9"}, LayerError), ({"step": 5000}, TimestepError),
-                                            ({"timestep": 1000}, TimestepError)])
+@pytest.mark.parametrize(
+    "setting, error",
+    [({"layer": "up9"}, LayerError), ({"step": 5000}, TimestepError), ({"timestep": 1000}, TimestepError)],
+)
 def test_local_model_configs_refuse_before_weights_load(setting, error, tmp_path, tiny_sd_path):
     from diffsim import create_metric
 
@@ -62,16 +68,31 @@ def test_python_settings_fail_before_loading(tmp_path, tiny_sd_path):
 
     model = shutil.copytree(tiny_sd_path, tmp_path / "m")
     before = weights_loaded()
-    for kw, msg in (({"size": 63}, "multiple of 8"), ({"device": "mps"}, "device='cpu'"),
-                    ({"batch_size": 0}, "batch_size")):
+    for kw, msg in (
+        ({"size": 63}, "multiple of 8"),
+        ({"device": "mps"}, "device='cpu'"),
+        ({"batch_size": 0}, "batch_size"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             create_metric("diffsim-s", model=model, **kw)
     assert weights_loaded() == before
 
 
 def test_cache_hit_is_visible_with_vv(capsys, tmp_path, tiny_sd_path, image_files):
-    args = ["score", str(image_files[0]), str(image_files[1]), "--model", str(tiny_sd_path), "--size", "64",
-            "--device", "cpu", "-q", "--cache", str(tmp_path / "cache")]
+    args = [
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(tiny_sd_path),
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "-q",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     code, out1, err = run(capsys, "-vv", *args)
     assert code == 0 and "served from the feature cache" not in err
     code, out2, err = run(capsys, "-vv", *args)  # a new metric: a new memory cache; the disk cache stays
@@ -105,20 +126,37 @@ def test_model_loads_lazily_when_every_feature_is_cached(capsys, tmp_path, tiny_
     assert not [k for k in weights_loaded() if str(model) in str(k)]
     assert again.score(image_files[0], image_files[2]) != s1 and again.backbone.weights_loaded  # a miss loads it
     assert again.with_settings(layer="up1").layers != again.layers  # still answers once loaded
-    assert [l.path for l in again.backbone.layers(64)] == [l.path for l in create_metric(
-        "diffsim-s", model=shutil.copytree(model, tmp_path / "m2"), size=64, device="cpu").backbone.layers(64)]
+    assert [lay.path for lay in again.backbone.layers(64)] == [
+        lay.path
+        for lay in create_metric(
+            "diffsim-s", model=shutil.copytree(model, tmp_path / "m2"), size=64, device="cpu"
+        ).backbone.layers(64)
+    ]
     # the CLI: a fully cached score prints the same number without loading the model
     _forget(model)
     capsys.readouterr()
-    args = ["-vv", "score", str(image_files[0]), str(image_files[1]), "--model", str(model), "--size", "64",
-            "--device", "cpu", "--cache", str(cache)]
+    args = [
+        "-vv",
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(model),
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "--cache",
+        str(cache),
+    ]
     code, out, err = run(capsys, *args)
     assert code == 0 and float(out) == pytest.approx(s1, abs=1e-6) and "loading" not in err
     assert not [k for k in weights_loaded() if str(model) in str(k)]
 
 
-@pytest.mark.parametrize("command", [["map", "{img}", "no-such.png", "--out", "{tmp}/m.png"],
-                                     ["matrix", "{img}", "no-such.png"]])
+@pytest.mark.parametrize(
+    "command", [["map", "{img}", "no-such.png", "--out", "{tmp}/m.png"], ["matrix", "{img}", "no-such.png"]]
+)
 def test_map_and_matrix_check_inputs_first(command, capsys, tmp_path, image_files, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = [a.format(img=image_files[0], tmp=tmp_path) for a in command]

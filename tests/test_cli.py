@@ -1,4 +1,5 @@
 """The `diffsim` command line: outputs, and one-line errors with exit code 2."""
+
 from __future__ import annotations
 
 import csv
@@ -56,13 +57,16 @@ def test_layers_lists_aliases(capsys, tiny_sd_path):
     assert code == 0 and "up0=up_blocks.1.attentions.2.transformer_blocks.0.attn1" in out
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--layer", "up9"], "unknown attention layer 'up9'"),
-    (["--step", "0"], "T=1000"),
-    (["--timestep", "1000"], "out of range"),
-    (["--step", "5", "--timestep", "5"], "either timestep"),
-    (["--dtype", "float8"], "unknown dtype"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--layer", "up9"], "unknown attention layer 'up9'"),
+        (["--step", "0"], "T=1000"),
+        (["--timestep", "1000"], "out of range"),
+        (["--step", "5", "--timestep", "5"], "either timestep"),
+        (["--dtype", "float8"], "unknown dtype"),
+    ],
+)
 def test_bad_options_exit_2_without_traceback(capsys, common, image_files, extra, message):
     code, out, err = run(capsys, "score", str(image_files[0]), str(image_files[1]), *common, *extra)
     assert code == 2 and message in err and "Traceback" not in err and err.startswith("error: ")
@@ -84,8 +88,25 @@ def test_score_any_metric_with_set(capsys, tiny_clip_path, image_files):
     from diffsim import create_metric
 
     a, b = str(image_files[0]), str(image_files[1])
-    args = ["score", a, b, "--metric", "clip-aas", "--model", str(tiny_clip_path), "--device", "cpu", "-q",
-            "--set", "size=32", "--set", "layer=0", "--set", "out_proj=true", "--json"]
+    args = [
+        "score",
+        a,
+        b,
+        "--metric",
+        "clip-aas",
+        "--model",
+        str(tiny_clip_path),
+        "--device",
+        "cpu",
+        "-q",
+        "--set",
+        "size=32",
+        "--set",
+        "layer=0",
+        "--set",
+        "out_proj=true",
+        "--json",
+    ]
     code, out, err = run(capsys, *args)
     assert code == 0, err
     row = json.loads(out)

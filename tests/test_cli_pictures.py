@@ -1,4 +1,5 @@
 """`diffsim map` and `diffsim matrix`: files written at their sizes, numbers equal to the Python API."""
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,9 @@ def common(tiny_sd_path):
 
 def test_map_writes_the_png_and_prints_the_score(capsys, common, image_files, tiny_metric, tmp_path):
     out = tmp_path / "sub" / "map.png"
-    code, stdout, err = run(capsys, "map", str(image_files[0]), str(image_files[1]), "--out", str(out),
-                            "--layer", "up1", *common)
+    code, stdout, err = run(
+        capsys, "map", str(image_files[0]), str(image_files[1]), "--out", str(out), "--layer", "up1", *common
+    )
     assert code == 0, err
     score, layer, path = stdout.strip().split("\t")
     up1 = tiny_metric.with_settings(layer="up1")
@@ -42,11 +44,23 @@ def test_map_writes_the_png_and_prints_the_score(capsys, common, image_files, ti
 
 
 def test_map_errors(capsys, common, image_files, tmp_path):
-    code, _, err = run(capsys, "map", str(image_files[0]), str(image_files[1]), "-o", str(tmp_path / "m.png"),
-                       "--layer", "up0", "--layer", "up1", *common)
+    code, _, err = run(
+        capsys,
+        "map",
+        str(image_files[0]),
+        str(image_files[1]),
+        "-o",
+        str(tmp_path / "m.png"),
+        "--layer",
+        "up0",
+        "--layer",
+        "up1",
+        *common,
+    )
     assert code == 2 and "2 layers" in err and "choose one" in err
-    code, _, err = run(capsys, "map", str(image_files[0]), str(tmp_path / "nope.png"), "-o",
-                       str(tmp_path / "m.png"), *common)
+    code, _, err = run(
+        capsys, "map", str(image_files[0]), str(tmp_path / "nope.png"), "-o", str(tmp_path / "m.png"), *common
+    )
     assert code == 2 and err.startswith("error: image file not found") and "nope.png" in err
 
 
@@ -68,8 +82,23 @@ def test_matrix_of_a_folder_to_stdout(capsys, common, image_files, tiny_metric, 
 def test_matrix_against_writes_png_and_csv(capsys, common, image_files, tiny_metric, tmp_path):
     png, table = tmp_path / "m.png", tmp_path / "m.csv"
     rows, cols = [str(p) for p in image_files[:2]], [str(p) for p in image_files[2:5]]
-    code, stdout, err = run(capsys, "matrix", *rows, "--against", cols[0], "--against", cols[1], "--against",
-                            cols[2], "--out", str(png), "--csv", str(table), *common, "-q")
+    code, stdout, err = run(
+        capsys,
+        "matrix",
+        *rows,
+        "--against",
+        cols[0],
+        "--against",
+        cols[1],
+        "--against",
+        cols[2],
+        "--out",
+        str(png),
+        "--csv",
+        str(table),
+        *common,
+        "-q",
+    )
     assert code == 0, err
     assert f"heat map: {png}" in stdout and f"csv: {table}" in stdout
     w, h = figure_size(2, 3)

@@ -1,4 +1,5 @@
 """CLIP AAS on a tiny random CLIP saved with save_pretrained and loaded through the real path."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,9 @@ def test_properties(metric, imgs):
     check_properties(metric, imgs)
 
 
-@pytest.mark.parametrize("qkv_input,out_proj", [("normed", False), ("residual", True), ("residual", False),
-                                                ("normed", True)])
+@pytest.mark.parametrize(
+    "qkv_input,out_proj", [("normed", False), ("residual", True), ("residual", False), ("normed", True)]
+)
 @pytest.mark.parametrize("layer", [0, -1])
 def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
     from transformers import CLIPVisionModelWithProjection

@@ -1,4 +1,5 @@
 """CLIP-I on a tiny random CLIPModel checkpoint: reference embedding by hand, properties, scale."""
+
 from __future__ import annotations
 
 import pytest

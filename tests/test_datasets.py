@@ -1,4 +1,5 @@
 """Dataset loaders on generated folders in the real layouts: counts, quirks, determinism, bad layouts."""
+
 from __future__ import annotations
 
 import shutil
@@ -119,8 +120,13 @@ def test_ipbench_paper_and_script(tmp_path):
     script = load_dataset("ipbench", root, protocol="script")
     assert len(script.triplets) == 15
     assert all(t.anchor.startswith("../IPA-bench/") and t.anchor.endswith(".JPG") for t in script.triplets)
-    assert [t.meta["weights"] for t in script.triplets[:5]] == [[1.0, 0.6], [0.8, 0.4], [0.6, 0.3], [0.4, 0.35],
-                                                                [0.3, 0.2]]
+    assert [t.meta["weights"] for t in script.triplets[:5]] == [
+        [1.0, 0.6],
+        [0.8, 0.4],
+        [0.6, 0.3],
+        [0.4, 0.35],
+        [0.3, 0.2],
+    ]
     paper = load_dataset("ipbench", root, seed=5)
     assert len(paper.triplets) == 15 and all(a > b for a, b in (t.meta["weights"] for t in paper.triplets))
     assert pixel_accuracy(paper) == 1.0 and pixel_accuracy(script) == 1.0
@@ -145,6 +151,7 @@ def test_determinism_and_seed(tmp_path):
     c = load_dataset("sref", fx.style_bench(tmp_path / "b"), seed=8, options={"n": 50})
     assert ids(a) == ids(b) and ids(a) != ids(c)
     import random
+
     random.seed(0)
     before = random.random()
     random.seed(0)

@@ -1,6 +1,8 @@
 """`diffsim demo` as users meet it: the app served on localhost, driven through gradio_client and a browser."""
+
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -54,15 +56,17 @@ def expected(metric, layer, step):
 
 def test_api_names(served):
     _, _, client = served
-    assert {"/pair", "/rank", "/twoafc"} <= set(client.view_api(print_info=False, return_format="dict")
-                                                ["named_endpoints"])
+    assert {"/pair", "/rank", "/twoafc"} <= set(
+        client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
 
 
 def test_pair_tab(served, sharp_metric, image_files):
     _, _, client = served
     a, b = image_files[0], image_files[1]
-    score, over_a, over_b, status = client.predict(handle_file(str(a)), handle_file(str(b)), "up1", 500,
-                                                   api_name="/pair")
+    score, over_a, over_b, status = client.predict(
+        handle_file(str(a)), handle_file(str(b)), "up1", 500, api_name="/pair"
+    )
     assert score == pytest.approx(expected(sharp_metric, "up1", 500).score(a, b), abs=2e-6)
     with Image.open(a) as ia, Image.open(over_a) as oa, Image.open(over_b) as ob:
         assert oa.size == ia.size and ob.size == (88, 72)  # each overlay at its image's own size
@@ -75,24 +79,30 @@ def test_layer_and_step_changes_reuse_latents(served, sharp_metric, image_files)
     a, b = image_files[2], image_files[4]
     before, calls_before = backbone.images_encoded, backbone.unet_calls
     settings = [("up0", 500), ("up1", 300), ("up2", 800), ("mid", 100), ("up0", 500)]
-    scores = [client.predict(handle_file(str(a)), handle_file(str(b)), layer, step, api_name="/pair")[0]
-              for layer, step in settings]
+    scores = [
+        client.predict(handle_file(str(a)), handle_file(str(b)), layer, step, api_name="/pair")[0]
+        for layer, step in settings
+    ]
     assert backbone.images_encoded - before == 2  # each image went through the VAE once, for every setting
     assert backbone.unet_calls - calls_before == 4  # one U-Net pass per new (layer, step); the repeat is cached
-    for (layer, step), score in zip(settings, scores):
+    for (layer, step), score in zip(settings, scores, strict=False):
         assert score == pytest.approx(expected(sharp_metric, layer, step).score(a, b), abs=2e-6), (layer, step)
 
 
 def test_rank_tab(served, sharp_metric, image_files, truncated):
     _, _, client = served
     ref, cands = image_files[0], image_files[1:5]
-    gallery, table = client.predict(handle_file(str(ref)), [handle_file(str(c)) for c in cands]
-                                    + [handle_file(str(truncated))], "up1", 500, api_name="/rank")
+    gallery, table = client.predict(
+        handle_file(str(ref)),
+        [handle_file(str(c)) for c in cands] + [handle_file(str(truncated))],
+        "up1",
+        500,
+        api_name="/rank",
+    )
     scores = expected(sharp_metric, "up1", 500).score(ref, cands).tolist()
     order = sorted(range(4), key=lambda i: -scores[i])
     assert [g["caption"].split(" · ")[2] for g in gallery] == [Path(cands[i]).name for i in order]
-    assert [float(g["caption"].split(" · ")[1]) for g in gallery] == pytest.approx(
-        [scores[i] for i in order], abs=1e-4)
+    assert [float(g["caption"].split(" · ")[1]) for g in gallery] == pytest.approx([scores[i] for i in order], abs=1e-4)
     assert [g["caption"].split(" · ")[0] for g in gallery] == ["#1", "#2", "#3", "#4"]
     assert "**Skipped:** candidate 5: cannot read image" in table and "broken.png" in table
 
@@ -100,8 +110,9 @@ def test_rank_tab(served, sharp_metric, image_files, truncated):
 def test_twoafc_tab(served, sharp_metric, image_files):
     _, _, client = served
     ref, a, b = image_files[0], image_files[1], image_files[3]
-    sa, sb, verdict = client.predict(handle_file(str(ref)), handle_file(str(a)), handle_file(str(b)), "up1", 500,
-                                     api_name="/twoafc")
+    sa, sb, verdict = client.predict(
+        handle_file(str(ref)), handle_file(str(a)), handle_file(str(b)), "up1", 500, api_name="/twoafc"
+    )
     m = expected(sharp_metric, "up1", 500)
     fr, fa, fb = (m.embed(x) for x in (ref, a, b))
     ea, eb = float(m.compare(fr, fa)), float(m.compare(fr, fb))
@@ -157,8 +168,8 @@ def test_browser_uploads_two_images_and_reads_the_score(served, sharp_metric, im
     if found is None:
         pytest.skip("no Chromium + chromedriver on PATH (Debian: apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
     from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -167,8 +178,13 @@ def test_browser_uploads_two_images_and_reads_the_score(served, sharp_metric, im
     assert (engine.default_layer, engine.default_step) == ("up1", 500)
     opts = webdriver.ChromeOptions()
     opts.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1600"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1600",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=found[1]))
     try:
@@ -183,14 +199,12 @@ def test_browser_uploads_two_images_and_reads_the_score(served, sharp_metric, im
                 wait.until(lambda d, e=elem, n=Path(path).stem: n in d.find_element(By.ID, e).text)
             except TimeoutException:
                 driver.save_screenshot("/tmp/pic_fail.png")
-                raise AssertionError(f"upload of {path} not shown: {driver.find_element(By.ID, elem).text!r}")
+                raise AssertionError(f"upload of {path} not shown: {driver.find_element(By.ID, elem).text!r}") from None
         status = ""
         while "score" not in status and time.perf_counter() - start < 50:  # an upload may still be in flight
             driver.find_element(By.ID, "pair-run").click()
-            try:
+            with contextlib.suppress(TimeoutException):
                 WebDriverWait(driver, 8).until(lambda d: d.find_element(By.ID, "pair-status").text.strip())
-            except TimeoutException:
-                pass
             status = driver.find_element(By.ID, "pair-status").text
         assert "score" in status, f"no score in the page; status: {status!r}"
         shown = float(driver.find_element(By.CSS_SELECTOR, "#pair-score input").get_attribute("value"))

@@ -1,4 +1,5 @@
 """Model-kind detection from model_index.json, denoiser configs and single-file tensor names."""
+
 from __future__ import annotations
 
 import json

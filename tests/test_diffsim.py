@@ -1,4 +1,5 @@
 """DiffSim-S end to end on the tiny SD pipeline: properties, caching, truncation, parity."""
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,9 @@ def test_batch_equals_one_by_one(tiny_sd_path, image_files):
     for key, t in fb.tensors.items():
         for i in range(3):
             assert torch.allclose(t[i], fs[i].tensors[key][0], atol=1e-5), key
-    assert torch.allclose(batched.compare(fb[0], fb[1:]),
-                          torch.cat([single.compare(fs[0], f) for f in fs[1:]]), atol=1e-6)
+    assert torch.allclose(
+        batched.compare(fb[0], fb[1:]), torch.cat([single.compare(fs[0], f) for f in fs[1:]]), atol=1e-6
+    )
 
 
 def test_each_image_runs_the_unet_once(tiny_sd_path, image_files):
@@ -125,20 +127,20 @@ def test_several_layers_in_one_pass_equal_one_at_a_time(tiny_sd_path, image_file
         multi.compare(fm[0], fm[1], layer="up2")
 
 
-@pytest.mark.parametrize("layer, step, single_branch", [("up0", 500, False), ("down0", 900, False),
-                                                        ("up2", 750, True)])
+@pytest.mark.parametrize("layer, step, single_branch", [("up0", 500, False), ("down0", 900, False), ("up2", 750, True)])
 def test_parity_with_straightforward_reference(tiny_metric, image_files, layer, step, single_branch):
     m = tiny_metric.with_settings(layer=layer, step=step, prompt="a photo", single_branch=single_branch)
     parts = m.backbone.parts
     for a, b in [(image_files[0], image_files[1]), (image_files[2], image_files[4])]:
-        ref = reference_score(parts, str(a), str(b), m.layers[0], m.timestep, "a photo", m.seed, SIZE,
-                              single_branch=single_branch)
+        ref = reference_score(
+            parts, str(a), str(b), m.layers[0], m.timestep, "a photo", m.seed, SIZE, single_branch=single_branch
+        )
         assert m.score(a, b) == pytest.approx(ref, abs=1e-5)
 
 
 def test_input_types_give_the_same_score(tiny_metric, image_files):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     a, b = image_files[0], image_files[1]
     base = tiny_metric.score(a, b)
@@ -198,9 +200,10 @@ def test_sd2_layout_works(tmp_path, image_files):
     m = DiffSim.from_pretrained(path, size=SIZE, step=500)
     assert type(m.backbone.scheduler).__name__ == "DDIMScheduler"
     assert m.timestep == m.backbone.step_table()[500] == 500  # DDIM lists [1000, 999, ...]: T = 1000 - K
-    heads = {l.alias: l.heads for l in m.backbone.layers(SIZE) if l.alias in ("down0", "up0")}
+    heads = {lay.alias: lay.heads for lay in m.backbone.layers(SIZE) if lay.alias in ("down0", "up0")}
     assert heads == {"down0": 4, "up0": 8}  # diffusers reads attention_head_dim as the head count per block
     assert m.score(image_files[0], image_files[0]) == pytest.approx(1.0, abs=1e-6)
-    ref = reference_score(m.backbone.parts, str(image_files[0]), str(image_files[1]), m.layers[0], m.timestep,
-                          m.prompt, m.seed, SIZE)
+    ref = reference_score(
+        m.backbone.parts, str(image_files[0]), str(image_files[1]), m.layers[0], m.timestep, m.prompt, m.seed, SIZE
+    )
     assert m.score(image_files[0], image_files[1]) == pytest.approx(ref, abs=1e-5)

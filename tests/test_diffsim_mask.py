@@ -1,4 +1,5 @@
 """DiffSim-S with foreground masks (paper 4.8 failure case) and the diffusion-feature ablation."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,8 @@ def subject_scene(subject: str, background: int) -> tuple[torch.Tensor, torch.Te
 
 def fixture_triplet():
     ref, mask = subject_scene("square", 1)
-    same_subject, _ = subject_scene("square", 2)      # same subject, other background
-    same_background, _ = subject_scene("disc", 1)     # other subject, same background
+    same_subject, _ = subject_scene("square", 2)  # same subject, other background
+    same_background, _ = subject_scene("disc", 1)  # other subject, same background
     return torch.stack([ref, same_subject, same_background]), mask
 
 
@@ -79,8 +80,10 @@ def test_masked_matrix_and_key_masking(tiny_metric, capsys):
     plain = tiny_metric.embed(imgs)
     report["plain"] = tiny_metric.compare(plain[0], plain[1:]).tolist()
     with capsys.disabled():  # the measurement reported in the PR (tiny random SD: not a quality claim)
-        print("\n[fg-mask fixture] score(ref, same subject), score(ref, same background):",
-              {k: [f"1-{1 - x:.2e}" for x in v] for k, v in report.items()})
+        print(
+            "\n[fg-mask fixture] score(ref, same subject), score(ref, same background):",
+            {k: [f"1-{1 - x:.2e}" for x in v] for k, v in report.items()},
+        )
     assert report["masked+keys"] != report["masked"]
 
 

@@ -1,4 +1,5 @@
 """DINOv2 CLS cosine on a tiny random Dinov2Model: reference by hand, properties, backbone sharing."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,9 @@ from .zoo_props import check_properties
 
 @pytest.fixture(scope="module")
 def metric(tiny_dinov2_path):
-    return create_metric("dinov2", model=tiny_dinov2_path, device="cpu", dtype="float32", size=VIT_SIZE,
-                         resize=VIT_SIZE)
+    return create_metric(
+        "dinov2", model=tiny_dinov2_path, device="cpu", dtype="float32", size=VIT_SIZE, resize=VIT_SIZE
+    )
 
 
 @pytest.fixture()

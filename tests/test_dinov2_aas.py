@@ -1,4 +1,5 @@
 """DINOv2 AAS on a tiny random Dinov2Model (real classes, save_pretrained / from_pretrained)."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,7 @@ from .zoo_props import check_properties
 
 @pytest.fixture(scope="module")
 def metric(tiny_dinov2_path):
-    return DINOv2AAS.from_pretrained(tiny_dinov2_path, device="cpu", dtype="float32", size=VIT_SIZE,
-                                     resize=VIT_SIZE)
+    return DINOv2AAS.from_pretrained(tiny_dinov2_path, device="cpu", dtype="float32", size=VIT_SIZE, resize=VIT_SIZE)
 
 
 @pytest.fixture()
@@ -30,8 +30,7 @@ def test_properties(metric, imgs):
 @pytest.mark.parametrize("qkv_input,out_proj", [("normed", False), ("residual", True)])
 @pytest.mark.parametrize("layer", [1, -1])
 def test_parity_with_reference(metric, imgs, qkv_input, out_proj, layer):
-    m = metric.with_settings(layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE,
-                  resize=VIT_SIZE)
+    m = metric.with_settings(layer=layer, qkv_input=qkv_input, out_proj=out_proj, size=VIT_SIZE, resize=VIT_SIZE)
     got = m.compare_matrix(m.embed(imgs[:2]), m.embed(imgs[2]))[:, 0]
     want = [aas_score(m.backbone.model, "dinov2", imgs[i], imgs[2], m.layer, qkv_input, out_proj) for i in (0, 1)]
     assert torch.allclose(got.double(), torch.tensor(want, dtype=torch.float64), atol=1e-5)

@@ -1,4 +1,5 @@
 """The DiT backbone on a tiny random DiTPipeline: loading (hub layout), classes, noising, parity."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,7 +44,7 @@ def test_identity_symmetry_spread_and_batch(dit, pixels):
     off = m[~torch.eye(4, dtype=torch.bool)]
     assert off.max() < 0.999 and off.max() - off.min() > 5e-3
     for i in range(4):
-        one = dit.extract(pixels[i:i + 1], layer, T, 1, 0)[layer[0]]
+        one = dit.extract(pixels[i : i + 1], layer, T, 1, 0)[layer[0]]
         assert torch.allclose(one.q[0], f.q[i], atol=5e-5 * float(f.q.abs().max()))
 
 
@@ -51,8 +52,7 @@ def test_identity_symmetry_spread_and_batch(dit, pixels):
 def test_parity_with_float64_reference(dit, pixels, layer, t, label):
     path = dit.resolve([layer])[0]
     f = dit.extract(pixels[:2], [path], t, label, 4)[path]
-    got = float(aas.score(f.__class__(f.q[:1], f.k[:1], f.v[:1]), f.__class__(f.q[1:], f.k[1:], f.v[1:]),
-                          "cosine"))
+    got = float(aas.score(f.__class__(f.q[:1], f.k[:1], f.v[:1]), f.__class__(f.q[1:], f.k[1:], f.v[1:]), "cosine"))
     qa = dit_qkv(dit.transformer, dit.vae, dit.scheduler, pixels[:1], path, t, label, 4)
     qb = dit_qkv(dit.transformer, dit.vae, dit.scheduler, pixels[1:2], path, t, label, 4)
     assert got == pytest.approx(pair_score(qa, qb), abs=2e-5)
@@ -81,11 +81,12 @@ def test_noise_uses_the_dits_own_schedule_and_the_same_t(dit):
     z0 = torch.randn(1, 4, 8, 8)
     _, eps = dit.noise(2, 8)
     a = abar(dit.scheduler, 400)  # linear 1e-4..0.02, not SD's scaled-linear
-    assert torch.allclose(dit.model_input(z0, 400, 2), a ** 0.5 * z0 + (1 - a) ** 0.5 * eps, atol=1e-6)
+    assert torch.allclose(dit.model_input(z0, 400, 2), a**0.5 * z0 + (1 - a) ** 0.5 * eps, atol=1e-6)
     seen = []
     h = dit.transformer.transformer_blocks[0].norm1.register_forward_pre_hook(
         lambda mod, args, kwargs: seen.append(kwargs.get("timestep", args[1] if len(args) > 1 else None)),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     try:
         dit.extract(torch.zeros(1, 3, SIZE, SIZE), dit.resolve(["block0"]), 400, 1, 0)
     finally:
@@ -115,8 +116,17 @@ def test_wrong_kind_errors(tiny_sd_path, dit_path):
 # ---------------------------------------------------------------------------------------- the metric
 @pytest.fixture(scope="module")
 def metric(dit_path):
-    return create_metric("diffsim-dit", model=dit_path, layer="block1", timestep=T, class_label="goldfish",
-                         size=SIZE, device="cpu", dtype="float32", batch_size=2)
+    return create_metric(
+        "diffsim-dit",
+        model=dit_path,
+        layer="block1",
+        timestep=T,
+        class_label="goldfish",
+        size=SIZE,
+        device="cpu",
+        dtype="float32",
+        batch_size=2,
+    )
 
 
 def test_metric_parity_with_float64_reference(metric, image_files):
@@ -135,8 +145,9 @@ def test_metric_config_and_label_names(metric, image_files):
     by_id = metric.with_settings(class_label=1)
     calls = metric.backbone.unet_calls
     fa, fb = metric.embed(image_files[0]), by_id.embed(image_files[0])  # same class: one cached feature
-    assert metric.backbone.unet_calls - calls <= 1 and torch.equal(fa.tensors[next(iter(fa.tensors))],
-                                                                   fb.tensors[next(iter(fb.tensors))])
+    assert metric.backbone.unet_calls - calls <= 1 and torch.equal(
+        fa.tensors[next(iter(fa.tensors))], fb.tensors[next(iter(fb.tensors))]
+    )
     other = metric.with_settings(class_label="tabby cat")
     assert other.class_id == 281
     with pytest.raises(ConfigError, match="different|other settings"):

@@ -1,4 +1,5 @@
 """Ensemble voting tables on real (tiny, exact) metrics: per-channel mean distances whose votes we control."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,13 +48,16 @@ REF = img(0.5, 0.5, 0.5)
 
 
 @pytest.mark.parametrize("distance", [(False, False, False), (True, True, True), (True, False, True)])
-@pytest.mark.parametrize("a,b,votes,decision", [
-    # channel means of candidates a and b; a channel votes for the candidate closer to 0.5
-    ((0.5, 0.5, 0.9), (0.9, 0.9, 0.5), [1, 1, -1], 1),
-    ((0.9, 0.5, 0.9), (0.5, 0.9, 0.5), [-1, 1, -1], -1),
-    ((0.5, 0.6, 0.6), (0.6, 0.6, 0.9), [1, 0, 1], 1),      # one member ties and abstains
-    ((0.5, 0.6, 0.9), (0.9, 0.6, 0.5), [1, 0, -1], 0),     # tie + split: undecided
-])
+@pytest.mark.parametrize(
+    "a,b,votes,decision",
+    [
+        # channel means of candidates a and b; a channel votes for the candidate closer to 0.5
+        ((0.5, 0.5, 0.9), (0.9, 0.9, 0.5), [1, 1, -1], 1),
+        ((0.9, 0.5, 0.9), (0.5, 0.9, 0.5), [-1, 1, -1], -1),
+        ((0.5, 0.6, 0.6), (0.6, 0.6, 0.9), [1, 0, 1], 1),  # one member ties and abstains
+        ((0.5, 0.6, 0.9), (0.9, 0.6, 0.5), [1, 0, -1], 0),  # tie + split: undecided
+    ],
+)
 def test_voting_table(distance, a, b, votes, decision):
     ens = Ensemble([ChannelMean(c, d) for c, d in enumerate(distance)])
     fr, fa, fb = ens.embed(REF), ens.embed(img(*a)), ens.embed(img(*b))

@@ -4,6 +4,7 @@ Each metric is built by name from a tiny random backbone (the table below: a reg
 row fails), then checked for identity, symmetry, batch = single, matrix = compare, polarity against the
 registry, ``with_settings`` keeping the class and every setting, and a JSON-serialisable config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,10 +28,25 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
     clip = {"model": paths["clip"], "size": VIT_SIZE, **CPU}
     dino = {"model": paths["dino"], "size": VIT_SIZE, **CPU}
     table = {
-        **{n: sd for n in ("diffsim-s", "diffsim-s-style", "diffsim-s-nights", "diffsim-s-instance",
-                           "diffsim-s-cute", "diffsim-s-fg", "diffsim-feat")},
-        "clip-aas": clip, "clip-i": clip, "clip-feat": clip,
-        "dinov2-aas": dino, "dinov2": dino, "dinov2-feat": dino, "ffa": dino,
+        **{
+            n: sd
+            for n in (
+                "diffsim-s",
+                "diffsim-s-style",
+                "diffsim-s-nights",
+                "diffsim-s-instance",
+                "diffsim-s-cute",
+                "diffsim-s-fg",
+                "diffsim-feat",
+            )
+        },
+        "clip-aas": clip,
+        "clip-i": clip,
+        "clip-feat": clip,
+        "dinov2-aas": dino,
+        "dinov2": dino,
+        "dinov2-feat": dino,
+        "ffa": dino,
         "lpips-vgg": {"weights": None, "size": 32, "device": "cpu"},
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
         "gram": {"weights": None, "size": 32, "device": "cpu"},
@@ -43,10 +59,17 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path,
-          tiny_ip_adapter_path) -> dict[str, str]:
-    return {"sd": str(tiny_sd_path), "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path),
-            "sdxl": str(tiny_sdxl_path), "dit": str(tiny_dit_path), "ip": str(tiny_ip_adapter_path)}
+def paths(
+    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path
+) -> dict[str, str]:
+    return {
+        "sd": str(tiny_sd_path),
+        "clip": str(tiny_clip_path),
+        "dino": str(tiny_dinov2_path),
+        "sdxl": str(tiny_sdxl_path),
+        "dit": str(tiny_dit_path),
+        "ip": str(tiny_ip_adapter_path),
+    }
 
 
 @pytest.fixture(scope="module")

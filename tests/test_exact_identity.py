@@ -1,4 +1,5 @@
 """Identity is exact (1.0 / 0.0) where features are identical; what batch composition may change."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,8 +56,11 @@ def test_metric_identity_and_batch_composition(tiny_metric, image_files):
     from diffsim.cache import FeatureCache
 
     def fresh():  # own cache: really recomputed
-        return type(tiny_metric)(tiny_metric.settings.replace(tiny_metric.name, batch_size=8),
-                                 backbone=tiny_metric.backbone, cache=FeatureCache())
+        return type(tiny_metric)(
+            tiny_metric.settings.replace(tiny_metric.name, batch_size=8),
+            backbone=tiny_metric.backbone,
+            cache=FeatureCache(),
+        )
 
     a, b = str(image_files[0]), str(image_files[1])
     assert tiny_metric.score(a, a) == 1.0

@@ -1,4 +1,5 @@
 """Optional extras: the core imports and runs without them; a feature that needs one names it."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ def test_core_works_without_any_extra(tiny_sd_path, image_files, tmp_path):
     assert result["score"] == 0 and result["matrix_csv"] == 0
     assert (tmp_path / "m.csv").read_text().startswith("image,")
     assert result["map"] == 2 and result["demo"] == 2 and not (tmp_path / "m.png").exists()
-    assert 'error: diffsim map needs the optional package \'matplotlib\'' in proc.stderr
+    assert "error: diffsim map needs the optional package 'matplotlib'" in proc.stderr
     assert 'pip install "diffsim-metric[plots]"' in proc.stderr and 'pip install "diffsim-metric[demo]"' in proc.stderr
     assert 'pip install "diffsim-metric[torchmetrics]"' in result["torchmetrics"]
 

@@ -1,4 +1,5 @@
 """FFA on a tiny random DINOv2: masked patch average by hand, mask handling, fallback warning."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Gallery stores, streaming builds and retrieval on a tiny discriminative SD-layout model."""
+
 from __future__ import annotations
 
 import os
@@ -87,7 +88,7 @@ def test_ranking_equals_sorting_the_exact_matrix(built, disc_metric, labelled, t
     ids = [s.id for s in collect(labelled)]
     rng = np.random.default_rng(7)
     queries = [str(tmp_path / f"q{i}.png") for i in range(3)]  # not in the gallery
-    for i, q in enumerate(queries):
+    for _i, q in enumerate(queries):
         smooth_photo(rng, 64).save(q)
     queries.append(gallery_files[6])  # and one that is
     fresh = disc_metric.with_settings(cache_bytes=0)
@@ -116,8 +117,12 @@ def test_ranking_equals_sorting_the_exact_matrix(built, disc_metric, labelled, t
 def test_distance_polarity_ranks_lowest_first(tmp_path, disc_model, labelled):
     mse = make_metric(disc_model, similarity="mse")
     assert not mse.higher_is_better
-    sub = [labelled / "class-00" / "img-0000.png", labelled / "class-01" / "img-0001.png",
-           labelled / "class-02" / "img-0002.png", labelled / "class-03" / "img-0003.png"]
+    sub = [
+        labelled / "class-00" / "img-0000.png",
+        labelled / "class-01" / "img-0001.png",
+        labelled / "class-02" / "img-0002.png",
+        labelled / "class-03" / "img-0003.png",
+    ]
     src = collect(sub)
     store = GalleryStore.create(tmp_path / "s", mse)
     build_index(src, store, mse, shard_size=3)
@@ -136,13 +141,35 @@ def _features(store: GalleryStore) -> tuple[list[str], dict[str, torch.Tensor]]:
 def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, built, labelled, disc_model, disc_metric):
     out = tmp_path / "killed"
     env = {**os.environ, EXIT_AFTER_ENV: "2", "PYTHONPATH": str(Path(diffsim.__file__).parents[1])}
-    cmd = [sys.executable, "-m", "diffsim", "index", "build", str(labelled), "--out", str(out), "--model",
-           str(disc_model), "--size", str(SIZE), "--device", "cpu", "--dtype", "float32", "--shard-size",
-           str(SHARD), "--batch-size", "3", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffsim",
+        "index",
+        "build",
+        str(labelled),
+        "--out",
+        str(out),
+        "--model",
+        str(disc_model),
+        "--size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--shard-size",
+        str(SHARD),
+        "--batch-size",
+        "3",
+        "-q",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr  # killed after writing 2 shards, before committing the table
-    assert sorted(p.name for p in (out / "shards").glob("*.safetensors")) == ["shard-00000.safetensors",
-                                                                             "shard-00001.safetensors"]
+    assert sorted(p.name for p in (out / "shards").glob("*.safetensors")) == [
+        "shard-00000.safetensors",
+        "shard-00001.safetensors",
+    ]
     store = GalleryStore.open(out, disc_metric)
     committed = len(store)  # 0, unless the table was committed after the first shard (every 30 s)
     report = build_index(collect(labelled), store, disc_metric, batch_size=3, shard_size=SHARD)
@@ -296,8 +323,9 @@ def test_cli_build_retrieve_grid_and_dedup(capsys, tmp_path, built, labelled, di
     import json
 
     out = tmp_path / "store"
-    code, text, err = run(capsys, "index", "build", labelled, "--out", out, *model_flags(disc_model), "-q",
-                          "--shard-size", 7)
+    code, text, err = run(
+        capsys, "index", "build", labelled, "--out", out, *model_flags(disc_model), "-q", "--shard-size", 7
+    )
     assert code == 0, err
     assert "16 images" in text and "embedded 16" in text
     code, text, err = run(capsys, "index", "build", labelled, "--out", out, "-q")  # the store's own metric
@@ -316,8 +344,9 @@ def test_cli_build_retrieve_grid_and_dedup(capsys, tmp_path, built, labelled, di
     assert [line.split(",")[2] for line in text.splitlines()[1:]] == [h.path for h in api[:2]]
     # a second store with another metric setting: one grid row per metric
     other = tmp_path / "store900"
-    code, _, err = run(capsys, "index", "build", labelled / "class-00", "--out", other, *model_flags(disc_model),
-                       "--step", 900, "-q")
+    code, _, err = run(
+        capsys, "index", "build", labelled / "class-00", "--out", other, *model_flags(disc_model), "--step", 900, "-q"
+    )
     assert code == 0, err
     grid = tmp_path / "grid.png"
     code, text, err = run(capsys, "retrieve", query, "--index", out, "--index", other, "-k", 3, "--grid", grid)
@@ -345,7 +374,7 @@ def test_dedup_groups_match_a_brute_force_threshold(tmp_path, built, disc_metric
     assert res.groups and res.candidates == 16 * 15 // 2
     _, comp = connected_components((s >= threshold).numpy(), directed=False)
     expected = {}
-    for i, c in zip(ids, comp):
+    for i, c in zip(ids, comp, strict=False):
         expected.setdefault(c, []).append(i)
     assert sorted(res.groups) == sorted(g for g in expected.values() if len(g) > 1)
     assert all(p[2] >= threshold for p in res.pairs)
@@ -361,11 +390,15 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, built, case):
         "missing store": (["retrieve", q, "--index", tmp_path / "nostore"], "no gallery store at"),
         "empty gallery": (["index", "build", empty, "--out", tmp_path / "s"], "no images found"),
         # the paths are checked before the (missing) model would be loaded
-        "missing gallery": (["index", "build", tmp_path / "g", "--out", tmp_path / "s", "--model",
-                             tmp_path / "no-model"], "gallery not found"),
+        "missing gallery": (
+            ["index", "build", tmp_path / "g", "--out", tmp_path / "s", "--model", tmp_path / "no-model"],
+            "gallery not found",
+        ),
         # a voting metric has no per-image features: refused before its members' models are loaded
-        "ensemble": (["index", "build", Path(q).parent, "--out", tmp_path / "s", "--metric", "ensemble"],
-                     "no per-image features"),
+        "ensemble": (
+            ["index", "build", Path(q).parent, "--out", tmp_path / "s", "--metric", "ensemble"],
+            "no per-image features",
+        ),
     }[case]
     code, out, err = run(capsys, *args)
     assert code == 2 and out == ""
@@ -397,8 +430,10 @@ def test_grid_png_sizes(tmp_path, labelled):
     from diffsim.gallery.grid import ResultRow, group_grid, retrieval_grid
 
     f = [s.path for s in collect(labelled)]
-    rows = [ResultRow(f[0], f[0], "diffsim-s", [(f[1], "a", 0.9), (f[2], "b", 0.8)]),
-            ResultRow(f[3], f[3], "clip-i", [(f[4], "c", 0.7), (f[5], "d", 0.6)])]
+    rows = [
+        ResultRow(f[0], f[0], "diffsim-s", [(f[1], "a", 0.9), (f[2], "b", 0.8)]),
+        ResultRow(f[3], f[3], "clip-i", [(f[4], "c", 0.7), (f[5], "d", 0.6)]),
+    ]
     with Image.open(retrieval_grid(rows, tmp_path / "r.png", thumb=96)) as im:
         assert im.size == (3 * 96, 2 * (96 + 36))
     with Image.open(group_grid([(p, "x") for p in f[:7]], tmp_path / "g.png", thumb=64, cols=4)) as im:
@@ -416,7 +451,7 @@ def test_diffsim_pool_is_unit_norm_and_tracks_the_exact_ranking(built, disc_metr
 
     def found(pooled: torch.Tensor) -> int:  # exact nearest neighbours among the 4 nearest pooled vectors
         top4 = (pooled @ pooled.T).masked_fill(eye, -1).topk(4, dim=1).indices
-        return sum(int(n in t) for n, t in zip(nearest.tolist(), top4.tolist()))
+        return sum(int(n in t) for n, t in zip(nearest.tolist(), top4.tolist(), strict=False))
 
     from diffsim.metrics.base import FeatureMetric
 

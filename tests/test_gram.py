@@ -1,4 +1,5 @@
 """Gram baseline on a random torchvision VGG19: reference Gram by hand, properties, the authors' row variant."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,7 +47,6 @@ def _gram(metric, img, rows):
 
 @pytest.mark.parametrize("rows", ["all", "last"])
 def test_reference(metric, imgs, rows):
-    from diffsim.metrics.gram import Gram
 
     m = metric.with_settings(rows=rows, size=S)
     got = float(m.compare(m.embed(imgs[0]), m.embed(imgs[1]))[0])
@@ -56,7 +56,6 @@ def test_reference(metric, imgs, rows):
 
 
 def test_bad_layer(metric):
-    from diffsim.metrics.gram import Gram
 
     with pytest.raises(LayerError, match="conv5_1"):
         metric.with_settings(layer="conv9_9")

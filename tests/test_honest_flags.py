@@ -1,4 +1,5 @@
 """Every flag shown acts or is refused; README commands use real metrics and real flags."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def test_readme_metrics_exist():
             return False
         return True
 
-    names = {n for n in set(list_metrics()) | set(re.findall(r"--metric\s+([a-z][\w.-]+)", README.read_text()))
-             if known(n)}
+    names = {
+        n for n in set(list_metrics()) | set(re.findall(r"--metric\s+([a-z][\w.-]+)", README.read_text())) if known(n)
+    }
     text = README.read_text()
     used = set(re.findall(r"--metric\s+([a-z][\w.-]+)", text)) | set(re.findall(r"create_metric\(\"([\w.-]+)\"", text))
     assert used and not used - names, f"README names unknown metrics: {sorted(used - names)}"
@@ -69,7 +71,9 @@ def test_readme_flags_exist():
         flags = {o for p in cmd.params for o in p.opts + p.secondary_opts} | {"-h", "--help"}
         for a in args[1:]:
             if a.startswith("-") and a != "-" and not re.fullmatch(r"-\d.*", a):
-                assert a.split("=")[0] in flags, f"README: {a} is not an option of `diffsim {args[0]}`: {' '.join(argv)}"
+                assert a.split("=")[0] in flags, (
+                    f"README: {a} is not an option of `diffsim {args[0]}`: {' '.join(argv)}"
+                )
 
 
 @pytest.mark.parametrize("command", ["bench", "sweep", "consistency"])

@@ -1,4 +1,5 @@
 """Every Pillow mode reads as the picture it shows (or is refused); array/tensor dtypes; the pixel limit."""
+
 from __future__ import annotations
 
 import struct
@@ -13,8 +14,16 @@ from PIL import Image
 
 from diffsim.cli.main import main
 from diffsim.errors import ImageError
-from diffsim.images import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, SUPPORTED_MODES, as_list, max_pixels,
-                            set_max_pixels, to_unit_resized, to_unit_tensor)
+from diffsim.images import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    SUPPORTED_MODES,
+    as_list,
+    max_pixels,
+    set_max_pixels,
+    to_unit_resized,
+    to_unit_tensor,
+)
 
 S = 16
 # the picture: a horizontal gray ramp 0..1 (what every encoding below must read back as)
@@ -49,8 +58,15 @@ def test_every_supported_mode_reads_as_its_picture(mode, tmp_path):
     assert np.abs(got - _expected(mode)[None]).max() <= tol + 1e-6, mode
     if mode in ("YCbCr", "HSV"):
         return  # no lossless file format Pillow reads back in these modes; the in-memory read is the check
-    fmt = {"F": "tiff", "I": "tiff", "CMYK": "tiff", "I;16B": "tiff",
-           "I;16N": "tiff", "I;16L": "tiff", "RGBX": "tiff"}.get(mode, "png")
+    fmt = {
+        "F": "tiff",
+        "I": "tiff",
+        "CMYK": "tiff",
+        "I;16B": "tiff",
+        "I;16N": "tiff",
+        "I;16L": "tiff",
+        "RGBX": "tiff",
+    }.get(mode, "png")
     path = tmp_path / f"ramp.{fmt}"
     try:
         im.save(path)
@@ -70,7 +86,9 @@ def test_16bit_png_and_float_tiff_samples(tmp_path):
         x = to_unit_tensor(tmp_path / name, 8)
         assert abs(float(x.mean()) - 0.5) < 0.01
         assert (x - ref).abs().max() < 2 / 255
-        assert (to_unit_resized(tmp_path / name, 12, 8) - to_unit_resized(tmp_path / "g8.png", 12, 8)).abs().max() < 2 / 255
+        assert (
+            to_unit_resized(tmp_path / name, 12, 8) - to_unit_resized(tmp_path / "g8.png", 12, 8)
+        ).abs().max() < 2 / 255
 
 
 def test_out_of_range_and_unsupported_modes_are_refused_not_clipped(tmp_path):
@@ -110,12 +128,14 @@ def test_non_image_python_values_raise_image_error(tiny_metric, image_files):
 # ------------------------------------------------------------------------------------------ pixel limit
 def _png_header_only(path: Path, w: int, h: int) -> Path:
     """A PNG whose header claims w x h (no real pixel data): what a decompression bomb looks like to open()."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -158,8 +178,20 @@ def test_cli_refuses_a_huge_image_in_one_line(tmp_path, capsys, tiny_sd_path, im
     assert "--max-pixels 400000000" in err and "set_max_pixels" not in err
     small = tmp_path / "small.png"
     Image.new("RGB", (100, 70)).save(small)
-    code = main(["--max-pixels", "6000", "score", str(image_files[0]), str(small), "--model", str(tiny_sd_path),
-                 "--size", "64", "-q"])
+    code = main(
+        [
+            "--max-pixels",
+            "6000",
+            "score",
+            str(image_files[0]),
+            str(small),
+            "--model",
+            str(tiny_sd_path),
+            "--size",
+            "64",
+            "-q",
+        ]
+    )
     assert code == 2 and "100 x 70 = 7,000 pixels, above the limit of 6,000" in capsys.readouterr().err
     assert max_pixels() == DEFAULT_MAX_PIXELS  # the flag holds for one command only
 
@@ -179,8 +211,11 @@ def test_bench_records_a_too_large_image_and_goes_on(tmp_path):
         r = evaluate_2afc(PixelMetric(), ts, tmp_path / "run", EvalOptions(n_boot=50))
     finally:
         set_max_pixels(None)
-    hit = [t for t in ts.triplets if big == Path(ts.root) / t.negative or big == Path(ts.root) / t.positive
-           or big == Path(ts.root) / t.anchor]
+    hit = [
+        t
+        for t in ts.triplets
+        if big == Path(ts.root) / t.negative or big == Path(ts.root) / t.positive or big == Path(ts.root) / t.anchor
+    ]
     assert r["n_errors"] == len(hit) >= 1 and r["n_triplets"] == len(ts.triplets) - len(hit)
     assert all("40 x 40 = 1,600 pixels" in e["error"] for e in r["errors"])
 

@@ -1,4 +1,5 @@
 """Image loading and preprocessing: every input type, EXIF, crop, and clear errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,14 +83,17 @@ def test_truncated_or_non_image_file(tmp_path, image_files):
         to_unit_tensor(tmp_path, 32)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.rand(3, 8, 8) * 2 - 1, r"\[0, 1\].*\(x \+ 1\) / 2"),
-    (torch.rand(3, 8, 8) * 255, r"divide by 255"),
-    (torch.rand(4, 8, 8), r"shape"),
-    (torch.rand(1, 2, 3, 8, 8), r"shape"),
-    (torch.randint(0, 255, (3, 8, 8)), r"dtype int64: expected float in \[0, 1\], uint8"),
-    (torch.full((3, 8, 8), float("nan")), r"NaN"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.rand(3, 8, 8) * 2 - 1, r"\[0, 1\].*\(x \+ 1\) / 2"),
+        (torch.rand(3, 8, 8) * 255, r"divide by 255"),
+        (torch.rand(4, 8, 8), r"shape"),
+        (torch.rand(1, 2, 3, 8, 8), r"shape"),
+        (torch.randint(0, 255, (3, 8, 8)), r"dtype int64: expected float in \[0, 1\], uint8"),
+        (torch.full((3, 8, 8), float("nan")), r"NaN"),
+    ],
+)
 def test_bad_tensors(bad, match):
     with pytest.raises(ImageError, match=match):
         to_unit_tensor(bad, 8)

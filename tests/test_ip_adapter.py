@@ -1,4 +1,5 @@
 """DiffSim-C's backbone: tiny SD 1.5 + a tiny IP-Adapter Plus in the h94 layout, via load_ip_adapter."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,7 @@ def pixels(image_files):
 
 
 def _one(f: QKV, i: int) -> QKV:
-    return QKV(f.q[i:i + 1], f.k[i:i + 1], f.v[i:i + 1])
+    return QKV(f.q[i : i + 1], f.k[i : i + 1], f.v[i : i + 1])
 
 
 def test_loaded_with_diffusers_load_ip_adapter(ipb):
@@ -57,7 +58,7 @@ def test_batch_equals_single(ipb, pixels):
     path = ipb.resolve(["down1.cross"], kind="cross")
     f = ipb.extract(pixels, path, 500, "a photo", 0)[path[0]]
     for i in range(4):
-        g = ipb.extract(pixels[i:i + 1], path, 500, "a photo", 0)[path[0]]
+        g = ipb.extract(pixels[i : i + 1], path, 500, "a photo", 0)[path[0]]
         for x, y in ((f.q[i], g.q[0]), (f.k[i], g.k[0]), (f.v[i], g.v[0])):
             assert torch.allclose(x, y, atol=5e-5 * float(x.abs().max()))
 
@@ -107,8 +108,19 @@ ATTN2 = "up_blocks.1.attentions.2.transformer_blocks.0.attn2"
 
 @pytest.fixture(scope="module")
 def metric(tiny_sd_path, ip_path):
-    return create_metric("diffsim-c", model=tiny_sd_path, ip_adapter=ip_path, layer=ATTN2, timestep=400, scale=0.5,
-                         prompt="a photo", size=SIZE, device="cpu", dtype="float32", batch_size=2)
+    return create_metric(
+        "diffsim-c",
+        model=tiny_sd_path,
+        ip_adapter=ip_path,
+        layer=ATTN2,
+        timestep=400,
+        scale=0.5,
+        prompt="a photo",
+        size=SIZE,
+        device="cpu",
+        dtype="float32",
+        batch_size=2,
+    )
 
 
 def test_metric_parity_with_float64_reference(metric, image_files):
@@ -121,12 +133,14 @@ def test_metric_parity_with_float64_reference(metric, image_files):
 
 def test_metric_settings(metric, image_files, tiny_sd_path, ip_path):
     assert metric.name == "diffsim-c" and metric.config["scale"] == 0.5 and metric.layers == [ATTN2]
-    assert create_metric("diffsim-c", model=tiny_sd_path, ip_adapter=ip_path, size=SIZE,
-                         device="cpu").layers == [ATTN2]  # default: up0.cross, the authors' effective layer
+    assert create_metric("diffsim-c", model=tiny_sd_path, ip_adapter=ip_path, size=SIZE, device="cpu").layers == [
+        ATTN2
+    ]  # default: up0.cross, the authors' effective layer
     half, full = metric, metric.with_settings(scale=1.0)
     assert full.backbone is half.backbone  # the scale is applied per pass: one loaded model
-    assert full.score(image_files[0], image_files[1]) != pytest.approx(half.score(image_files[0], image_files[1]),
-                                                                       abs=1e-6)
+    assert full.score(image_files[0], image_files[1]) != pytest.approx(
+        half.score(image_files[0], image_files[1]), abs=1e-6
+    )
     with pytest.raises(ConfigError, match="mask_keys does not apply"):
         metric.with_settings(mask_keys=True)
     with pytest.raises(LayerError, match="needs an attn2"):

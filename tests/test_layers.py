@@ -1,4 +1,5 @@
 """Layer enumeration, aliases and resolution on the real SD 1.5 U-Net config (meta device, no weights)."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,7 @@ def test_aliases_match_the_paper_layout(sd15_unet):
 
 
 def test_tokens_channels_heads_at_512(sd15_unet):
-    layers = {l.path: l for l in list_attention_layers(sd15_unet, 64)}
+    layers = {lay.path: lay for lay in list_attention_layers(sd15_unet, 64)}
     assert len(layers) == 32  # 16 transformer blocks x (attn1, attn2)
     for alias, (path, tokens, channels, head_dim) in EXPECTED.items():
         info = layers[path]
@@ -49,14 +50,21 @@ def test_tokens_channels_heads_at_512(sd15_unet):
 
 
 def test_listing_is_in_execution_order(sd15_unet):
-    blocks = [l.path.split(".attentions")[0] for l in list_attention_layers(sd15_unet, 64)]
+    blocks = [lay.path.split(".attentions")[0] for lay in list_attention_layers(sd15_unet, 64)]
     order = [b for i, b in enumerate(blocks) if i == 0 or b != blocks[i - 1]]
-    assert order == ["down_blocks.0", "down_blocks.1", "down_blocks.2", "mid_block",
-                     "up_blocks.1", "up_blocks.2", "up_blocks.3"]
+    assert order == [
+        "down_blocks.0",
+        "down_blocks.1",
+        "down_blocks.2",
+        "mid_block",
+        "up_blocks.1",
+        "up_blocks.2",
+        "up_blocks.3",
+    ]
 
 
 def test_token_grid_follows_the_size(sd15_unet):
-    layers = {l.alias: l for l in list_attention_layers(sd15_unet, 96) if l.alias}
+    layers = {lay.alias: lay for lay in list_attention_layers(sd15_unet, 96) if lay.alias}
     assert layers["down0"].grid == (96, 96) and layers["up0"].grid == (24, 24) and layers["mid"].grid == (12, 12)
 
 

@@ -1,4 +1,5 @@
 """Overlapped input: DataLoader workers give the same pixels and features as in-process preprocessing."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -56,8 +57,11 @@ def test_unreadable_images_are_recorded(image_files, tmp_path):
     loader = ImageLoader(sources, Resize(SIZE), batch_size=2, num_workers=2, device="cpu")
     idx, px = _collect(loader)
     assert idx == [0, 3] and px.shape == (2, 3, SIZE, SIZE)
-    assert [(f.index, f.source) for f in loader.failures] == [(1, str(tmp_path / "missing.jpg")), (2, str(broken)),
-                                                               (4, "<Tensor #4>")]
+    assert [(f.index, f.source) for f in loader.failures] == [
+        (1, str(tmp_path / "missing.jpg")),
+        (2, str(broken)),
+        (4, "<Tensor #4>"),
+    ]
     assert "not found" in loader.failures[0].reason and "cannot read" in loader.failures[1].reason
     assert "[0, 1]" in loader.failures[2].reason
     strict = ImageLoader(sources, Resize(SIZE), batch_size=2, num_workers=0, device="cpu", strict=True)
@@ -92,8 +96,7 @@ def test_loader_is_lazy():
 def test_auto_batch_size_falls_back_on_cpu(tiny_sd_path):
     calls = []
     assert auto_batch_size(calls.append, "cpu", fallback=6) == 6 and not calls
-    loader = ImageLoader(["a.png"], Resize(8), batch_size="auto", device="cpu", probe=calls.append,
-                         fallback_batch=5)
+    loader = ImageLoader(["a.png"], Resize(8), batch_size="auto", device="cpu", probe=calls.append, fallback_batch=5)
     assert loader.batch_size == 5 and not calls
     metric = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu")
     probe = probe_for(metric)
@@ -104,8 +107,9 @@ def test_auto_batch_size_falls_back_on_cpu(tiny_sd_path):
         ImageLoader(["a.png"], Resize(8), batch_size=0, device="cpu")
 
 
-@pytest.mark.parametrize("largest, limit, expected", [(37, 256, 37), (1, 256, 1), (300, 256, 256), (0, 64, 0),
-                                                      (64, 64, 64), (5, 7, 5)])
+@pytest.mark.parametrize(
+    "largest, limit, expected", [(37, 256, 37), (1, 256, 1), (300, 256, 256), (0, 64, 0), (64, 64, 64), (5, 7, 5)]
+)
 def test_batch_search(largest, limit, expected):
     tried = []
 

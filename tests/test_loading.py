@@ -1,4 +1,5 @@
 """Model loading: the real from_pretrained path on a saved folder, and clear errors otherwise."""
+
 from __future__ import annotations
 
 import shutil

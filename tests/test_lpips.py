@@ -1,13 +1,13 @@
 """LPIPS: parity with the official ``lpips`` package on the same random backbone, properties, errors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
-from diffsim.backbones.torchvision_nets import TorchvisionBackbone
 import torch.nn as nn
 
 from diffsim import ConfigError, ModelNotFoundError, create_metric
+from diffsim.backbones.torchvision_nets import TorchvisionBackbone
 from diffsim.metrics.lpips import LPIPS, lpips_weights_path
 
 from .zoo_props import check_properties

@@ -1,4 +1,5 @@
 """Feature cache keys name the weights actually loaded, not the ``--model`` text."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ def _score(capsys, monkeypatch, cwd: Path, a: Path, b: Path, cache: Path | None)
     return float(out)
 
 
-def test_same_model_text_two_models_never_share_cache_entries(tmp_path, capsys, monkeypatch, two_models,
-                                                              image_files):
+def test_same_model_text_two_models_never_share_cache_entries(tmp_path, capsys, monkeypatch, two_models, image_files):
     a, b = two_models
     cache = tmp_path / "cache"
     im1, im2 = image_files[0], image_files[3]

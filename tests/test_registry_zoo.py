@@ -1,4 +1,5 @@
 """Registry and `diffsim list`: every paper metric registered with its metadata, errors, CLI output."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,20 @@ from click.testing import CliRunner
 from diffsim import ConfigError, create_metric, list_metrics, metric_info
 from diffsim.cli.main import cli, main
 
-PAPER_TABLES = ["lpips-vgg", "gram", "clip-i", "dinov2", "ffa", "clip-aas", "dinov2-aas", "diffsim-s", "ensemble",
-                "diffsim-feat", "clip-feat", "dinov2-feat"]
+PAPER_TABLES = [
+    "lpips-vgg",
+    "gram",
+    "clip-i",
+    "dinov2",
+    "ffa",
+    "clip-aas",
+    "dinov2-aas",
+    "diffsim-s",
+    "ensemble",
+    "diffsim-feat",
+    "clip-feat",
+    "dinov2-feat",
+]
 
 
 def test_every_table_metric_is_registered():

@@ -1,4 +1,5 @@
 """Every expected failure reaches the user as one line `error: ...` with exit code 2 (-v: the traceback)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -28,8 +29,18 @@ MISSING = [d for d in ("cuda", "cuda:7", "mps", "xpu") if d.split(":")[0] not in
 def test_any_device_this_machine_lacks_is_one_config_error(device, capsys, tiny_sd_path, image_files):
     with pytest.raises(ConfigError, match="device='cpu'"):
         resolve_device(device)
-    code, out, err = run(capsys, "score", str(image_files[0]), str(image_files[1]), "--model", str(tiny_sd_path),
-                         "--size", "64", "--device", device)
+    code, out, err = run(
+        capsys,
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(tiny_sd_path),
+        "--size",
+        "64",
+        "--device",
+        device,
+    )
     assert one_line_error(code, err) and "--device cpu" in err and "device='cpu'" not in err and out == ""
 
 
@@ -37,14 +48,19 @@ def test_cpu_and_default_device_resolve():
     assert resolve_device("cpu").type == "cpu" and resolve_device(None).type == available_devices()[0]
 
 
-@pytest.mark.parametrize("setup, message", [
-    ({"unet/config.json": "{garbage"}, "not a valid JSON"),
-    ({"unet/config.json": '{"_class_name": "UNet2DConditionModel", "block_out_channels": "x"}'},
-     "could not read the U-Net of the diffusers folder"),
-    ({"unet/weights.bin": "x"}, "could not read the U-Net"),  # no config at all
-    ({"vae/config.json": "{}"}, "missing unet/"),
-    ({"model.safetensors": "junk"}, "could not read the single-file checkpoint"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ({"unet/config.json": "{garbage"}, "not a valid JSON"),
+        (
+            {"unet/config.json": '{"_class_name": "UNet2DConditionModel", "block_out_channels": "x"}'},
+            "could not read the U-Net of the diffusers folder",
+        ),
+        ({"unet/weights.bin": "x"}, "could not read the U-Net"),  # no config at all
+        ({"vae/config.json": "{}"}, "missing unet/"),
+        ({"model.safetensors": "junk"}, "could not read the single-file checkpoint"),
+    ],
+)
 def test_layers_on_a_broken_model_is_one_line(setup, message, capsys, tmp_path):
     for rel, text in setup.items():
         (tmp_path / "m" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -65,16 +81,22 @@ def test_os_errors_are_one_line(capsys, tmp_path, image_files):
     (tmp_path / "file.txt").write_text("")
     out = tmp_path / "file.txt" / "report.md"  # its folder is a file
     res = tmp_path / "r.json"
-    res.write_text('{"dataset": "nights", "metric": {"name": "m"}, "accuracy": 0.5, "ci95": [0.4, 0.6], '
-                   '"n_triplets": 10, "protocol": "paper"}')
-    code, _, err = run(capsys, "report", str(res), "--output", str(out))  
+    res.write_text(
+        '{"dataset": "nights", "metric": {"name": "m"}, "accuracy": 0.5, "ci95": [0.4, 0.6], '
+        '"n_triplets": 10, "protocol": "paper"}'
+    )
+    code, _, err = run(capsys, "report", str(res), "--output", str(out))
     assert one_line_error(code, err) and str(out) in err
 
 
 def test_entry_point_subprocess_one_line(tmp_path):
     """The real `python -m diffsim` process: exit code 2 and one stderr line."""
-    p = subprocess.run([sys.executable, "-m", "diffsim", "layers", "--model", str(tmp_path / "nope" / "x")],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "diffsim", "layers", "--model", str(tmp_path / "nope" / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and p.stdout == ""
 
 
@@ -91,8 +113,20 @@ def test_stdout_carries_the_score_only(tmp_path, tiny_sd_path, image_files):
         net = cls.from_pretrained(tiny_sd_path, subfolder=sub)
         shutil.rmtree(model / sub)
         net.save_pretrained(model / sub, safe_serialization=False)  # pickle weights: diffusers warns loudly
-    args = [sys.executable, "-m", "diffsim", "score", str(image_files[0]), str(image_files[1]), "--model", str(model),
-            "--size", "64", "--device", "cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "diffsim",
+        "score",
+        str(image_files[0]),
+        str(image_files[1]),
+        "--model",
+        str(model),
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     p = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == [p.stdout.strip()] and 0 < float(p.stdout) <= 1
@@ -116,8 +150,19 @@ def test_ctrl_c_in_bench_says_rerun_resumes_and_it_does(tmp_path, capsys, monkey
 
     register_test_metrics()
     root = fx.ipbench(tmp_path)
-    args = ["bench", "ipbench", "--root", str(root), "--metric", "test-pixel", "--protocol", "script",
-            "--out", str(tmp_path / "run"), "-q"]
+    args = [
+        "bench",
+        "ipbench",
+        "--root",
+        str(root),
+        "--metric",
+        "test-pixel",
+        "--protocol",
+        "script",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    ]
     real = PixelMetric.embed
     calls = {"n": 0}
 

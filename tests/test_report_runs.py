@@ -1,4 +1,5 @@
 """`diffsim report` tells runs apart (model, step, size, run folder where they differ) and skips sweeps."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,17 @@ from diffsim.cli.main import main
 
 
 def _result(folder, **cfg):
-    res = {"dataset": "nights", "protocol": "paper", "protocol_label": "paper",
-           "metric": {"name": "diffsim-s", "higher_is_better": True, "config": cfg},
-           "accuracy": 0.9, "ci95": [0.88, 0.92], "n_triplets": 100, "n_errors": 0, "tie_rule": "0.5"}
+    res = {
+        "dataset": "nights",
+        "protocol": "paper",
+        "protocol_label": "paper",
+        "metric": {"name": "diffsim-s", "higher_is_better": True, "config": cfg},
+        "accuracy": 0.9,
+        "ci95": [0.88, 0.92],
+        "n_triplets": 100,
+        "n_errors": 0,
+        "tie_rule": "0.5",
+    }
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(res))
     return folder
@@ -24,8 +33,20 @@ def test_rows_name_what_differs(tmp_path, capsys):
     sweep = tmp_path / "s"
     sweep.mkdir()
     (sweep / "sweep.json").write_text("{}")
-    code = main(["report", str(a), str(b), str(c), str(d), str(sweep), "-o", str(tmp_path / "t.md"),
-                 "--chart", str(tmp_path / "c.png")])
+    code = main(
+        [
+            "report",
+            str(a),
+            str(b),
+            str(c),
+            str(d),
+            str(sweep),
+            "-o",
+            str(tmp_path / "t.md"),
+            "--chart",
+            str(tmp_path / "c.png"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"note: {sweep} is a sweep" in err

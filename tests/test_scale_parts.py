@@ -1,4 +1,5 @@
 """Sharded builds without Ray: partitions from options or torchrun/SLURM variables, and `index merge`."""
+
 from __future__ import annotations
 
 import shutil
@@ -108,8 +109,22 @@ def test_merge_refuses_overlaps_and_other_settings(gallery, metric, whole, tmp_p
 def test_cli_sharded_build_with_torchrun_variables_then_merge(gallery, tiny_sd_path, whole, tmp_path, monkeypatch):
     runner = CliRunner()
     out = str(tmp_path / "store")
-    common = ["index", "build", str(gallery), "--out", out, "--model", str(tiny_sd_path), "--size", str(SIZE),
-              "--device", "cpu", "--dtype", "float32", "-q"]
+    common = [
+        "index",
+        "build",
+        str(gallery),
+        "--out",
+        out,
+        "--model",
+        str(tiny_sd_path),
+        "--size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "-q",
+    ]
     r0 = runner.invoke(cli, common + ["--num-shards", "2", "--shard-index", "0"])
     assert r0.exit_code == 0, r0.output
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -124,6 +139,7 @@ def test_cli_sharded_build_with_torchrun_variables_then_merge(gallery, tiny_sd_p
     assert rm.exit_code == 0, rm.output
     assert f"{len(whole)} images from 2 part(s)" in rm.output
     assert_same_store(whole, GalleryStore.open(out))
+
 
 def test_cli_merge_error_is_one_line(whole, tmp_path, capsys):
     from diffsim.cli.main import main
@@ -148,6 +164,20 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):
 def test_ray_only_inputs_need_the_ray_engine(gallery, tmp_path):
     r = CliRunner().invoke(cli, ["index", "build", str(gallery), "--out", str(tmp_path / "s"), "--input", "parquet"])
     assert r.exit_code != 0 and "--engine ray" in r.output
-    r = CliRunner().invoke(cli, ["index", "build", str(gallery), "--out", str(tmp_path / "s"), "--engine", "ray",
-                                 "--num-shards", "2", "--shard-index", "0"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "index",
+            "build",
+            str(gallery),
+            "--out",
+            str(tmp_path / "s"),
+            "--engine",
+            "ray",
+            "--num-shards",
+            "2",
+            "--shard-index",
+            "0",
+        ],
+    )
     assert r.exit_code != 0 and "--num-shards" in r.output

@@ -1,9 +1,11 @@
 """The Ray engine on a local Ray instance (2 CPUs, started in this module): same store as the local engine,
 reruns skip what is stored, a killed actor's batch is redone without lost or doubled rows, parquet input,
 and `diffsim index build --engine ray`."""
+
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,8 +105,9 @@ def test_rerun_skips_stored_images_and_embeds_new_or_changed_ones(ray_store, gal
     assert shard_files(copy) == set(copy.table().column("shard").to_pylist())
 
 
-def test_killed_worker_batch_is_redone_without_lost_or_doubled_rows(gallery, metric, local_store, tmp_path,
-                                                                     monkeypatch):
+def test_killed_worker_batch_is_redone_without_lost_or_doubled_rows(
+    gallery, metric, local_store, tmp_path, monkeypatch
+):
     marker = tmp_path / "killed"
     monkeypatch.setenv(EXIT_ONCE_ENV, str(marker))
     src = collect(str(gallery))
@@ -130,12 +133,34 @@ def test_cli_engine_ray_reads_parquet_image_bytes(gallery, tiny_sd_path, local_s
     src = collect(str(gallery))
     half = len(src) // 2
     for n, part in enumerate((src.items[:half], src.items[half:])):  # two files
-        col = pa.array([open(s.path, "rb").read() for s in part], pa.binary())
+        col = pa.array([Path(s.path).read_bytes() for s in part], pa.binary())
         pq.write_table(pa.table({"key": [s.id for s in part], "img": col}), tmp_path / f"part-{n}.parquet")
     out = tmp_path / "store"
-    args = ["index", "build", str(tmp_path / "part-0.parquet"), str(tmp_path / "part-1.parquet"), "--out", str(out),
-            "--engine", "ray", "--workers", "1", "--shard-size", "5", "--id-column", "key", "--image-column", "img",
-            "--model", str(tiny_sd_path), "--size", str(SIZE), "--device", "cpu", "-q"]
+    args = [
+        "index",
+        "build",
+        str(tmp_path / "part-0.parquet"),
+        str(tmp_path / "part-1.parquet"),
+        "--out",
+        str(out),
+        "--engine",
+        "ray",
+        "--workers",
+        "1",
+        "--shard-size",
+        "5",
+        "--id-column",
+        "key",
+        "--image-column",
+        "img",
+        "--model",
+        str(tiny_sd_path),
+        "--size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     from diffsim.cli.main import main
 
     assert main(args + ["--gpus-per-worker", "1"]) == 2  # no --dtype: refused before any store is made
@@ -162,8 +187,23 @@ def test_bench_engine_ray_scores_like_the_local_engine(tiny_sd_path, tmp_path, c
     from . import bench_fixtures as fx
 
     root = fx.nights(tmp_path)
-    common = ["bench", "nights", "--root", str(root), "--metric", "diffsim-s", "--model", str(tiny_sd_path),
-              "--size", str(SIZE), "--device", "cpu", "--dtype", "float32", "-q"]
+    common = [
+        "bench",
+        "nights",
+        "--root",
+        str(root),
+        "--metric",
+        "diffsim-s",
+        "--model",
+        str(tiny_sd_path),
+        "--size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "-q",
+    ]
     # NIGHTS has per-triplet prompts: one feature set per image cannot serve them
     assert main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 2
     assert "--no-dataset-prompts" in capsys.readouterr().err

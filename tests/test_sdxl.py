@@ -1,4 +1,5 @@
 """DiffSim-S on a tiny random SDXL pipeline: detection, conditioning, noising, aliases, parity."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,17 @@ def sdxl_path(tiny_sdxl_path):
 
 @pytest.fixture(scope="module")
 def sdxl(sdxl_path):
-    return DiffSim.from_pretrained(model=sdxl_path, layer="up0", timestep=300, prompt="a photo", size=SIZE, seed=3,
-                                   device="cpu", dtype=torch.float32, batch_size=1)
+    return DiffSim.from_pretrained(
+        model=sdxl_path,
+        layer="up0",
+        timestep=300,
+        prompt="a photo",
+        size=SIZE,
+        seed=3,
+        device="cpu",
+        dtype=torch.float32,
+        batch_size=1,
+    )
 
 
 def test_an_sdxl_folder_gets_the_sdxl_backbone(sdxl, sdxl_path, tiny_sd_path):
@@ -105,7 +115,7 @@ def test_noising_is_the_ddpm_forward_process(sdxl):
     _, eps = bb.noise(5, 8)
     for t in (10, 500, 999):
         a = abar(bb.scheduler, t)
-        expected = a ** 0.5 * z0 + (1 - a) ** 0.5 * eps
+        expected = a**0.5 * z0 + (1 - a) ** 0.5 * eps
         assert torch.allclose(bb.model_input(z0, t, 5), expected, atol=1e-5)
 
 
@@ -116,8 +126,11 @@ def test_aliases_name_every_transformer_block(sdxl):
     assert al["up0.a2.t0"] == "up_blocks.0.attentions.2.transformer_blocks.0.attn1"
     assert al["down0.a1.t1.cross"] == "down_blocks.1.attentions.1.transformer_blocks.1.attn2"
     assert bb.resolve(["mid.a0.t1"]) == ["mid_block.attentions.0.transformer_blocks.1.attn1"]
-    n_transformers = sum(len(a.transformer_blocks) for b in [*bb.unet.down_blocks, bb.unet.mid_block,
-                                                              *bb.unet.up_blocks] for a in getattr(b, "attentions", []))
+    n_transformers = sum(
+        len(a.transformer_blocks)
+        for b in [*bb.unet.down_blocks, bb.unet.mid_block, *bb.unet.up_blocks]
+        for a in getattr(b, "attentions", [])
+    )
     assert len([a for a in al if ".t" in a and not a.endswith(".cross")]) == n_transformers
     rows = bb.layers(SIZE)
     assert {r.alias for r in rows if r.kind == "self"} >= {"down0", "down1", "mid", "up0", "up1", "up0.a0.t0"}
@@ -133,7 +146,8 @@ def test_fp16_model_keeps_the_vae_in_float32(sdxl_path):
 def test_authors_conditioning_is_a_setting(sdxl, image_files):
     fixed = sdxl.with_settings(conditioning_size=1024)
     assert fixed.config["conditioning_size"] == 1024
-    assert fixed.score(image_files[0], image_files[1]) != pytest.approx(sdxl.score(image_files[0], image_files[1]),
-                                                                        abs=1e-6)
+    assert fixed.score(image_files[0], image_files[1]) != pytest.approx(
+        sdxl.score(image_files[0], image_files[1]), abs=1e-6
+    )
     with pytest.raises(ConfigError, match="conditioning_size"):
         sdxl.with_settings(conditioning_size=0)

@@ -1,4 +1,5 @@
 """Speed options keep the scores: channels_last, inference_mode, compare_dtype; option validation."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,8 +14,9 @@ from .conftest import SIZE
 
 
 def _load(path, **kw):
-    return DiffSim.from_pretrained(path, size=SIZE, device="cpu", dtype="float32", cache_bytes=0,
-                                   layer=["down1", "up0"], **kw)
+    return DiffSim.from_pretrained(
+        path, size=SIZE, device="cpu", dtype="float32", cache_bytes=0, layer=["down1", "up0"], **kw
+    )
 
 
 def test_inference_mode_gives_the_same_features(tiny_sd_path, image_files):
@@ -27,7 +29,8 @@ def test_inference_mode_gives_the_same_features(tiny_sd_path, image_files):
     assert torch.allclose(inf.compare_matrix(fb, fb, "up0"), base.compare_matrix(fa, fa, "up0"), atol=1e-6)
     cached = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32", inference_mode=True)
     assert cached.score(image_files[0], image_files[1]) == pytest.approx(
-        base.with_settings(layer="up0").score(image_files[0], image_files[1]), abs=1e-7)
+        base.with_settings(layer="up0").score(image_files[0], image_files[1]), abs=1e-7
+    )
     assert cached.score(image_files[0], image_files[1]) == cached.score(image_files[0], image_files[1])  # from cache
 
 

@@ -1,4 +1,5 @@
 """The --step convention (scheduler.timesteps[K] after set_timesteps(1000)) and timestep validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,9 @@ def pndm():
     return PNDMScheduler(**{k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "clip_sample"})
 
 
-@pytest.mark.parametrize("step, t", [(900, 101), (750, 251), (600, 401), (500, 501), (100, 901), (2, 999),
-                                     (1, 999), (1000, 1)])
+@pytest.mark.parametrize(
+    "step, t", [(900, 101), (750, 251), (600, 401), (500, 501), (100, 901), (2, 999), (1, 999), (1000, 1)]
+)
 def test_pndm_steps_follow_the_paper(pndm, step, t):
     assert step_to_timestep(pndm, step) == t
 
@@ -37,8 +39,14 @@ def test_step_zero_is_out_of_range(pndm):
 
 
 def test_other_schedulers_use_their_own_list():
-    ddim = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                         clip_sample=False, set_alpha_to_one=False)
+    ddim = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
     table = step_table(ddim)
     assert step_to_timestep(ddim, 500) == table[500]
     assert table[1:3] == [999, 998]

@@ -1,4 +1,5 @@
 """DiffSimScore: a torchmetrics Metric equal to DiffSim.score, with torchmetrics' state handling."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,9 @@ def test_equals_diffsim_score(sharp_sd_path, sharp_metric, batches):
 
 
 def test_reduction_none_and_named_metric(sharp_sd_path, sharp_metric, batches):
-    m = DiffSimScore(metric="diffsim-s", model=sharp_sd_path, layer="up1", size=SIZE, device="cpu",
-                     dtype="float32", reduction="none")
+    m = DiffSimScore(
+        metric="diffsim-s", model=sharp_sd_path, layer="up1", size=SIZE, device="cpu", dtype="float32", reduction="none"
+    )
     assert m.similarity.config["step"] == 500
     for p, t in batches:
         m.update(p, t)

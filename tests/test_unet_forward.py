@@ -1,4 +1,5 @@
 """The explicit truncated U-Net forward equals the hook path (full U-Net forward with pre-hooks)."""
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,11 @@ def _all_layers(backbone, kind: str) -> list[str]:
 def test_every_self_attention_layer_equals_hook_path(layout, tiny_metric, sd2_backbone):
     bb = tiny_metric.backbone if layout == "sd15" else sd2_backbone
     paths = _all_layers(bb, "self")
-    assert any(p.startswith("down") for p in paths) and any(p.startswith("mid") for p in paths) \
+    assert (
+        any(p.startswith("down") for p in paths)
+        and any(p.startswith("mid") for p in paths)
         and any(p.startswith("up") for p in paths)
+    )
     sample, t, ctx = _inputs(bb.unet)
     ref = _hooked(bb.unet, paths, sample, t, ctx)
     with torch.no_grad():
@@ -93,9 +97,18 @@ def test_sdxl_text_time_conditioning():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(16, 32, 32),
-        norm_num_groups=8, cross_attention_dim=24, attention_head_dim=(2, 4, 4), use_linear_projection=True,
-        transformer_layers_per_block=(1, 2, 2), addition_embed_type="text_time", addition_time_embed_dim=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(16, 32, 32),
+        norm_num_groups=8,
+        cross_attention_dim=24,
+        attention_head_dim=(2, 4, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=16 + 6 * 8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
@@ -173,11 +186,20 @@ def test_inductor_compiled_equals_eager(tiny_sd_path, image_files):
     """compile=True (inductor) on CPU: same scores as eager within float32 rounding."""
     from diffsim import DiffSim
 
-    eager = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32", cache_bytes=0,
-                                    layer=["down1", "up0"], batch_size=3)
+    eager = DiffSim.from_pretrained(
+        tiny_sd_path, size=SIZE, device="cpu", dtype="float32", cache_bytes=0, layer=["down1", "up0"], batch_size=3
+    )
     start = time.perf_counter()
-    comp = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32", cache_bytes=0,
-                                   layer=["down1", "up0"], batch_size=3, compile=True)
+    comp = DiffSim.from_pretrained(
+        tiny_sd_path,
+        size=SIZE,
+        device="cpu",
+        dtype="float32",
+        cache_bytes=0,
+        layer=["down1", "up0"],
+        batch_size=3,
+        compile=True,
+    )
     fc = comp.embed(image_files[:3])  # batch of 3 padded to 4 inside
     assert comp.backbone.last_path == "explicit" and comp.backbone.compile == "default"
     fe = eager.embed(image_files[:3])

@@ -1,4 +1,5 @@
 """CLIP and DINOv2 feature ablations: reference features by hand (hidden_states / explicit softmax)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,12 +17,22 @@ def imgs():
     return torch.rand(3, 3, VIT_SIZE, VIT_SIZE, generator=torch.Generator().manual_seed(7))
 
 
-@pytest.mark.parametrize("family,layer,feature", [("clip", -1, "output"), ("clip", 0, "attention"),
-                                                  ("dinov2", -1, "attention"), ("dinov2", 1, "output")])
+@pytest.mark.parametrize(
+    "family,layer,feature",
+    [("clip", -1, "output"), ("clip", 0, "attention"), ("dinov2", -1, "attention"), ("dinov2", 1, "output")],
+)
 def test_reference(tiny_clip_path, tiny_dinov2_path, imgs, family, layer, feature):
     path = tiny_clip_path if family == "clip" else tiny_dinov2_path
-    m = create_metric(f"{family}-feat", model=path, device="cpu", dtype="float32", size=VIT_SIZE, resize=VIT_SIZE,
-                      layer=layer, feature=feature)
+    m = create_metric(
+        f"{family}-feat",
+        model=path,
+        device="cpu",
+        dtype="float32",
+        size=VIT_SIZE,
+        resize=VIT_SIZE,
+        layer=layer,
+        feature=feature,
+    )
     check_properties(m, imgs)
     model = m.backbone.model
 

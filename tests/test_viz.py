@@ -1,4 +1,5 @@
 """Pictures: map overlays and matrix heat maps render at their sizes and show the metric's own numbers."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,20 @@ from PIL import Image
 
 from diffsim import ConfigError, create_metric
 from diffsim._optional import MissingExtraError, require
-from diffsim.viz import (ScoreMatrix, contrast_ratio, figure_size, matrix_figure, matrix_image, pair_maps,
-                         save_matrix, score_matrix, similarity_overlay, text_colour, upsample, write_csv_stream)
+from diffsim.viz import (
+    ScoreMatrix,
+    contrast_ratio,
+    figure_size,
+    matrix_figure,
+    matrix_image,
+    pair_maps,
+    save_matrix,
+    score_matrix,
+    similarity_overlay,
+    text_colour,
+    upsample,
+    write_csv_stream,
+)
 
 pytest.importorskip("matplotlib")
 
@@ -29,8 +42,12 @@ def bilinear_reference(m: np.ndarray, h: int, w: int) -> np.ndarray:
             y0, x0 = int(np.floor(fy)), int(np.floor(fx))
             y1, x1 = min(y0 + 1, sh - 1), min(x0 + 1, sw - 1)
             dy, dx = fy - y0, fx - x0
-            out[y, x] = ((1 - dy) * (1 - dx) * m[y0, x0] + (1 - dy) * dx * m[y0, x1]
-                         + dy * (1 - dx) * m[y1, x0] + dy * dx * m[y1, x1])
+            out[y, x] = (
+                (1 - dy) * (1 - dx) * m[y0, x0]
+                + (1 - dy) * dx * m[y0, x1]
+                + dy * (1 - dx) * m[y1, x0]
+                + dy * dx * m[y1, x1]
+            )
     return out
 
 

@@ -5,6 +5,7 @@ the hub's legacy ``Transformer2DModel`` class name (diffusers remaps it on load)
 (downscale 8), the DiT's ``DDIMScheduler`` (linear betas 1e-4..0.02) and an ``id2label`` table in
 ``model_index.json`` as on the hub.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,23 @@ import torch
 
 from .tiny_spread import sharpen_attention, vae_carries_image
 
-DIT_SCHEDULER_CONFIG = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "clip_sample": False,
-                        "num_train_timesteps": 1000, "set_alpha_to_one": True, "steps_offset": 0,
-                        "prediction_type": "epsilon"}
-LABELS = {0: "tench, Tinca tinca", 1: "goldfish, Carassius auratus", 2: "great white shark, white shark",
-          207: "golden retriever", 281: "tabby, tabby cat"}
+DIT_SCHEDULER_CONFIG = {
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": True,
+    "steps_offset": 0,
+    "prediction_type": "epsilon",
+}
+LABELS = {
+    0: "tench, Tinca tinca",
+    1: "goldfish, Carassius auratus",
+    2: "great white shark, white shark",
+    207: "golden retriever",
+    281: "tabby, tabby cat",
+}
 
 
 def build_tiny_dit(path: str | Path, seed: int = 0, legacy_class_name: bool = True) -> Path:
@@ -28,13 +41,30 @@ def build_tiny_dit(path: str | Path, seed: int = 0, legacy_class_name: bool = Tr
     path = Path(path)
     torch.manual_seed(seed)
     transformer = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=3, sample_size=8,
-        patch_size=2, num_embeds_ada_norm=1000, norm_type="ada_norm_zero", activation_fn="gelu-approximate",
-        attention_bias=True, norm_elementwise_affine=False)
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+        activation_fn="gelu-approximate",
+        attention_bias=True,
+        norm_elementwise_affine=False,
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64)
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64,
+    )
     with torch.no_grad():  # random adaLN-Zero modulation starts at zero: give it weights so classes matter
         for block in transformer.transformer_blocks:
             block.norm1.linear.weight.normal_(0, 0.2)

@@ -4,6 +4,7 @@ Random tiny weights score every pair ~0.999; attention query/key weights scaled 
 factor of 4 (so the latents carry the image against the noise) spread the scores (0.87 .. 0.98 on
 random smooth images at 64 px), which retrieval tests need.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from PIL import Image, ImageEnhance
 from .tiny_sd import build_tiny_pipeline
 
 
-def build_discriminative_pipeline(path: str | Path, seed: int = 0, qk_scale: float = 3.0,
-                                  vae_scaling: float = 4.0) -> Path:
+def build_discriminative_pipeline(
+    path: str | Path, seed: int = 0, qk_scale: float = 3.0, vae_scaling: float = 4.0
+) -> Path:
     """:func:`build_tiny_pipeline`, then self-attention Q/K weights x ``qk_scale`` and the VAE scaling factor."""
     from safetensors.torch import load_file, save_file
 
@@ -53,8 +55,9 @@ def augment(photo: Image.Image, rng: np.random.Generator, out_size: int = 64) ->
     return ImageEnhance.Color(im).enhance(rng.uniform(0.85, 1.15))
 
 
-def labelled_gallery(folder: str | Path, photos: list[Image.Image], per_class: int, seed: int = 0,
-                     out_size: int = 64) -> Path:
+def labelled_gallery(
+    folder: str | Path, photos: list[Image.Image], per_class: int, seed: int = 0, out_size: int = 64
+) -> Path:
     """``folder/class-XX/img-YYYY.png``: ``per_class`` augmentations of each photo (one class per photo)."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ Real classes throughout: a ``UNet2DConditionModel`` with ``addition_embed_type="
 SDXL's config and an ``AutoencoderKL`` (downscale 8, scaling factor 0.13025, force_upcast), saved with
 ``StableDiffusionXLPipeline.save_pretrained``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +17,15 @@ from .tiny_sd import _tokenizer_files
 from .tiny_spread import sharpen_attention, vae_carries_image
 
 SDXL_SCHEDULER_CONFIG = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "interpolation_type": "linear", "prediction_type": "epsilon", "steps_offset": 1,
-    "timestep_spacing": "leading", "use_karras_sigmas": False,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "interpolation_type": "linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "use_karras_sigmas": False,
 }
 
 
@@ -30,31 +37,62 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_promp
     path = Path(path)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(16, 32, 32),
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(16, 32, 32),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 3), attention_head_dim=(2, 4, 4), norm_num_groups=8,
-        cross_attention_dim=32, use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 * 4 + 8,
+        transformer_layers_per_block=(1, 2, 3),
+        attention_head_dim=(2, 4, 4),
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=6 * 4 + 8,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64, scaling_factor=0.13025, force_upcast=True,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64,
+        scaling_factor=0.13025,
+        force_upcast=True,
     )
     sharpen_attention(unet, 3.0)
     vae_carries_image(vae)
     tok_dir = path.parent / f"{path.name}-tokenizer-files"
     _tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
-    ids = dict(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-               pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer), intermediate_size=37,
-               num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77)
+    ids = dict(
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        intermediate_size=37,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+    )
     text = CLIPTextModel(CLIPTextConfig(hidden_size=16, **ids))
     text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=16, projection_dim=8, **ids))
     pipe = StableDiffusionXLPipeline(
-        vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=tokenizer, tokenizer_2=tokenizer,
-        unet=unet, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
-        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False)
+        vae=vae,
+        text_encoder=text,
+        text_encoder_2=text_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )
     pipe.save_pretrained(path)
     return path

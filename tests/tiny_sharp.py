@@ -7,6 +7,7 @@ unit variance on the given calibration images, and multiplies every self-attenti
 weights by ``qk_scale``. The weights stay random: pictures made with it show the machinery, not
 learned similarity.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,9 @@ from pathlib import Path
 import torch
 
 
-def sharpen_pipeline(src: str | Path, dst: str | Path, calibration: Sequence, size: int = 64,
-                     qk_scale: float = 4.0) -> Path:
+def sharpen_pipeline(
+    src: str | Path, dst: str | Path, calibration: Sequence, size: int = 64, qk_scale: float = 4.0
+) -> Path:
     """Copy the diffusers folder ``src`` to ``dst`` with a deterministic VAE and peaked self-attention."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 

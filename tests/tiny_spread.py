@@ -5,6 +5,7 @@ attention query/key projections are scaled up (sharper, image-dependent attentio
 encoder's output is scaled up with a small posterior std, so the latents carry the image rather than
 the shared noise.
 """
+
 from __future__ import annotations
 
 import torch

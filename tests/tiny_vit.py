@@ -1,4 +1,5 @@
 """Tiny random-weight CLIP and DINOv2 checkpoints built with the real transformers classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,11 +15,24 @@ def build_tiny_clip(folder: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         vocab_size=100, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                           image_size=VIT_SIZE, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=100,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=VIT_SIZE,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     CLIPModel(cfg).eval().save_pretrained(folder)
     return folder
 
@@ -27,7 +41,14 @@ def build_tiny_dinov2(folder: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                       image_size=VIT_SIZE, patch_size=8, mlp_ratio=2)
+    cfg = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=VIT_SIZE,
+        patch_size=8,
+        mlp_ratio=2,
+    )
     Dinov2Model(cfg).eval().save_pretrained(folder)
     return folder

@@ -2,6 +2,7 @@
 
 Independent of diffsim's hooks and of diffsim.aas: per pair, float64, by hand.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,15 @@ def cos(x, y) -> float:
 
 
 @torch.no_grad()
-def aas_score(model, family: str, ua: torch.Tensor, ub: torch.Tensor, layer: int, qkv_input: str = "normed",
-              out_proj: bool = False) -> float:
+def aas_score(
+    model,
+    family: str,
+    ua: torch.Tensor,
+    ub: torch.Tensor,
+    layer: int,
+    qkv_input: str = "normed",
+    out_proj: bool = False,
+) -> float:
     """(AAS(A,B) + AAS(B,A)) / 2 for one pair, by hand."""
     qa, ka, va = qkv(model, family, ua, layer, qkv_input)
     qb, kb, vb = qkv(model, family, ub, layer, qkv_input)

@@ -1,4 +1,5 @@
 """Property checks shared by the metric-zoo tests (identity, symmetry, batch = single, matrix)."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ def check_properties(metric, images: torch.Tensor, atol: float = 1e-5) -> None:
     else:
         assert (other > best[0] + 1e-6).all(), (other, best)
     # batch = single, and matrix = paired compare
-    singles = torch.stack([metric.compare(metric.embed(images[i]), metric.embed(images[(i + 1) % 3]))[0]
-                           for i in range(3)])
+    singles = torch.stack(
+        [metric.compare(metric.embed(images[i]), metric.embed(images[(i + 1) % 3]))[0] for i in range(3)]
+    )
     batched = metric.compare(feats, feats[[1, 2, 0]])
     assert torch.allclose(singles, batched, atol=atol)
     m = metric.compare_matrix(feats, feats[[1, 2]])

@@ -1,4 +1,5 @@
 """Optional dependencies: import a module that an extra provides, or say which extra to install."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,5 +22,7 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         what = feature or top
-        raise MissingExtraError(f"{what} needs the optional package {top!r}, which cannot be imported ({exc}); "
-                                f'install it with: pip install "diffsim-metric[{extra}]"') from exc
+        raise MissingExtraError(
+            f"{what} needs the optional package {top!r}, which cannot be imported ({exc}); "
+            f'install it with: pip install "diffsim-metric[{extra}]"'
+        ) from exc

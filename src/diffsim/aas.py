@@ -13,6 +13,7 @@ Identity is exact: where B's keys and values (and key mask) are bitwise those of
 attention *is* A's own attention, so that pair scores exactly 1.0 (cosine) or 0.0 (mse) rather than
 a float32 rounding of it (0.99999988). Other pairs are computed as before.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,8 +41,13 @@ class QKV:
 Post = Callable[[torch.Tensor], torch.Tensor]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
-           dtype: torch.dtype | None = None) -> torch.Tensor:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Softmax attention ``softmax(q k^T / sqrt(d)) v``, returned in float32 (no dropout).
 
     ``key_mask`` (N, T_k) bool restricts every query to the keys marked True (per image). ``dtype``:
@@ -67,8 +73,9 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-2, 1).reshape(x.shape[0], x.shape[-2], -1)
 
 
-def _reduce(aligned: torch.Tensor, own: torch.Tensor, similarity: str,
-            weights: torch.Tensor | None = None) -> torch.Tensor:
+def _reduce(
+    aligned: torch.Tensor, own: torch.Tensor, similarity: str, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
     if weights is None:
@@ -93,9 +100,17 @@ def _key_mask(weights: torch.Tensor | None, mask_keys: bool) -> torch.Tensor | N
     return m | ~m.any(dim=-1, keepdim=True)
 
 
-def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None = None, post: Post | None = None,
-        weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-        mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
+def aas(
+    a: QKV,
+    b: QKV,
+    similarity: str = "cosine",
+    own_a: torch.Tensor | None = None,
+    post: Post | None = None,
+    weights_a: torch.Tensor | None = None,
+    weights_b: torch.Tensor | None = None,
+    mask_keys: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """One-directional AAS(A, B) for paired (or broadcast) batches: shape (N,).
 
     ``own_a`` may pass a precomputed ``attend(a.q, a.k, a.v)`` (before ``post``). ``post`` maps an
@@ -110,22 +125,38 @@ def aas(a: QKV, b: QKV, similarity: str = "cosine", own_a: torch.Tensor | None =
     return _aas_masked(a, b, own_a, weights_a, ka, kb, similarity, post, dtype)
 
 
-def score(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
-          weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-          mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
+def score(
+    a: QKV,
+    b: QKV,
+    similarity: str = "cosine",
+    post: Post | None = None,
+    weights_a: torch.Tensor | None = None,
+    weights_b: torch.Tensor | None = None,
+    mask_keys: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Symmetric score ``(AAS(A,B) + AAS(B,A)) / 2`` for paired batches (N,) (size-1 batches broadcast)."""
     kw: dict[str, Any] = dict(similarity=similarity, post=post, mask_keys=mask_keys, dtype=dtype)
-    return 0.5 * (aas(a, b, weights_a=weights_a, weights_b=weights_b, **kw)
-                  + aas(b, a, weights_a=weights_b, weights_b=weights_a, **kw))
+    return 0.5 * (
+        aas(a, b, weights_a=weights_a, weights_b=weights_b, **kw)
+        + aas(b, a, weights_a=weights_b, weights_b=weights_a, **kw)
+    )
 
 
 def _row(x: torch.Tensor | None, i: int) -> torch.Tensor | None:
     return None if x is None else x[i : i + 1]
 
 
-def score_matrix(a: QKV, b: QKV, similarity: str = "cosine", post: Post | None = None,
-                 weights_a: torch.Tensor | None = None, weights_b: torch.Tensor | None = None,
-                 mask_keys: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
+def score_matrix(
+    a: QKV,
+    b: QKV,
+    similarity: str = "cosine",
+    post: Post | None = None,
+    weights_a: torch.Tensor | None = None,
+    weights_b: torch.Tensor | None = None,
+    mask_keys: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """All-pairs symmetric scores, shape (N, M); each image's own attention is computed once."""
     own_a = attend(a.q, a.k, a.v, _key_mask(weights_a, mask_keys), dtype)
     own_b = attend(b.q, b.k, b.v, _key_mask(weights_b, mask_keys), dtype)
@@ -148,8 +179,9 @@ def _rows_equal(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
     return (_batch(x, n) == _batch(y, n)).reshape(n, -1).all(dim=1)
 
 
-def _same_keys(a: QKV, b: QKV, key_mask_a: torch.Tensor | None, key_mask_b: torch.Tensor | None,
-               n: int) -> torch.Tensor:
+def _same_keys(
+    a: QKV, b: QKV, key_mask_a: torch.Tensor | None, key_mask_b: torch.Tensor | None, n: int
+) -> torch.Tensor:
     """(n,) bool: B's keys, values and key mask are A's, so attend(Q_A, K_B, V_B) is A's own attention."""
     same = _rows_equal(a.k, b.k, n) & _rows_equal(a.v, b.v, n)
     if key_mask_a is None and key_mask_b is None:
@@ -159,9 +191,17 @@ def _same_keys(a: QKV, b: QKV, key_mask_a: torch.Tensor | None, key_mask_b: torc
     return same & _rows_equal(ma.bool(), mb.bool(), n)
 
 
-def _aas_masked(a: QKV, b: QKV, own_a: torch.Tensor, weights_a: torch.Tensor | None,
-                key_mask_a: torch.Tensor | None, key_mask_b: torch.Tensor | None, similarity: str,
-                post: Post | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def _aas_masked(
+    a: QKV,
+    b: QKV,
+    own_a: torch.Tensor,
+    weights_a: torch.Tensor | None,
+    key_mask_a: torch.Tensor | None,
+    key_mask_b: torch.Tensor | None,
+    similarity: str,
+    post: Post | None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """AAS(A, B) given A's own attention output and the key masks of A (for ``own_a``) and B (None: every key)."""
     n = max(a.q.shape[0], b.k.shape[0])
     km = None if key_mask_b is None else _batch(key_mask_b, n)

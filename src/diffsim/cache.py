@@ -8,8 +8,10 @@ A disk folder that cannot be created or written raises :class:`~diffsim.errors.C
 cache is built (before any work). If writing fails later (disk full, folder removed), the cache warns
 once and goes on in memory: computed features, hence scores, are never lost.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -45,9 +47,11 @@ def check_cache_dir(directory: str | os.PathLike) -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise CacheError(f"feature cache folder {path} cannot be used: {reason}",
-                         hint="pass a writable cache_dir=..., or cache_dir=None for no disk cache",
-                         cli_hint="pass a writable --cache DIR, or leave --cache out") from exc
+        raise CacheError(
+            f"feature cache folder {path} cannot be used: {reason}",
+            hint="pass a writable cache_dir=..., or cache_dir=None for no disk cache",
+            cli_hint="pass a writable --cache DIR, or leave --cache out",
+        ) from exc
     return path
 
 
@@ -111,14 +115,15 @@ class FeatureCache:
             os.replace(tmp, path)
         except (OSError, SafetensorError) as exc:  # safetensors reports I/O failures as its own error
             self.write_failed = True
-            logger.warning("cannot write the feature cache in %s (%s); going on without writing to disk "
-                           "(scores are not affected)", self.directory, exc)
+            logger.warning(
+                "cannot write the feature cache in %s (%s); going on without writing to disk (scores are not affected)",
+                self.directory,
+                exc,
+            )
         finally:
             if tmp is not None and os.path.exists(tmp):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                except OSError:
-                    pass
 
     def _remember(self, key: tuple[str, str], feats: Features) -> None:
         if self.max_bytes <= 0 or feats.nbytes > self.max_bytes:

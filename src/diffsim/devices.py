@@ -1,4 +1,5 @@
 """Device and dtype resolution shared by every backbone."""
+
 from __future__ import annotations
 
 import torch
@@ -6,9 +7,14 @@ import torch
 from .errors import ConfigError
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -42,23 +48,33 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device(available_devices()[0])
     here = ", ".join(available_devices())
-    fix = dict(hint="pass device='cpu' (or None for the best available)",
-               cli_hint="pass --device cpu (or leave --device out for the best available)")
+    fix = dict(
+        hint="pass device='cpu' (or None for the best available)",
+        cli_hint="pass --device cpu (or leave --device out for the best available)",
+    )
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"unknown device {device!r}: expected one of cpu, cuda, cuda:N, mps, xpu "
-                          f"(available here: {here})", **fix) from exc
+        raise ConfigError(
+            f"unknown device {device!r}: expected one of cpu, cuda, cuda:N, mps, xpu (available here: {here})", **fix
+        ) from exc
     if dev.type not in SUPPORTED_DEVICES:
-        raise ConfigError(f"device {device!r} is not supported: expected one of cpu, cuda, cuda:N, mps, xpu "
-                          f"(available here: {here})", **fix)
+        raise ConfigError(
+            f"device {device!r} is not supported: expected one of cpu, cuda, cuda:N, mps, xpu (available here: {here})",
+            **fix,
+        )
     ok, count = _available(dev.type)
     if not ok:
-        raise ConfigError(f"device {device!r} requested but this machine has no {dev.type.upper()} device "
-                          f"usable by torch (available here: {here})", **fix)
+        raise ConfigError(
+            f"device {device!r} requested but this machine has no {dev.type.upper()} device "
+            f"usable by torch (available here: {here})",
+            **fix,
+        )
     if dev.index is not None and dev.type != "cpu" and dev.index >= count:
-        raise ConfigError(f"device {device!r} requested but this machine has {count} {dev.type} device(s) "
-                          f"(indices 0..{count - 1})", **fix)
+        raise ConfigError(
+            f"device {device!r} requested but this machine has {count} {dev.type} device(s) (indices 0..{count - 1})",
+            **fix,
+        )
     return dev
 
 

@@ -4,14 +4,14 @@ The CLI turns any :class:`DiffSimError` into a one-line message and exit code 2.
 fix hint in two spellings: ``hint`` names Python arguments (shown by ``str(exc)``), ``cli_hint`` names
 command-line flags (shown by the CLI instead, through :meth:`DiffSimError.for_cli`).
 """
+
 from __future__ import annotations
 
 
 class DiffSimError(Exception):
     """Base class of every error diffsim raises on bad input or a missing model."""
 
-    def __init__(self, message: str = "", *args: object, hint: str | None = None,
-                 cli_hint: str | None = None) -> None:
+    def __init__(self, message: str = "", *args: object, hint: str | None = None, cli_hint: str | None = None) -> None:
         super().__init__(message, *args)
         self.message = str(message)
         self.hint = hint

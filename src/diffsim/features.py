@@ -4,6 +4,7 @@ Metrics return :class:`Features` from ``embed`` and consume them in ``compare``;
 one-image slices of them. They are plain tensors, so they can be saved (safetensors), moved and
 concatenated.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ class Features:
     def __len__(self) -> int:
         return next(iter(self.tensors.values())).shape[0] if self.tensors else 0
 
-    def __getitem__(self, index: int | slice | list[int]) -> "Features":
+    def __getitem__(self, index: int | slice | list[int]) -> Features:
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         if isinstance(index, slice):
@@ -42,7 +43,7 @@ class Features:
             names = [self.names[i] for i in index]
         return Features({k: v[index] for k, v in self.tensors.items()}, self.config, names)
 
-    def to(self, device: torch.device | str) -> "Features":
+    def to(self, device: torch.device | str) -> Features:
         return Features({k: v.to(device) for k, v in self.tensors.items()}, self.config, list(self.names))
 
     @property
@@ -50,7 +51,7 @@ class Features:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     @staticmethod
-    def cat(parts: Iterable["Features"]) -> "Features":
+    def cat(parts: Iterable[Features]) -> Features:
         parts = list(parts)
         if not parts:
             raise ValueError("cannot concatenate an empty list of features")
@@ -64,7 +65,7 @@ class Features:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(path), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Features":
+    def load(cls, path: str | Path) -> Features:
         """Read a file written by :meth:`save`."""
         from safetensors import safe_open
 

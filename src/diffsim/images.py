@@ -4,6 +4,7 @@ Preprocessing follows the DiffSim paper and the authors' code: EXIF transpose, R
 ``size x size`` with Lanczos (the aspect ratio is *not* kept), then scale to [-1, 1]. With
 ``crop="center"`` the largest centred square is cut first, so the aspect ratio is kept.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,6 @@ import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
-ImagesLike = Union[ImageLike, Sequence[ImageLike]]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+ImagesLike = ImageLike | Sequence[ImageLike]
 
 CROPS = ("none", "center")
 
@@ -68,7 +68,8 @@ def _check_pixels(size: tuple[int, int], what: str) -> None:
         raise ImageError(
             f"image {what} is {w} x {h} = {w * h:,} pixels, above the limit of {limit:,} pixels",
             hint=f"raise the limit with diffsim.images.set_max_pixels({w * h}) or {MAX_PIXELS_ENV}={w * h}",
-            cli_hint=f"raise the limit with `diffsim --max-pixels {w * h} COMMAND ...` (or {MAX_PIXELS_ENV}={w * h})")
+            cli_hint=f"raise the limit with `diffsim --max-pixels {w * h} COMMAND ...` (or {MAX_PIXELS_ENV}={w * h})",
+        )
 
 
 # ------------------------------------------------------------------ Pillow modes
@@ -103,8 +104,10 @@ def pil_to_picture(im: Image.Image, what: str) -> Image.Image | torch.Tensor:
         arr = np.asarray(im)
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
-            raise ImageError(f"{what}: 32-bit integer image (mode I) with values {lo}..{hi}; diffsim reads mode I "
-                             "as 16-bit data (0..65535) and does not clip: save it as 8- or 16-bit")
+            raise ImageError(
+                f"{what}: 32-bit integer image (mode I) with values {lo}..{hi}; diffsim reads mode I "
+                "as 16-bit data (0..65535) and does not clip: save it as 8- or 16-bit"
+            )
         return _unit_gray(arr.astype(np.float32) / 65535.0)
     if mode == "F":
         arr = np.asarray(im, dtype=np.float32)
@@ -112,11 +115,14 @@ def pil_to_picture(im: Image.Image, what: str) -> Image.Image | torch.Tensor:
             raise ImageError(f"{what}: float image (mode F) contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < -1e-4 or hi > 1 + 1e-4:
-            raise ImageError(f"{what}: float image (mode F) holds values in [{lo:.4g}, {hi:.4g}]; diffsim reads "
-                             "float images as [0, 1] and does not clip: rescale it to [0, 1]")
+            raise ImageError(
+                f"{what}: float image (mode F) holds values in [{lo:.4g}, {hi:.4g}]; diffsim reads "
+                "float images as [0, 1] and does not clip: rescale it to [0, 1]"
+            )
         return _unit_gray(np.clip(arr, 0.0, 1.0))  # clips only the 1e-4 tolerance
-    raise ImageError(f"{what}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} "
-                     "(convert it to RGB first)")
+    raise ImageError(
+        f"{what}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} (convert it to RGB first)"
+    )
 
 
 def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
@@ -170,13 +176,17 @@ def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageError(f"cannot read image {p}: {exc} (is the file truncated or not an image?)") from exc
     _check_pixels(size, str(p))
     if mode not in SUPPORTED_MODES:
-        raise ImageError(f"{p}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} "
-                         "(convert it to RGB first)")
+        raise ImageError(
+            f"{p}: unsupported image mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)} (convert it to RGB first)"
+        )
     return size
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as an RGB PIL image (16-bit and float data are rounded to 8 bits). Raises :class:`ImageError`."""
+    """Open an image file as an RGB PIL image (16-bit and float data are rounded to 8 bits).
+
+    Raises :class:`ImageError`.
+    """
     pic = load_picture(path)
     if isinstance(pic, Image.Image):
         return pic
@@ -223,7 +233,9 @@ def _tensor_items(x: torch.Tensor, what: str) -> list[torch.Tensor]:
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ImageError(f"{what} must have shape (N, 3, H, W) or (3, H, W) with values in [0, 1]; got {tuple(x.shape)}")
+        raise ImageError(
+            f"{what} must have shape (N, 3, H, W) or (3, H, W) with values in [0, 1]; got {tuple(x.shape)}"
+        )
     x = _int_to_unit(x, what)
     _check_range(x, what)
     if x.shape[1] == 1:
@@ -240,8 +252,10 @@ def _int_to_unit(x: torch.Tensor, what: str) -> torch.Tensor:
         return x
     scale = _INT_RANGES.get(x.dtype)
     if scale is None:
-        raise ImageError(f"{what} has dtype {str(x.dtype).removeprefix('torch.')}: expected float in [0, 1], "
-                         "uint8 (0..255), uint16 (0..65535) or bool")
+        raise ImageError(
+            f"{what} has dtype {str(x.dtype).removeprefix('torch.')}: expected float in [0, 1], "
+            "uint8 (0..255), uint16 (0..65535) or bool"
+        )
     return x.detach().cpu().float() / scale
 
 
@@ -258,8 +272,7 @@ def _array_items(a: np.ndarray, what: str) -> list[Image.Image | torch.Tensor]:
         scale = 65535.0 if a.dtype == np.uint16 else 1.0
         arr = np.ascontiguousarray(a[..., :3], dtype=np.float32) / scale
         return list(_tensor_items(torch.from_numpy(arr).permute(0, 3, 1, 2), what))
-    raise ImageError(f"{what} has dtype {a.dtype}: expected uint8 (0..255), uint16 (0..65535), bool or float "
-                     "in [0, 1]")
+    raise ImageError(f"{what} has dtype {a.dtype}: expected uint8 (0..255), uint16 (0..65535), bool or float in [0, 1]")
 
 
 def describe(image: ImageLike, index: int) -> str:
@@ -278,8 +291,10 @@ def as_list(images: ImagesLike) -> list[ImageLike]:
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (bytes, bytearray)) or not isinstance(images, Iterable):
-        raise ImageError(f"unsupported image type {type(images).__name__}: expected a path, PIL image, numpy "
-                         "array, tensor, or a list of them")
+        raise ImageError(
+            f"unsupported image type {type(images).__name__}: expected a path, PIL image, numpy "
+            "array, tensor, or a list of them"
+        )
     return list(images)
 
 
@@ -315,8 +330,10 @@ def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
     if isinstance(image, torch.Tensor):
         (item,) = _tensor_items(image, what)
         return item
-    raise ImageError(f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
-                     "numpy array or tensor (float in [0, 1], uint8 or uint16)")
+    raise ImageError(
+        f"{what}: unsupported image type {type(image).__name__}; expected a path, PIL image, "
+        "numpy array or tensor (float in [0, 1], uint8 or uint16)"
+    )
 
 
 def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) -> torch.Tensor:
@@ -336,8 +353,9 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
         h, w = item.shape[1:]
         s = resize / min(w, h)
         nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
-        x = torch.nn.functional.interpolate(item[None].float(), size=(nh, nw), mode="bicubic", antialias=True,
-                                            align_corners=False)[0].clamp_(0.0, 1.0)
+        x = torch.nn.functional.interpolate(
+            item[None].float(), size=(nh, nw), mode="bicubic", antialias=True, align_corners=False
+        )[0].clamp_(0.0, 1.0)
     top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
     return x[:, top : top + crop, left : left + crop].contiguous()
 

@@ -18,6 +18,7 @@ Typical use with a metric (the features go through its cache, exactly as ``metri
     for indices, pixels in loader:
         feats = metric.embed_pixels(pixels)
 """
+
 from __future__ import annotations
 
 import gc
@@ -76,8 +77,9 @@ class Batch:
     failures: list[Failure] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:  # called by the DataLoader's pinning thread
-        return Batch(self.indices.pin_memory(), None if self.pixels is None else self.pixels.pin_memory(),
-                     self.failures)
+        return Batch(
+            self.indices.pin_memory(), None if self.pixels is None else self.pixels.pin_memory(), self.failures
+        )
 
 
 def collate(items: list[tuple[int, torch.Tensor | None, tuple[str, str] | None]]) -> Batch:
@@ -103,10 +105,20 @@ class ImageLoader:
     ``device``. :attr:`failures` lists every unreadable image seen so far.
     """
 
-    def __init__(self, sources: Sequence[ImageLike], preprocess: PreprocessFn, batch_size: int | str = 8, *,
-                 device: str | torch.device | None = None, num_workers: int | None = None, strict: bool = False,
-                 probe: Callable[[int], None] | None = None, fallback_batch: int = 8, prefetch_factor: int = 2,
-                 max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        sources: Sequence[ImageLike],
+        preprocess: PreprocessFn,
+        batch_size: int | str = 8,
+        *,
+        device: str | torch.device | None = None,
+        num_workers: int | None = None,
+        strict: bool = False,
+        probe: Callable[[int], None] | None = None,
+        fallback_batch: int = 8,
+        prefetch_factor: int = 2,
+        max_batch: int = 256,
+    ) -> None:
         self.dataset = ImageDataset(sources, preprocess)
         self.device = resolve_device(device)
         if batch_size == "auto":
@@ -127,9 +139,15 @@ class ImageLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         workers = self.num_workers
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=collate, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=self.prefetch_factor if workers else None)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.prefetch_factor if workers else None,
+        )
         for batch in loader:
             for f in batch.failures:
                 if self.strict:
@@ -175,8 +193,13 @@ def search_batch(fits: Callable[[int], bool], limit: int) -> int:
     return lo
 
 
-def auto_batch_size(probe: Callable[[int], None] | None, device: str | torch.device, fallback: int = 8,
-                    limit: int = 256, headroom: float = 0.9) -> int:
+def auto_batch_size(
+    probe: Callable[[int], None] | None,
+    device: str | torch.device,
+    fallback: int = 8,
+    limit: int = 256,
+    headroom: float = 0.9,
+) -> int:
     """Largest batch for which ``probe(batch)`` runs without running out of GPU memory, times ``headroom``.
 
     On a device other than CUDA, or without a probe, returns ``fallback`` (nothing is run).
@@ -201,8 +224,10 @@ def auto_batch_size(probe: Callable[[int], None] | None, device: str | torch.dev
 
     best = search_batch(fits, limit)
     if best == 0:
-        raise ConfigError(f"batch_size='auto': not even one image fits in the free memory of {dev}; "
-                          "use a smaller size, float16, or another GPU")
+        raise ConfigError(
+            f"batch_size='auto': not even one image fits in the free memory of {dev}; "
+            "use a smaller size, float16, or another GPU"
+        )
     chosen = max(1, int(best * headroom))
     logger.info("batch_size='auto': %d fits on %s, using %d", best, dev, chosen)
     return chosen

@@ -4,12 +4,12 @@ A mask is (H, W) with values in [0, 1] (1 = foreground); uint8 masks are divided
 are read as grayscale. ``None`` means "no mask" (all ones). Masks follow the image's geometry: a
 plain resize, or the same centred square crop (``crop="center"``) before resizing.
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from PIL import Image
 
 from .errors import ImageError
 
-MaskLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, None]
+MaskLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | None
 
 
 def load_mask(mask: MaskLike, index: int = 0) -> torch.Tensor | None:
@@ -39,8 +39,10 @@ def load_mask(mask: MaskLike, index: int = 0) -> torch.Tensor | None:
             arr = arr.astype(np.float32) / 255.0
         mask = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if not isinstance(mask, torch.Tensor):
-        raise ImageError(f"mask #{index}: unsupported type {type(mask).__name__}; expected a path, PIL image, "
-                         "array or tensor (H, W) in [0, 1]")
+        raise ImageError(
+            f"mask #{index}: unsupported type {type(mask).__name__}; expected a path, PIL image, "
+            "array or tensor (H, W) in [0, 1]"
+        )
     m = mask.detach().float().cpu()
     if m.dim() == 3 and m.shape[0] == 1:
         m = m[0]
@@ -53,8 +55,11 @@ def load_mask(mask: MaskLike, index: int = 0) -> torch.Tensor | None:
 
 def load_masks(masks: MaskLike | Sequence[MaskLike], n: int) -> list[torch.Tensor | None]:
     """``n`` masks from one mask (broadcast) or a sequence of ``n`` masks (None entries allowed)."""
-    if masks is None or isinstance(masks, (str, os.PathLike, Image.Image)) or (
-            isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 2):
+    if (
+        masks is None
+        or isinstance(masks, (str, os.PathLike, Image.Image))
+        or (isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 2)
+    ):
         items: list[MaskLike] = [masks] * n
     else:  # a batched array / tensor, or a sequence: one per image
         items = list(masks)

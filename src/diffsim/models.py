@@ -3,6 +3,7 @@
 Backbones register what they load under a key (kind, source, device, dtype, ...); a second metric on
 the same checkpoint reuses it. :func:`clear_models` frees them (``torch.cuda.empty_cache`` included).
 """
+
 from __future__ import annotations
 
 import gc

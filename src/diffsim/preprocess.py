@@ -3,6 +3,7 @@
 Each metric exposes its step as ``metric.preprocessor``; being small frozen dataclasses (no model
 inside), they can run in DataLoader worker processes. ``index`` only names the image in errors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

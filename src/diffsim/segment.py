@@ -8,6 +8,7 @@ logits, resized back with bilinear interpolation. Images are resized to the proc
 mean/std in torch, so float tensors are not quantised. Loaded models are shared between every user of
 the same checkpoint, device and dtype.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,14 +23,13 @@ from PIL import Image
 
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .errors import ConfigError, ImageError
-from .models import shared_model
 from .images import ImagesLike, _load_item, as_list
+from .models import shared_model
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENTER = "CIDAS/clipseg-rd64-refined"
 DEFAULT_MASK_PROMPT = "the main object"
-
 
 
 def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, Any]:
@@ -38,8 +38,9 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
 
     from .backbones.loading import load_cache_first, resolve_source
 
-    src, local = resolve_source(model, "segmentation model",
-                                f"the CLIPSeg model and its CLIPSegProcessor; hub id e.g. {DEFAULT_SEGMENTER}")
+    src, local = resolve_source(
+        model, "segmentation model", f"the CLIPSeg model and its CLIPSegProcessor; hub id e.g. {DEFAULT_SEGMENTER}"
+    )
     kw: dict[str, Any] = {"revision": revision} if revision else {}
 
     def attempt(**extra: Any) -> tuple[Any, Any]:
@@ -47,12 +48,16 @@ def _load(model: str, dtype: torch.dtype, revision: str | None) -> tuple[Any, An
         proc = CLIPSegProcessor.from_pretrained(src, **kw, **extra)
         return net, proc
 
-    return load_cache_first(attempt, src, local, "segmentation model",
-                            "mask_model='/path/to/folder' (CLIPSegForImageSegmentation and CLIPSegProcessor saved "
-                            "with save_pretrained)",
-                            " (expected a CLIPSeg model and its processor, both saved with save_pretrained)",
-                            cli_fix="--set mask_model=/path/to/folder (CLIPSegForImageSegmentation and "
-                                    "CLIPSegProcessor saved with save_pretrained)")
+    return load_cache_first(
+        attempt,
+        src,
+        local,
+        "segmentation model",
+        "mask_model='/path/to/folder' (CLIPSegForImageSegmentation and CLIPSegProcessor saved with save_pretrained)",
+        " (expected a CLIPSeg model and its processor, both saved with save_pretrained)",
+        cli_fix="--set mask_model=/path/to/folder (CLIPSegForImageSegmentation and "
+        "CLIPSegProcessor saved with save_pretrained)",
+    )
 
 
 def _processor_geometry(proc: Any) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:
@@ -88,8 +93,9 @@ def _unit(image: Any, index: int) -> torch.Tensor:
 class ForegroundSegmenter:
     """Text-prompted foreground masks from CLIPSeg; build with :meth:`from_pretrained`."""
 
-    def __init__(self, model: Any, processor: Any, source: str, device: torch.device, dtype: torch.dtype,
-                 batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, processor: Any, source: str, device: torch.device, dtype: torch.dtype, batch_size: int = 8
+    ) -> None:
         self.model = model.to(device=device).eval().requires_grad_(False)
         self.processor = processor
         self.source = source
@@ -104,15 +110,20 @@ class ForegroundSegmenter:
         self.forward_calls = 0
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_SEGMENTER, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        share: bool = True) -> "ForegroundSegmenter":
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = DEFAULT_SEGMENTER,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        share: bool = True,
+    ) -> ForegroundSegmenter:
         """Load (or reuse, with ``share=True``) a CLIPSeg checkpoint: hub id or local save_pretrained folder."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         key = ("segmenter", str(model), str(dev), str(dt), revision)
 
-        def load() -> "ForegroundSegmenter":
+        def load() -> ForegroundSegmenter:
             logger.info("loading segmentation model %s on %s (%s)", model, dev, dt)
             net, proc = _load(str(model), dt, revision)
             return cls(net, proc, str(model), dev, dt)
@@ -147,21 +158,31 @@ class ForegroundSegmenter:
             return [prompts] * n
         texts = list(prompts)
         if len(texts) != n or not all(isinstance(t, str) for t in texts):
-            raise ConfigError(f"mask prompts must be one string or one string per image; got {len(texts)} "
-                              f"for {n} images")
+            raise ConfigError(
+                f"mask prompts must be one string or one string per image; got {len(texts)} for {n} images"
+            )
         return texts
 
     def _run(self, units: list[torch.Tensor], texts: list[str]) -> list[torch.Tensor]:
-        pixels = torch.stack([F.interpolate(u[None].to(self.device), size=self.size, mode="bilinear",
-                                            align_corners=False, antialias=True)[0] for u in units])
+        pixels = torch.stack(
+            [
+                F.interpolate(
+                    u[None].to(self.device), size=self.size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
+                for u in units
+            ]
+        )
         pixels = ((pixels.clamp(0, 1) - self.mean) / self.std).to(self.dtype)
         tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        logits = self.model(input_ids=tok["input_ids"].to(self.device),
-                            attention_mask=tok["attention_mask"].to(self.device), pixel_values=pixels).logits
+        logits = self.model(
+            input_ids=tok["input_ids"].to(self.device),
+            attention_mask=tok["attention_mask"].to(self.device),
+            pixel_values=pixels,
+        ).logits
         self.forward_calls += 1
         probs = torch.sigmoid(logits.float().reshape(len(units), 1, *logits.shape[-2:]))
         masks = []
-        for p, u in zip(probs, units):
+        for p, u in zip(probs, units, strict=False):
             hw = tuple(u.shape[-2:])
             if hw != tuple(p.shape[-2:]):  # antialiased when shrinking; plain bilinear when enlarging
                 p = F.interpolate(p[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]

@@ -12,6 +12,7 @@ setting with its default; three class-level sets say how a field matters:
 ``Settings.create(**kw)`` and ``settings.replace(**kw)`` refuse unknown names with a :class:`ConfigError`
 that lists the valid ones (never a bare ``TypeError``); ``validate`` runs on every construction.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +88,10 @@ class Settings:
         if unknown:
             hints = [m for n in unknown for m in difflib.get_close_matches(n, valid, n=1, cutoff=0.6)]
             hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-                              f"{' for ' + what if what else ''}{hint}; valid settings: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                f"{' for ' + what if what else ''}{hint}; valid settings: {', '.join(valid)}"
+            )
 
     @classmethod
     def create(cls: type[S], what: str = "", **values: Any) -> S:

@@ -1,4 +1,5 @@
 """Plain similarity functions on flattened per-image features (the functional core of several metrics)."""
+
 from __future__ import annotations
 
 import torch

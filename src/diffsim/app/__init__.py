@@ -3,6 +3,7 @@
 :class:`~diffsim.app.engine.Engine` holds the computations (no UI dependency); :func:`build_demo` wraps
 them in a gradio Blocks app and :func:`launch` serves it.
 """
+
 from .engine import Choice, Engine, PairResult, Ranked
 
 __all__ = ["Choice", "Engine", "PairResult", "Ranked", "build_demo", "launch"]

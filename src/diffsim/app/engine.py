@@ -5,6 +5,7 @@ Everything goes through the metric's public API (``with_settings``, ``embed``, `
 the Stable Diffusion backbone keeps each image's clean latents, so changing the layer or the step runs
 the U-Net again but never the VAE. Scores equal ``DiffSim.score`` with the same settings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,10 @@ class Engine:
 
     def __init__(self, metric: Any) -> None:
         if not all(hasattr(metric, a) for a in ("backbone", "with_settings", "token_maps")):
-            raise ConfigError(f"the demo needs a DiffSim-S metric (per-token maps); got "
-                              f"{getattr(metric, 'name', type(metric).__name__)!r}")
+            raise ConfigError(
+                f"the demo needs a DiffSim-S metric (per-token maps); got "
+                f"{getattr(metric, 'name', type(metric).__name__)!r}"
+            )
         self.metric = metric
         self._variants: dict[tuple[str, int], Any] = {}
         self.lock = threading.Lock()  # one computation at a time (the caches and the model are shared)
@@ -94,8 +97,14 @@ class Engine:
             self._variants[key] = self.metric.with_settings(layer=layer, step=step, timestep=None)
         return self._variants[key]
 
-    def pair(self, a: ImageLike | None, b: ImageLike | None, layer: str | None = None, step: int | None = None,
-             alpha: float = 0.5) -> PairResult:
+    def pair(
+        self,
+        a: ImageLike | None,
+        b: ImageLike | None,
+        layer: str | None = None,
+        step: int | None = None,
+        alpha: float = 0.5,
+    ) -> PairResult:
         """Score of A against B and both images with their token maps overlaid (shared colour range)."""
         from ..viz.maps import map_range, overlay_pil
 
@@ -107,12 +116,25 @@ class Engine:
         ma, mb = (x[0] for x in m.token_maps(fa, fb))
         lo, hi = map_range([ma, mb])
         crop = m.config["crop"]
-        return PairResult(score, ma, mb, overlay_pil(a, ma, lo, hi, crop, alpha, 0),
-                          overlay_pil(b, mb, lo, hi, crop, alpha, 1), lo, hi, layer_names(m.config)[0],
-                          m.config.get("step"))
+        return PairResult(
+            score,
+            ma,
+            mb,
+            overlay_pil(a, ma, lo, hi, crop, alpha, 0),
+            overlay_pil(b, mb, lo, hi, crop, alpha, 1),
+            lo,
+            hi,
+            layer_names(m.config)[0],
+            m.config.get("step"),
+        )
 
-    def rank(self, reference: ImageLike | None, candidates: Sequence[ImageLike] | None, layer: str | None = None,
-             step: int | None = None) -> tuple[list[Ranked], list[str]]:
+    def rank(
+        self,
+        reference: ImageLike | None,
+        candidates: Sequence[ImageLike] | None,
+        layer: str | None = None,
+        step: int | None = None,
+    ) -> tuple[list[Ranked], list[str]]:
         """Candidates sorted from most to least similar to the reference; plus one message per skipped file."""
         ref = self.check(reference, "reference")
         if not candidates:
@@ -131,8 +153,14 @@ class Engine:
         order = sorted(range(len(good)), key=lambda i: scores[i], reverse=bool(m.higher_is_better))
         return [Ranked(r + 1, describe(good[i], i), good[i], float(scores[i])) for r, i in enumerate(order)], skipped
 
-    def twoafc(self, reference: ImageLike | None, a: ImageLike | None, b: ImageLike | None,
-               layer: str | None = None, step: int | None = None) -> Choice:
+    def twoafc(
+        self,
+        reference: ImageLike | None,
+        a: ImageLike | None,
+        b: ImageLike | None,
+        layer: str | None = None,
+        step: int | None = None,
+    ) -> Choice:
         """Which candidate is closer to the reference (polarity-aware), and by how much."""
         ref = self.check(reference, "reference")
         a, b = self.check(a, "candidate A", 1), self.check(b, "candidate B", 2)

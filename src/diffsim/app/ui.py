@@ -1,4 +1,5 @@
 """The gradio app around :class:`~diffsim.app.engine.Engine`: Pair, Rank and 2AFC tabs; errors shown in the page."""
+
 from __future__ import annotations
 
 import html
@@ -13,8 +14,10 @@ from .engine import Engine
 
 logger = logging.getLogger(__name__)
 
-INTRO = ("Upload images to compare them with **{name}** ({polarity}). Layer and step apply to every tab; "
-         "changing them re-runs only the U-Net from cached latents (the VAE encodes each image once).")
+INTRO = (
+    "Upload images to compare them with **{name}** ({polarity}). Layer and step apply to every tab; "
+    "changing them re-runs only the U-Net from cached latents (the VAE encodes each image once)."
+)
 
 
 def _gradio() -> Any:
@@ -56,9 +59,11 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
             return None, None, None, "Upload image A and image B."
         r = engine.pair(a, b, layer, int(step))
         h, w = r.map_a.shape
-        status = (f"Layer **{r.layer}** ({h}×{w} tokens), step **{r.step}**: score **{r.score:.6f}** "
-                  f"({_polarity(engine)}). Map colours: {r.vmin:.4f} (blue) to {r.vmax:.4f} (red), "
-                  "the per-token cosine of each image's tokens aligned to the other image.")
+        status = (
+            f"Layer **{r.layer}** ({h}×{w} tokens), step **{r.step}**: score **{r.score:.6f}** "
+            f"({_polarity(engine)}). Map colours: {r.vmin:.4f} (blue) to {r.vmax:.4f} (red), "
+            "the per-token cosine of each image's tokens aligned to the other image."
+        )
         return round(r.score, 6), r.overlay_a, r.overlay_b, status
 
     def rank(ref: str | None, cands: list[str] | None, layer: str, step: float) -> tuple:
@@ -75,16 +80,24 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
         if c.closer == "tie":
             verdict = f"**Tie**: both candidates score {c.score_a:.6f}."
         else:
-            verdict = (f"**Candidate {c.closer}** is closer to the reference, by {c.margin:.6f} "
-                       f"(A {c.score_a:.6f}, B {c.score_b:.6f}; {_polarity(engine)}).")
+            verdict = (
+                f"**Candidate {c.closer}** is closer to the reference, by {c.margin:.6f} "
+                f"(A {c.score_a:.6f}, B {c.score_b:.6f}; {_polarity(engine)})."
+            )
         return round(c.score_a, 6), round(c.score_b, 6), verdict
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n" + INTRO.format(name=name, polarity=_polarity(engine)))
         with gr.Row():
             layer = gr.Dropdown(engine.layers, value=engine.default_layer, label="Layer", elem_id="layer")
-            step = gr.Slider(0, engine.max_step, value=engine.default_step, step=1,
-                             label="Step (the paper's index K; larger = noisier)", elem_id="step")
+            step = gr.Slider(
+                0,
+                engine.max_step,
+                value=engine.default_step,
+                step=1,
+                label="Step (the paper's index K; larger = noisier)",
+                elem_id="step",
+            )
         with gr.Tab("Pair"):
             with gr.Row():
                 pa = gr.File(label="Image A", file_types=["image"], type="filepath", elem_id="pair-a")
@@ -93,10 +106,12 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
             score = gr.Number(label="Score", precision=6, interactive=False, elem_id="pair-score")
             pair_status = gr.Markdown(elem_id="pair-status")
             with gr.Row():
-                oa = gr.Image(label="A, coloured by its tokens' agreement with B", type="pil", format="png",
-                              interactive=False)
-                ob = gr.Image(label="B, coloured by its tokens' agreement with A", type="pil", format="png",
-                              interactive=False)
+                oa = gr.Image(
+                    label="A, coloured by its tokens' agreement with B", type="pil", format="png", interactive=False
+                )
+                ob = gr.Image(
+                    label="B, coloured by its tokens' agreement with A", type="pil", format="png", interactive=False
+                )
             outs = [score, oa, ob, pair_status]
             fn = _guarded(engine, pair, len(outs))
             run_pair.click(fn, [pa, pb, layer, step], outs, api_name="pair")
@@ -105,8 +120,13 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
         with gr.Tab("Rank"):
             with gr.Row():
                 rr = gr.File(label="Reference", file_types=["image"], type="filepath", elem_id="rank-ref")
-                rc = gr.File(label="Candidates", file_count="multiple", file_types=["image"], type="filepath",
-                             elem_id="rank-cands")
+                rc = gr.File(
+                    label="Candidates",
+                    file_count="multiple",
+                    file_types=["image"],
+                    type="filepath",
+                    elem_id="rank-cands",
+                )
             run_rank = gr.Button("Rank", variant="primary", elem_id="rank-run")
             grid = gr.Gallery(label="Most to least similar", columns=4, elem_id="rank-grid")
             rank_status = gr.Markdown(elem_id="rank-status")
@@ -121,15 +141,22 @@ def build_demo(engine: Engine, title: str = "diffsim") -> Any:
                 sa = gr.Number(label="Score A", precision=6, interactive=False, elem_id="afc-score-a")
                 sb = gr.Number(label="Score B", precision=6, interactive=False, elem_id="afc-score-b")
             verdict = gr.Markdown(elem_id="afc-verdict")
-            run_afc.click(_guarded(engine, twoafc, 3), [tr, ta, tb, layer, step], [sa, sb, verdict],
-                          api_name="twoafc")
+            run_afc.click(_guarded(engine, twoafc, 3), [tr, ta, tb, layer, step], [sa, sb, verdict], api_name="twoafc")
     return demo
 
 
-def launch(engine: Engine, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True,
-           quiet: bool = False) -> Any:
+def launch(
+    engine: Engine, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True, quiet: bool = False
+) -> Any:
     """Serve the app on ``host:port``; ``block=False`` returns the running Blocks (call ``.close()``)."""
     demo = build_demo(engine)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False,
-                inbrowser=False, share=False)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        ssr_mode=False,
+        inbrowser=False,
+        share=False,
+    )
     return demo

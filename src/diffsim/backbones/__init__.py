@@ -1,4 +1,5 @@
 """Backbones turn images into attention features at named layers."""
+
 from .loading import DEFAULT_MODEL, load_components
 from .stable_diffusion import StableDiffusionBackbone
 

@@ -9,10 +9,11 @@ This is the fallback of :class:`~diffsim.backbones.stable_diffusion.StableDiffus
 that :mod:`.unet_forward` cannot step through (and the path for ``stop_early=False``); the ViT backbones
 use :class:`StopForward` too.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -45,8 +46,9 @@ Projector = Callable[[nn.Module, tuple, dict[str, Any]], QKV]
 
 
 @contextmanager
-def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True,
-                project: Projector = self_attention_qkv) -> Iterator[dict[str, QKV]]:
+def capture_qkv(
+    root: nn.Module, paths: list[str], stop_early: bool = True, project: Projector = self_attention_qkv
+) -> Iterator[dict[str, QKV]]:
     """Within the context, forward passes of ``root`` fill the yielded dict ``{path: QKV}``.
 
     ``project(module, args, kwargs)`` turns a hooked module's call arguments into its Q/K/V
@@ -75,7 +77,5 @@ def capture_qkv(root: nn.Module, paths: list[str], stop_early: bool = True,
 
 def run_until_captured(fn, *args: Any, **kwargs: Any) -> None:
     """Call ``fn``; a :class:`StopForward` from a capture hook ends it normally."""
-    try:
+    with suppress(StopForward):
         fn(*args, **kwargs)
-    except StopForward:
-        pass

@@ -11,6 +11,7 @@ The kind is read from the model's own metadata, cheaply (no weights are loaded):
 A model of the wrong kind for a metric gets :func:`require_kind`'s :class:`ConfigError`, which says
 what was found, what was expected and which metric fits the model.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,13 @@ DESCRIPTIONS = {
 METRIC_FOR = {SD: "diffsim-s (or diffsim-c with an IP-Adapter)", SDXL: "diffsim-s-sdxl", DIT: "diffsim-dit"}
 
 _PIPELINE_KINDS = {
-    "StableDiffusionPipeline": SD, "StableDiffusionImg2ImgPipeline": SD, "StableDiffusionInpaintPipeline": SD,
-    "StableDiffusionXLPipeline": SDXL, "StableDiffusionXLImg2ImgPipeline": SDXL,
-    "StableDiffusionXLInpaintPipeline": SDXL, "DiTPipeline": DIT,
+    "StableDiffusionPipeline": SD,
+    "StableDiffusionImg2ImgPipeline": SD,
+    "StableDiffusionInpaintPipeline": SD,
+    "StableDiffusionXLPipeline": SDXL,
+    "StableDiffusionXLImg2ImgPipeline": SDXL,
+    "StableDiffusionXLInpaintPipeline": SDXL,
+    "DiTPipeline": DIT,
 }
 
 
@@ -57,9 +62,14 @@ def _read_json(model: str, name: str, local: bool, revision: str | None) -> dict
         except RemoteEntryNotFoundError:
             return None  # the repo exists but has no such file
 
-    path = load_cache_first(attempt, model, False, "model",
-                            "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
-                            cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+    path = load_cache_first(
+        attempt,
+        model,
+        False,
+        "model",
+        "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
+        cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH",
+    )
     return _parse(Path(path)) if path else None
 
 
@@ -73,16 +83,18 @@ def _parse(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def kind_from_configs(index: dict[str, Any] | None, unet: dict[str, Any] | None,
-                      transformer: dict[str, Any] | None) -> str | None:
+def kind_from_configs(
+    index: dict[str, Any] | None, unet: dict[str, Any] | None, transformer: dict[str, Any] | None
+) -> str | None:
     """The kind from a ``model_index.json`` and the denoiser configs (any may be None)."""
     name = (index or {}).get("_class_name")
     if name in _PIPELINE_KINDS:
         return _PIPELINE_KINDS[name]
     if unet is not None:
         return SDXL if unet.get("addition_embed_type") == "text_time" else SD
-    if transformer is not None and (transformer.get("_class_name") == "DiTTransformer2DModel"
-                                    or transformer.get("norm_type") == "ada_norm_zero"):
+    if transformer is not None and (
+        transformer.get("_class_name") == "DiTTransformer2DModel" or transformer.get("norm_type") == "ada_norm_zero"
+    ):
         return DIT
     return None
 
@@ -134,8 +146,9 @@ def describe_kind(kind: str | None) -> str:
     return DESCRIPTIONS.get(kind or "", "an unknown kind of model")
 
 
-def require_kind(model: str | os.PathLike, expected: tuple[str, ...], metric: str,
-                 revision: str | None = None) -> str | None:
+def require_kind(
+    model: str | os.PathLike, expected: tuple[str, ...], metric: str, revision: str | None = None
+) -> str | None:
     """The model's kind if it is one of ``expected`` (or unknown); else a :class:`ConfigError`."""
     kind = detect_kind(model, revision)
     if kind is None or kind in expected:

@@ -12,6 +12,7 @@ T = step while the model is told a different, respaced timestep (``timestep_map[
 ``step``-step respacing: step 600 -> 667, 750 -> 333, 900 -> 111; step <= 500 crashes), so the noise
 level the model sees and the one it is told disagree. Here both are the same T of the DiT's schedule.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -45,19 +46,26 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
 
     where = classify(model)
     if where == "file":
-        raise ConfigError(f"DiT needs a DiTPipeline folder or hub id (transformer/, vae/, scheduler/, "
-                          f"model_index.json); got the single file {model}")
+        raise ConfigError(
+            f"DiT needs a DiTPipeline folder or hub id (transformer/, vae/, scheduler/, "
+            f"model_index.json); got the single file {model}"
+        )
     text = str(Path(str(model)).expanduser()) if where == "folder" else str(model)
     kw: dict[str, Any] = {"torch_dtype": dtype, **({"revision": revision} if revision else {})}
+
     def attempt(local_files_only: bool = False) -> Any:
         with diffusers_errors_only():
             return DiTPipeline.from_pretrained(text, local_files_only=local_files_only, **kw)
 
     return load_cache_first(
         attempt,
-        text, where == "folder", "DiT model", "model='/path/to/DiTPipeline-folder'",
+        text,
+        where == "folder",
+        "DiT model",
+        "model='/path/to/DiTPipeline-folder'",
         cli_fix="a local DiTPipeline folder with --model PATH",
-        local_hint=" (expected a DiTPipeline folder: model_index.json, transformer/, vae/, scheduler/)")
+        local_hint=" (expected a DiTPipeline folder: model_index.json, transformer/, vae/, scheduler/)",
+    )
 
 
 def dit_layers(transformer: Any, latent_size: int) -> list[AttentionLayer]:
@@ -67,8 +75,17 @@ def dit_layers(transformer: Any, latent_size: int) -> list[AttentionLayer]:
     for i, block in enumerate(transformer.transformer_blocks):
         a = block.attn1
         inner = a.to_q.out_features
-        out.append(AttentionLayer(f"transformer_blocks.{i}.attn1", "self", a.heads, a.to_q.in_features,
-                                  inner // a.heads, (side, side), f"block{i}"))
+        out.append(
+            AttentionLayer(
+                f"transformer_blocks.{i}.attn1",
+                "self",
+                a.heads,
+                a.to_q.in_features,
+                inner // a.heads,
+                (side, side),
+                f"block{i}",
+            )
+        )
     return out
 
 
@@ -96,9 +113,14 @@ class DiTBackbone(LatentEncoding):
         self.labels: dict[str, int] = dict(getattr(pipe, "labels", {}) or {})
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_DIT, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        share: bool = True) -> DiTBackbone:
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = DEFAULT_DIT,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        share: bool = True,
+    ) -> DiTBackbone:
         """Load (or reuse) a DiT pipeline from a hub id or a diffusers folder."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -146,8 +168,10 @@ class DiTBackbone(LatentEncoding):
             if p not in paths:
                 close = difflib.get_close_matches(str(n), list(aliases) + sorted(paths), n=3, cutoff=0.6)
                 hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise LayerError(f"unknown DiT layer {n!r}.{hint} DiT layers are block0..block{len(aliases) - 1} "
-                                 "(transformer_blocks.L.attn1)")
+                raise LayerError(
+                    f"unknown DiT layer {n!r}.{hint} DiT layers are block0..block{len(aliases) - 1} "
+                    "(transformer_blocks.L.attn1)"
+                )
             if p not in out:
                 out.append(p)
         return out
@@ -183,20 +207,38 @@ class DiTBackbone(LatentEncoding):
             raise ConfigError(f"class_label {name!r}: this DiT has no id2label table; pass a class id")
         close = difflib.get_close_matches(name, list(self.labels), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigError(f"unknown ImageNet label {name!r}.{hint} Pass a class id 0..{self.num_classes - 1} or a "
-                          "name from the pipeline's id2label")
+        raise ConfigError(
+            f"unknown ImageNet label {name!r}.{hint} Pass a class id 0..{self.num_classes - 1} or a "
+            "name from the pipeline's id2label"
+        )
 
     # --------------------------------------------------------------- features
     @torch.no_grad()
-    def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, class_label: int | str, seed: int,
-                single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        class_label: int | str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+    ) -> dict[str, QKV]:
         """Q/K/V at ``layers``: each ``(N, branches, heads, T, D)``; branches [class c, null class] or [c]."""
         z0 = self.encode(pixels, seed)
         return self.extract_latents(z0, layers, timestep, class_label, seed, single_branch, stop_early)
 
     @torch.no_grad()
-    def extract_latents(self, z0: torch.Tensor, layers: list[str], timestep: int, class_label: int | str,
-                        seed: int, single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
+    def extract_latents(
+        self,
+        z0: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        class_label: int | str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+    ) -> dict[str, QKV]:
         """As :meth:`extract`, from clean latents."""
         n = z0.shape[0]
         c = self.class_id(class_label)

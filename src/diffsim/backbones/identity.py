@@ -10,6 +10,7 @@
 Two different models reached through the same ``--model`` text (a relative folder from two working
 directories, a folder whose weights were replaced) therefore never share cache entries.
 """
+
 from __future__ import annotations
 
 import hashlib

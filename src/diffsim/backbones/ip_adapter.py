@@ -19,6 +19,7 @@ square ``size`` x ``size`` image as the VAE (then the pipeline's CLIP processor:
 crop, CLIP normalisation), so features depend on the preprocessed pixels alone (cacheable); the
 authors fed the original image to the CLIP processor (same result for square inputs up to resampling).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,10 +37,10 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
-from .unet_forward import _heads
 from .detect import SD, require_kind
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .stable_diffusion import StableDiffusionBackbone, _by_image
+from .unet_forward import _heads
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def ip_cross_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
         context = args[1]
     proc: Any = module.processor
     if not isinstance(context, tuple) or not hasattr(proc, "to_k_ip"):
-        raise RuntimeError("the hooked cross-attention got no IP-Adapter tokens: is the adapter loaded and the "
-                           "layer an attn2?")
+        raise RuntimeError(
+            "the hooked cross-attention got no IP-Adapter tokens: is the adapter loaded and the layer an attn2?"
+        )
     ip = context[1][0]
     ip = ip.reshape(ip.shape[0], -1, ip.shape[-1])  # (B, images per adapter * 16, C)
     attn: Any = module
@@ -67,12 +69,17 @@ def ip_cross_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
 
 
 def _check_ip_folder(path: Path, subfolder: str, weight_name: str, image_encoder: str) -> None:
-    missing = [x for x in (f"{subfolder}/{weight_name}", f"{subfolder}/{image_encoder}/config.json")
-               if not (path / x).is_file()]
+    missing = [
+        x
+        for x in (f"{subfolder}/{weight_name}", f"{subfolder}/{image_encoder}/config.json")
+        if not (path / x).is_file()
+    ]
     if missing:
-        raise ModelNotFoundError(f"{path} is not an IP-Adapter folder in the h94/IP-Adapter layout: missing "
-                                 f"{', '.join(missing)} (expected {subfolder}/{weight_name} and "
-                                 f"{subfolder}/{image_encoder}/ with a CLIPVisionModelWithProjection)")
+        raise ModelNotFoundError(
+            f"{path} is not an IP-Adapter folder in the h94/IP-Adapter layout: missing "
+            f"{', '.join(missing)} (expected {subfolder}/{weight_name} and "
+            f"{subfolder}/{image_encoder}/ with a CLIPVisionModelWithProjection)"
+        )
 
 
 class IPAdapterBackbone(StableDiffusionBackbone):
@@ -89,42 +96,79 @@ class IPAdapterBackbone(StableDiffusionBackbone):
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
-            cls, model: str | os.PathLike = DEFAULT_MODEL,
-            ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER, device: str | torch.device | None = None,
-            dtype: str | torch.dtype | None = None, revision: str | None = None,
-            variant: str | None = None, single_file_config: str | None = None,
-            subfolder: str = IP_SUBFOLDER, weight_name: str = IP_WEIGHTS,
-            image_encoder_folder: str = IP_IMAGE_ENCODER,
-            share: bool = True) -> IPAdapterBackbone:
+        cls,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        single_file_config: str | None = None,
+        subfolder: str = IP_SUBFOLDER,
+        weight_name: str = IP_WEIGHTS,
+        image_encoder_folder: str = IP_IMAGE_ENCODER,
+        share: bool = True,
+    ) -> IPAdapterBackbone:
         """Load SD 1.x (its own copy: the adapter changes the U-Net) and the IP-Adapter Plus into it."""
         from diffusers import StableDiffusionPipeline
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = ("sd+ip-adapter", str(model), str(ip_adapter), str(dev), str(dt), revision, variant,
-               single_file_config, subfolder, weight_name, image_encoder_folder)
+        key = (
+            "sd+ip-adapter",
+            str(model),
+            str(ip_adapter),
+            str(dev),
+            str(dt),
+            revision,
+            variant,
+            single_file_config,
+            subfolder,
+            weight_name,
+            image_encoder_folder,
+        )
 
         def load() -> IPAdapterBackbone:
             require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
-            src, local = resolve_source(ip_adapter, "IP-Adapter",
-                                        f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/")
+            src, local = resolve_source(
+                ip_adapter, "IP-Adapter", f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/"
+            )
             if local:
                 _check_ip_folder(Path(src), subfolder, weight_name, image_encoder_folder)
-            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                    single_file_config=single_file_config)
-            pipe: Any = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-                                           unet=parts.unet, scheduler=parts.scheduler, safety_checker=None,
-                                           feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+            parts = load_components(
+                model, dtype=dt, device=dev, revision=revision, variant=variant, single_file_config=single_file_config
+            )
+            pipe: Any = StableDiffusionPipeline(
+                vae=parts.vae,
+                text_encoder=parts.text_encoder,
+                tokenizer=parts.tokenizer,
+                unet=parts.unet,
+                scheduler=parts.scheduler,
+                safety_checker=None,
+                feature_extractor=None,
+                image_encoder=None,
+                requires_safety_checker=False,
+            )
 
             def attempt(local_files_only: bool = False) -> None:
                 with diffusers_errors_only():
-                    pipe.load_ip_adapter(src, subfolder=subfolder, weight_name=weight_name,
-                                         image_encoder_folder=image_encoder_folder,
-                                         local_files_only=local_files_only)
+                    pipe.load_ip_adapter(
+                        src,
+                        subfolder=subfolder,
+                        weight_name=weight_name,
+                        image_encoder_folder=image_encoder_folder,
+                        local_files_only=local_files_only,
+                    )
 
-            load_cache_first(attempt, src, local, "IP-Adapter", "ip_adapter='/path/to/IP-Adapter' (the h94 layout)",
-                             local_hint=f" (expected {subfolder}/{weight_name})",
-                             cli_fix="a local folder in the h94/IP-Adapter layout with --set ip_adapter=PATH")
+            load_cache_first(
+                attempt,
+                src,
+                local,
+                "IP-Adapter",
+                "ip_adapter='/path/to/IP-Adapter' (the h94 layout)",
+                local_hint=f" (expected {subfolder}/{weight_name})",
+                cli_fix="a local folder in the h94/IP-Adapter layout with --set ip_adapter=PATH",
+            )
             if not hasattr(parts.unet, "encoder_hid_proj") or parts.unet.encoder_hid_proj is None:
                 raise ModelNotFoundError(f"{src}: {weight_name} did not load an IP-Adapter into the U-Net")
             pipe.image_encoder.to(device=dev, dtype=dt).eval().requires_grad_(False)
@@ -153,8 +197,17 @@ class IPAdapterBackbone(StableDiffusionBackbone):
 
     # --------------------------------------------------------------- features
     @torch.no_grad()
-    def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
-                single_branch: bool = False, stop_early: bool = True, scale: float = 0.5) -> dict[str, QKV]:
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        prompt: str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+        scale: float = 0.5,
+    ) -> dict[str, QKV]:
         """Q and IP K/V at the attn2 paths ``layers``: Q ``(N, branches, heads, T, D)``, K/V ``(..., 16, D)``."""
         self.set_scale(scale)
         n = pixels.shape[0]
@@ -174,8 +227,9 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
         with capture_qkv(self.unet, layers, stop_early=stop_early, project=ip_cross_qkv) as store:
             self.unet_calls += 1
-            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added,
-                               return_dict=False)
+            run_until_captured(
+                self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added, return_dict=False
+            )
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")

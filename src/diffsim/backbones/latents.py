@@ -3,6 +3,7 @@
 Noise: ``eps_vae`` then ``eps``, each ``(1, C, side, side)`` float32, from one CPU generator seeded
 ``seed``, identical for every image (features depend on the image alone: cacheable and symmetric).
 """
+
 from __future__ import annotations
 
 import copy

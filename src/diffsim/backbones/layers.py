@@ -5,6 +5,7 @@ of each block that has attention, in order. For SD 1.5, ``up0`` is
 ``up_blocks.1.attentions.2.transformer_blocks.0.attn1``. Appending ``.cross`` to an alias names the
 cross-attention (``attn2``) of the same transformer block.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -122,12 +123,20 @@ def list_attention_layers(unet: nn.Module, latent_size: int, per_transformer: bo
             continue
         inner = module.to_q.out_features
         kind = "cross" if getattr(module, "is_cross_attention", False) or name.endswith("attn2") else "self"
-        layers.append(AttentionLayer(name, kind, module.heads, module.to_q.in_features, inner // module.heads,
-                                     (side, side), reverse.get(name)))
+        layers.append(
+            AttentionLayer(
+                name,
+                kind,
+                module.heads,
+                module.to_q.in_features,
+                inner // module.heads,
+                (side, side),
+                reverse.get(name),
+            )
+        )
     n_down = len(cast(nn.ModuleList, unet.down_blocks))
-    order = {b: i for i, b in enumerate(list(grids)[:n_down] + ["mid_block"]
-                                          + list(grids)[n_down + 1:])}
-    return sorted(layers, key=lambda l: order[_block_of(l.path)])
+    order = {b: i for i, b in enumerate(list(grids)[:n_down] + ["mid_block"] + list(grids)[n_down + 1 :])}
+    return sorted(layers, key=lambda lay: order[_block_of(lay.path)])
 
 
 def _block_of(path: str) -> str:
@@ -144,13 +153,19 @@ def resolve_layer(unet: nn.Module, name: str, kind: str = "self", per_transforme
         known = [n for n, m in modules.items() if _is_attention(m)] + list(aliases)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise LayerError(f"unknown attention layer {name!r}.{hint} Run `diffsim layers --model MODEL` to list "
-                         f"every layer and alias ({', '.join(a for a in aliases if '.' not in a)}).")
+        raise LayerError(
+            f"unknown attention layer {name!r}.{hint} Run `diffsim layers --model MODEL` to list "
+            f"every layer and alias ({', '.join(a for a in aliases if '.' not in a)})."
+        )
     is_cross = path.endswith("attn2")
     if kind == "self" and is_cross:
-        raise LayerError(f"layer {name!r} ({path}) is a cross-attention layer; DiffSim-S needs a self-attention "
-                         f"layer (attn1), e.g. {path[:-1]}1")
+        raise LayerError(
+            f"layer {name!r} ({path}) is a cross-attention layer; DiffSim-S needs a self-attention "
+            f"layer (attn1), e.g. {path[:-1]}1"
+        )
     if kind == "cross" and not is_cross:
-        raise LayerError(f"layer {name!r} ({path}) is not a cross-attention layer; DiffSim-C needs an attn2 "
-                         f"layer, e.g. {path[:-1]}2 (or an alias with '.cross': up0.cross)")
+        raise LayerError(
+            f"layer {name!r} ({path}) is not a cross-attention layer; DiffSim-C needs an attn2 "
+            f"layer, e.g. {path[:-1]}2 (or an alias with '.cross': up0.cross)"
+        )
     return path

@@ -7,6 +7,7 @@ the disk cache never loads the model, and a bad layer or step fails before the w
 attribute (``extract``, ``encode``, ``unet``, ``unet_calls``...) loads the real, shared
 :class:`StableDiffusionBackbone` and forwards to it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,10 +18,10 @@ from typing import Any
 import torch
 
 from ..devices import resolve_device, resolve_dtype
+from ..errors import ModelNotFoundError
 from ..models import loaded_models, shared_model
 from .identity import model_identity
 from .layers import alias_table, list_attention_layers, resolve_layer
-from ..errors import ModelNotFoundError
 from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
 from .stable_diffusion import StableDiffusionBackbone, compile_mode
 from .timesteps import check_timestep, step_table, step_to_timestep
@@ -31,8 +32,15 @@ logger = logging.getLogger(__name__)
 class LazyStableDiffusion:
     """Stands in for :class:`StableDiffusionBackbone` until a forward pass is needed."""
 
-    def __init__(self, model: str | os.PathLike, device: torch.device, dtype: torch.dtype,
-                 revision: str | None = None, variant: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        device: torch.device,
+        dtype: torch.dtype,
+        revision: str | None = None,
+        variant: str | None = None,
+        **options: Any,
+    ) -> None:
         self._args = (model, device, dtype, revision, variant)
         self._options = options  # compile / channels_last / inference_mode for the real backbone
         self._real: StableDiffusionBackbone | None = None
@@ -51,23 +59,37 @@ class LazyStableDiffusion:
             raise ModelNotFoundError(f"could not load the diffusers folder {path}: {_first_line(exc)}") from exc
 
     @classmethod
-    def create(cls, model: str | os.PathLike, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None, revision: str | None = None,
-               variant: str | None = None, single_file_config: str | None = None, *, compile: bool | str = False,
-               channels_last: bool = False, inference_mode: bool = False) -> Any:
+    def create(
+        cls,
+        model: str | os.PathLike,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        single_file_config: str | None = None,
+        *,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        inference_mode: bool = False,
+    ) -> Any:
         """A lazy backbone for a local diffusers folder (the loaded one if it is in memory already); Hub
         ids and single files load at once. ``compile`` / ``channels_last`` / ``inference_mode`` go to the
         real backbone (see :meth:`StableDiffusionBackbone.from_pretrained`)."""
         opts: dict[str, Any] = {"compile": compile, "channels_last": channels_last, "inference_mode": inference_mode}
         if classify(model) != "folder" or single_file_config:
-            return StableDiffusionBackbone.from_pretrained(model, device=device, dtype=dtype, revision=revision,
-                                                           variant=variant, single_file_config=single_file_config,
-                                                           **opts)
+            return StableDiffusionBackbone.from_pretrained(
+                model,
+                device=device,
+                dtype=dtype,
+                revision=revision,
+                variant=variant,
+                single_file_config=single_file_config,
+                **opts,
+            )
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         options = (compile_mode(compile), bool(channels_last), bool(inference_mode))
-        key = ("stable-diffusion-lazy", model_identity(model, revision), str(dev), str(dt), revision, variant,
-               *options)
+        key = ("stable-diffusion-lazy", model_identity(model, revision), str(dev), str(dt), revision, variant, *options)
         if key not in loaded_models():
             loaded = StableDiffusionBackbone.find_loaded(model, dev, dt, revision, variant, options=options)
             if loaded is not None:  # loaded eagerly before: use it
@@ -127,8 +149,9 @@ class LazyStableDiffusion:
         if self._real is None:
             model, dev, dt, revision, variant = self._args
             logger.debug("%s: loading the weights now (a feature is not in the cache)", self.source)
-            self._real = StableDiffusionBackbone.from_pretrained(model, device=dev, dtype=dt, revision=revision,
-                                                                 variant=variant, **self._options)
+            self._real = StableDiffusionBackbone.from_pretrained(
+                model, device=dev, dtype=dt, revision=revision, variant=variant, **self._options
+            )
             self._skeleton = None
         return self._real
 

@@ -5,6 +5,7 @@ local diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, 
 single ``.safetensors`` / ``.ckpt`` checkpoint. The safety checker and the VAE decoder are never
 loaded or kept: DiffSim only encodes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,7 @@ def quiet_loading() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
-        for lib, level in zip((dlog, tlog, hlog), levels):
+        for lib, level in zip((dlog, tlog, hlog), levels, strict=False):
             lib.set_verbosity(level)
         if d_on:
             dlog.enable_progress_bar()
@@ -95,15 +96,18 @@ def _fix_hints(model: str) -> dict[str, str]:
     """How to get a Hub model that is not in the cache: hint (Python) and cli_hint (command line)."""
     tail = "; or unset HF_HUB_OFFLINE to allow downloads" if _offline() else ""
     first = f"download it once while online (`hf download {model}`), or pass "
-    return {"hint": first + "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file" + tail,
-            "cli_hint": first + "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH" + tail}
+    return {
+        "hint": first + "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file" + tail,
+        "cli_hint": first + "a local diffusers folder or a single .safetensors/.ckpt file with --model PATH" + tail,
+    }
 
 
 def _cache_note() -> str:
     from huggingface_hub import constants
 
     return f"(looked in the Hugging Face cache {constants.HF_HUB_CACHE}" + (
-        " with HF_HUB_OFFLINE=1)" if _offline() else ")")
+        " with HF_HUB_OFFLINE=1)" if _offline() else ")"
+    )
 
 
 def classify(model: str | os.PathLike) -> str:
@@ -112,15 +116,23 @@ def classify(model: str | os.PathLike) -> str:
     p = Path(text).expanduser()
     if p.is_file():
         if p.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelNotFoundError(f"model file {p} is not a checkpoint: expected one of {', '.join(SINGLE_FILE_SUFFIXES)}")
+            raise ModelNotFoundError(
+                f"model file {p} is not a checkpoint: expected one of {', '.join(SINGLE_FILE_SUFFIXES)}"
+            )
         return "file"
     if p.is_dir():
         return "folder"
-    looks_local = (text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES)
-                   or text.count("/") > 1 or "\\" in text)
+    looks_local = (
+        text.startswith(("/", ".", "~"))
+        or text.lower().endswith(SINGLE_FILE_SUFFIXES)
+        or text.count("/") > 1
+        or "\\" in text
+    )
     if looks_local:
-        raise ModelNotFoundError(f"model path {text} does not exist: expected a diffusers folder "
-                                 f"({'/, '.join(SUBFOLDERS)}/) or a single .safetensors/.ckpt file")
+        raise ModelNotFoundError(
+            f"model path {text} does not exist: expected a diffusers folder "
+            f"({'/, '.join(SUBFOLDERS)}/) or a single .safetensors/.ckpt file"
+        )
     return "hub"
 
 
@@ -130,7 +142,8 @@ def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
         present = sorted(x.name for x in path.iterdir())[:12]
         raise ModelNotFoundError(
             f"{path} is not a Stable Diffusion diffusers folder: missing {', '.join(m + '/' for m in missing)} "
-            f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}")
+            f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}"
+        )
 
 
 def _load_scheduler(model: str, **kw: Any) -> Any:
@@ -143,8 +156,9 @@ def _load_scheduler(model: str, **kw: Any) -> Any:
     return cls.from_config(cfg)
 
 
-def _from_parts(model: str, dtype: torch.dtype, revision: str | None, variant: str | None,
-                local_only: bool) -> SDComponents:
+def _from_parts(
+    model: str, dtype: torch.dtype, revision: str | None, variant: str | None, local_only: bool
+) -> SDComponents:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -189,13 +203,22 @@ def resolve_source(model: str | os.PathLike, what: str, expected: str) -> tuple[
     if p.is_dir():
         return str(p), True
     if text.startswith(("/", ".", "~")) or text.count("/") > 1:
-        raise ModelNotFoundError(f"{what} folder {text} does not exist: pass a local folder saved with "
-                                 f"save_pretrained ({expected}) or a hub id")
+        raise ModelNotFoundError(
+            f"{what} folder {text} does not exist: pass a local folder saved with "
+            f"save_pretrained ({expected}) or a hub id"
+        )
     return text, False
 
 
-def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str, fix: str,
-                     local_hint: str = "", cli_fix: str | None = None) -> T:
+def load_cache_first(
+    attempt: Callable[..., T],
+    src: str,
+    local: bool,
+    what: str,
+    fix: str,
+    local_hint: str = "",
+    cli_fix: str | None = None,
+) -> T:
     """Run ``attempt(local_files_only=True)``, then (if allowed) ``attempt()`` to download; raise
     :class:`ModelNotFoundError` saying what was tried and how to fix it (``fix`` names the Python argument
     to pass, ``cli_fix`` the command-line flag)."""
@@ -218,8 +241,11 @@ def load_cache_first(attempt: Callable[..., T], src: str, local: bool, what: str
             how = f"it is not in the local Hugging Face cache and downloading it failed{cause}"
         tail = "; or unset HF_HUB_OFFLINE" if _offline() else ""
         get = f"download it once while online (`hf download {src}`), or pass "
-        raise ModelNotFoundError(f"could not load {what} {src!r}: {how}: {first} {_cache_note()}",
-                                 hint=get + fix + tail, cli_hint=get + (cli_fix or fix) + tail) from exc
+        raise ModelNotFoundError(
+            f"could not load {what} {src!r}: {how}: {first} {_cache_note()}",
+            hint=get + fix + tail,
+            cli_hint=get + (cli_fix or fix) + tail,
+        ) from exc
 
 
 def _from_single_file(path: Path, dtype: torch.dtype, config: str | None) -> SDComponents:
@@ -232,17 +258,27 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None) -> SDC
     return SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, str(path))
 
 
-def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu", revision: str | None = None,
-                    variant: str | None = None, single_file_config: str | None = None) -> SDComponents:
+def load_components(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    revision: str | None = None,
+    variant: str | None = None,
+    single_file_config: str | None = None,
+) -> SDComponents:
     """Load VAE (encoder only), U-Net, text encoder, tokenizer and scheduler, in eval mode on ``device``."""
     kind = classify(model)
     text = str(Path(str(model)).expanduser()) if kind != "hub" else str(model)
     if kind == "hub":
         parts = load_cache_first(
             lambda local_files_only=False: _from_parts(text, dtype, revision, variant, local_only=local_files_only),
-            text, False, "model", "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
-            cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH")
+            text,
+            False,
+            "model",
+            "model='/path/to/diffusers-folder' or a single .safetensors/.ckpt file",
+            cli_fix="a local diffusers folder or a single .safetensors/.ckpt file with --model PATH",
+        )
         return prepare_components(parts, dtype, device)
     try:
         with quiet_loading():
@@ -257,10 +293,11 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, *, dtype: torch.dt
         first = _first_line(exc)
         if kind == "file":
             raise ModelNotFoundError(
-                f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline "
-                "config", hint="have it in the Hugging Face cache, or pass single_file_config='/path/to/diffusers-folder'",
+                f"could not load the single-file checkpoint {text}: {first}. A single file needs its pipeline config",
+                hint="have it in the Hugging Face cache, or pass single_file_config='/path/to/diffusers-folder'",
                 cli_hint="have its pipeline config in the Hugging Face cache, or pass "
-                         "--set single_file_config=/path/to/diffusers-folder") from exc
+                "--set single_file_config=/path/to/diffusers-folder",
+            ) from exc
         raise ModelNotFoundError(f"could not load the diffusers folder {text}: {first}") from exc
     return prepare_components(parts, dtype, device)
 
@@ -294,13 +331,18 @@ def load_unet_skeleton(model: str | os.PathLike = DEFAULT_MODEL, revision: str |
     except Exception as exc:  # the libraries raise OSError, ValueError, JSON and HTTP errors, ...
         first = _first_line(exc)
         if kind == "file":
-            raise ModelNotFoundError(f"could not read the single-file checkpoint {text}: {first} (is it a "
-                                     "complete Stable Diffusion .safetensors/.ckpt file?)") from exc
+            raise ModelNotFoundError(
+                f"could not read the single-file checkpoint {text}: {first} (is it a "
+                "complete Stable Diffusion .safetensors/.ckpt file?)"
+            ) from exc
         if kind == "folder":
-            raise ModelNotFoundError(f"could not read the U-Net of the diffusers folder {text}: {first} (expected "
-                                     "unet/config.json as written by save_pretrained)") from exc
-        raise ModelNotFoundError(f"could not read the U-Net config of {text!r}: {first} {_cache_note()}",
-                                 **_fix_hints(text)) from exc
+            raise ModelNotFoundError(
+                f"could not read the U-Net of the diffusers folder {text}: {first} (expected "
+                "unet/config.json as written by save_pretrained)"
+            ) from exc
+        raise ModelNotFoundError(
+            f"could not read the U-Net config of {text!r}: {first} {_cache_note()}", **_fix_hints(text)
+        ) from exc
 
 
 def _unet_skeleton(text: str, kind: str, revision: str | None) -> tuple[Any, int]:

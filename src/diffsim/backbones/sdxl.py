@@ -14,6 +14,7 @@ Same protocol as :mod:`.stable_diffusion` (shared seeded noise, guidance pair, Q
 * the VAE runs in float32 when the model is float16 and the VAE's ``force_upcast`` is set (SDXL's VAE
   overflows in fp16), unless a fixed VAE (e.g. ``madebyollin/sdxl-vae-fp16-fix``) is passed as ``vae=``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,16 @@ from ..errors import ModelNotFoundError
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .detect import SDXL, require_kind
-from .loading import (SDComponents, _first_line, classify, load_cache_first, prepare_components, quiet_loading,
-                      resolve_source)
 from .latents import LatentEncoding
+from .loading import (
+    SDComponents,
+    _first_line,
+    classify,
+    load_cache_first,
+    prepare_components,
+    quiet_loading,
+    resolve_source,
+)
 from .stable_diffusion import StableDiffusionBackbone, _by_image
 
 logger = logging.getLogger(__name__)
@@ -39,8 +47,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
-def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str | None, variant: str | None,
-                   single_file_config: str | None, vae: str | os.PathLike | None) -> Any:
+def _load_pipeline(
+    model: str | os.PathLike,
+    dtype: torch.dtype,
+    revision: str | None,
+    variant: str | None,
+    single_file_config: str | None,
+    vae: str | os.PathLike | None,
+) -> Any:
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
     where = classify(model)
@@ -49,27 +63,39 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
     if vae is not None:
         vsrc, vlocal = resolve_source(vae, "VAE", "config.json and the weights of an AutoencoderKL")
         extra["vae"] = load_cache_first(
-            lambda local_files_only=False: AutoencoderKL.from_pretrained(vsrc, torch_dtype=dtype,
-                                                                         local_files_only=local_files_only),
-            vsrc, vlocal, "VAE", "vae='/path/to/AutoencoderKL-folder'",
-            cli_fix="a local AutoencoderKL folder with --set vae=PATH")
+            lambda local_files_only=False: AutoencoderKL.from_pretrained(
+                vsrc, torch_dtype=dtype, local_files_only=local_files_only
+            ),
+            vsrc,
+            vlocal,
+            "VAE",
+            "vae='/path/to/AutoencoderKL-folder'",
+            cli_fix="a local AutoencoderKL folder with --set vae=PATH",
+        )
     if where == "file":
         kw = dict(extra, config=single_file_config) if single_file_config else extra
         try:
             with quiet_loading():
                 return StableDiffusionXLPipeline.from_single_file(text, **kw)
         except Exception as exc:
-            raise ModelNotFoundError(f"could not load the SDXL single-file checkpoint {text}: {_first_line(exc)}. "
-                                     "A single file needs its pipeline config: have it in the HF cache, or pass "
-                                     "single_file_config=<local SDXL diffusers folder>") from exc
+            raise ModelNotFoundError(
+                f"could not load the SDXL single-file checkpoint {text}: {_first_line(exc)}. "
+                "A single file needs its pipeline config: have it in the HF cache, or pass "
+                "single_file_config=<local SDXL diffusers folder>"
+            ) from exc
     kw = dict(extra, variant=variant, **({"revision": revision} if revision else {}))
     return load_cache_first(
         lambda local_files_only=False: StableDiffusionXLPipeline.from_pretrained(
-            text, local_files_only=local_files_only, **kw),
-        text, where == "folder", "SDXL model", "model='/path/to/sdxl-folder' or a single .safetensors file",
+            text, local_files_only=local_files_only, **kw
+        ),
+        text,
+        where == "folder",
+        "SDXL model",
+        "model='/path/to/sdxl-folder' or a single .safetensors file",
         cli_fix="a local StableDiffusionXLPipeline folder or a single .safetensors file with --model PATH",
         local_hint=" (expected a StableDiffusionXLPipeline folder: model_index.json, unet/, vae/, text_encoder/, "
-                   "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)")
+        "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)",
+    )
 
 
 class SDXLBackbone(StableDiffusionBackbone):
@@ -77,8 +103,9 @@ class SDXLBackbone(StableDiffusionBackbone):
 
     kind = SDXL
 
-    def __init__(self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype,
-                 fixed_vae: bool = False) -> None:
+    def __init__(
+        self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, fixed_vae: bool = False
+    ) -> None:
         parts = SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, source)
         prepare_components(parts, dtype, device)
         pipe.text_encoder_2.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -90,11 +117,16 @@ class SDXLBackbone(StableDiffusionBackbone):
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
-            cls, model: str | os.PathLike = DEFAULT_SDXL, device: str | torch.device | None = None,
-            dtype: str | torch.dtype | None = None, revision: str | None = None,
-            variant: str | None = None, single_file_config: str | None = None,
-            vae: str | os.PathLike | None = None,
-            share: bool = True) -> SDXLBackbone:
+        cls,
+        model: str | os.PathLike = DEFAULT_SDXL,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        single_file_config: str | None = None,
+        vae: str | os.PathLike | None = None,
+        share: bool = True,
+    ) -> SDXLBackbone:
         """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -121,7 +153,8 @@ class SDXLBackbone(StableDiffusionBackbone):
         """(cond, uncond, pooled, uncond_pooled) from the pipeline's ``encode_prompt``; once per prompt."""
         if prompt not in self._pooled:
             cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
-                prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True)
+                prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True
+            )
             self._pooled[prompt] = (cond, uncond, pooled, uncond_pooled)
         return self._pooled[prompt]
 
@@ -129,14 +162,23 @@ class SDXLBackbone(StableDiffusionBackbone):
         """SDXL's added time ids (original size, crop (0, 0), target size), (1, 6)."""
         size = (height, width) if conditioning_size is None else (conditioning_size, conditioning_size)
         proj = int(self.pipe.text_encoder_2.config.projection_dim)
-        return self.pipe._get_add_time_ids(size, (0, 0), size, dtype=self.dtype,
-                                           text_encoder_projection_dim=proj).to(self.device)
+        return self.pipe._get_add_time_ids(size, (0, 0), size, dtype=self.dtype, text_encoder_projection_dim=proj).to(
+            self.device
+        )
 
     # --------------------------------------------------------------- features
     @torch.no_grad()
-    def extract_latents(self, z0: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
-                        single_branch: bool = False, stop_early: bool = True,
-                        conditioning_size: int | None = None) -> dict[str, QKV]:
+    def extract_latents(
+        self,
+        z0: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        prompt: str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+        conditioning_size: int | None = None,
+    ) -> dict[str, QKV]:
         """Q/K/V at ``layers`` from clean latents; each ``(N, branches, heads, T, D)``."""
         n = z0.shape[0]
         xt = self.model_input(z0, timestep, seed).to(self.dtype)  # type: ignore[misc]  # a LatentEncoding method borrowed by name
@@ -154,18 +196,26 @@ class SDXLBackbone(StableDiffusionBackbone):
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
         with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
             self.unet_calls += 1
-            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added,
-                               return_dict=False)
+            run_until_captured(
+                self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added, return_dict=False
+            )
         missing = [p for p in layers if p not in store]
         if missing:
             raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
         return {p: _by_image(store[p], branches, n, n) for p in layers}
 
     @torch.no_grad()
-    def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
-                single_branch: bool = False, stop_early: bool = True,
-                conditioning_size: int | None = None) -> dict[str, QKV]:
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        prompt: str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+        conditioning_size: int | None = None,
+    ) -> dict[str, QKV]:
         """Q/K/V at module paths ``layers`` for pixels (N, 3, H, W) in [-1, 1]."""
         z0 = self.encode(pixels, seed)
-        return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early,
-                                    conditioning_size)
+        return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early, conditioning_size)

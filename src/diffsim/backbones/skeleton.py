@@ -1,4 +1,5 @@
 """The attention layers of any supported model, read from its configs (meta device: no weights loaded)."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def _sdxl_file_skeleton(path: str) -> tuple[Any, int]:
     return pipe.unet, 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
 
-def model_layers(model: str | os.PathLike, size: int | None = None,
-                 revision: str | None = None) -> tuple[str | None, int, list[AttentionLayer], dict[str, str]]:
+def model_layers(
+    model: str | os.PathLike, size: int | None = None, revision: str | None = None
+) -> tuple[str | None, int, list[AttentionLayer], dict[str, str]]:
     """(kind, size, layers, aliases) of ``model`` at image size ``size`` (default: the kind's default)."""
     from ..images import check_size
 

@@ -17,6 +17,7 @@ with a dynamic batch dimension, so at most two compilations per layer set), ``ch
 memory format; the VAE always runs channels_last), ``inference_mode`` (``torch.inference_mode`` instead
 of ``no_grad``). Noising and every reduction stay float32 whatever the model dtype.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -88,8 +89,17 @@ class StableDiffusionBackbone:
     per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
 
-    def __init__(self, parts: SDComponents, device: torch.device, dtype: torch.dtype, identity: str | None = None,
-                 *, compile: bool | str = False, channels_last: bool = False, inference_mode: bool = False) -> None:
+    def __init__(
+        self,
+        parts: SDComponents,
+        device: torch.device,
+        dtype: torch.dtype,
+        identity: str | None = None,
+        *,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        inference_mode: bool = False,
+    ) -> None:
         self.parts = parts
         self.device = device
         self.dtype = dtype
@@ -119,11 +129,20 @@ class StableDiffusionBackbone:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        variant: str | None = None, single_file_config: str | None = None,
-                        share: bool = True, *, compile: bool | str = False, channels_last: bool = False,
-                        inference_mode: bool = False) -> StableDiffusionBackbone:
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        single_file_config: str | None = None,
+        share: bool = True,
+        *,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        inference_mode: bool = False,
+    ) -> StableDiffusionBackbone:
         """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``.
 
         ``compile``: True or a ``torch.compile`` mode (``"reduce-overhead"`` adds CUDA graphs);
@@ -137,20 +156,28 @@ class StableDiffusionBackbone:
 
         def load() -> StableDiffusionBackbone:
             logger.info("loading %s on %s (%s)", model, dev, dt)
-            parts = load_components(model, dtype=dt, device=dev, revision=revision, variant=variant,
-                                    single_file_config=single_file_config)
+            parts = load_components(
+                model, dtype=dt, device=dev, revision=revision, variant=variant, single_file_config=single_file_config
+            )
             full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
             full += (f"+variant={variant}" if variant else "") + (f"+config={cfg_ident}" if cfg_ident else "")
             logger.debug("model identity (feature cache key): %s", full)
-            return cls(parts, dev, dt, full, compile=mode or False, channels_last=channels_last,
-                       inference_mode=inference_mode)
+            return cls(
+                parts, dev, dt, full, compile=mode or False, channels_last=channels_last, inference_mode=inference_mode
+            )
 
         return shared_model(key, load, share)
 
     @staticmethod
-    def _shared_key(model: str | os.PathLike, dev: torch.device, dt: torch.dtype, revision: str | None,
-                    variant: str | None, single_file_config: str | None,
-                    options: tuple = (None, False, False)) -> tuple[tuple, str, str | None]:
+    def _shared_key(
+        model: str | os.PathLike,
+        dev: torch.device,
+        dt: torch.dtype,
+        revision: str | None,
+        variant: str | None,
+        single_file_config: str | None,
+        options: tuple = (None, False, False),
+    ) -> tuple[tuple, str, str | None]:
         """(shared-model key, weights identity, single-file config identity); ``options``: (compile mode,
         channels_last, inference_mode), which select another loaded instance."""
         ident = model_identity(model, revision)
@@ -159,9 +186,16 @@ class StableDiffusionBackbone:
         return key, ident, cfg_ident
 
     @classmethod
-    def find_loaded(cls, model: str | os.PathLike, device: torch.device, dtype: torch.dtype, revision: str | None = None,
-                    variant: str | None = None, single_file_config: str | None = None,
-                    options: tuple = (None, False, False)) -> "StableDiffusionBackbone | None":
+    def find_loaded(
+        cls,
+        model: str | os.PathLike,
+        device: torch.device,
+        dtype: torch.dtype,
+        revision: str | None = None,
+        variant: str | None = None,
+        single_file_config: str | None = None,
+        options: tuple = (None, False, False),
+    ) -> StableDiffusionBackbone | None:
         """The shared backbone for these arguments if it is in memory already (None: not loaded)."""
         from ..models import loaded_models
 
@@ -231,8 +265,9 @@ class StableDiffusionBackbone:
         """Last hidden state of the text encoder for ``prompt``, (1, 77, D); computed once per prompt."""
         if prompt not in self._text:
             tok = self.parts.tokenizer
-            ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids.to(self.device)
+            ids = tok(
+                prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device)
             with torch.no_grad():  # not inference mode: the embedding is reused outside it
                 self._text[prompt] = self.parts.text_encoder(ids)[0]
         return self._text[prompt]
@@ -262,7 +297,7 @@ class StableDiffusionBackbone:
         todo = [i for i, k in enumerate(keys) if k not in self._latents]
         if todo:
             z = self._encode(pixels[todo], seed)
-            for i, zi in zip(todo, z):
+            for i, zi in zip(todo, z, strict=False):
                 self._latents[keys[i]] = zi.cpu()
                 while len(self._latents) > LATENT_CACHE_ITEMS:
                     self._latents.popitem(last=False)
@@ -293,8 +328,16 @@ class StableDiffusionBackbone:
         return self.scheduler.add_noise(z0, eps.to(z0.device).expand_as(z0), t)
 
     # --------------------------------------------------------------- features
-    def extract(self, pixels: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
-                single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        prompt: str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+    ) -> dict[str, QKV]:
         """Q/K/V at module paths ``layers``: each ``(N, branches, heads, T, D)`` in the model dtype.
 
         ``branches`` is 2 ([unconditional, prompt]) or 1 (prompt only, ``single_branch=True``).
@@ -302,8 +345,16 @@ class StableDiffusionBackbone:
         z0 = self.encode(pixels, seed)
         return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early)
 
-    def extract_latents(self, z0: torch.Tensor, layers: list[str], timestep: int, prompt: str, seed: int,
-                        single_branch: bool = False, stop_early: bool = True) -> dict[str, QKV]:
+    def extract_latents(
+        self,
+        z0: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        prompt: str,
+        seed: int,
+        single_branch: bool = False,
+        stop_early: bool = True,
+    ) -> dict[str, QKV]:
         """As :meth:`extract`, from clean latents (lets a sweep encode once for many timesteps)."""
         n = z0.shape[0]
         layers = list(layers)
@@ -372,12 +423,18 @@ class StableDiffusionBackbone:
             torch.cuda.synchronize(self.device)
         first = not any(k[0] == what for k in self._timed)
         self._timed.add(key)
-        logger.log(logging.INFO if first else logging.DEBUG, "compiled %s for input shapes %s in %.1f s", what,
-                   key[2], time.perf_counter() - start)
+        logger.log(
+            logging.INFO if first else logging.DEBUG,
+            "compiled %s for input shapes %s in %.1f s",
+            what,
+            key[2],
+            time.perf_counter() - start,
+        )
         return out
 
-    def auto_batch_size(self, size: int, layers: list[str], single_branch: bool = False, fallback: int = 4,
-                        limit: int = 256) -> int:
+    def auto_batch_size(
+        self, size: int, layers: list[str], single_branch: bool = False, fallback: int = 4, limit: int = 256
+    ) -> int:
         """The largest batch of ``size`` px images whose extraction fits the free GPU memory (CPU: ``fallback``)."""
         from ..loader import auto_batch_size
 

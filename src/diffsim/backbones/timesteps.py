@@ -5,6 +5,7 @@ convention, an index K into the model scheduler's ``timesteps`` after ``set_time
 SD 1.5's PNDM scheduler that list is [1000, 999, 999, 998, ..., 1], so T = 1001 - K for K >= 2 and the
 paper's "step 900" is T = 101; ``step 0`` (T = 1000) is out of range.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,10 @@ def check_timestep(scheduler: Any, timestep: int, origin: str = "") -> int:
     if isinstance(timestep, bool) or not isinstance(timestep, int):
         raise TimestepError(f"timestep must be an integer; got {timestep!r}")
     if not 0 <= timestep < n:
-        raise TimestepError(f"timestep T={timestep}{origin} is out of range: T must index the scheduler's {n} "
-                            f"training steps, 0 <= T <= {n - 1}")
+        raise TimestepError(
+            f"timestep T={timestep}{origin} is out of range: T must index the scheduler's {n} "
+            f"training steps, 0 <= T <= {n - 1}"
+        )
     return timestep
 
 
@@ -39,6 +42,8 @@ def step_to_timestep(scheduler: Any, step: int) -> int:
     """Map the paper's step index K to the actual timestep T = scheduler.timesteps[K]."""
     table = step_table(scheduler)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < len(table):
-        raise TimestepError(f"step must be an integer in 0..{len(table) - 1} ({type(scheduler).__name__} "
-                            f"has {len(table)} timesteps after set_timesteps); got {step!r}")
+        raise TimestepError(
+            f"step must be an integer in 0..{len(table) - 1} ({type(scheduler).__name__} "
+            f"has {len(table)} timesteps after set_timesteps); got {step!r}"
+        )
     return check_timestep(scheduler, table[step], f" (from --step {step} on {type(scheduler).__name__})")

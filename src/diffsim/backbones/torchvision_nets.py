@@ -4,6 +4,7 @@
 cache, ``TORCH_HOME``); a path loads a local state dict (a torchvision ``.pth`` for the whole model);
 ``None`` keeps random weights (for tests only: the scores are then meaningless).
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,15 +44,18 @@ def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:
             get = f"download {enum.url} while online into that folder (TORCH_HOME sets it), or pass "
             raise ModelNotFoundError(
                 f"could not get torchvision's {arch} {enum} weights ({type(exc).__name__}: {exc}); looked in "
-                f"{get_dir()}/checkpoints", hint=get + f"weights='/path/to/{arch}.pth' (a torchvision state dict)",
-                cli_hint=get + f"--set weights=/path/to/{arch}.pth (a torchvision state dict)") from exc
+                f"{get_dir()}/checkpoints",
+                hint=get + f"weights='/path/to/{arch}.pth' (a torchvision state dict)",
+                cli_hint=get + f"--set weights=/path/to/{arch}.pth (a torchvision state dict)",
+            ) from exc
     p = Path(weights).expanduser()
     if not p.is_file():
-        raise ModelNotFoundError(f"{arch} weights file {p} does not exist",
-                                 hint="pass a torchvision state dict (.pth), weights='imagenet' to download, or "
-                                      "weights=None for random weights",
-                                 cli_hint="pass --set weights=/path/to/state_dict.pth, or --set weights=imagenet "
-                                          "to download")
+        raise ModelNotFoundError(
+            f"{arch} weights file {p} does not exist",
+            hint="pass a torchvision state dict (.pth), weights='imagenet' to download, or "
+            "weights=None for random weights",
+            cli_hint="pass --set weights=/path/to/state_dict.pth, or --set weights=imagenet to download",
+        )
     model = ctor(weights=None)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
@@ -76,9 +80,13 @@ def weights_identity(arch: str, weights: str | os.PathLike | None) -> str:
     return f"torchvision:{arch}:" + (local_identity(p) if p.exists() else str(weights))
 
 
-def load_features(arch: str, weights: str | os.PathLike | None = "imagenet",
-                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  share: bool = True) -> nn.Sequential:
+def load_features(
+    arch: str,
+    weights: str | os.PathLike | None = "imagenet",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    share: bool = True,
+) -> nn.Sequential:
     """The convolutional ``features`` stack of ``arch`` in eval mode, without gradients."""
     if arch not in ARCHS:
         raise ConfigError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
@@ -117,9 +125,13 @@ class TorchvisionBackbone:
         return getattr(self.features, "identity", self.source)
 
     @classmethod
-    def from_pretrained(cls, arch: str, weights: str | os.PathLike | None = "imagenet",
-                        device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None) -> "TorchvisionBackbone":
+    def from_pretrained(
+        cls,
+        arch: str,
+        weights: str | os.PathLike | None = "imagenet",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> TorchvisionBackbone:
         feats = load_features(arch, weights, device, dtype)
         p = next(feats.parameters())
         return cls(feats, f"{arch}:{weights}", p.device, p.dtype)

@@ -17,6 +17,7 @@ blocks other than the plain ``layer_norm`` kind (GLIGEN, ada-norm, chunked feed-
 ``only_cross_attention``), class-conditioned U-Nets, ``image_hint`` conditioning, accelerate offload
 hooks, and Python hooks registered on a module this pass only partly runs (they would not fire).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-_PATH = re.compile(r"^(down_blocks\.(\d+)|mid_block|up_blocks\.(\d+))\.attentions\.(\d+)"
-                   r"\.transformer_blocks\.(\d+)\.(attn1|attn2)$")
+_PATH = re.compile(
+    r"^(down_blocks\.(\d+)|mid_block|up_blocks\.(\d+))\.attentions\.(\d+)"
+    r"\.transformer_blocks\.(\d+)\.(attn1|attn2)$"
+)
 _BLOCK_TYPES = {"down": "CrossAttnDownBlock2D", "mid": "UNetMidBlock2DCrossAttn", "up": "CrossAttnUpBlock2D"}
 
 QKVTuple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -104,8 +107,13 @@ def plan_truncation(unet: Any, paths: list[str] | tuple[str, ...]) -> tuple[Targ
         if not getattr(t2d, "is_input_continuous", False) or type(t2d).__name__ != "Transformer2DModel":
             raise UnsupportedLayout(f"{t.path}: only continuous-input Transformer2DModel is stepped through")
         tb = t2d.transformer_blocks[t.transformer]
-        if type(tb).__name__ != "BasicTransformerBlock" or tb.norm_type != "layer_norm" or tb.only_cross_attention \
-                or getattr(tb, "_chunk_size", None) is not None or getattr(tb, "fuser", None) is not None:
+        if (
+            type(tb).__name__ != "BasicTransformerBlock"
+            or tb.norm_type != "layer_norm"
+            or tb.only_cross_attention
+            or getattr(tb, "_chunk_size", None) is not None
+            or getattr(tb, "fuser", None) is not None
+        ):
             raise UnsupportedLayout(f"{t.path}: transformer block variant not supported")
         for m in (block, t2d, tb):
             if _has_hooks(m):
@@ -149,15 +157,21 @@ class TruncatedUNet(nn.Module):
 
     # --------------------------------------------------------------- helpers
     def _wanted(self, stage: int, attention: int | None = None, transformer: int | None = None) -> list[Target]:
-        return [t for t in self.targets if t.stage == stage and (attention is None or t.attention == attention)
-                and (transformer is None or t.transformer == transformer)]
+        return [
+            t
+            for t in self.targets
+            if t.stage == stage
+            and (attention is None or t.attention == attention)
+            and (transformer is None or t.transformer == transformer)
+        ]
 
     def _is_last(self, stage: int, attention: int, transformer: int, which: str) -> bool:
         t = self._last
         return (t.stage, t.attention, t.transformer, t.which) == (stage, attention, transformer, which)
 
-    def _basic(self, stage: int, a: int, k: int, tb: Any, h: torch.Tensor, ctx: torch.Tensor,
-               out: dict[str, QKVTuple]) -> torch.Tensor | None:
+    def _basic(
+        self, stage: int, a: int, k: int, tb: Any, h: torch.Tensor, ctx: torch.Tensor, out: dict[str, QKVTuple]
+    ) -> torch.Tensor | None:
         """A ``layer_norm`` BasicTransformerBlock stepped through; None once the last target is captured."""
         wanted = {t.which: t.path for t in self._wanted(stage, a, k)}
         n = tb.norm1(h)
@@ -184,8 +198,9 @@ class TruncatedUNet(nn.Module):
             h = h.squeeze(1)
         return h
 
-    def _transformer(self, stage: int, a: int, t2d: Any, h: torch.Tensor, ctx: torch.Tensor,
-                     out: dict[str, QKVTuple]) -> torch.Tensor | None:
+    def _transformer(
+        self, stage: int, a: int, t2d: Any, h: torch.Tensor, ctx: torch.Tensor, out: dict[str, QKVTuple]
+    ) -> torch.Tensor | None:
         """A Transformer2DModel; stepped through only if it holds a requested layer."""
         if not self._wanted(stage, a):
             return t2d(h, encoder_hidden_states=ctx, return_dict=False)[0]
@@ -213,7 +228,10 @@ class TruncatedUNet(nn.Module):
         return x + residual
 
     def _embeddings(
-        self, sample: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor,
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        ctx: torch.Tensor,
         added_cond_kwargs: dict[str, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As the start of ``UNet2DConditionModel.forward``: (sample after conv_in, emb, encoder states)."""
@@ -230,12 +248,17 @@ class TruncatedUNet(nn.Module):
         return unet.conv_in(sample), emb, ctx
 
     # --------------------------------------------------------------- forward
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                added_cond_kwargs: dict[str, torch.Tensor] | None = None) -> dict[str, QKVTuple]:
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, QKVTuple]:
         unet = self.unet
         out: dict[str, QKVTuple] = {}
         upsample_size = None
-        forward_upsample_size = any(d % (2 ** unet.num_upsamplers) for d in sample.shape[-2:])
+        forward_upsample_size = any(d % (2**unet.num_upsamplers) for d in sample.shape[-2:])
         h: Any
         h, emb, ctx = self._embeddings(sample, timestep, encoder_hidden_states, added_cond_kwargs)
         skips: tuple[torch.Tensor, ...] = (h,)
@@ -273,14 +296,19 @@ class TruncatedUNet(nn.Module):
                     h = resnet(h, emb)
         for i, block in enumerate(unet.up_blocks):
             stage = self._n_down + 1 + i
-            res = skips[-len(block.resnets):]
+            res = skips[-len(block.resnets) :]
             skips = skips[: -len(block.resnets)]
             if i < len(unet.up_blocks) - 1 and forward_upsample_size:
                 upsample_size = skips[-1].shape[2:]
             if not self._wanted(stage):
                 if getattr(block, "has_cross_attention", False):
-                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=ctx,
-                              upsample_size=upsample_size)
+                    h = block(
+                        hidden_states=h,
+                        temb=emb,
+                        res_hidden_states_tuple=res,
+                        encoder_hidden_states=ctx,
+                        upsample_size=upsample_size,
+                    )
                 else:
                     h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
                 continue
@@ -294,4 +322,3 @@ class TruncatedUNet(nn.Module):
                 for up in block.upsamplers:
                     h = up(h, upsample_size)
         return out  # not reached: the last target always returns above
-

@@ -5,6 +5,7 @@ features share ``openai/clip-vit-base-patch32``; DINOv2, DINOv2 AAS, DINOv2 feat
 their DINOv2 checkpoint. Images come in as (N, 3, S, S) tensors in [0, 1]; the backbone applies its
 family's normalisation (CLIP or ImageNet mean/std).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_DINOV2 = "facebook/dinov2-small"
-DINOV2_SIZES = {"small": "facebook/dinov2-small", "base": "facebook/dinov2-base",
-                "large": "facebook/dinov2-large", "giant": "facebook/dinov2-giant"}
+DINOV2_SIZES = {
+    "small": "facebook/dinov2-small",
+    "base": "facebook/dinov2-base",
+    "large": "facebook/dinov2-large",
+    "giant": "facebook/dinov2-giant",
+}
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FAMILIES = ("clip", "dinov2")
@@ -67,9 +72,14 @@ def _load(model: str, family: str, dtype: torch.dtype, revision: str | None) -> 
         return cls.from_pretrained(src, config=cfg, **kw, **extra)
 
     with _transformers_errors_only():
-        return load_cache_first(attempt, src, local, f"{family} model",
-                                "model='/path/to/local/folder' (a folder written by save_pretrained)",
-                                cli_fix="--model PATH (a local folder written by save_pretrained)")
+        return load_cache_first(
+            attempt,
+            src,
+            local,
+            f"{family} model",
+            "model='/path/to/local/folder' (a folder written by save_pretrained)",
+            cli_fix="--model PATH (a local folder written by save_pretrained)",
+        )
 
 
 @contextmanager
@@ -97,8 +107,9 @@ def _family_of(model: nn.Module) -> str:
 class ViTBackbone:
     """A loaded CLIP vision tower (with projection) or DINOv2 encoder, eval mode, no gradients."""
 
-    def __init__(self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype,
-                 identity: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
+    ) -> None:
         self.model = model.to(device=device).eval().requires_grad_(False)
         self.family = _family_of(model)
         self.source = source
@@ -112,9 +123,15 @@ class ViTBackbone:
         self.forward_calls = 0
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike, family: str, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None, revision: str | None = None,
-                        share: bool = True) -> "ViTBackbone":
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        family: str,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        share: bool = True,
+    ) -> ViTBackbone:
         """Load (or reuse, with ``share=True``) ``model`` (hub id or local folder) of ``family``."""
         if family not in FAMILIES:
             raise ConfigError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
@@ -125,7 +142,7 @@ class ViTBackbone:
         ident = model_identity(model, revision)
         key = ("vit", family, ident, str(dev), str(dt), revision)
 
-        def load() -> "ViTBackbone":
+        def load() -> ViTBackbone:
             logger.info("loading %s on %s (%s)", model, dev, dt)
             loaded = _load(str(model), family, dt, revision)
             full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
@@ -150,8 +167,9 @@ class ViTBackbone:
         """Validate a layer index (negative counts from the end: -1 is the last layer)."""
         n = self.num_layers
         if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-            raise LayerError(f"layer must be an integer in [{-n}, {n - 1}] for {self.source} ({n} layers); "
-                             f"got {layer!r}")
+            raise LayerError(
+                f"layer must be an integer in [{-n}, {n - 1}] for {self.source} ({n} layers); got {layer!r}"
+            )
         return layer % n
 
     def _parts(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, nn.Module, int]:

@@ -1,4 +1,5 @@
 """Triplet manifests: the exact triplet set of a run as JSON, to evaluate the same set with another metric."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatasetError
 from ..datasets.base import Triplet, TripletSet
+from ..errors import DatasetError
 
 FORMAT = "diffsim-triplets/1"
 
@@ -25,9 +26,18 @@ def save_manifest(ts: TripletSet, path: str | os.PathLike) -> Path:
     """Write the triplet set (paths relative to its root) to ``path``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": FORMAT, "dataset": ts.dataset, "protocol": ts.protocol, "options": ts.options, "seed": ts.seed,
-           "root": ts.root, "n_triplets": len(ts.triplets), "hash": triplets_hash(ts.triplets), "notes": ts.notes,
-           "triplets": [t.to_json() for t in ts.triplets]}
+    doc = {
+        "format": FORMAT,
+        "dataset": ts.dataset,
+        "protocol": ts.protocol,
+        "options": ts.options,
+        "seed": ts.seed,
+        "root": ts.root,
+        "n_triplets": len(ts.triplets),
+        "hash": triplets_hash(ts.triplets),
+        "notes": ts.notes,
+        "triplets": [t.to_json() for t in ts.triplets],
+    }
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, p)
@@ -54,5 +64,12 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     if doc.get("hash") and doc["hash"] != triplets_hash(triplets):
         raise DatasetError(f"triplet manifest {p} was edited: its hash does not match its triplets")
     base = str(Path(root).expanduser().resolve()) if root is not None else doc.get("root", ".")
-    return TripletSet(doc.get("dataset", "custom"), doc.get("protocol", "manifest"), base, int(doc.get("seed", 0)),
-                      dict(doc.get("options") or {}), triplets, list(doc.get("notes") or []))
+    return TripletSet(
+        doc.get("dataset", "custom"),
+        doc.get("protocol", "manifest"),
+        base,
+        int(doc.get("seed", 0)),
+        dict(doc.get("options") or {}),
+        triplets,
+        list(doc.get("notes") or []),
+    )

@@ -1,4 +1,5 @@
 """What produced a result: package version, git commit, time."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -11,8 +12,9 @@ from .._version import __version__
 def git_commit() -> str | None:
     """The commit of the source tree the package runs from, if it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -1,4 +1,5 @@
 """Markdown tables (like the paper's Table 1, with its numbers beside ours) and a bar chart from results."""
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,16 @@ def load_results(paths: list[str | os.PathLike], skipped: list[str] | None = Non
 
 
 # settings that can tell two runs of one metric apart, in display order: (column, config keys)
-DETAILS = (("model", ("model", "backbone")), ("layer", ("layer_names", "layers", "layer")), ("step", ("step",)),
-           ("timestep", ("timestep",)), ("size", ("size",)), ("prompt", ("prompt",)),
-           ("similarity", ("similarity",)), ("dtype", ("dtype",)))
+DETAILS = (
+    ("model", ("model", "backbone")),
+    ("layer", ("layer_names", "layers", "layer")),
+    ("step", ("step",)),
+    ("timestep", ("timestep",)),
+    ("size", ("size",)),
+    ("prompt", ("prompt",)),
+    ("similarity", ("similarity",)),
+    ("dtype", ("dtype",)),
+)
 
 
 def short_model(identity: str) -> str:
@@ -73,8 +81,9 @@ def distinguishing(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
             continue  # the step column already tells them apart
         if len(set(vals)) > 1:
             cols.append((name, vals))
-    seen = [(r["dataset"], r["metric"]["name"], r.get("protocol"), *(c[1][i] for c in cols))
-            for i, r in enumerate(results)]
+    seen = [
+        (r["dataset"], r["metric"]["name"], r.get("protocol"), *(c[1][i] for c in cols)) for i, r in enumerate(results)
+    ]
     if len(set(seen)) < len(seen):
         cols.append(("run", [r.get("_run", "") for r in results]))
     return cols
@@ -97,8 +106,10 @@ def markdown_table(results: list[dict[str, Any]], notes: list[str] | None = None
     twoafc = _sorted(results, "accuracy")
     extra = distinguishing(twoafc)
     head = "| Benchmark | Metric | " + "".join(f"{c.capitalize()} | " for c, _ in extra)
-    lines = [head + "Protocol | Ours (%) | 95% CI | n | Paper (%) | Δ |",
-             "|---|---|" + "---|" * len(extra) + "---|---:|---|---:|---:|---:|"]
+    lines = [
+        head + "Protocol | Ours (%) | 95% CI | n | Paper (%) | Δ |",
+        "|---|---|" + "---|" * len(extra) + "---|---:|---|---:|---:|---:|",
+    ]
     for i, r in enumerate(twoafc):
         name = r["metric"]["name"]
         acc = 100 * r["accuracy"]
@@ -109,22 +120,34 @@ def markdown_table(results: list[dict[str, Any]], notes: list[str] | None = None
         d = f"{acc - paper:+.2f}" if paper is not None else "–"
         errs = f" ({r['n_errors']} err)" if r.get("n_errors") else ""
         cells = "".join(f"{vals[i]} | " for _, vals in extra)
-        lines.append(f"| {TITLES.get(r['dataset'], r['dataset'])} | {name} | {cells}"
-                     f"{r.get('protocol_label', r['protocol'])} "
-                     f"| {acc:.2f} | {lo:.2f}–{hi:.2f} | {r['n_triplets']}{errs} | {p} | {d} |")
+        lines.append(
+            f"| {TITLES.get(r['dataset'], r['dataset'])} | {name} | {cells}"
+            f"{r.get('protocol_label', r['protocol'])} "
+            f"| {acc:.2f} | {lo:.2f}–{hi:.2f} | {r['n_triplets']}{errs} | {p} | {d} |"
+        )
     cons = _sorted(results, "mean_variance")
     if cons:
         cextra = distinguishing(cons)
-        lines += ["", "| Benchmark | Metric | " + "".join(f"{c.capitalize()} | " for c, _ in cextra)
-                  + "Mean variance (lower is more robust) | Videos |",
-                  "|---|---|" + "---|" * len(cextra) + "---:|---:|"]
+        lines += [
+            "",
+            "| Benchmark | Metric | "
+            + "".join(f"{c.capitalize()} | " for c, _ in cextra)
+            + "Mean variance (lower is more robust) | Videos |",
+            "|---|---|" + "---|" * len(cextra) + "---:|---:|",
+        ]
         for i, r in enumerate(cons):
             cells = "".join(f"{vals[i]} | " for _, vals in cextra)
-            lines.append(f"| {TITLES.get(r['dataset'], r['dataset'])} | {r['metric']['name']} | {cells}"
-                         f"{r['mean_variance']:.6g} | {r['n_videos']} |")
-    lines += ["", "Paper: Table 1 of Song et al., DiffSim (ICCV 2025); DiffSim = DiffSim-S SD 1.5 (Table 2 values for "
-              "CUTE and IP). Accuracy is 2AFC; ties count "
-              + ", ".join(sorted({str(r.get('tie_rule', '0.5')) for r in twoafc}) or ["0.5"]) + "."]
+            lines.append(
+                f"| {TITLES.get(r['dataset'], r['dataset'])} | {r['metric']['name']} | {cells}"
+                f"{r['mean_variance']:.6g} | {r['n_videos']} |"
+            )
+    lines += [
+        "",
+        "Paper: Table 1 of Song et al., DiffSim (ICCV 2025); DiffSim = DiffSim-S SD 1.5 (Table 2 values for "
+        "CUTE and IP). Accuracy is 2AFC; ties count "
+        + ", ".join(sorted({str(r.get("tie_rule", "0.5")) for r in twoafc}) or ["0.5"])
+        + ".",
+    ]
     for note in notes or []:
         lines.append(f"Note: {note}.")
     return "\n".join(lines) + "\n"
@@ -139,8 +162,11 @@ def bar_chart(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
 
     rs = _sorted(results, "accuracy")
     extra = distinguishing(rs)
-    labels = [f"{TITLES.get(r['dataset'], r['dataset'])}\n{r['metric']['name']}"
-              + "".join(f"\n{c} {vals[i]}" for c, vals in extra) for i, r in enumerate(rs)]
+    labels = [
+        f"{TITLES.get(r['dataset'], r['dataset'])}\n{r['metric']['name']}"
+        + "".join(f"\n{c} {vals[i]}" for c, vals in extra)
+        for i, r in enumerate(rs)
+    ]
     ours = [100 * r["accuracy"] for r in rs]
     err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rs], [100 * (r["ci95"][1] - r["accuracy"]) for r in rs]]
     paper = [paper_value(r["metric"]["name"], r["dataset"], r["metric"].get("paper_row")) for r in rs]

@@ -4,6 +4,7 @@ Every record is flushed as soon as it is written, so an interrupted run loses at
 computed; a torn last line is discarded when the run resumes. A folder that holds a different run
 (other triplets or metric settings) is refused unless ``overwrite``.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def _dumps(obj: Any) -> str:
 class RunLog:
     """``out_dir/run.json`` + ``out_dir/<name>.jsonl``; resumable."""
 
-    def __init__(self, out_dir: str | os.PathLike, fingerprint: dict[str, Any], name: str = "triplets",
-                 overwrite: bool = False) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike, fingerprint: dict[str, Any], name: str = "triplets", overwrite: bool = False
+    ) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.header_path = self.dir / "run.json"
@@ -35,13 +37,15 @@ class RunLog:
             old = json.loads(self.header_path.read_text()).get("fingerprint")
             if old != fp:
                 diff = sorted(k for k in set(old or {}) | set(fp) if (old or {}).get(k) != fp.get(k))
-                raise ConfigError(f"{self.dir} holds another run (different {', '.join(diff) or 'settings'}); "
-                                  "use another --out, or --overwrite to start again")
+                raise ConfigError(
+                    f"{self.dir} holds another run (different {', '.join(diff) or 'settings'}); "
+                    "use another --out, or --overwrite to start again"
+                )
         else:
             self.header_path.write_text(json.dumps({"fingerprint": fp}, indent=1, default=str))
         self.records: dict[str, dict[str, Any]] = self._read()
         self.resumed = len(self.records)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for streaming; closed by close())
 
     def _read(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -70,7 +74,7 @@ class RunLog:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "RunLog":
+    def __enter__(self) -> RunLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

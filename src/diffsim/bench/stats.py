@@ -1,4 +1,5 @@
 """2AFC outcomes with polarity and ties, and percentile-bootstrap confidence intervals."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ def is_tie(rec: dict) -> bool:
     return rec["decision"] == 0 if "decision" in rec else rec["s_pos"] == rec["s_neg"]
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling items with replacement)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -39,7 +41,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed:
     for start in range(0, n_boot, 256):  # bounded memory for big sets
         k = min(256, n_boot - start)
         idx = gen.integers(0, x.size, size=(k, x.size))
-        means[start:start + k] = x[idx].mean(axis=1)
+        means[start : start + k] = x[idx].mean(axis=1)
     a = (1 - level) / 2
     return (float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 

@@ -5,6 +5,7 @@ chunk needs them; above ``max_bytes`` the ones needed furthest in the future are
 (re-embedding them later is counted, and is a cache hit for a metric with a disk cache).
 Missing or unreadable images are recorded, not fatal (unless ``strict``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,15 @@ EmbedFn = Callable[[list[str], "str | None"], Features]
 class FeatureStore:
     """Features of (image, prompt) keys, embedded in batches on demand."""
 
-    def __init__(self, embed: EmbedFn, batch_size: int = 16, strict: bool = False,
-                 max_bytes: int = 8 * 1024**3, progress: bool = False, desc: str = "images") -> None:
+    def __init__(
+        self,
+        embed: EmbedFn,
+        batch_size: int = 16,
+        strict: bool = False,
+        max_bytes: int = 8 * 1024**3,
+        progress: bool = False,
+        desc: str = "images",
+    ) -> None:
         self._embed = embed
         self.progress = progress  # a second bar, per image embedded (the caller's bar counts triplets)
         self.desc = desc
@@ -82,18 +90,19 @@ class FeatureStore:
             by_prompt.setdefault(k[1], []).append(k)
         for prompt, ks in by_prompt.items():
             for i in range(0, len(ks), self.batch_size):
-                self._embed_batch(ks[i:i + self.batch_size], prompt)
+                self._embed_batch(ks[i : i + self.batch_size], prompt)
                 if bar is not None:
-                    bar.update(len(ks[i:i + self.batch_size]))
+                    bar.update(len(ks[i : i + self.batch_size]))
         if bar is not None and bar.n >= (bar.total or 0):
             self.close()
 
-    def _progress_bar(self) -> "tqdm | None":
+    def _progress_bar(self) -> tqdm | None:
         if not self.progress:
             return None
         if self._bar is None:
-            self._bar = tqdm(total=len(self._uses) or None, desc=self.desc, unit="image", position=1, leave=False,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=len(self._uses) or None, desc=self.desc, unit="image", position=1, leave=False, dynamic_ncols=True
+            )
         return self._bar
 
     def close(self) -> None:

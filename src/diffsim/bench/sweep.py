@@ -5,6 +5,7 @@ step=K).embed`` runs one truncated U-Net pass per image that captures every requ
 and the backbone keeps each image's clean VAE latent, so a grid of L layers x S steps costs one VAE
 pass and S U-Net passes per image instead of L x S of each.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from .._optional import MissingExtraError, require
@@ -42,8 +42,14 @@ def _embedder(metric: DiffSim):
     return embed
 
 
-def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], out_dir: str | os.PathLike,
-          options: EvalOptions | None = None) -> dict[str, Any]:
+def sweep(
+    metric: DiffSim,
+    ts: TripletSet,
+    layers: list[str],
+    steps: list[int],
+    out_dir: str | os.PathLike,
+    options: EvalOptions | None = None,
+) -> dict[str, Any]:
     """Accuracy for every (layer, step); writes ``sweep.csv``, ``sweep.json`` and ``heatmap.png`` to ``out_dir``.
 
     Finished timesteps are recorded in ``sweep.jsonl`` and skipped when the sweep is run again.
@@ -58,9 +64,15 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
     root = Path(ts.root)
     base = metric.with_settings(layer=list(layers))
     use_prompt = opt.use_prompts and metric.accepts_prompt
-    fingerprint = {"dataset": ts.dataset, "protocol": ts.protocol, "seed": ts.seed,
-                   "triplets": triplets_hash(ts.triplets), "layers": list(layers), "prompts": use_prompt,
-                   "metric": {k: v for k, v in base.config.items() if k not in ("timestep", "step")}}
+    fingerprint = {
+        "dataset": ts.dataset,
+        "protocol": ts.protocol,
+        "seed": ts.seed,
+        "triplets": triplets_hash(ts.triplets),
+        "layers": list(layers),
+        "prompts": use_prompt,
+        "metric": {k: v for k, v in base.config.items() if k not in ("timestep", "step")},
+    }
     log = RunLog(out, fingerprint, name="sweep", overwrite=opt.overwrite)
     save_manifest(ts, out / "manifest.json")
     unet_before, vae_before = base.backbone.unet_calls, base.backbone.images_encoded
@@ -68,41 +80,63 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
     def key(t: Triplet, p: str) -> Key:
         return (str(root / p), t.prompt if use_prompt else None)
 
-    chunks = [ts.triplets[i:i + opt.chunk_size] for i in range(0, len(ts.triplets), opt.chunk_size)]
+    chunks = [ts.triplets[i : i + opt.chunk_size] for i in range(0, len(ts.triplets), opt.chunk_size)]
     errors: dict[str, str] = {}
     embedded = 0
-    bar = tqdm(total=len(steps) * len(ts.triplets), desc=f"{ts.dataset} sweep", unit="triplet",
-               disable=not opt.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(steps) * len(ts.triplets),
+        desc=f"{ts.dataset} sweep",
+        unit="triplet",
+        disable=not opt.progress,
+        dynamic_ncols=True,
+    )
     try:
         for step in steps:
             if log.done(str(step)):
                 bar.update(len(ts.triplets))
                 continue
             m = base.with_settings(step=step)
-            store = FeatureStore(_embedder(m), opt.batch_size, opt.strict, opt.max_feature_bytes,
-                                 progress=opt.progress, desc=f"step {step}: embedding images")
+            store = FeatureStore(
+                _embedder(m),
+                opt.batch_size,
+                opt.strict,
+                opt.max_feature_bytes,
+                progress=opt.progress,
+                desc=f"step {step}: embedding images",
+            )
             store.errors.update(errors)
             store.plan([[key(t, p) for t in c for p in (t.anchor, t.positive, t.negative)] for c in chunks])
             outcomes: dict[str, list[float]] = {name: [] for name in layers}
             for ci, chunk in enumerate(chunks):
                 store.ensure([key(t, p) for t in chunk for p in (t.anchor, t.positive, t.negative)])
-                ok = [t for t in chunk if all(str(root / p) not in store.errors for p in (t.anchor, t.positive,
-                                                                                          t.negative))]
+                ok = [
+                    t
+                    for t in chunk
+                    if all(str(root / p) not in store.errors for p in (t.anchor, t.positive, t.negative))
+                ]
                 for i in range(0, len(ok), opt.compare_batch):
-                    part = ok[i:i + opt.compare_batch]
+                    part = ok[i : i + opt.compare_batch]
                     fa = Features.cat([store.get(key(t, t.anchor)) for t in part])  # type: ignore[misc]
                     fp = Features.cat([store.get(key(t, t.positive)) for t in part])  # type: ignore[misc]
                     fn = Features.cat([store.get(key(t, t.negative)) for t in part])  # type: ignore[misc]
                     sp, sn = m.compare_layers(fa, fp), m.compare_layers(fa, fn)
                     for name in layers:
-                        outcomes[name] += [outcome(a, b, m.higher_is_better, opt.strict_ties)
-                                           for a, b in zip(sp[name].tolist(), sn[name].tolist())]
+                        outcomes[name] += [
+                            outcome(a, b, m.higher_is_better, opt.strict_ties)
+                            for a, b in zip(sp[name].tolist(), sn[name].tolist(), strict=False)
+                        ]
                 bar.update(len(chunk))
                 store.release(ci)
             errors.update(store.errors)
             embedded += len(store.embedded)
-            log.write({"id": str(step), "step": step, "timestep": m.timestep,
-                       "layers": {n: summarize(o, opt.n_boot, ts.seed) for n, o in outcomes.items()}})
+            log.write(
+                {
+                    "id": str(step),
+                    "step": step,
+                    "timestep": m.timestep,
+                    "layers": {n: summarize(o, opt.n_boot, ts.seed) for n, o in outcomes.items()},
+                }
+            )
     finally:
         bar.close()
         log.close()
@@ -111,8 +145,17 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
         rec = log.records[str(step)]
         for name in layers:
             s = rec["layers"][name]
-            rows.append({"layer": name, "step": step, "timestep": rec["timestep"], "accuracy": s["accuracy"],
-                         "ci_low": s["ci95"][0], "ci_high": s["ci95"][1], "n_triplets": s["n_triplets"]})
+            rows.append(
+                {
+                    "layer": name,
+                    "step": step,
+                    "timestep": rec["timestep"],
+                    "accuracy": s["accuracy"],
+                    "ci_low": s["ci95"][0],
+                    "ci_high": s["ci95"][1],
+                    "n_triplets": s["n_triplets"],
+                }
+            )
     with open(out / "sweep.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -122,14 +165,26 @@ def sweep(metric: DiffSim, ts: TripletSet, layers: list[str], steps: list[int], 
     except MissingExtraError as exc:  # the numbers are written; the picture needs the plots extra
         logger.warning("%s; sweep.csv and sweep.json are written, heatmap.png is not", exc)
     best = max(rows, key=lambda r: r["accuracy"])
-    result = {"dataset": ts.dataset, "protocol": ts.protocol, "protocol_label": ts.protocol_label, "seed": ts.seed,
-              "layers": list(layers), "steps": list(steps), "grid": rows, "best": best,
-              "metric": metric_description(base),
-              "n_total": len(ts.triplets), "n_errors_images": len(errors),
-              "errors": [{"path": p, "error": e} for p, e in errors.items()],
-              "images_vae_encoded": base.backbone.images_encoded - vae_before, "images_embedded": embedded,
-              "unet_calls": base.backbone.unet_calls - unet_before,
-              "wall_time_s": round(time.perf_counter() - start, 3), "finished": now(), **provenance()}
+    result = {
+        "dataset": ts.dataset,
+        "protocol": ts.protocol,
+        "protocol_label": ts.protocol_label,
+        "seed": ts.seed,
+        "layers": list(layers),
+        "steps": list(steps),
+        "grid": rows,
+        "best": best,
+        "metric": metric_description(base),
+        "n_total": len(ts.triplets),
+        "n_errors_images": len(errors),
+        "errors": [{"path": p, "error": e} for p, e in errors.items()],
+        "images_vae_encoded": base.backbone.images_encoded - vae_before,
+        "images_embedded": embedded,
+        "unet_calls": base.backbone.unet_calls - unet_before,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "finished": now(),
+        **provenance(),
+    }
     (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 

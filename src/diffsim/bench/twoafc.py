@@ -5,6 +5,7 @@ Usage::
     ts = load_dataset("nights", "/data/nights")
     results = evaluate_2afc(create_metric("diffsim-s-nights"), ts, "runs/nights")
 """
+
 from __future__ import annotations
 
 import json
@@ -51,16 +52,25 @@ def metric_description(metric: Metric) -> dict[str, Any]:
     from .paper import paper_row
 
     cfg = json.loads(json.dumps(metric.config, default=str))
-    return {"name": metric.name, "higher_is_better": bool(metric.higher_is_better),
-            "paper_row": paper_row(metric.name), "config": cfg}
+    return {
+        "name": metric.name,
+        "higher_is_better": bool(metric.higher_is_better),
+        "paper_row": paper_row(metric.name),
+        "config": cfg,
+    }
 
 
 def _chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
-                  options: EvalOptions | None = None, embed_fn: EmbedFn | None = None) -> dict[str, Any]:
+def evaluate_2afc(
+    metric: Metric,
+    ts: TripletSet,
+    out_dir: str | os.PathLike,
+    options: EvalOptions | None = None,
+    embed_fn: EmbedFn | None = None,
+) -> dict[str, Any]:
     """Score every triplet, stream records to ``out_dir/triplets.jsonl``, write ``results.json``; return it.
 
     ``embed_fn(paths, prompt) -> Features`` replaces ``metric.embed`` (e.g. features read from a store
@@ -73,8 +83,15 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
     use_prompt = opt.use_prompts and metric.accepts_prompt
     votes_itself = metric.votes  # e.g. the hard-vote ensemble
     mdesc = metric_description(metric)
-    fingerprint = {"dataset": ts.dataset, "protocol": ts.protocol, "options": ts.options, "seed": ts.seed,
-                   "triplets": triplets_hash(ts.triplets), "metric": mdesc, "prompts": use_prompt}
+    fingerprint = {
+        "dataset": ts.dataset,
+        "protocol": ts.protocol,
+        "options": ts.options,
+        "seed": ts.seed,
+        "triplets": triplets_hash(ts.triplets),
+        "metric": mdesc,
+        "prompts": use_prompt,
+    }
     log = RunLog(out, fingerprint, overwrite=opt.overwrite)
     save_manifest(ts, out / "manifest.json")
 
@@ -87,14 +104,20 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
     embed = embed_fn if embed_fn is not None else metric_embed
     todo = [t for t in ts.triplets if not log.done(t.id)]
     if log.resumed:
-        logger.info("resuming %s: %d of %d triplets already done", out, len(ts.triplets) - len(todo),
-                    len(ts.triplets))
+        logger.info("resuming %s: %d of %d triplets already done", out, len(ts.triplets) - len(todo), len(ts.triplets))
     chunks = _chunks(todo, opt.chunk_size)
-    store = FeatureStore(embed, opt.batch_size, opt.strict, opt.max_feature_bytes, progress=opt.progress,
-                         desc="embedding images")
+    store = FeatureStore(
+        embed, opt.batch_size, opt.strict, opt.max_feature_bytes, progress=opt.progress, desc="embedding images"
+    )
     store.plan([[key(t, p) for t in c for p in (t.anchor, t.positive, t.negative)] for c in chunks])
-    bar = tqdm(total=len(ts.triplets), initial=len(ts.triplets) - len(todo), desc=f"{ts.dataset} 2AFC",
-               unit="triplet", disable=not opt.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(ts.triplets),
+        initial=len(ts.triplets) - len(todo),
+        desc=f"{ts.dataset} 2AFC",
+        unit="triplet",
+        disable=not opt.progress,
+        dynamic_ncols=True,
+    )
     try:
         for ci, chunk in enumerate(chunks):
             store.ensure([key(t, p) for t in chunk for p in (t.anchor, t.positive, t.negative)])
@@ -113,7 +136,7 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
                 with torch.no_grad():
                     sp, sn = metric.compare(fa, fp).float().cpu(), metric.compare(fa, fn).float().cpu()
                     votes = metric.decide(fa, fp, fn).tolist() if votes_itself else [None] * len(part)
-                for t, a, b, d in zip(part, sp.tolist(), sn.tolist(), votes):
+                for t, a, b, d in zip(part, sp.tolist(), sn.tolist(), votes, strict=False):
                     rec = {**t.to_json(), "s_pos": a, "s_neg": b}
                     if d is not None:
                         rec["decision"] = int(d)
@@ -126,17 +149,23 @@ def evaluate_2afc(metric: Metric, ts: TripletSet, out_dir: str | os.PathLike,
         bar.close()
         log.close()
     results = summarize_run(ts, log.records, mdesc, opt, use_prompt)
-    results.update(images_embedded=len(store.embedded), images_reembedded=store.n_reembedded,
-                   resumed_triplets=log.resumed, wall_time_s=round(time.perf_counter() - start, 3),
-                   finished=now(), **provenance())
+    results.update(
+        images_embedded=len(store.embedded),
+        images_reembedded=store.n_reembedded,
+        resumed_triplets=log.resumed,
+        wall_time_s=round(time.perf_counter() - start, 3),
+        finished=now(),
+        **provenance(),
+    )
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1, default=str))
     os.replace(tmp, out / "results.json")
     return results
 
 
-def summarize_run(ts: TripletSet, records: dict[str, dict[str, Any]], mdesc: dict[str, Any], opt: EvalOptions,
-                  use_prompt: bool) -> dict[str, Any]:
+def summarize_run(
+    ts: TripletSet, records: dict[str, dict[str, Any]], mdesc: dict[str, Any], opt: EvalOptions, use_prompt: bool
+) -> dict[str, Any]:
     """The results dictionary from the records of every triplet of ``ts``."""
     hib = mdesc["higher_is_better"]
     outcomes, errors, ties = [], [], 0
@@ -150,9 +179,21 @@ def summarize_run(ts: TripletSet, records: dict[str, dict[str, Any]], mdesc: dic
         ties += is_tie(rec)
         outcomes.append(record_outcome(rec, hib, opt.strict_ties))
     summary = summarize(outcomes, opt.n_boot, ts.seed)
-    return {"dataset": ts.dataset, "protocol": ts.protocol, "protocol_label": ts.protocol_label,
-            "protocol_options": ts.options, "seed": ts.seed, "root": ts.root, "metric": mdesc, **summary,
-            "n_total": len(ts.triplets), "n_errors": len(errors), "errors": errors, "ties": ties,
-            "tie_rule": "wrong (--strict-ties)" if opt.strict_ties else "0.5",
-            "polarity": "higher is closer" if hib else "lower is closer",
-            "dataset_prompts": use_prompt, "notes": ts.notes}
+    return {
+        "dataset": ts.dataset,
+        "protocol": ts.protocol,
+        "protocol_label": ts.protocol_label,
+        "protocol_options": ts.options,
+        "seed": ts.seed,
+        "root": ts.root,
+        "metric": mdesc,
+        **summary,
+        "n_total": len(ts.triplets),
+        "n_errors": len(errors),
+        "errors": errors,
+        "ties": ties,
+        "tie_rule": "wrong (--strict-ties)" if opt.strict_ties else "0.5",
+        "polarity": "higher is closer" if hib else "lower is closer",
+        "dataset_prompts": use_prompt,
+        "notes": ts.notes,
+    }

@@ -1,4 +1,5 @@
 """`diffsim bench NAME --root DIR`: a paper benchmark with any metric; resumable; results.json."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,26 @@ from .scale_options import engine_options, ray_options_from
 @dataset_options
 @diffsim_options
 @engine_options
-@click.option("--workers", type=int, default=None,
-              help="With --engine ray: embedding actors, one model each. [default: 1]")
+@click.option(
+    "--workers", type=int, default=None, help="With --engine ray: embedding actors, one model each. [default: 1]"
+)
 @click.pass_context
-def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
-          triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,
-          no_dataset_prompts: bool, overwrite: bool, quiet: bool, metric_name: str | None, **opts) -> None:
+def bench(
+    ctx: click.Context,
+    name: str,
+    root: str | None,
+    protocol: str,
+    ds_options: tuple[str, ...],
+    triplets_file: str | None,
+    out_dir: str | None,
+    strict: bool,
+    strict_ties: bool,
+    no_dataset_prompts: bool,
+    overwrite: bool,
+    quiet: bool,
+    metric_name: str | None,
+    **opts,
+) -> None:
     """Evaluate a metric on benchmark NAME (2AFC accuracy, or the variance protocol for tiktok)."""
     from ..bench import EvalOptions, evaluate_2afc, evaluate_consistency
     from ..datasets.base import VideoSet
@@ -36,27 +51,42 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
     metric = bench_metric(ctx, metric_name, name, opts)
     mname = metric.name
     out = Path(out_dir or default_out(name, mname, data.protocol))
-    eo = EvalOptions(strict=strict, strict_ties=strict_ties, use_prompts=not no_dataset_prompts,
-                     overwrite=overwrite, progress=not quiet)
+    eo = EvalOptions(
+        strict=strict,
+        strict_ties=strict_ties,
+        use_prompts=not no_dataset_prompts,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     if isinstance(data, VideoSet):
         r = evaluate_consistency(metric, data, out, eo)
-        click.echo(f"{name} [{data.protocol}, {data.options['frames']} frames] {mname}: mean variance "
-                   f"{r['mean_variance']:.6g} over {r['n_videos']} videos"
-                   + (f", {r['n_errors']} error(s)" if r["n_errors"] else ""))
+        click.echo(
+            f"{name} [{data.protocol}, {data.options['frames']} frames] {mname}: mean variance "
+            f"{r['mean_variance']:.6g} over {r['n_videos']} videos"
+            + (f", {r['n_errors']} error(s)" if r["n_errors"] else "")
+        )
     else:
         embed_fn = None
         if engine == "ray":  # embed every image on the Ray cluster into OUT/features, then score here
             from ..scale.bench import ray_embed_fn
 
-            embed_fn = ray_embed_fn(metric, data, out, ray_options_from(opts, workers, None),
-                                    use_prompts=not no_dataset_prompts, batch_size=opts.get("batch_size"),
-                                    progress=not quiet)
+            embed_fn = ray_embed_fn(
+                metric,
+                data,
+                out,
+                ray_options_from(opts, workers, None),
+                use_prompts=not no_dataset_prompts,
+                batch_size=opts.get("batch_size"),
+                progress=not quiet,
+            )
         r = evaluate_2afc(metric, data, out, eo, embed_fn=embed_fn)
         lo, hi = r["ci95"]
-        click.echo(f"{name} [{r['protocol_label']}] {mname}: accuracy {100 * r['accuracy']:.2f}% "
-                   f"(95% CI {100 * lo:.2f}-{100 * hi:.2f}, n={r['n_triplets']}, ties={r['ties']} "
-                   f"counted {r['tie_rule']}; {r['images_embedded']} images embedded)"
-                   + (f", {r['n_errors']} error(s)" if r["n_errors"] else ""))
+        click.echo(
+            f"{name} [{r['protocol_label']}] {mname}: accuracy {100 * r['accuracy']:.2f}% "
+            f"(95% CI {100 * lo:.2f}-{100 * hi:.2f}, n={r['n_triplets']}, ties={r['ties']} "
+            f"counted {r['tie_rule']}; {r['images_embedded']} images embedded)"
+            + (f", {r['n_errors']} error(s)" if r["n_errors"] else "")
+        )
     click.echo(f"results: {out / 'results.json'}")
 
 
@@ -69,8 +99,17 @@ def bench(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @diffsim_options
 @click.pass_context
-def consistency(ctx: click.Context, root: str, frames: int, metric_name: str | None, out_dir: str | None,
-                strict: bool, overwrite: bool, quiet: bool, **opts) -> None:
+def consistency(
+    ctx: click.Context,
+    root: str,
+    frames: int,
+    metric_name: str | None,
+    out_dir: str | None,
+    strict: bool,
+    overwrite: bool,
+    quiet: bool,
+    **opts,
+) -> None:
     """Variance of score(first frame, frame k) per TikTok video, averaged (lower is more robust)."""
     from ..bench import EvalOptions, evaluate_consistency
     from ..datasets import VideoSet, load_dataset

@@ -1,4 +1,5 @@
 """`diffsim dedup --index STORE --threshold S`: groups of near-duplicate images in a gallery store."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,33 @@ import click
 
 @click.command()
 @click.option("--index", "store", required=True, help="Store folder from `diffsim index build`.")
-@click.option("--threshold", "-t", type=float, required=True,
-              help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS).")
-@click.option("--neighbours", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Candidates per image from the faiss index over pooled vectors (then scored exactly).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Write groups.csv, groups.json and group-NNNN.png here.")
+@click.option(
+    "--threshold",
+    "-t",
+    type=float,
+    required=True,
+    help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS).",
+)
+@click.option(
+    "--neighbours",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Candidates per image from the faiss index over pooled vectors (then scored exactly).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write groups.csv, groups.json and group-NNNN.png here.",
+)
 @click.option("--no-pictures", is_flag=True, help="With --out: no PNG per group.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
-def dedup(store: str, threshold: float, neighbours: int, out: str | None, no_pictures: bool, as_json: bool,
-          device: str | None) -> None:
+def dedup(
+    store: str, threshold: float, neighbours: int, out: str | None, no_pictures: bool, as_json: bool, device: str | None
+) -> None:
     """Group the images of STORE whose exact score passes --threshold (connected components)."""
     from ..gallery.dedup import find_groups, write_groups
     from ..gallery.search import Gallery, metric_for, require_faiss
@@ -33,8 +50,11 @@ def dedup(store: str, threshold: float, neighbours: int, out: str | None, no_pic
             click.echo(json.dumps({"group": g, "size": len(members), "members": members}))
         else:
             click.echo(f"group {g} ({len(members)}): " + "  ".join(members))
-    click.echo(f"{len(res.groups)} group(s) of near-duplicates among {len(st)} images "
-               f"({res.candidates} candidate pairs scored exactly)", err=True)
+    click.echo(
+        f"{len(res.groups)} group(s) of near-duplicates among {len(st)} images "
+        f"({res.candidates} candidate pairs scored exactly)",
+        err=True,
+    )
     if out:
         write_groups(res, gallery, out, pictures=not no_pictures)
         click.echo(f"wrote {out}", err=True)

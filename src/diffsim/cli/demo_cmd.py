@@ -1,4 +1,5 @@
 """`diffsim demo`: the local web app (extra ``diffsim-metric[demo]``)."""
+
 from __future__ import annotations
 
 import click
@@ -7,8 +8,12 @@ from .options import build_metric, diffsim_options
 
 
 @click.command("demo")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to serve on (0.0.0.0 makes it reachable from other machines).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve on (0.0.0.0 makes it reachable from other machines).",
+)
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
 @diffsim_options
 @click.pass_context

@@ -1,4 +1,5 @@
 """Image arguments of the CLI: files as given, folders expanded to the images they hold."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,4 +1,5 @@
 """`diffsim index build GALLERY --out STORE` and `diffsim index info STORE`: gallery feature stores."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, ImageError, StoreError
-from .options import build_metric, diffsim_options, typed_overrides
 from .merge import merge
+from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
 
 
@@ -24,25 +25,55 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 
 @index.command("build")
 @click.argument("gallery", nargs=-1, required=True)
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
-              help="Store folder (created, or updated: only new or changed images are embedded).")
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Store folder (created, or updated: only new or changed images are embedded).",
+)
 @diffsim_options
-@click.option("--workers", type=int, default=None,
-              help="DataLoader processes that decode and resize images. [default: 0 on CPU, up to 8 on CUDA] "
-                   "With --engine ray: embedding actors, one model each. [default: 1]")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="DataLoader processes that decode and resize images. [default: 0 on CPU, up to 8 on CUDA] "
+    "With --engine ray: embedding actors, one model each. [default: 1]",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: record and skip it).")
-@click.option("--compact", type=click.Choice(["none", "fp16"]), default="none", show_default=True,
-              help="fp16: store features in half precision (half the bytes; see the README for its agreement).")
-@click.option("--shard-size", type=int, default=None,
-              help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]")
+@click.option(
+    "--compact",
+    type=click.Choice(["none", "fp16"]),
+    default="none",
+    show_default=True,
+    help="fp16: store features in half precision (half the bytes; see the README for its agreement).",
+)
+@click.option(
+    "--shard-size",
+    type=int,
+    default=None,
+    help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @engine_options
 @input_options
 @shard_options
 @click.pass_context
-def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: str | None, workers: int | None,
-          strict: bool, compact: str, shard_size: int | None, quiet: bool, num_shards: int | None,
-          shard_index: int | None, **opts: Any) -> None:
+def build(
+    ctx: click.Context,
+    gallery: tuple[str, ...],
+    out: str,
+    metric_name: str | None,
+    workers: int | None,
+    strict: bool,
+    compact: str,
+    shard_size: int | None,
+    quiet: bool,
+    num_shards: int | None,
+    shard_index: int | None,
+    **opts: Any,
+) -> None:
     """Embed GALLERY (a folder walked recursively, a list file, or image files) into the store --out.
 
     Rerunning on the same gallery embeds nothing; added or changed images are embedded; an interrupted
@@ -54,14 +85,15 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
     from ..gallery.search import metric_for
     from ..gallery.sources import collect
     from ..gallery.store import SETTINGS_FILE, GalleryStore
-    from ..scale.partition import bind_local_gpu, part_path, resolve_partition, select_part
     from ..scale.inputs import ray_input
+    from ..scale.partition import bind_local_gpu, part_path, resolve_partition, select_part
 
     engine = opts.pop("engine")
     part = resolve_partition(num_shards, shard_index)
     if engine == "ray" and part is not None:
-        raise click.UsageError("--engine ray spreads one build over the cluster itself: drop --num-shards "
-                               "(and RANK/WORLD_SIZE)")
+        raise click.UsageError(
+            "--engine ray spreads one build over the cluster itself: drop --num-shards (and RANK/WORLD_SIZE)"
+        )
     out = part_path(out, part)
     if part is not None:
         bind_local_gpu()  # torchrun: rank r of a machine uses its GPU r
@@ -77,20 +109,25 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
             raise click.UsageError(f"--input {opts['ray_input']} needs --engine ray")
         sources = select_part(collect(gallery), part)
         if not len(sources):
-            raise ImageError(f"no images found in {' '.join(gallery)} "
-                             "(extensions: png, jpg, jpeg, webp, bmp, tif, ...)")
+            raise ImageError(
+                f"no images found in {' '.join(gallery)} (extensions: png, jpg, jpeg, webp, bmp, tif, ...)"
+            )
         root = sources.root
     if shard_size is not None and shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--shard-size")
     from ..registry import metric_info
 
     if metric_name is not None and getattr(metric_info(metric_name).metric_class, "votes", False):
-        raise ConfigError(f"metric {metric_name!r} votes between members and has no per-image features to store; "
-                          "index each member metric in its own store")
+        raise ConfigError(
+            f"metric {metric_name!r} votes between members and has no per-image features to store; "
+            "index each member metric in its own store"
+        )
     existing = GalleryStore.open(out) if (Path(out) / SETTINGS_FILE).exists() else None
     if existing is not None and len(existing) and existing.root != root:
-        raise StoreError(f"store {out} holds images of {existing.root or 'explicit paths'}, not of "
-                         f"{root or 'explicit paths'}; use another --out")
+        raise StoreError(
+            f"store {out} holds images of {existing.root or 'explicit paths'}, not of "
+            f"{root or 'explicit paths'}; use another --out"
+        )
     typed = set(typed_overrides(ctx, opts)) - {"device", "batch_size"}
     if existing is not None and metric_name is None and not typed and not opts.get("set_items"):
         metric = metric_for(existing, **_runtime(opts))
@@ -105,24 +142,49 @@ def build(ctx: click.Context, gallery: tuple[str, ...], out: str, metric_name: s
         report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
     else:
         assert sources is not None  # collected above for the files engine
-        report = build_index(sources, store, metric, batch_size=opts.get("batch_size"), num_workers=workers,
-                             strict=strict, progress=not quiet, shard_size=shard_size)
+        report = build_index(
+            sources,
+            store,
+            metric,
+            batch_size=opts.get("batch_size"),
+            num_workers=workers,
+            strict=strict,
+            progress=not quiet,
+            shard_size=shard_size,
+        )
     _report(store, out, report)
 
 
-def _ray_build(rin: Any, store: Any, metric: Any, opts: dict[str, Any], workers: int | None, shard_size: int | None,
-               strict: bool, quiet: bool) -> Any:
+def _ray_build(
+    rin: Any,
+    store: Any,
+    metric: Any,
+    opts: dict[str, Any],
+    workers: int | None,
+    shard_size: int | None,
+    strict: bool,
+    quiet: bool,
+) -> Any:
     from ..scale.ray_engine import build_index_ray
 
-    return build_index_ray(rin, store, metric, ray_options_from(opts, workers, shard_size),
-                           batch_size=opts.get("batch_size"), strict=strict, progress=not quiet)
+    return build_index_ray(
+        rin,
+        store,
+        metric,
+        ray_options_from(opts, workers, shard_size),
+        batch_size=opts.get("batch_size"),
+        strict=strict,
+        progress=not quiet,
+    )
 
 
 def _report(store: Any, out: str, report: Any) -> None:
-    click.echo(f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
-               f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
-               + (f", {report.recovered} recovered" if report.recovered else "")
-               + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else ""))
+    click.echo(
+        f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
+        f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
+        + (f", {report.recovered} recovered" if report.recovered else "")
+        + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else "")
+    )
 
 
 index.add_command(merge)
@@ -138,9 +200,18 @@ def info(store: str, as_json: bool) -> None:
     st = GalleryStore.open(store)
     n = len(st)
     rows = st.rows()
-    doc = {"store": str(st.folder), "metric": st.metric_name, "images": n, "shards": len({r["shard"] for r in rows}),
-           "bytes": st.nbytes(), "bytes_per_image": st.nbytes() / n if n else None, "compact": st.compact,
-           "root": st.root, "errors": len(st.errors()), "features": st.feature_config}
+    doc = {
+        "store": str(st.folder),
+        "metric": st.metric_name,
+        "images": n,
+        "shards": len({r["shard"] for r in rows}),
+        "bytes": st.nbytes(),
+        "bytes_per_image": st.nbytes() / n if n else None,
+        "compact": st.compact,
+        "root": st.root,
+        "errors": len(st.errors()),
+        "features": st.feature_config,
+    }
     if as_json:
         click.echo(json.dumps(doc))
         return

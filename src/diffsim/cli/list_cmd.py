@@ -1,4 +1,5 @@
 """`diffsim list [PATTERN]`: the registered metrics with backbone, defaults, polarity and paper."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -23,11 +24,27 @@ def list_command(pattern: str, as_json: bool) -> None:
     infos = [metric_info(n) for n in sorted(names)]
     also = {i.name: sorted(a for a, t in aliases.items() if t == i.name) for i in infos}
     if as_json:
-        click.echo(json.dumps([{"name": i.name, "aliases": also[i.name], "backbone": i.backbone,
-                                "defaults": i.defaults, "higher_is_better": i.higher_is_better,
-                                "measures": list(i.measures), "paper": i.paper, "paper_row": i.paper_row,
-                                "description": i.description, "settings": i.settings_names()} for i in infos],
-                              indent=2, default=str))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "aliases": also[i.name],
+                        "backbone": i.backbone,
+                        "defaults": i.defaults,
+                        "higher_is_better": i.higher_is_better,
+                        "measures": list(i.measures),
+                        "paper": i.paper,
+                        "paper_row": i.paper_row,
+                        "description": i.description,
+                        "settings": i.settings_names(),
+                    }
+                    for i in infos
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return
     if not infos:
         click.echo(f"no metric matches {pattern!r}", err=True)
@@ -39,6 +56,12 @@ def list_command(pattern: str, as_json: bool) -> None:
     for col in ("name", "backbone", "defaults", "polarity", "measures", "paper"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        table.add_row(i.name + "".join(f" (= {a})" for a in also[i.name]), i.backbone, _defaults(i.defaults),
-                      "higher=similar" if i.higher_is_better else "lower=similar", ", ".join(i.measures), i.paper)
+        table.add_row(
+            i.name + "".join(f" (= {a})" for a in also[i.name]),
+            i.backbone,
+            _defaults(i.defaults),
+            "higher=similar" if i.higher_is_better else "lower=similar",
+            ", ".join(i.measures),
+            i.paper,
+        )
     Console(width=max(160, Console().width)).print(table)

@@ -1,4 +1,5 @@
 """The `diffsim` command line."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ import click
 from .._version import __version__
 from ..errors import DiffSimError
 from .bench import bench, consistency
-from .demo_cmd import demo_command
 from .dedup import dedup
+from .demo_cmd import demo_command
 from .index import index
 from .layers import layers
 from .list_cmd import list_command
@@ -41,9 +42,13 @@ class _StderrHandler(logging.StreamHandler):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="diffsim")
 @click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug); -v also shows tracebacks.")
-@click.option("--max-pixels", type=int, default=None, metavar="N",
-              help="Refuse image files larger than N pixels (width x height). "
-                   "[default: $DIFFSIM_MAX_PIXELS or 100000000]")
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Refuse image files larger than N pixels (width x height). [default: $DIFFSIM_MAX_PIXELS or 100000000]",
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
     """Visual similarity from the attention layers of pretrained diffusion models (DiffSim)."""
@@ -85,8 +90,10 @@ cli.add_command(dedup)
 
 def _interrupted() -> str:
     if _STATE["command"] in RESUMABLE:
-        return ("interrupted: finished work is saved in the output folder; rerun the same command to resume "
-                "where it stopped")
+        return (
+            "interrupted: finished work is saved in the output folder; rerun the same command to resume "
+            "where it stopped"
+        )
     return "interrupted"
 
 
@@ -119,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("out of memory: try a smaller --batch-size or --size", 2)
     except Exception as exc:  # a bug: still one line, the traceback with -v
         if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA/MPS)
-            return _fail(f"out of device memory: try a smaller --batch-size or --size, or --dtype float16 "
-                         f"({str(exc).splitlines()[0] if str(exc) else ''})", 2)
+            return _fail(
+                f"out of device memory: try a smaller --batch-size or --size, or --dtype float16 "
+                f"({str(exc).splitlines()[0] if str(exc) else ''})",
+                2,
+            )
         hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:

@@ -1,4 +1,5 @@
 """`diffsim map A B --out map.png`: where two images agree, as per-token maps over both images."""
+
 from __future__ import annotations
 
 import click
@@ -14,8 +15,16 @@ from .options import build_metric, diffsim_options
 @click.option("--vmax", type=float, default=None, help="Colour scale maximum. [default: the maps' maximum]")
 @diffsim_options
 @click.pass_context
-def map_command(ctx: click.Context, image_a: str, image_b: str, out: str, metric_name: str | None,
-                vmin: float | None, vmax: float | None, **opts) -> None:
+def map_command(
+    ctx: click.Context,
+    image_a: str,
+    image_b: str,
+    out: str,
+    metric_name: str | None,
+    vmin: float | None,
+    vmax: float | None,
+    **opts,
+) -> None:
     """Draw the per-token AAS cosine maps of A's and B's tokens over both images, with the score.
 
     One layer (default up0: 16 x 16 tokens at 512 px; --layer up1 / up2 are finer).
@@ -23,9 +32,8 @@ def map_command(ctx: click.Context, image_a: str, image_b: str, out: str, metric
     from .._optional import require
 
     require("matplotlib", "plots", "diffsim map")
-    from ..viz.maps import save_similarity_map
-
     from ..images import check_image_file
+    from ..viz.maps import save_similarity_map
 
     for p in (image_a, image_b):  # every input is checked before any model loads
         check_image_file(p)

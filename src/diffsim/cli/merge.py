@@ -1,4 +1,5 @@
 """`diffsim index merge PART... --out STORE`: join stores built in parts (--num-shards, torchrun, SLURM)."""
+
 from __future__ import annotations
 
 import click
@@ -6,8 +7,14 @@ import click
 
 @click.command("merge")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
-              help="The merged store (created, or an existing store with the same settings).")
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The merged store (created, or an existing store with the same settings).",
+)
 def merge(parts: tuple[str, ...], out: str) -> None:
     """Join the part stores PARTS into --out: same metric settings and gallery required, ids unique.
 
@@ -16,5 +23,7 @@ def merge(parts: tuple[str, ...], out: str) -> None:
     from ..scale.merge import merge_stores
 
     store = merge_stores(parts, out)
-    click.echo(f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
-               + (f", {len(store.errors())} unreadable" if store.errors() else ""))
+    click.echo(
+        f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
+        + (f", {len(store.errors())} unreadable" if store.errors() else "")
+    )

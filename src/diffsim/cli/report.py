@@ -1,4 +1,5 @@
 """`diffsim report RESULTS...`: a Markdown table beside the paper's Table 1, and a bar chart."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`diffsim retrieve QUERY [QUERY ...] --index STORE`: the closest gallery images to each query."""
+
 from __future__ import annotations
 
 import csv
@@ -29,20 +30,46 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
 
 @click.command()
 @click.argument("queries", nargs=-1)
-@click.option("--index", "stores", multiple=True, required=True,
-              help="Store folder from `diffsim index build` (repeat: one grid row per store's metric).")
+@click.option(
+    "--index",
+    "stores",
+    multiple=True,
+    required=True,
+    help="Store folder from `diffsim index build` (repeat: one grid row per store's metric).",
+)
 @click.option("--top-k", "-k", "top_k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--prefilter", type=click.IntRange(min=1), default=None,
-              help="faiss proposes N candidates from the pooled vectors; exact scores re-rank them (needs diffsim-metric[faiss]).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per result line (query, rank, path, score, ...).")
+@click.option(
+    "--prefilter",
+    type=click.IntRange(min=1),
+    default=None,
+    help="faiss proposes N candidates from the pooled vectors; exact scores re-rank them "
+    "(needs diffsim-metric[faiss]).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per result line (query, rank, path, score, ...)."
+)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option("--grid", type=click.Path(dir_okay=False), default=None, help="Write a PNG: each query, then its top-k.")
-@click.option("--eval", "do_eval", is_flag=True,
-              help="Leave-one-out recall@1/5/10 and mAP of the store itself (one folder per class).")
+@click.option(
+    "--eval",
+    "do_eval",
+    is_flag=True,
+    help="Leave-one-out recall@1/5/10 and mAP of the store itself (one folder per class).",
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
 @click.option("--batch-size", type=int, default=None, help="Query images per network pass.")
-def retrieve(queries: tuple[str, ...], stores: tuple[str, ...], top_k: int, prefilter: int | None, as_json: bool,
-             as_csv: bool, grid: str | None, do_eval: bool, device: str | None, batch_size: int | None) -> None:
+def retrieve(
+    queries: tuple[str, ...],
+    stores: tuple[str, ...],
+    top_k: int,
+    prefilter: int | None,
+    as_json: bool,
+    as_csv: bool,
+    grid: str | None,
+    do_eval: bool,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
     """Rank the images of each --index store by their score against each QUERY (rank 1 = most similar)."""
     from ..gallery.search import Gallery, metric_for, require_faiss
 
@@ -60,7 +87,7 @@ def retrieve(queries: tuple[str, ...], stores: tuple[str, ...], top_k: int, pref
         require_faiss()
     runtime = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None}
     rows, grid_rows = [], []
-    for path, st in zip(stores, opened):
+    for path, st in zip(stores, opened, strict=False):
         gallery = Gallery(st, metric_for(st, **runtime))
         if do_eval:
             from ..gallery.evaluate import evaluate
@@ -69,24 +96,49 @@ def retrieve(queries: tuple[str, ...], stores: tuple[str, ...], top_k: int, pref
             if as_json:
                 click.echo(json.dumps({"index": path, "metric": st.metric_name, **res}))
             else:
-                click.echo(f"{path} ({st.metric_name}): " + ", ".join(
-                    f"{k} {v:.4f}" if isinstance(v, float) and k not in ("queries", "classes") else f"{k} {int(v)}"
-                    for k, v in res.items()))
+                click.echo(
+                    f"{path} ({st.metric_name}): "
+                    + ", ".join(
+                        f"{k} {v:.4f}" if isinstance(v, float) and k not in ("queries", "classes") else f"{k} {int(v)}"
+                        for k, v in res.items()
+                    )
+                )
         if not queries:
             continue
         hits = gallery.search(list(queries), k=top_k, prefilter=prefilter, names=list(queries))
-        for q, row in zip(queries, hits):
+        for q, row in zip(queries, hits, strict=False):
             for h in row:
-                rows.append({"query": q, "rank": h.rank, "path": h.path, "score": h.score, "metric": st.metric_name,
-                             "index": path, "file": h.file})
+                rows.append(
+                    {
+                        "query": q,
+                        "rank": h.rank,
+                        "path": h.path,
+                        "score": h.score,
+                        "metric": st.metric_name,
+                        "index": path,
+                        "file": h.file,
+                    }
+                )
             grid_rows.append((q, st.metric_name, row))
     _emit(rows, as_json, as_csv)
     if grid and grid_rows:
         from ..gallery.grid import ResultRow, retrieval_grid
 
-        order = sorted(range(len(grid_rows)), key=lambda i: queries.index(grid_rows[i][0]))  # a query's metrics together
-        out = retrieval_grid([ResultRow(grid_rows[i][0], grid_rows[i][0], grid_rows[i][1],
-                                        [(h.file, h.path, h.score) for h in grid_rows[i][2]]) for i in order], grid)
+        order = sorted(
+            range(len(grid_rows)), key=lambda i: queries.index(grid_rows[i][0])
+        )  # a query's metrics together
+        out = retrieval_grid(
+            [
+                ResultRow(
+                    grid_rows[i][0],
+                    grid_rows[i][0],
+                    grid_rows[i][1],
+                    [(h.file, h.path, h.score) for h in grid_rows[i][2]],
+                )
+                for i in order
+            ],
+            grid,
+        )
         click.echo(f"wrote {out}", err=True)
 
 

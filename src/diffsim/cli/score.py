@@ -1,4 +1,5 @@
 """`diffsim score REF CAND [CAND ...]`: score every candidate against the reference with any metric."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,16 @@ from .options import build_metric, diffsim_options
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def score(ctx: click.Context, reference: str, candidates: tuple[str, ...], as_json: bool, as_csv: bool, quiet: bool,
-          metric_name: str | None, **opts: Any) -> None:
+def score(
+    ctx: click.Context,
+    reference: str,
+    candidates: tuple[str, ...],
+    as_json: bool,
+    as_csv: bool,
+    quiet: bool,
+    metric_name: str | None,
+    **opts: Any,
+) -> None:
     """Score CANDIDATES against REFERENCE (two images print one number). Default metric: DiffSim-S."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -36,9 +45,17 @@ def score(ctx: click.Context, reference: str, candidates: tuple[str, ...], as_js
     cfg = metric.config
     extra = {k: cfg[k] for k in ("timestep", "step", "similarity") if k in cfg}
     rows = [
-        {"a": reference, "b": cand, "metric": metric.name, **({"layer": name} if name is not None else {}), **extra,
-         "higher_is_better": metric.higher_is_better, "score": float(scores[i])}
-        for name, scores in per_layer.items() for i, cand in enumerate(candidates)
+        {
+            "a": reference,
+            "b": cand,
+            "metric": metric.name,
+            **({"layer": name} if name is not None else {}),
+            **extra,
+            "higher_is_better": metric.higher_is_better,
+            "score": float(scores[i]),
+        }
+        for name, scores in per_layer.items()
+        for i, cand in enumerate(candidates)
     ]
     if as_json:
         for r in rows:

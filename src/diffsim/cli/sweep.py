@@ -1,4 +1,5 @@
 """`diffsim sweep NAME --root DIR --layers ... --steps ...`: accuracy over a layer x timestep grid."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,16 +17,40 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 @click.command()
 @dataset_options
-@click.option("--layers", "sweep_layers", multiple=True, required=True,
-              help="Layers to sweep, comma-separated or repeated (e.g. up0,up1,up2,down2).")
-@click.option("--steps", "sweep_steps", multiple=True, required=True,
-              help="Paper step indices, comma-separated or repeated (e.g. 100,300,500,700,900).")
+@click.option(
+    "--layers",
+    "sweep_layers",
+    multiple=True,
+    required=True,
+    help="Layers to sweep, comma-separated or repeated (e.g. up0,up1,up2,down2).",
+)
+@click.option(
+    "--steps",
+    "sweep_steps",
+    multiple=True,
+    required=True,
+    help="Paper step indices, comma-separated or repeated (e.g. 100,300,500,700,900).",
+)
 @diffsim_options
 @click.pass_context
-def sweep(ctx: click.Context, name: str, root: str | None, protocol: str, ds_options: tuple[str, ...],
-          triplets_file: str | None, out_dir: str | None, strict: bool, strict_ties: bool,
-          no_dataset_prompts: bool, overwrite: bool, quiet: bool, sweep_layers: tuple[str, ...],
-          sweep_steps: tuple[str, ...], metric_name: str | None, **opts) -> None:
+def sweep(
+    ctx: click.Context,
+    name: str,
+    root: str | None,
+    protocol: str,
+    ds_options: tuple[str, ...],
+    triplets_file: str | None,
+    out_dir: str | None,
+    strict: bool,
+    strict_ties: bool,
+    no_dataset_prompts: bool,
+    overwrite: bool,
+    quiet: bool,
+    sweep_layers: tuple[str, ...],
+    sweep_steps: tuple[str, ...],
+    metric_name: str | None,
+    **opts,
+) -> None:
     """Evaluate DiffSim-S on every (layer, step): one U-Net pass per image and step serves all layers."""
     from ..bench import EvalOptions
     from ..bench.sweep import sweep as run_sweep
@@ -45,10 +70,17 @@ def sweep(ctx: click.Context, name: str, root: str | None, protocol: str, ds_opt
         raise ConfigError("sweeps run on 2AFC benchmarks, not tiktok")
     metric = bench_metric(ctx, metric_name or "diffsim-s", name, opts)
     out = Path(out_dir or default_out(name, metric.name, data.protocol, "-sweep"))
-    eo = EvalOptions(strict=strict, strict_ties=strict_ties, use_prompts=not no_dataset_prompts,
-                     overwrite=overwrite, progress=not quiet)
+    eo = EvalOptions(
+        strict=strict,
+        strict_ties=strict_ties,
+        use_prompts=not no_dataset_prompts,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     r = run_sweep(metric, data, layers, steps, out, eo)
     b = r["best"]
-    click.echo(f"{name} [{r['protocol_label']}]: best {100 * b['accuracy']:.2f}% at layer {b['layer']}, "
-               f"step {b['step']}; {r['unet_calls']} U-Net calls for {len(layers)}x{len(steps)} settings")
+    click.echo(
+        f"{name} [{r['protocol_label']}]: best {100 * b['accuracy']:.2f}% at layer {b['layer']}, "
+        f"step {b['step']}; {r['unet_calls']} U-Net calls for {len(layers)}x{len(steps)} settings"
+    )
     click.echo(f"results: {out / 'sweep.csv'}, {out / 'heatmap.png'}")

@@ -1,4 +1,5 @@
 """Readers for the paper's benchmarks, as distributed on disk, and their triplet protocols."""
+
 from .base import DatasetSpec, Triplet, TripletSet, VideoSet
 from .registry import dataset_spec, list_datasets, load_dataset
 

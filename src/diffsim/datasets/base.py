@@ -3,6 +3,7 @@
 Every loader sorts its listings and draws from a local ``random.Random(seed)``, so a triplet set
 depends only on the files and the seed, never on the filesystem order or the machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,12 @@ class Triplet:
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "anchor": self.anchor, "positive": self.positive,
-                               "negative": self.negative}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "anchor": self.anchor,
+            "positive": self.positive,
+            "negative": self.negative,
+        }
         if self.prompt is not None:
             out["prompt"] = self.prompt
         if self.meta:
@@ -42,7 +47,7 @@ class Triplet:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Triplet":
+    def from_json(cls, d: Mapping[str, Any]) -> Triplet:
         try:
             return cls(str(d["id"]), d["anchor"], d["positive"], d["negative"], d.get("prompt"), d.get("meta") or {})
         except KeyError as exc:

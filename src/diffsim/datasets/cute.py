@@ -5,13 +5,25 @@ per round; A and B share the instance and a random condition folder, C is anothe
 same-named condition. Prompt ``"The photo of a {category}"``. Stray files (``.DS_Store``, ``main.py``)
 are ignored; image extensions match case-insensitively.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .base import (DatasetSpec, Triplet, TripletSet, check_options, layout_error, list_dirs, list_images, opt_int,
-                   rel, require_dir, rng)
+from .base import (
+    DatasetSpec,
+    Triplet,
+    TripletSet,
+    check_options,
+    layout_error,
+    list_dirs,
+    list_images,
+    opt_int,
+    rel,
+    require_dir,
+    rng,
+)
 
 LAYOUT = """\
 CUTE/
@@ -54,10 +66,27 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
                     notes.add(f"{cat}/{inst}/{cond}: no other instance has this condition; skipped")
                     continue
                 c = r.choice(insts[r.choice(others)][cond])
-                triplets.append(Triplet(f"{rnd}/{cat}/{inst}", rel(a, root), rel(b, root), rel(c, root),
-                                        PROMPT.format(cat), {"condition": cond}))
+                triplets.append(
+                    Triplet(
+                        f"{rnd}/{cat}/{inst}",
+                        rel(a, root),
+                        rel(b, root),
+                        rel(c, root),
+                        PROMPT.format(cat),
+                        {"condition": cond},
+                    )
+                )
     return TripletSet("cute", protocol, str(root), seed, {"rounds": rounds}, triplets, sorted(notes))
 
 
-SPEC = DatasetSpec("cute", "CUTE instance similarity (same instance, same condition)", LAYOUT, "2afc", build,
-                   ("paper",), OPTIONS, "diffsim-s-cute", 1800)
+SPEC = DatasetSpec(
+    "cute",
+    "CUTE instance similarity (same instance, same condition)",
+    LAYOUT,
+    "2afc",
+    build,
+    ("paper",),
+    OPTIONS,
+    "diffsim-s-cute",
+    1800,
+)

@@ -6,6 +6,7 @@ unordered pairs whose ratings differ by at least ``min_gap`` (2), and at most ``
 pairs per (method, reference). Unlike the script, method folders map to rating files by exact name
 (no substring matching, so DreamBooth-LoRA is never scored against DreamBooth-SD ratings).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .base import (DatasetSpec, Triplet, TripletSet, check_options, layout_error, list_dirs, opt_int, rel,
-                   require_dir, rng)
+from .base import (
+    DatasetSpec,
+    Triplet,
+    TripletSet,
+    check_options,
+    layout_error,
+    list_dirs,
+    opt_int,
+    rel,
+    require_dir,
+    rng,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +36,12 @@ data_human_rating/merged_data/group1/<method>-cp.json       {"<collection_id>-<p
 data_human_rating/merged_data/group2/<method>-cp.json       (or raw_data/group*/*-<method>.json)
    --root is samples/ or its parent; option ratings=DIR for data_human_rating elsewhere
 """
-OPTIONS = {"ratings": "data_human_rating folder (default: inside or beside the samples folder)",
-           "max_pairs": "pairs kept per (method, reference) (default 5)",
-           "min_gap": "minimum rating gap of a pair (default 2)",
-           "max_disagreement": "drop keys where the two groups differ by more (default 2)"}
+OPTIONS = {
+    "ratings": "data_human_rating folder (default: inside or beside the samples folder)",
+    "max_pairs": "pairs kept per (method, reference) (default 5)",
+    "min_gap": "minimum rating gap of a pair (default 2)",
+    "max_disagreement": "drop keys where the two groups differ by more (default 2)",
+}
 GROUPS = ("group1", "group2")
 
 #: rating-file method name -> the sample folder names it is known under (constants.py and generate_images.py)
@@ -37,10 +50,14 @@ METHOD_DIRS: dict[str, tuple[str, ...]] = {
     "dreambooth_sd": ("dreambooth_sd_gs7_5_step100_seed42_torch_float16",),
     "dreambooth_lora_sdxl": ("dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16",),
     "emu2": ("emu2_gs3_step50_seed42_torch_bfloat16",),
-    "ip_adapter_plus_vit_h_sdxl": ("ip_adapter_plus_vit_h_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
-                                   "ip_adapter_plus_sdxl_vit_h_scale0_6_gs7_5_step100_seed42_torch_float16"),
-    "ip_adapter_vit_g_sdxl": ("ip_adapter_vit_g_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
-                              "ip_adapter_sdxl_vit_g_scale0_6_gs7_5_step100_seed42_torch_float16"),
+    "ip_adapter_plus_vit_h_sdxl": (
+        "ip_adapter_plus_vit_h_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
+        "ip_adapter_plus_sdxl_vit_h_scale0_6_gs7_5_step100_seed42_torch_float16",
+    ),
+    "ip_adapter_vit_g_sdxl": (
+        "ip_adapter_vit_g_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
+        "ip_adapter_sdxl_vit_g_scale0_6_gs7_5_step100_seed42_torch_float16",
+    ),
     "textual_inversion_sd": ("textual_inversion_sd_gs7_5_step100_seed42_torch_float16",),
 }
 _DIR_TO_METHOD = {d: m for m, dirs in METHOD_DIRS.items() for d in dirs}
@@ -104,21 +121,37 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
                     continue
                 scores[int(p)] = (g1[key] + g2[key]) / 2
             ps = sorted(scores)
-            pairs = [(a, b) for i, a in enumerate(ps) for b in ps[i + 1:] if abs(scores[a] - scores[b]) >= min_gap]
+            pairs = [(a, b) for i, a in enumerate(ps) for b in ps[i + 1 :] if abs(scores[a] - scores[b]) >= min_gap]
             if len(pairs) > max_pairs:
                 pairs = r.sample(pairs, max_pairs)
             ref = cdir / "0_0.jpg"
             for a, b in pairs:
                 hi, lo = (a, b) if scores[a] > scores[b] else (b, a)
                 tgt = mdir / "tgt_image" / cid
-                triplets.append(Triplet(f"{method}/{cid}/{hi}-{lo}", rel(ref, root), rel(tgt / f"{hi}_0.jpg", root),
-                                        rel(tgt / f"{lo}_0.jpg", root), None,
-                                        {"ratings": [scores[hi], scores[lo]], "method": method}))
+                triplets.append(
+                    Triplet(
+                        f"{method}/{cid}/{hi}-{lo}",
+                        rel(ref, root),
+                        rel(tgt / f"{hi}_0.jpg", root),
+                        rel(tgt / f"{lo}_0.jpg", root),
+                        None,
+                        {"ratings": [scores[hi], scores[lo]], "method": method},
+                    )
+                )
     if methods == 0:
         raise layout_error("dreambench", samples, "no method folder with matching rating files", LAYOUT)
     opts = {"max_pairs": max_pairs, "min_gap": min_gap, "max_disagreement": max_dis}
     return TripletSet("dreambench", protocol, str(root), seed, opts, triplets, notes)
 
 
-SPEC = DatasetSpec("dreambench", "DreamBench++ concept preservation, human ratings", LAYOUT, "2afc", build,
-                   ("paper",), OPTIONS, "diffsim-s-instance", 937)
+SPEC = DatasetSpec(
+    "dreambench",
+    "DreamBench++ concept preservation, human ratings",
+    LAYOUT,
+    "2afc",
+    build,
+    ("paper",),
+    OPTIONS,
+    "diffsim-s-instance",
+    937,
+)

@@ -5,20 +5,35 @@
 Variants are ``IPref/<cls>/<weight>.png``; the original is ``<cls>.JPG`` (any case) in a second root
 (``original_root`` option, default ``../IPA-bench`` beside the root).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .base import (DatasetSpec, Triplet, TripletSet, check_options, is_image, layout_error, list_dirs, list_images,
-                   opt_int, rel, require_dir, rng)
+from .base import (
+    DatasetSpec,
+    Triplet,
+    TripletSet,
+    check_options,
+    is_image,
+    layout_error,
+    list_dirs,
+    list_images,
+    opt_int,
+    rel,
+    require_dir,
+    rng,
+)
 
 LAYOUT = """\
 IPref/<cls>/1.0.png 0.8.png 0.6.png 0.4.png 0.35.png 0.3.png 0.2.png    (file name = IP weight)
 IPA-bench/<cls>.JPG                                                     (original; option original_root)
 """
-OPTIONS = {"original_root": "folder of the originals <cls>.JPG (default: IPA-bench beside the root)",
-           "repeats": "random pairs per class for the paper protocol (default 5)"}
+OPTIONS = {
+    "original_root": "folder of the originals <cls>.JPG (default: IPA-bench beside the root)",
+    "repeats": "random pairs per class for the paper protocol (default 5)",
+}
 SCRIPT_PAIRS = [(1.0, 0.6), (0.8, 0.4), (0.6, 0.3), (0.4, 0.35), (0.3, 0.2)]
 
 
@@ -67,13 +82,30 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
         else:
             pairs = [tuple(sorted(r.sample(sorted(w), 2), reverse=True)) for _ in range(repeats)] if len(w) >= 2 else []
         for k, (hi, lo) in enumerate(pairs):
-            triplets.append(Triplet(f"{cls}/{k}", rel(originals[cls], root), rel(w[hi], root), rel(w[lo], root),
-                                    None, {"weights": [hi, lo]}))
+            triplets.append(
+                Triplet(
+                    f"{cls}/{k}",
+                    rel(originals[cls], root),
+                    rel(w[hi], root),
+                    rel(w[lo], root),
+                    None,
+                    {"weights": [hi, lo]},
+                )
+            )
     opts: dict[str, Any] = {"original_root": str(orig_root)}
     if protocol == "paper":
         opts["repeats"] = repeats
     return TripletSet("ipbench", protocol, str(root), seed, opts, triplets, notes)
 
 
-SPEC = DatasetSpec("ipbench", "IP bench: IP-Adapter weight variants of 299 characters", LAYOUT, "2afc", build,
-                   ("paper", "script"), OPTIONS, "diffsim-s-instance", 1495)
+SPEC = DatasetSpec(
+    "ipbench",
+    "IP bench: IP-Adapter weight variants of 299 characters",
+    LAYOUT,
+    "2afc",
+    build,
+    ("paper", "script"),
+    OPTIONS,
+    "diffsim-s-instance",
+    1495,
+)

@@ -4,6 +4,7 @@
 ``script``: ``split == 'val'`` and no vote filter, as the authors' ``night_main.py`` does.
 Columns are read by name; the prompt is ``"An image of a {prompt.lower()}"``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,10 @@ nights/
 └── distort/000/000_0.png, 000_1.png ...
 """
 REQUIRED = ("ref_path", "left_path", "right_path", "left_vote", "split")
-OPTIONS = {"split": "train, val or test (paper: test, script: val)",
-           "min_votes": "keep rows with votes >= N (paper: 6, script: 0)"}
+OPTIONS = {
+    "split": "train, val or test (paper: test, script: val)",
+    "min_votes": "keep rows with votes >= N (paper: 6, script: 0)",
+}
 PROMPT = "An image of a {}"
 
 
@@ -54,12 +57,29 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
         left = int(r["left_vote"]) == 1
         pos, neg = (r["left_path"], r["right_path"]) if left else (r["right_path"], r["left_path"])
         prompt = PROMPT.format(r["prompt"].lower()) if r.get("prompt") else None
-        triplets.append(Triplet(str(r.get("id") or i), r["ref_path"], pos, neg, prompt,
-                                {"closer": "left" if left else "right"}))
+        triplets.append(
+            Triplet(str(r.get("id") or i), r["ref_path"], pos, neg, prompt, {"closer": "left" if left else "right"})
+        )
     triplets.sort(key=lambda t: (t.anchor, t.id))
-    return TripletSet("nights", protocol, str(root), seed, {"split": split, "min_votes": min_votes}, triplets,
-                      [f"rows per split: {dict(sorted(splits.items()))}"])
+    return TripletSet(
+        "nights",
+        protocol,
+        str(root),
+        seed,
+        {"split": split, "min_votes": min_votes},
+        triplets,
+        [f"rows per split: {dict(sorted(splits.items()))}"],
+    )
 
 
-SPEC = DatasetSpec("nights", "NIGHTS 2AFC, human votes (DreamSim)", LAYOUT, "2afc", build, ("paper", "script"),
-                   OPTIONS, "diffsim-s-nights", 2120)
+SPEC = DatasetSpec(
+    "nights",
+    "NIGHTS 2AFC, human votes (DreamSim)",
+    LAYOUT,
+    "2afc",
+    build,
+    ("paper", "script"),
+    OPTIONS,
+    "diffsim-s-nights",
+    2120,
+)

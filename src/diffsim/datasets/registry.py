@@ -1,4 +1,5 @@
 """Benchmark registry: ``list_datasets()``, ``dataset_spec(name)``, ``load_dataset(name, root, ...)``."""
+
 from __future__ import annotations
 
 import difflib
@@ -10,9 +11,19 @@ from ..errors import DatasetError
 from . import cute, dreambench, ipbench, nights, style, tid2013, tiktok
 from .base import DatasetSpec, TripletSet, VideoSet
 
-_DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
-    nights.SPEC, dreambench.SPEC, cute.SPEC, ipbench.SPEC, tid2013.SPEC, style.SREF, style.INSTANTSTYLE,
-    tiktok.SPEC)}
+_DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        nights.SPEC,
+        dreambench.SPEC,
+        cute.SPEC,
+        ipbench.SPEC,
+        tid2013.SPEC,
+        style.SREF,
+        style.INSTANTSTYLE,
+        tiktok.SPEC,
+    )
+}
 
 
 def list_datasets() -> list[str]:
@@ -28,8 +39,9 @@ def dataset_spec(name: str) -> DatasetSpec:
     return _DATASETS[name]
 
 
-def load_dataset(name: str, root: str | os.PathLike, protocol: str = "paper", seed: int = 0,
-                 options: dict[str, Any] | None = None) -> TripletSet | VideoSet:
+def load_dataset(
+    name: str, root: str | os.PathLike, protocol: str = "paper", seed: int = 0, options: dict[str, Any] | None = None
+) -> TripletSet | VideoSet:
     """The triplets (or videos) of benchmark ``name`` read from ``root`` under ``protocol``."""
     spec = dataset_spec(name)
     if protocol not in spec.protocols:

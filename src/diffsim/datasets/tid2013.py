@@ -4,14 +4,25 @@
 ``script``: level 2 vs level 3 for every (reference, type), as ``tid_main.py``.
 File names are matched case-insensitively in ``reference_images/``, ``distorted_images/`` or a flat root.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 from typing import Any
 
-from .base import (DatasetSpec, Triplet, TripletSet, check_options, is_image, layout_error, opt_str, rel,
-                   require_dir, rng)
+from .base import (
+    DatasetSpec,
+    Triplet,
+    TripletSet,
+    check_options,
+    is_image,
+    layout_error,
+    opt_str,
+    rel,
+    require_dir,
+    rng,
+)
 
 LAYOUT = """\
 tid2013/
@@ -51,7 +62,9 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
         try:
             a, b = (int(x) for x in levels.split(","))
         except ValueError:
-            raise layout_error("tid2013", root, f"bad levels option {levels!r} (use 'random' or 'A,B')", LAYOUT)
+            raise layout_error(
+                "tid2013", root, f"bad levels option {levels!r} (use 'random' or 'A,B')", LAYOUT
+            ) from None
         fixed = (a, b)
     refs, dists = _index(root)
     if not refs or not dists:
@@ -75,10 +88,27 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
             if lo not in lv or hi not in lv:
                 notes.append(f"i{ref:02d}_{typ:02d}: level {lo} or {hi} missing; skipped")
                 continue
-        triplets.append(Triplet(f"i{ref:02d}_{typ:02d}", rel(refs[ref], root), rel(lv[lo], root), rel(lv[hi], root),
-                                None, {"levels": [lo, hi], "type": typ}))
+        triplets.append(
+            Triplet(
+                f"i{ref:02d}_{typ:02d}",
+                rel(refs[ref], root),
+                rel(lv[lo], root),
+                rel(lv[hi], root),
+                None,
+                {"levels": [lo, hi], "type": typ},
+            )
+        )
     return TripletSet("tid2013", protocol, str(root), seed, {"levels": levels}, triplets, sorted(set(notes)))
 
 
-SPEC = DatasetSpec("tid2013", "TID2013 distortion levels (lower level is closer)", LAYOUT, "2afc", build,
-                   ("paper", "script"), OPTIONS, "diffsim-s-style", 600)
+SPEC = DatasetSpec(
+    "tid2013",
+    "TID2013 distortion levels (lower level is closer)",
+    LAYOUT,
+    "2afc",
+    build,
+    ("paper", "script"),
+    OPTIONS,
+    "diffsim-s-style",
+    600,
+)

@@ -4,13 +4,13 @@
 included); the variance of the scores of frames 2..K against frame 1 is computed per video, then
 averaged over videos (lower is more robust).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .base import DatasetSpec, VideoSet, check_options, layout_error, list_dirs, list_images, opt_int, rel, \
-    require_dir
+from .base import DatasetSpec, VideoSet, check_options, layout_error, list_dirs, list_images, opt_int, rel, require_dir
 
 LAYOUT = """\
 TikTok_dataset/
@@ -44,9 +44,18 @@ def build(root: Path, protocol: str = "paper", seed: int = 0, options: dict[str,
         videos.append((v.name, [rel(frames[i], root) for i in even_indices(len(frames), k)]))
     if not videos:
         raise layout_error("tiktok", base, "no video folder with frames found", LAYOUT)
-    return VideoSet("tiktok", protocol, str(root), {"frames": k, "variance": "population, per video, mean"},
-                    videos, notes)
+    return VideoSet(
+        "tiktok", protocol, str(root), {"frames": k, "variance": "population, per video, mean"}, videos, notes
+    )
 
 
-SPEC = DatasetSpec("tiktok", "TikTok dance videos: score variance against the first frame", LAYOUT, "consistency",
-                   build, ("paper",), OPTIONS, "diffsim-s")
+SPEC = DatasetSpec(
+    "tiktok",
+    "TikTok dance videos: score variance against the first frame",
+    LAYOUT,
+    "consistency",
+    build,
+    ("paper",),
+    OPTIONS,
+    "diffsim-s",
+)

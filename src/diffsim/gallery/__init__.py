@@ -1,4 +1,5 @@
 """Galleries: sources, an on-disk feature store, streaming builds, retrieval and near-duplicates."""
+
 from .sources import Source, Sources, collect
 from .store import GalleryStore, Row, ShardRecord, file_hash
 

@@ -5,6 +5,7 @@ stored with the same content hash are skipped (a rerun embeds nothing; an append
 file is embedded), and shards left uncommitted by an interrupted build are recovered first, so a
 killed build resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,9 +68,10 @@ class _ShardWriter:
 
     def flush(self, final: bool = False) -> None:
         if self.items:
-            srcs, hashes, feats, pooled = zip(*self.items)
-            record = self.store.write_shard([s.id for s in srcs], [s.path for s in srcs], list(hashes),
-                                            Features.cat(feats), torch.cat(pooled))
+            srcs, hashes, feats, pooled = zip(*self.items, strict=False)
+            record = self.store.write_shard(
+                [s.id for s in srcs], [s.path for s in srcs], list(hashes), Features.cat(feats), torch.cat(pooled)
+            )
             self.items = []
             self.store.add_shard(record)
             self.written.append(record.name)
@@ -92,7 +94,9 @@ def _stream_metric(metric: Any, batch_size: int | None) -> Any:
     return metric.with_settings(**changes) if changes else metric
 
 
-def plan(sources: Sources, store: GalleryStore, strict: bool = False) -> tuple[list[tuple[Source, str]], int, list[tuple[str, str]]]:
+def plan(
+    sources: Sources, store: GalleryStore, strict: bool = False
+) -> tuple[list[tuple[Source, str]], int, list[tuple[str, str]]]:
     """(images to embed with their content hashes, how many are already stored, unreadable files)."""
     known = store.hashes()
     todo: list[tuple[Source, str]] = []
@@ -115,10 +119,18 @@ def plan(sources: Sources, store: GalleryStore, strict: bool = False) -> tuple[l
     return todo, skipped, failures
 
 
-def build_index(sources: Sources, store: GalleryStore, metric: Any, batch_size: int | None = None,
-                num_workers: int | None = 0, strict: bool = False, progress: bool = False,
-                shard_size: int | None = None, commit_every: float = 30.0,
-                on_batch: Callable[[int], None] | None = None) -> BuildReport:
+def build_index(
+    sources: Sources,
+    store: GalleryStore,
+    metric: Any,
+    batch_size: int | None = None,
+    num_workers: int | None = 0,
+    strict: bool = False,
+    progress: bool = False,
+    shard_size: int | None = None,
+    commit_every: float = 30.0,
+    on_batch: Callable[[int], None] | None = None,
+) -> BuildReport:
     """Embed the images of ``sources`` that ``store`` lacks (or that changed) and write them as shards.
 
     ``batch_size``: images per network pass (default: the metric's); ``num_workers``: DataLoader decode
@@ -134,8 +146,14 @@ def build_index(sources: Sources, store: GalleryStore, metric: Any, batch_size: 
     writer = _ShardWriter(store, shard_size, commit_every)
     if todo:
         m = _stream_metric(metric, batch_size)
-        loader = ImageLoader([s.path for s, _ in todo], m.preprocessor, m.settings.batch_size, device=m.device,
-                             num_workers=num_workers, strict=strict)
+        loader = ImageLoader(
+            [s.path for s, _ in todo],
+            m.preprocessor,
+            m.settings.batch_size,
+            device=m.device,
+            num_workers=num_workers,
+            strict=strict,
+        )
         bar, failed = None, 0
         if progress:
             from tqdm.auto import tqdm
@@ -162,7 +180,13 @@ def build_index(sources: Sources, store: GalleryStore, metric: Any, batch_size: 
     report.shards = writer.written
     store.set_errors(report.failures)
     report.seconds = time.perf_counter() - t0
-    logger.info("built %s: %d embedded, %d already stored, %d recovered, %d unreadable in %.1f s",
-                store.folder, report.embedded, report.skipped, report.recovered, len(report.failures), report.seconds)
+    logger.info(
+        "built %s: %d embedded, %d already stored, %d recovered, %d unreadable in %.1f s",
+        store.folder,
+        report.embedded,
+        report.skipped,
+        report.recovered,
+        len(report.failures),
+        report.seconds,
+    )
     return report
-

@@ -4,6 +4,7 @@ Each stored image's ``neighbours`` nearest pooled vectors (faiss inner product) 
 each pair is scored exactly with the store's metric, and the pairs whose score passes the threshold
 (``>=`` for similarities, ``<=`` for distances) link images into groups (connected components).
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,7 +61,7 @@ def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[st
             fa = gallery.store.load([a for a, _ in part]).to(dev)
             fb = gallery.store.load([b for _, b in part]).to(dev)
             scores = gallery.metric.compare(fa, fb).float().cpu()
-            out += [(a, b, float(v)) for (a, b), v in zip(part, scores.tolist())]
+            out += [(a, b, float(v)) for (a, b), v in zip(part, scores.tolist(), strict=False)]
     return out
 
 
@@ -83,7 +84,7 @@ def find_groups(gallery: Gallery, threshold: float, neighbours: int = 10) -> Gro
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(ids), len(ids)))
     _, comp = connected_components(graph, directed=False)
     members: dict[int, list[str]] = {}
-    for i, c in zip(ids, comp.tolist()):
+    for i, c in zip(ids, comp.tolist(), strict=False):
         members.setdefault(c, []).append(i)
     groups = sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
     passing.sort(key=lambda p: -p[2] if higher else p[2])
@@ -103,12 +104,16 @@ def write_groups(result: Groups, gallery: Gallery, out: str | os.PathLike, pictu
             for m in members:
                 w.writerow([g, m, gallery.file_of(m)])
     group_of = {m: g for g, ms in enumerate(result.groups, 1) for m in ms}
-    doc = [{"group": g, "members": ms, "pairs": [{"a": a, "b": b, "score": s} for a, b, s in result.pairs
-                                                  if group_of.get(a) == g]}
-           for g, ms in enumerate(result.groups, 1)]
+    doc = [
+        {
+            "group": g,
+            "members": ms,
+            "pairs": [{"a": a, "b": b, "score": s} for a, b, s in result.pairs if group_of.get(a) == g],
+        }
+        for g, ms in enumerate(result.groups, 1)
+    ]
     (folder / "groups.json").write_text(json.dumps(doc, indent=1))
     if pictures:
         for g, ms in enumerate(result.groups, 1):
             group_grid([(gallery.file_of(m), m) for m in ms], folder / f"group-{g:04d}.png", f"group {g}")
     return folder
-

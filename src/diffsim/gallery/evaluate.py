@@ -5,6 +5,7 @@ N x N score matrix is held, so this is meant for evaluation galleries of thousan
 ``recall@k`` is the fraction of queries with at least one image of their class among the top k (the
 usual Recall@k of image retrieval); ``mAP`` is the mean average precision over the whole ranking.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,14 +47,19 @@ def evaluate(gallery: Gallery, ks: Sequence[int] = (1, 5, 10)) -> dict[str, floa
     from .._optional import require
 
     retrieval = require("torchmetrics.functional.retrieval", "torchmetrics", "retrieval evaluation (--eval)")
-    retrieval_average_precision, retrieval_hit_rate = retrieval.retrieval_average_precision, retrieval.retrieval_hit_rate
+    retrieval_average_precision, retrieval_hit_rate = (
+        retrieval.retrieval_average_precision,
+        retrieval.retrieval_hit_rate,
+    )
 
     ids, scores = all_scores(gallery)
     found = [label_of(i) for i in ids]
     labels = [lab for lab in found if lab is not None]
     if len(labels) < len(found):
-        raise StoreError("evaluation needs one folder per class: every image id must start with its class "
-                         "folder (build the store from the folder holding the class folders)")
+        raise StoreError(
+            "evaluation needs one folder per class: every image id must start with its class "
+            "folder (build the store from the folder holding the class folders)"
+        )
     preds = scores if gallery.higher_is_better else -scores
     lab = {v: j for j, v in enumerate(sorted(set(labels)))}
     y = torch.tensor([lab[v] for v in labels])
@@ -62,7 +68,7 @@ def evaluate(gallery: Gallery, ks: Sequence[int] = (1, 5, 10)) -> dict[str, floa
     aps = []
     for q in range(n):
         keep = torch.arange(n) != q
-        target = (y[keep] == y[q])
+        target = y[keep] == y[q]
         if not target.any():
             continue
         p = preds[q, keep].double()

@@ -5,6 +5,7 @@ it), then its top-k with rank and score. :func:`group_grid`: the members of one 
 ``thumb`` x ``thumb`` thumbnail with a caption strip; the PNG is exactly ``cols * thumb`` pixels wide and
 ``rows * (thumb + caption)`` high.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,7 @@ def thumbnail(image: str | os.PathLike | Image.Image | None, size: int) -> np.nd
 
 
 def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
 def draw(cells: Sequence[Sequence[Cell]], out: str | os.PathLike, thumb: int = 160) -> Path:
@@ -74,10 +75,24 @@ def draw(cells: Sequence[Sequence[Cell]], out: str | os.PathLike, thumb: int = 1
                     spine.set_edgecolor(cell.frame)
                     spine.set_linewidth(3)
             y = bottom - 4 / height
-            fig.text(left + 0.5 * thumb / width, y, _short(cell.title, chars), ha="center", va="top",
-                     fontsize=9, fontweight="bold")
-            fig.text(left + 0.5 * thumb / width, y - 15 / height, _short(cell.subtitle, chars + 4), ha="center",
-                     va="top", fontsize=7, color="#444444")
+            fig.text(
+                left + 0.5 * thumb / width,
+                y,
+                _short(cell.title, chars),
+                ha="center",
+                va="top",
+                fontsize=9,
+                fontweight="bold",
+            )
+            fig.text(
+                left + 0.5 * thumb / width,
+                y - 15 / height,
+                _short(cell.subtitle, chars + 4),
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="#444444",
+            )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, facecolor="white")
@@ -105,8 +120,9 @@ def retrieval_grid(rows: Sequence[ResultRow], out: str | os.PathLike, thumb: int
     return draw(cells, out, thumb)
 
 
-def group_grid(members: Sequence[tuple[str, str]], out: str | os.PathLike, title: str = "", thumb: int = 128,
-               cols: int = 6) -> Path:
+def group_grid(
+    members: Sequence[tuple[str, str]], out: str | os.PathLike, title: str = "", thumb: int = 128, cols: int = 6
+) -> Path:
     """The images of one near-duplicate group ((file, id) pairs), ``cols`` per row."""
     cells = [Cell(f, title if i == 0 and title else "", id_) for i, (f, id_) in enumerate(members)]
     return draw([cells[i : i + cols] for i in range(0, len(cells), cols)], out, thumb)

@@ -5,6 +5,7 @@ images) at a time, keeping a running top-k, so memory stays bounded by the shard
 ``prefilter=N``, a faiss inner-product index over the pooled vectors proposes N candidates per query
 and only those are scored exactly. Top-k follows the metric's polarity (``higher_is_better``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,7 @@ def require_faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:
-        raise ConfigError("the faiss prefilter needs faiss: pip install \"diffsim-metric[faiss]\" (faiss-cpu)") from exc
+        raise ConfigError('the faiss prefilter needs faiss: pip install "diffsim-metric[faiss]" (faiss-cpu)') from exc
     return faiss
 
 
@@ -74,7 +75,7 @@ class Gallery:
         self._faiss_ids: list[str] = []
 
     @classmethod
-    def open(cls, store: str | os.PathLike | GalleryStore, metric: Any = None, **runtime: Any) -> "Gallery":
+    def open(cls, store: str | os.PathLike | GalleryStore, metric: Any = None, **runtime: Any) -> Gallery:
         """Open a store folder; the metric is rebuilt from the store's settings unless given."""
         st = store if isinstance(store, GalleryStore) else GalleryStore.open(store)
         return cls(st, metric if metric is not None else metric_for(st, **runtime))
@@ -96,7 +97,7 @@ class Gallery:
     def file_of(self, id_: str) -> str:
         if self._paths is None:
             t = self.store.table()
-            self._paths = dict(zip(t.column("id").to_pylist(), t.column("path").to_pylist()))
+            self._paths = dict(zip(t.column("id").to_pylist(), t.column("path").to_pylist(), strict=False))
         return self._paths.get(id_, id_)
 
     # ------------------------------------------------------------------ queries
@@ -148,7 +149,7 @@ class Gallery:
             pool_ids = [row + ids for row in best_i]
             best_i = [[pool_ids[q][j] for j in idx[q].tolist()] for q in range(len(fq))]
             best_s = vals
-        return [list(zip(best_i[q], best_s[q].tolist())) for q in range(len(fq))]
+        return [list(zip(best_i[q], best_s[q].tolist(), strict=False)) for q in range(len(fq))]
 
     # ------------------------------------------------------------------ prefilter
     def faiss_index(self) -> tuple[Any, list[str]]:
@@ -172,7 +173,7 @@ class Gallery:
         """Exact scores of each query against its own candidates only, one shard at a time; top-k."""
         where = {}
         for shard, (ids, rows) in self.store.by_shard().items():
-            for i, r in zip(ids, rows):
+            for i, r in zip(ids, rows, strict=False):
                 where[i] = (shard, r)
         need: dict[str, dict[int, list[str]]] = {}  # shard -> query -> ids
         for q, cands in enumerate(candidates):
@@ -191,13 +192,18 @@ class Gallery:
                     part = cs[s : s + block]
                     fb = feats[[pos[c] for c in part]].to(dev)
                     scores = self.metric.compare_matrix(fq[q], fb).float().cpu()[0].tolist()
-                    found[q] += list(zip(part, scores))
+                    found[q] += list(zip(part, scores, strict=False))
         higher = self.higher_is_better
         return [sorted(f, key=lambda t: -t[1] if higher else t[1])[:k] for f in found]
 
     # ------------------------------------------------------------------ search
-    def search(self, images: ImagesLike | Features, k: int = 10, prefilter: int | None = None,
-               names: Sequence[str] | None = None) -> list[list[Hit]]:
+    def search(
+        self,
+        images: ImagesLike | Features,
+        k: int = 10,
+        prefilter: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[list[Hit]]:
         """Top-``k`` stored images for each query (rank 1 = best), exact; ``prefilter=N``: faiss proposes N."""
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k (top-k) must be a positive integer; got {k!r}")
@@ -210,5 +216,7 @@ class Gallery:
             ranked = self.rerank(fq, self.candidates(fq, prefilter), k)
         else:
             ranked = self._exhaustive(fq, k)
-        return [[Hit(qnames[q], r + 1, i, float(s), self.file_of(i)) for r, (i, s) in enumerate(row)]
-                for q, row in enumerate(ranked)]
+        return [
+            [Hit(qnames[q], r + 1, i, float(s), self.file_of(i)) for r, (i, s) in enumerate(row)]
+            for q, row in enumerate(ranked)
+        ]

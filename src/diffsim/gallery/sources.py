@@ -4,6 +4,7 @@ Every image gets a stable id: its path relative to the gallery root (POSIX separ
 is a folder or a list file, else its absolute path. Folders are walked in sorted order (hidden files and
 folders skipped); only files with an image extension are taken.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,7 @@ def read_list(list_file: str | os.PathLike) -> Sources:
     root = lf.parent
     items: list[Source] = []
     seen: set[str] = set()
-    for n, line in enumerate(lf.read_text(encoding="utf-8").splitlines(), 1):
+    for _n, line in enumerate(lf.read_text(encoding="utf-8").splitlines(), 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue

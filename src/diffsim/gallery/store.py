@@ -29,6 +29,7 @@ Format (version 1), a folder::
   match its checksum, or that safetensors cannot parse, is a :class:`~diffsim.errors.StoreError`
   naming the file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -97,9 +98,13 @@ class ShardRecord:
 def _store_settings(metric: Any, compact: str) -> dict[str, Any]:
     runtime: frozenset[str] = getattr(metric.settings, "runtime", frozenset())
     return {
-        "format": FORMAT, "version": VERSION, "metric": metric.name,
+        "format": FORMAT,
+        "version": VERSION,
+        "metric": metric.name,
         "settings": {k: v for k, v in metric.settings.to_dict().items() if k not in runtime},
-        "config": jsonable(metric.config), "features": jsonable(metric.feature_config()), "compact": compact,
+        "config": jsonable(metric.config),
+        "features": jsonable(metric.feature_config()),
+        "compact": compact,
     }
 
 
@@ -140,14 +145,17 @@ class GalleryStore:
 
     # ----------------------------------------------------------------- create / open
     @classmethod
-    def create(cls, folder: str | os.PathLike, metric: Any, compact: str = "none",
-               root: str | None = None) -> "GalleryStore":
+    def create(
+        cls, folder: str | os.PathLike, metric: Any, compact: str = "none", root: str | None = None
+    ) -> GalleryStore:
         """A new, empty store for ``metric`` (``folder`` must not hold a store already)."""
         if compact not in COMPACT_MODES:
             raise ConfigError(f"compact must be one of {', '.join(COMPACT_MODES)}; got {compact!r}")
         if not all(hasattr(metric, a) for a in ("embed_pixels", "preprocessor", "pool", "feature_config")):
-            raise ConfigError(f"metric {metric.name!r} has no per-image features to store (e.g. a voting ensemble); "
-                              "index each member metric in its own store")
+            raise ConfigError(
+                f"metric {metric.name!r} has no per-image features to store (e.g. a voting ensemble); "
+                "index each member metric in its own store"
+            )
         path = Path(folder)
         if (path / SETTINGS_FILE).exists():
             raise StoreError(f"{path} already holds a gallery store; open it instead")
@@ -162,31 +170,38 @@ class GalleryStore:
         return store
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, metric: Any = None, compact: str | None = None) -> "GalleryStore":
+    def open(cls, folder: str | os.PathLike, metric: Any = None, compact: str | None = None) -> GalleryStore:
         """An existing store; with ``metric`` (and ``compact``), refuse one built with other settings."""
         path = Path(folder)
         sfile = path / SETTINGS_FILE
         if not sfile.is_file():
-            raise StoreError(f"no gallery store at {path} (missing {SETTINGS_FILE}); build one with "
-                             "`diffsim index build GALLERY --out STORE`")
+            raise StoreError(
+                f"no gallery store at {path} (missing {SETTINGS_FILE}); build one with "
+                "`diffsim index build GALLERY --out STORE`"
+            )
         try:
             settings = json.loads(sfile.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read {sfile}: {exc}") from exc
         if settings.get("format") != FORMAT or settings.get("version") != VERSION:
-            raise StoreError(f"{sfile} is not a {FORMAT} store of version {VERSION} "
-                             f"(format {settings.get('format')!r}, version {settings.get('version')!r})")
+            raise StoreError(
+                f"{sfile} is not a {FORMAT} store of version {VERSION} "
+                f"(format {settings.get('format')!r}, version {settings.get('version')!r})"
+            )
         store = cls(path, settings)
         if metric is not None:
             store.check_metric(metric)
         if compact is not None and compact != store.compact:
-            raise StoreError(f"store {path} was built with compact={store.compact!r}, not {compact!r}; "
-                             "build a new store (another --out) for another compact mode")
+            raise StoreError(
+                f"store {path} was built with compact={store.compact!r}, not {compact!r}; "
+                "build a new store (another --out) for another compact mode"
+            )
         return store
 
     @classmethod
-    def open_or_create(cls, folder: str | os.PathLike, metric: Any, compact: str = "none",
-                       root: str | None = None) -> "GalleryStore":
+    def open_or_create(
+        cls, folder: str | os.PathLike, metric: Any, compact: str = "none", root: str | None = None
+    ) -> GalleryStore:
         """Open the store at ``folder`` (checking the settings) or create it."""
         if (Path(folder) / SETTINGS_FILE).exists():
             return cls.open(folder, metric, compact)
@@ -198,11 +213,14 @@ class GalleryStore:
         theirs = {k: v for k, v in _store_settings(metric, self.compact).items() if k in mine}
         diff = _diff(mine, json.loads(json.dumps(theirs)))
         if diff:
-            shown = ", ".join(f"{d} (store: {self._lookup(mine, d)!r}, given: {self._lookup(theirs, d)!r})"
-                              for d in diff[:4])
+            shown = ", ".join(
+                f"{d} (store: {self._lookup(mine, d)!r}, given: {self._lookup(theirs, d)!r})" for d in diff[:4]
+            )
             more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-            raise StoreError(f"store {self.folder} was built with other metric settings: {shown}{more}; "
-                             "use the same settings or build another store")
+            raise StoreError(
+                f"store {self.folder} was built with other metric settings: {shown}{more}; "
+                "use the same settings or build another store"
+            )
 
     @staticmethod
     def _lookup(d: Any, dotted: str) -> Any:
@@ -241,12 +259,22 @@ class GalleryStore:
 
     # ----------------------------------------------------------------- writing shards
     def _next_index(self) -> int:
-        nums = [int(m.group(1)) for p in self.shard_dir.glob("shard-*.safetensors")
-                if (m := _SHARD_RE.match(p.name[: -len(".safetensors")]))]
+        nums = [
+            int(m.group(1))
+            for p in self.shard_dir.glob("shard-*.safetensors")
+            if (m := _SHARD_RE.match(p.name[: -len(".safetensors")]))
+        ]
         return max(nums) + 1 if nums else 0
 
-    def write_shard(self, ids: Sequence[str], paths: Sequence[str], hashes: Sequence[str], feats: Features,
-                    pooled: torch.Tensor | np.ndarray, name: str | None = None) -> ShardRecord:
+    def write_shard(
+        self,
+        ids: Sequence[str],
+        paths: Sequence[str],
+        hashes: Sequence[str],
+        feats: Features,
+        pooled: torch.Tensor | np.ndarray,
+        name: str | None = None,
+    ) -> ShardRecord:
         """Write one shard atomically (any process may call this); returns its name, checksum and rows.
 
         ``name``: a fixed name (letters, digits, ``-``, ``_``), e.g. one derived from a Ray task; by
@@ -255,8 +283,10 @@ class GalleryStore:
         """
         n = len(ids)
         if not (n == len(paths) == len(hashes) == len(feats) == len(pooled)) or n == 0:
-            raise ValueError(f"write_shard needs equal, non-zero counts; got ids {n}, paths {len(paths)}, "
-                             f"hashes {len(hashes)}, features {len(feats)}, pooled {len(pooled)}")
+            raise ValueError(
+                f"write_shard needs equal, non-zero counts; got ids {n}, paths {len(paths)}, "
+                f"hashes {len(hashes)}, features {len(feats)}, pooled {len(pooled)}"
+            )
         from safetensors.torch import save
 
         pool = torch.as_tensor(np.asarray(pooled, dtype=np.float32))
@@ -267,13 +297,16 @@ class GalleryStore:
                 v = v.to(torch.float16)
             tensors[k] = v.contiguous()
         tensors[POOL_KEY] = pool.contiguous()
-        meta = {"format": FORMAT, "ids": json.dumps(list(ids)), "paths": json.dumps(list(paths)),
-                "hashes": json.dumps(list(hashes))}
+        meta = {
+            "format": FORMAT,
+            "ids": json.dumps(list(ids)),
+            "paths": json.dumps(list(paths)),
+            "hashes": json.dumps(list(hashes)),
+        }
         data = save(tensors, metadata=meta)
         checksum = hashlib.sha256(data).hexdigest()
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{socket.gethostname()}.{os.getpid()}.",
-                                   suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{socket.gethostname()}.{os.getpid()}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -283,7 +316,10 @@ class GalleryStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        rows = [Row(i, p, h, name, r, checksum, pool[r].numpy()) for r, (i, p, h) in enumerate(zip(ids, paths, hashes))]
+        rows = [
+            Row(i, p, h, name, r, checksum, pool[r].numpy())
+            for r, (i, p, h) in enumerate(zip(ids, paths, hashes, strict=False))
+        ]
         logger.debug("wrote %s (%d images, %d bytes)", name, n, len(data))
         return ShardRecord(name, checksum, rows)
 
@@ -428,7 +464,10 @@ class GalleryStore:
             raise StoreError(f"corrupt shard {path}: {exc}") from exc
         checksum = hashlib.sha256(data).hexdigest()
         pool = tensors[POOL_KEY].float().numpy()
-        rows = [Row(i, p, h, name, r, checksum, pool[r]) for r, (i, p, h) in enumerate(zip(ids, paths, hashes))]
+        rows = [
+            Row(i, p, h, name, r, checksum, pool[r])
+            for r, (i, p, h) in enumerate(zip(ids, paths, hashes, strict=False))
+        ]
         return ShardRecord(name, checksum, rows)
 
     @staticmethod
@@ -436,8 +475,9 @@ class GalleryStore:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise StoreError(f"shard file missing: {path}; run `diffsim index build` again to re-embed its "
-                             "images") from None
+            raise StoreError(
+                f"shard file missing: {path}; run `diffsim index build` again to re-embed its images"
+            ) from None
         except OSError as exc:
             raise StoreError(f"cannot read shard {path}: {exc}") from exc
 
@@ -455,7 +495,7 @@ class GalleryStore:
     def hashes(self) -> dict[str, str]:
         """{id: content hash} of the committed and staged rows."""
         t = self._read_table()
-        out = dict(zip(t.column("id").to_pylist(), t.column("hash").to_pylist()))
+        out = dict(zip(t.column("id").to_pylist(), t.column("hash").to_pylist(), strict=False))
         out.update({r.id: r.hash for r in self._pending.values()})
         return out
 
@@ -494,7 +534,7 @@ class GalleryStore:
         if self._verified.get(name) == stamp:
             try:
                 with safe_open(str(path), framework="pt") as fh:
-                    tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != POOL_KEY}
+                    tensors = {k: fh.get_tensor(k) for k in fh if k != POOL_KEY}
             except Exception as exc:  # noqa: BLE001 - any parse error: name the file
                 raise StoreError(f"corrupt shard {path}: {exc}") from exc
         else:
@@ -503,9 +543,11 @@ class GalleryStore:
             if expected is not None:
                 got = hashlib.sha256(data).hexdigest()
                 if got != expected:
-                    raise StoreError(f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
-                                     f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
-                                     "its images")
+                    raise StoreError(
+                        f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
+                        f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
+                        "its images"
+                    )
             try:
                 tensors = load(data)
             except Exception as exc:  # noqa: BLE001 - any parse error: name the file
@@ -530,13 +572,15 @@ class GalleryStore:
 
     def _checksums(self) -> dict[str, str]:
         t = self._read_table()
-        return dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist()))
+        return dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist(), strict=False))
 
     def by_shard(self) -> dict[str, tuple[list[str], list[int]]]:
         """{shard: (ids, rows)} of the committed rows, shards in first-use order."""
         t = self._read_table()
         out: dict[str, tuple[list[str], list[int]]] = {}
-        for i, s, r in zip(t.column("id").to_pylist(), t.column("shard").to_pylist(), t.column("row").to_pylist()):
+        for i, s, r in zip(
+            t.column("id").to_pylist(), t.column("shard").to_pylist(), t.column("row").to_pylist(), strict=False
+        ):
             ids, rows = out.setdefault(s, ([], []))
             ids.append(i)
             rows.append(r)
@@ -555,14 +599,15 @@ class GalleryStore:
             if ids_rows is None:
                 raise StoreError(f"store {self.folder} has no shard {shard!r}")
             return Features(self.load_shard(shard, ids_rows[1]), self.feature_config, list(ids_rows[0]))
-        where = {i: (s, r) for s, (ii, rr) in self.by_shard().items() for i, r in zip(ii, rr)}
+        where = {i: (s, r) for s, (ii, rr) in self.by_shard().items() for i, r in zip(ii, rr, strict=False)}
         wanted = list(where) if ids is None else list(ids)
         if not wanted:
             raise StoreError(f"store {self.folder} is empty")
         unknown = [i for i in wanted if i not in where]
         if unknown:
-            raise StoreError(f"not in store {self.folder}: {', '.join(unknown[:3])}"
-                             f"{' ...' if len(unknown) > 3 else ''}")
+            raise StoreError(
+                f"not in store {self.folder}: {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}"
+            )
         by: dict[str, list[int]] = {}
         for pos, i in enumerate(wanted):
             by.setdefault(where[i][0], []).append(pos)
@@ -590,8 +635,12 @@ class GalleryStore:
 
     def nbytes(self) -> int:
         """Bytes on disk: shards, table, settings and errors."""
-        files = [*self.shard_dir.glob("*.safetensors"), self.folder / INDEX_FILE, self.folder / SETTINGS_FILE,
-                 self.folder / ERRORS_FILE]
+        files = [
+            *self.shard_dir.glob("*.safetensors"),
+            self.folder / INDEX_FILE,
+            self.folder / SETTINGS_FILE,
+            self.folder / ERRORS_FILE,
+        ]
         return sum(p.stat().st_size for p in files if p.exists())
 
 
@@ -606,14 +655,19 @@ def _rows_to_table(rows: list[Row]) -> Any:
 
     dim = int(rows[0].pool.shape[0]) if rows else 0
     flat = np.concatenate([np.asarray(r.pool, dtype=np.float32) for r in rows]) if rows else np.zeros(0, np.float32)
-    pool = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim) if rows else \
-        pa.array([], type=pa.list_(pa.float32(), 0))
-    return pa.table({
-        "id": pa.array([r.id for r in rows], type=pa.string()),
-        "path": pa.array([r.path for r in rows], type=pa.string()),
-        "hash": pa.array([r.hash for r in rows], type=pa.string()),
-        "shard": pa.array([r.shard for r in rows], type=pa.string()),
-        "row": pa.array([r.row for r in rows], type=pa.int32()),
-        "checksum": pa.array([r.checksum for r in rows], type=pa.string()),
-        "pool": pool,
-    })
+    pool = (
+        pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim)
+        if rows
+        else pa.array([], type=pa.list_(pa.float32(), 0))
+    )
+    return pa.table(
+        {
+            "id": pa.array([r.id for r in rows], type=pa.string()),
+            "path": pa.array([r.path for r in rows], type=pa.string()),
+            "hash": pa.array([r.hash for r in rows], type=pa.string()),
+            "shard": pa.array([r.shard for r in rows], type=pa.string()),
+            "row": pa.array([r.row for r in rows], type=pa.int32()),
+            "checksum": pa.array([r.checksum for r in rows], type=pa.string()),
+            "pool": pool,
+        }
+    )

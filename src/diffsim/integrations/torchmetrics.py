@@ -1,4 +1,6 @@
-"""``DiffSimScore``: DiffSim (or any registered metric) as a ``torchmetrics.Metric`` (extra ``diffsim-metric[torchmetrics]``).
+"""``DiffSimScore``: DiffSim (or any registered metric) as a ``torchmetrics.Metric``.
+
+Needs the extra ``diffsim-metric[torchmetrics]``.
 
     from diffsim.integrations.torchmetrics import DiffSimScore
     m = DiffSimScore(step=500)                 # same settings as DiffSim.from_pretrained
@@ -8,6 +10,7 @@
 Per-pair scores are kept in a list state reduced with ``cat``, so torchmetrics gathers them across
 processes before ``compute`` (the mean is over all pairs of all processes, not a mean of means).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +25,15 @@ from torchmetrics import Metric as TorchMetric  # noqa: E402
 from torchmetrics.utilities import dim_zero_cat  # noqa: E402
 
 # keyword arguments that belong to torchmetrics.Metric rather than to the similarity metric
-_TM_KWARGS = ("compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn", "distributed_available_fn",
-              "sync_on_compute", "compute_with_cache")
+_TM_KWARGS = (
+    "compute_on_cpu",
+    "dist_sync_on_step",
+    "process_group",
+    "dist_sync_fn",
+    "distributed_available_fn",
+    "sync_on_compute",
+    "compute_with_cache",
+)
 REDUCTIONS = ("mean", "none")
 
 
@@ -64,11 +74,14 @@ class DiffSimScore(TorchMetric):
         """Score each pair (preds[i], target[i]); both (N, 3, H, W) float in [0, 1]."""
         for name, x in (("preds", preds), ("target", target)):
             if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != 3:
-                raise ImageError(f"{name} must be a tensor (N, 3, H, W); got "
-                                 f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+                raise ImageError(
+                    f"{name} must be a tensor (N, 3, H, W); got "
+                    f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
+                )
         if preds.shape[0] != target.shape[0]:
-            raise ImageError(f"preds and target must hold the same number of images; got {preds.shape[0]} "
-                             f"and {target.shape[0]}")
+            raise ImageError(
+                f"preds and target must hold the same number of images; got {preds.shape[0]} and {target.shape[0]}"
+            )
         scores = self._metric.score(preds.detach(), target.detach())
         self.scores.append(torch.as_tensor(scores).reshape(-1).detach().float().to(self.device))
 

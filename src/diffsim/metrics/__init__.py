@@ -1,4 +1,5 @@
 """Metrics: each turns images into features (``embed``) and features into scores (``compare``)."""
+
 from .base import FeatureMetric, FeatureSettings, Metric, RunSettings
 from .diffsim_s import DiffSim, DiffSimSettings
 

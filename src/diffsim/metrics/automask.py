@@ -5,11 +5,12 @@ segmenter is loaded on first use only, so metrics that never ask for automatic m
 ``masks="auto"`` segments every image; a list may mix explicit masks, ``None`` and ``"auto"`` entries.
 With ``enabled=True`` (the metric's ``auto_masks=True``) a call without masks behaves like ``"auto"``.
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ from ..masks import MaskLike
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER, ForegroundSegmenter
 
 AUTO = "auto"
-Prompts = Optional[Union[str, Sequence[str]]]
+Prompts = str | Sequence[str] | None
 
 
 def is_auto(mask: Any) -> bool:
@@ -30,9 +31,14 @@ def is_auto(mask: Any) -> bool:
 class AutoMasks:
     """Settings and lazy segmenter behind a metric's automatic foreground masks."""
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_SEGMENTER, prompt: Prompts = DEFAULT_MASK_PROMPT,
-                 device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-                 enabled: bool = False) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_SEGMENTER,
+        prompt: Prompts = DEFAULT_MASK_PROMPT,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        enabled: bool = False,
+    ) -> None:
         if not isinstance(model, (str, os.PathLike)):
             raise ConfigError(f"mask_model must be a hub id or a local folder; got {type(model).__name__}")
         self.model = str(model)
@@ -60,20 +66,27 @@ class AutoMasks:
         """Mask settings for a metric's config (only when automatic masks are the default)."""
         return {"auto_masks": True, "mask_model": self.model, "mask_prompt": self.prompt} if self.enabled else {}
 
-    def resolve(self, masks: MaskLike | Sequence[MaskLike], images: ImagesLike,
-                prompt: Prompts = None) -> MaskLike | Sequence[MaskLike]:
+    def resolve(
+        self, masks: MaskLike | Sequence[MaskLike], images: ImagesLike, prompt: Prompts = None
+    ) -> MaskLike | Sequence[MaskLike]:
         """``masks`` with every ``"auto"`` (whole or per entry) replaced by the segmenter's masks."""
         if masks is None and self.enabled:
             masks = AUTO
         whole = is_auto(masks)
-        if not whole and (masks is None or isinstance(masks, (str, os.PathLike, torch.Tensor))
-                          or not isinstance(masks, Sequence) or not any(is_auto(m) for m in masks)):
+        if not whole and (
+            masks is None
+            or isinstance(masks, (str, os.PathLike, torch.Tensor))
+            or not isinstance(masks, Sequence)
+            or not any(is_auto(m) for m in masks)
+        ):
             return masks
         items = as_list(images)
         prompts = self._check_prompt(prompt if prompt is not None else self.prompt)
         if isinstance(prompts, list) and len(prompts) != len(items):
-            raise ConfigError(f"got {len(prompts)} mask prompts for {len(items)} images: give one prompt, or one "
-                              "per image (for score(a, b): the images of a, then those of b)")
+            raise ConfigError(
+                f"got {len(prompts)} mask prompts for {len(items)} images: give one prompt, or one "
+                "per image (for score(a, b): the images of a, then those of b)"
+            )
         if whole:
             return self.segmenter.segment(items, prompts)
         entries = list(masks)  # type: ignore[arg-type]
@@ -81,7 +94,7 @@ class AutoMasks:
         if len(entries) != len(items):
             return entries  # load_masks reports the count mismatch
         sub = prompts if isinstance(prompts, str) else [prompts[i] for i in todo]
-        for i, m in zip(todo, self.segmenter.segment([items[i] for i in todo], sub)):
+        for i, m in zip(todo, self.segmenter.segment([items[i] for i in todo], sub), strict=False):
             entries[i] = m
         return entries
 

@@ -15,6 +15,7 @@ the misses only -> compatibility checks in ``compare``. Adding a metric is one s
    ``compare(a, b)``; optionally ``compare_matrix``, ``setup`` (derived state) and ``resolved``;
 4. one registry entry (:mod:`diffsim.registry`) and one row in the tests' tiny-override table.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,7 +81,7 @@ class Metric(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings.non_default().items())
         return f"{type(self).__name__}({self.name!r}{', ' + args if args else ''})"
 
-    def with_settings(self, **changes: Any) -> "Metric":
+    def with_settings(self, **changes: Any) -> Metric:
         """The same kind of metric with some settings changed (every other setting kept)."""
         return type(self)(self.settings.replace(self.name, **changes), name=self.name)
 
@@ -121,8 +122,10 @@ class Metric(ABC):
         """
         fa, fb = self._embed_both(a, b, **options)
         if len(fa) != len(fb) and 1 not in (len(fa), len(fb)):
-            raise ImageError(f"cannot pair {len(fa)} images with {len(fb)}: give equal counts, or one image "
-                             "against many (use matrix() for all pairs)")
+            raise ImageError(
+                f"cannot pair {len(fa)} images with {len(fb)}: give equal counts, or one image "
+                "against many (use matrix() for all pairs)"
+            )
         out = self.compare(fa, fb)
         return float(out[0]) if is_single(a) and is_single(b) else out
 
@@ -195,8 +198,14 @@ class FeatureMetric(Metric):
     #: keyword options of ``embed`` besides the per-call settings (e.g. ``masks``)
     embed_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, settings: AnySettings | None = None, *, backbone: Any = None, cache: FeatureCache | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: AnySettings | None = None,
+        *,
+        backbone: Any = None,
+        cache: FeatureCache | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__(settings, name=name)
         s = self.settings
         # the cache first: an unusable cache_dir fails before the model loads
@@ -205,14 +214,14 @@ class FeatureMetric(Metric):
         self.setup()
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> "FeatureMetric":
+    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> FeatureMetric:
         """Load the model (hub id or local path; shared with other metrics) and configure the metric."""
         if model is not None:
             settings["model"] = model
         return cls(cls.Settings.create(cls.default_name, **settings))
 
     @classmethod
-    def from_settings(cls, **settings: Any) -> "FeatureMetric":
+    def from_settings(cls, **settings: Any) -> FeatureMetric:
         """Build from settings by name (what the registry calls)."""
         return cls(cls.Settings.create(cls.default_name, **settings))
 
@@ -230,8 +239,12 @@ class FeatureMetric(Metric):
         new = self.settings.replace(self.name, **changes)
         same_model = all(getattr(new, f) == getattr(self.settings, f) for f in self.settings.load_fields)
         same_cache = (new.cache_dir, new.cache_bytes) == (self.settings.cache_dir, self.settings.cache_bytes)
-        return type(self)(new, backbone=self.backbone if same_model else None, cache=self.cache if same_cache else None,
-                          name=self.name)
+        return type(self)(
+            new,
+            backbone=self.backbone if same_model else None,
+            cache=self.cache if same_cache else None,
+            name=self.name,
+        )
 
     @property
     def model_identity(self) -> str:
@@ -279,7 +292,9 @@ class FeatureMetric(Metric):
         unknown = [k for k in rest if k not in self.embed_options]
         if unknown:
             valid = sorted(self.settings.per_call) + list(self.embed_options) + ["progress"]
-            raise ConfigError(f"{self.name}.embed() got unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+            raise ConfigError(
+                f"{self.name}.embed() got unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+            )
         return call, rest
 
     def embed(self, images: ImagesLike, progress: bool = False, **options: Any) -> Features:
@@ -293,8 +308,13 @@ class FeatureMetric(Metric):
         feats = self.embed_pixels(pixels, [describe(im, i) for i, im in enumerate(items)], progress, **call)
         return self.finish(feats, items, **rest)
 
-    def embed_pixels(self, pixels: Sequence[torch.Tensor] | torch.Tensor, names: Sequence[str] | None = None,
-                     progress: bool = False, **call: Any) -> Features:
+    def embed_pixels(
+        self,
+        pixels: Sequence[torch.Tensor] | torch.Tensor,
+        names: Sequence[str] | None = None,
+        progress: bool = False,
+        **call: Any,
+    ) -> Features:
         """Features of already preprocessed images (e.g. from DataLoader workers), through the cache."""
         pixels = list(pixels)
         if not pixels:
@@ -307,7 +327,7 @@ class FeatureMetric(Metric):
         keys = [content_hash(p) for p in pixels]
         found: dict[str, Features] = {}
         todo: dict[str, torch.Tensor] = {}
-        for key, px in zip(keys, pixels):
+        for key, px in zip(keys, pixels, strict=False):
             if key in found or key in todo:
                 continue
             hit = self.cache.get((ckey, key))
@@ -316,8 +336,12 @@ class FeatureMetric(Metric):
             else:
                 todo[key] = px
         if found:
-            logger.debug("%s: %d of %d distinct images served from the feature cache", self.name, len(found),
-                         len(found) + len(todo))
+            logger.debug(
+                "%s: %d of %d distinct images served from the feature cache",
+                self.name,
+                len(found),
+                len(found) + len(todo),
+            )
         batches = list(_chunks(list(todo.items()), self.settings.batch_size))
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not progress or not batches):
             feats = self.forward(torch.stack([px for _, px in batch]), **call)
@@ -350,5 +374,7 @@ class FeatureMetric(Metric):
             theirs = {k: v for k, v in dict(f.config).items() if k not in skip}
             if theirs != mine:
                 diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                raise ConfigError(f"the {side} features were computed with other settings than this {self.name} "
-                                  f"metric ({', '.join(diff)}); embed both sides with this metric")
+                raise ConfigError(
+                    f"the {side} features were computed with other settings than this {self.name} "
+                    f"metric ({', '.join(diff)}); embed both sides with this metric"
+                )

@@ -8,6 +8,7 @@ where AAS(A, B) lets A's queries attend to B's image tokens (text keys do not en
 adapter's weight in every ``attn2`` during the pass (paper: 0.5). Features cache like DiffSim-S.
 Foreground masks may weight the query tokens (``mask_keys`` does not apply: the keys are image tokens).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,9 @@ from typing import ClassVar
 import torch
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
+from ..devices import resolve_dtype
 from ..errors import ConfigError
 from ..features import Features
-from ..devices import resolve_dtype
 from ..images import check_size
 from ..settings import path_like
 from .automask import AutoMasks
@@ -39,8 +40,16 @@ class DiffSimCSettings(DiffSimSettings):
     ip_image_encoder: str = IP_IMAGE_ENCODER
     scale: float = 0.5  # the adapter's weight in every attn2 (paper: 0.5)
 
-    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "ip_adapter", "ip_subfolder",
-                                              "ip_weight_name", "ip_image_encoder")
+    load_fields: ClassVar[tuple[str, ...]] = (
+        "model",
+        "revision",
+        "device",
+        "dtype",
+        "ip_adapter",
+        "ip_subfolder",
+        "ip_weight_name",
+        "ip_image_encoder",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -48,8 +57,10 @@ class DiffSimCSettings(DiffSimSettings):
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or self.scale < 0:
             raise ConfigError(f"scale must be a number >= 0 (the IP-Adapter weight; paper 0.5); got {self.scale!r}")
         if self.mask_keys:
-            raise ConfigError("mask_keys does not apply to DiffSim-C: its keys are the 16 IP image tokens, not "
-                              "spatial tokens (masks still weight the query tokens)")
+            raise ConfigError(
+                "mask_keys does not apply to DiffSim-C: its keys are the 16 IP image tokens, not "
+                "spatial tokens (masks still weight the query tokens)"
+            )
 
 
 class DiffSimC(DiffSim):
@@ -62,10 +73,17 @@ class DiffSimC(DiffSim):
     @classmethod
     def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
         return IPAdapterBackbone.from_pretrained(
-            settings.model or cls.default_model, ip_adapter=settings.ip_adapter, device=settings.device,
-            dtype=settings.dtype, revision=settings.revision, variant=settings.variant,
-            single_file_config=settings.single_file_config, subfolder=settings.ip_subfolder,
-            weight_name=settings.ip_weight_name, image_encoder_folder=settings.ip_image_encoder)
+            settings.model or cls.default_model,
+            ip_adapter=settings.ip_adapter,
+            device=settings.device,
+            dtype=settings.dtype,
+            revision=settings.revision,
+            variant=settings.variant,
+            single_file_config=settings.single_file_config,
+            subfolder=settings.ip_subfolder,
+            weight_name=settings.ip_weight_name,
+            image_encoder_folder=settings.ip_image_encoder,
+        )
 
     def setup(self) -> None:
         s = self.settings
@@ -84,10 +102,16 @@ class DiffSimC(DiffSim):
         return super()._layer(layer)
 
     def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
-                                    single_branch=self.single_branch, scale=float(self.settings.scale))
+        qkv = self.backbone.extract(
+            pixels,
+            self.layers,
+            self.timestep,
+            prompt or self.prompt,
+            self.seed,
+            single_branch=self.single_branch,
+            scale=float(self.settings.scale),
+        )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
         return Features(tensors)
-

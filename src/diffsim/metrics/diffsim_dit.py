@@ -6,6 +6,7 @@ Features are Q/K/V of ``transformer_blocks.L.attn1`` (alias ``blockL``; input: t
 ``id2label``), default 1 (goldfish) as the authors used. Noise: the DiT's own schedule at the actual T,
 and the model is told that T (see :mod:`diffsim.backbones.dit` for how the authors' code differs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -95,8 +96,12 @@ class DiffSimDiT(DiffSim):
 
     @classmethod
     def load_backbone(cls, settings: DiTSettings) -> DiTBackbone:  # type: ignore[override]
-        return DiTBackbone.from_pretrained(settings.model or cls.default_model, device=settings.device,
-                                           dtype=settings.dtype, revision=settings.revision)
+        return DiTBackbone.from_pretrained(
+            settings.model or cls.default_model,
+            device=settings.device,
+            dtype=settings.dtype,
+            revision=settings.revision,
+        )
 
     def setup(self) -> None:
         s, bb = self.settings, self.backbone
@@ -114,35 +119,52 @@ class DiffSimDiT(DiffSim):
     prompt = property(lambda self: None)
 
     def resolved(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "timestep": self.timestep, "step": self.step, "class_id": self.class_id,
-                "size": self._size}
+        return {
+            "layers": list(self.layers),
+            "timestep": self.timestep,
+            "step": self.step,
+            "class_id": self.class_id,
+            "size": self._size,
+        }
 
     def feature_resolved(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "timestep": self.timestep, "class_id": self.class_id,
-                "size": self._size, "branches": 1 if self.single_branch else 2}
+        return {
+            "layers": list(self.layers),
+            "timestep": self.timestep,
+            "class_id": self.class_id,
+            "size": self._size,
+            "branches": 1 if self.single_branch else 2,
+        }
 
     @property
     def preprocessor(self) -> Resize:
         return Resize(self._size, self.crop, signed=True)
 
     def forward(self, pixels: torch.Tensor) -> Features:  # type: ignore[override]
-        qkv = self.backbone.extract(pixels, self.layers, self.timestep, self.class_id, self.seed,
-                                    single_branch=self.single_branch)
+        qkv = self.backbone.extract(
+            pixels, self.layers, self.timestep, self.class_id, self.seed, single_branch=self.single_branch
+        )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
         return Features(tensors)
 
-    def embed(self, images: ImagesLike, progress: bool = False, prompt: str | None = None,  # type: ignore[override]
-              **options: Any) -> Features:
+    def embed(  # type: ignore[override]  # masks are not offered on a DiT
+        self,
+        images: ImagesLike,
+        progress: bool = False,
+        prompt: str | None = None,
+        **options: Any,
+    ) -> Features:
         """Q/K/V features of each image at the metric's blocks (one truncated DiT pass per distinct image).
 
         ``prompt`` is accepted as None only (callers written for DiffSim-S pass it): a DiT is
         class-conditioned, see the ``class_label`` setting.
         """
         if prompt is not None:
-            raise ConfigError(f"{self.name} takes no prompt: a DiT is conditioned on a class (class_label=...); "
-                              f"got prompt={prompt!r}")
+            raise ConfigError(
+                f"{self.name} takes no prompt: a DiT is conditioned on a class (class_label=...); got prompt={prompt!r}"
+            )
         return FeatureMetric.embed(self, images, progress, **options)
 
     def finish(self, feats: Features, images: Sequence[Any], **options: Any) -> Features:  # type: ignore[override]

@@ -5,6 +5,7 @@ own self-attention output ``attn(Q, K, V)`` — projected by the layer's ``to_ou
 the authors' ``attn1`` output) — as one flattened cosine. ``minmax=True`` first rescales each tensor
 to [0, 1] by its global min and max, as the authors' unwired ``diffeats`` code does.
 """
+
 from __future__ import annotations
 
 import dataclasses

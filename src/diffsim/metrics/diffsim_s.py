@@ -1,4 +1,5 @@
 """DiffSim-S: the Aligned Attention Score in a self-attention layer of a Stable Diffusion U-Net."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,10 +61,14 @@ class DiffSimSettings(FeatureSettings):
     compare_dtype: str | None = None  # attention products of compare in float16/bfloat16 (GPU); None: float32
 
     compare_only: ClassVar[frozenset[str]] = frozenset(
-        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks", "compare_dtype"})
+        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks", "compare_dtype"}
+    )
     runtime: ClassVar[frozenset[str]] = FeatureSettings.runtime | {"compile", "channels_last", "inference_mode"}
-    load_fields: ClassVar[tuple[str, ...]] = FeatureSettings.load_fields + ("compile", "channels_last",
-                                                                             "inference_mode")
+    load_fields: ClassVar[tuple[str, ...]] = FeatureSettings.load_fields + (
+        "compile",
+        "channels_last",
+        "inference_mode",
+    )
     per_call: ClassVar[frozenset[str]] = frozenset({"prompt"})
     exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
     #: resolved against the model (module paths, actual T) before they enter the feature config
@@ -126,7 +131,7 @@ class DiffSim(FeatureMetric):
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> "DiffSim":
+    def from_pretrained(cls, model: str | os.PathLike | None = None, **settings: Any) -> DiffSim:
         """Load the model and configure DiffSim-S; an SDXL model gets :class:`DiffSimXL` (its native
         size 1024 by default, and its settings: ``conditioning_size``, ``vae``)."""
         if cls is DiffSim and model is not None and detect_kind(model, settings.get("revision")) == SDXL:
@@ -142,15 +147,27 @@ class DiffSim(FeatureMetric):
         model = settings.model or cls.default_model
         if detect_kind(model, settings.revision) == SDXL:  # create_metric("diffsim-s", model=SDXL) works too
             return load_unet_backbone(
-                model, device=settings.device, dtype=settings.dtype, revision=settings.revision,
-                variant=settings.variant, single_file_config=settings.single_file_config)
+                model,
+                device=settings.device,
+                dtype=settings.dtype,
+                revision=settings.revision,
+                variant=settings.variant,
+                single_file_config=settings.single_file_config,
+            )
         require_kind(model, (SD,), "diffsim-s", settings.revision)  # a DiT or other model: a clear error
         # a local folder loads its weights only when a feature is not in the cache (its configs answer
         # layer, step and size checks first); Hub ids and single files load now
         return LazyStableDiffusion.create(
-            model, device=settings.device, dtype=settings.dtype,
-            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
-            compile=settings.compile, channels_last=settings.channels_last, inference_mode=settings.inference_mode)
+            model,
+            device=settings.device,
+            dtype=settings.dtype,
+            revision=settings.revision,
+            variant=settings.variant,
+            single_file_config=settings.single_file_config,
+            compile=settings.compile,
+            channels_last=settings.channels_last,
+            inference_mode=settings.inference_mode,
+        )
 
     def setup(self) -> None:
         s = self.settings
@@ -183,15 +200,23 @@ class DiffSim(FeatureMetric):
         return Resize(self.size, self.crop, signed=True)
 
     def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
-                                    single_branch=self.single_branch)
+        qkv = self.backbone.extract(
+            pixels, self.layers, self.timestep, prompt or self.prompt, self.seed, single_branch=self.single_branch
+        )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
         return Features(tensors)
 
-    def embed(self, images: ImagesLike, progress: bool = False, prompt: str | None = None,
-              masks: MaskLike | Sequence[MaskLike] = None, mask_prompt: Prompts = None, **options: Any) -> Features:
+    def embed(
+        self,
+        images: ImagesLike,
+        progress: bool = False,
+        prompt: str | None = None,
+        masks: MaskLike | Sequence[MaskLike] = None,
+        mask_prompt: Prompts = None,
+        **options: Any,
+    ) -> Features:
         """Q/K/V features of each image; each distinct image runs the VAE and U-Net once per config.
 
         ``prompt`` overrides the metric's prompt for this call (e.g. NIGHTS' per-triplet prompts).
@@ -204,13 +229,21 @@ class DiffSim(FeatureMetric):
         """
         return super().embed(images, progress, prompt=prompt, masks=masks, mask_prompt=mask_prompt, **options)
 
-    def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
-               mask_prompt: Prompts = None) -> Features:
+    def finish(
+        self,
+        feats: Features,
+        images: list[ImageLike],
+        masks: MaskLike | Sequence[MaskLike] = None,
+        mask_prompt: Prompts = None,
+    ) -> Features:
         masks = self.automask.resolve(masks, images, mask_prompt)
         if masks is None:
             if self.settings.mask_keys and not getattr(self, "_warned_no_masks", False):  # e.g. diffsim-s-fg
-                logger.warning("%s: mask_keys=True but no masks were given: every token counts fully (plain "
-                               "DiffSim-S); pass masks= or masks=\"auto\" to weight the foreground", self.name)
+                logger.warning(
+                    "%s: mask_keys=True but no masks were given: every token counts fully (plain "
+                    'DiffSim-S); pass masks= or masks="auto" to weight the foreground',
+                    self.name,
+                )
                 self._warned_no_masks = True
             return feats
         loaded = load_masks(masks, len(feats))
@@ -225,8 +258,10 @@ class DiffSim(FeatureMetric):
     def _layer(self, layer: str | None) -> str:
         if layer is None:
             if len(self.layers) > 1:
-                raise ConfigError(f"this metric has {len(self.layers)} layers; pass layer=... "
-                                  f"(one of {', '.join(self.layer_names)}) or use compare_layers()")
+                raise ConfigError(
+                    f"this metric has {len(self.layers)} layers; pass layer=... "
+                    f"(one of {', '.join(self.layer_names)}) or use compare_layers()"
+                )
             return self.layers[0]
         if layer in self.layers:
             return layer
@@ -246,14 +281,24 @@ class DiffSim(FeatureMetric):
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
         self.check_pair(a, b)
-        return aas.score(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
-                         **self._weights(a, b, layer))
+        return aas.score(
+            self.qkv(a, layer),
+            self.qkv(b, layer),
+            self.similarity,
+            dtype=self.compare_dtype,
+            **self._weights(a, b, layer),
+        )
 
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
         self.check_pair(a, b)
-        return aas.score_matrix(self.qkv(a, layer), self.qkv(b, layer), self.similarity, dtype=self.compare_dtype,
-                                **self._weights(a, b, layer))
+        return aas.score_matrix(
+            self.qkv(a, layer),
+            self.qkv(b, layer),
+            self.similarity,
+            dtype=self.compare_dtype,
+            **self._weights(a, b, layer),
+        )
 
     def _weights(self, a: Features, b: Features, layer: str | None) -> dict[str, Any]:
         """Token weights from attached masks (a side without masks counts every token fully)."""
@@ -268,7 +313,7 @@ class DiffSim(FeatureMetric):
 
     def compare_layers(self, a: Features, b: Features) -> dict[str, torch.Tensor]:
         """Scores for every embedded layer: {layer name as given: (N,)}."""
-        return {name: self.compare(a, b, path) for name, path in zip(self.layer_names, self.layers)}
+        return {name: self.compare(a, b, path) for name, path in zip(self.layer_names, self.layers, strict=False)}
 
     def pool(self, feats: Features) -> torch.Tensor:
         """One L2-normalised vector per image for approximate search (e.g. a faiss prefilter).
@@ -283,8 +328,10 @@ class DiffSim(FeatureMetric):
             qkv = self.qkv(feats, path)
             own = aas.attend(qkv.q, qkv.k, qkv.v)
             n = own.shape[0]
-            parts += [torch.nn.functional.normalize(own.mean(dim=-2).reshape(n, -1), dim=1),
-                      torch.nn.functional.normalize(own.std(dim=-2).reshape(n, -1), dim=1)]
+            parts += [
+                torch.nn.functional.normalize(own.mean(dim=-2).reshape(n, -1), dim=1),
+                torch.nn.functional.normalize(own.std(dim=-2).reshape(n, -1), dim=1),
+            ]
         return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
 
     def token_maps(self, a: Features, b: Features, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,8 +342,9 @@ class DiffSim(FeatureMetric):
         ma, mb = aas.token_map(qa, qb), aas.token_map(qb, qa)
         return ma.reshape(-1, side, side), mb.reshape(-1, side, side)
 
-    def similarity_map(self, a: ImageLike, b: ImageLike, layer: str | None = None, overlay: bool = False,
-                       **style: Any) -> tuple[torch.Tensor, torch.Tensor] | Any:
+    def similarity_map(
+        self, a: ImageLike, b: ImageLike, layer: str | None = None, overlay: bool = False, **style: Any
+    ) -> tuple[torch.Tensor, torch.Tensor] | Any:
         """Spatial maps for two images: (h, w) for A's tokens and (h, w) for B's.
 
         ``overlay=True`` returns instead a PIL image of both maps drawn over both images with the score

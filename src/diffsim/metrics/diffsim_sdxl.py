@@ -6,6 +6,7 @@ diffusers' pipeline does; 1024 reproduces the authors' fixed 1024 x 1024 micro-c
 ``vae`` (a fixed fp16 VAE, e.g. ``madebyollin/sdxl-vae-fp16-fix``; without one the VAE runs in float32
 when the model is float16). The default size is SDXL's native 1024 (the paper ran 512).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,14 +52,25 @@ class DiffSimXL(DiffSim):
     @classmethod
     def load_backbone(cls, settings: DiffSimXLSettings) -> SDXLBackbone:  # type: ignore[override]
         return SDXLBackbone.from_pretrained(
-            settings.model or cls.default_model, device=settings.device, dtype=settings.dtype,
-            revision=settings.revision, variant=settings.variant, single_file_config=settings.single_file_config,
-            vae=settings.vae)
+            settings.model or cls.default_model,
+            device=settings.device,
+            dtype=settings.dtype,
+            revision=settings.revision,
+            variant=settings.variant,
+            single_file_config=settings.single_file_config,
+            vae=settings.vae,
+        )
 
     def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(pixels, self.layers, self.timestep, prompt or self.prompt, self.seed,
-                                    single_branch=self.single_branch,
-                                    conditioning_size=self.settings.conditioning_size)
+        qkv = self.backbone.extract(
+            pixels,
+            self.layers,
+            self.timestep,
+            prompt or self.prompt,
+            self.seed,
+            single_branch=self.single_branch,
+            conditioning_size=self.settings.conditioning_size,
+        )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v

@@ -16,6 +16,7 @@ candidate it finds closer (polarity-aware: distances vote for the lower value), 
 registry assembles ensembles from member names (``create_metric("ensemble", members=..., overrides=...)``);
 this module does not know the registry: it is handed a ``builder`` (name, settings) -> metric.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,14 @@ class Ensemble(Metric):
     default_name = "ensemble"
     votes = True
 
-    def __init__(self, members: Sequence[Metric], settings: EnsembleSettings | None = None, *,
-                 builder: Builder | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[Metric],
+        settings: EnsembleSettings | None = None,
+        *,
+        builder: Builder | None = None,
+        name: str | None = None,
+    ) -> None:
         members = list(members)
         for m in members:
             if not isinstance(m, Metric):
@@ -76,13 +83,13 @@ class Ensemble(Metric):
         self.builder = builder
 
     @classmethod
-    def build(cls, builder: Builder, name: str | None = None, **settings: Any) -> "Ensemble":
+    def build(cls, builder: Builder, name: str | None = None, **settings: Any) -> Ensemble:
         """Members built by ``builder(member_name, **common, **overrides[member_name])``."""
         s = EnsembleSettings.create("ensemble", **settings)
         members = [builder(n, **{**s.common, **s.overrides.get(n, {})}) for n in s.members]
         return cls(members, s, builder=builder, name=name)
 
-    def with_settings(self, **changes: Any) -> "Ensemble":
+    def with_settings(self, **changes: Any) -> Ensemble:
         """Rebuild with other members or member settings (needs the registry's builder)."""
         if self.builder is None:
             raise ConfigError("this ensemble was built from metric instances; build a new Ensemble instead")
@@ -107,19 +114,28 @@ class Ensemble(Metric):
         members = feats.config.get("members")
         if not isinstance(members, list) or len(members) != len(self.members):
             raise ConfigError("features do not come from this ensemble; embed them with it")
-        t = {k[len(prefix):]: v for k, v in feats.tensors.items() if k.startswith(prefix)}
+        t = {k[len(prefix) :]: v for k, v in feats.tensors.items() if k.startswith(prefix)}
         return Features(t, members[i], feats.names)
 
     def member_scores(self, a: Features, b: Features) -> torch.Tensor:
         """Raw member scores (N, members), each in its own units and polarity."""
-        return torch.stack([m.compare(self.member_features(a, i), self.member_features(b, i)).float().cpu()
-                            for i, m in enumerate(self.members)], dim=1)
+        return torch.stack(
+            [
+                m.compare(self.member_features(a, i), self.member_features(b, i)).float().cpu()
+                for i, m in enumerate(self.members)
+            ],
+            dim=1,
+        )
 
     def votes_of(self, ref: Features, a: Features, b: Features) -> torch.Tensor:
         """Per-member votes (N, members): +1 for ``a`` closer to ``ref``, -1 for ``b``, 0 for an exact tie."""
-        return torch.stack([m.decide(self.member_features(ref, i), self.member_features(a, i),
-                                     self.member_features(b, i)).cpu()
-                            for i, m in enumerate(self.members)], dim=1).to(torch.int8)
+        return torch.stack(
+            [
+                m.decide(self.member_features(ref, i), self.member_features(a, i), self.member_features(b, i)).cpu()
+                for i, m in enumerate(self.members)
+            ],
+            dim=1,
+        ).to(torch.int8)
 
     def decide(self, ref: Features, a: Features, b: Features) -> torch.Tensor:
         """Majority decision per triplet: +1 (``a``), -1 (``b``) or 0 (split vote)."""

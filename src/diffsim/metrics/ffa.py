@@ -8,6 +8,7 @@ the authors. An image without a mask (or with an empty one) uses all patches, wi
 ``masks="auto"`` (or ``auto_masks=True`` when building the metric) takes the masks from a text-prompted
 segmentation model instead (CLIPSeg, ``mask_model`` / ``mask_prompt``; see :mod:`diffsim.segment`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,14 @@ class FFA(ViTMetric):
     def forward(self, pixels: torch.Tensor) -> Features:
         return Features({"patches": self.backbone.patch_tokens(pixels)})
 
-    def embed(self, images: ImagesLike, progress: bool = False, masks: MaskLike | Sequence[MaskLike] = None,
-              mask_prompt: Prompts = None, **options: Any) -> Features:
+    def embed(
+        self,
+        images: ImagesLike,
+        progress: bool = False,
+        masks: MaskLike | Sequence[MaskLike] = None,
+        mask_prompt: Prompts = None,
+        **options: Any,
+    ) -> Features:
         """Patch tokens (cached) and each image's foreground-averaged feature.
 
         ``masks``: one per image (None entries allowed), or ``"auto"`` for the segmentation model's masks
@@ -80,8 +87,13 @@ class FFA(ViTMetric):
         """
         return super().embed(images, progress, masks=masks, mask_prompt=mask_prompt, **options)
 
-    def finish(self, feats: Features, images: list[ImageLike], masks: MaskLike | Sequence[MaskLike] = None,
-               mask_prompt: Prompts = None) -> Features:
+    def finish(
+        self,
+        feats: Features,
+        images: list[ImageLike],
+        masks: MaskLike | Sequence[MaskLike] = None,
+        mask_prompt: Prompts = None,
+    ) -> Features:
         masks = self.automask.resolve(masks, images, mask_prompt)
         p = feats.tensors["patches"]
         side = int(round(p.shape[1] ** 0.5))
@@ -90,8 +102,11 @@ class FFA(ViTMetric):
             # the mask follows the image geometry: shortest side resized, centred square crop
             w = (to_tokens(m, side, "center") > 0.5).float() if m is not None else torch.zeros(side * side)
             if w.sum() == 0:
-                logger.warning("%s: %s; averaging over all patches", feats.names[i],
-                               "no foreground mask given" if m is None else "empty foreground mask")
+                logger.warning(
+                    "%s: %s; averaging over all patches",
+                    feats.names[i],
+                    "no foreground mask given" if m is None else "empty foreground mask",
+                )
                 w = torch.ones(side * side)
             weights.append(w)
         w = torch.stack(weights).to(p.device)

@@ -6,6 +6,7 @@ resize the short side to 512 without cropping; the crop keeps batches rectangula
 the cosine of the flattened Gram matrices (``rows="all"``). ``rows="last"`` reproduces the authors'
 code, which compares only the last row of G (official spec 5, a bug).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,6 +6,7 @@ over layers of the spatial mean of ``sum_c w_c (f_a - f_b)^2``, with the officia
 ``w`` read from the BSD-2 ``lpips`` wheel (extra ``diffsim-metric[lpips]``) or from ``lin_weights=PATH``.
 The authors use ``net='vgg'`` at 512 x 512 (Lanczos), which are the defaults here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,17 +33,18 @@ def lpips_weights_path(net: str) -> Path:
     """The v0.1 linear-head weights shipped in the ``lpips`` package (not imported, only located)."""
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("LPIPS needs the official linear-head weights from the lpips package (BSD-2, "
-                                 "ships them in its wheel)",
-                                 hint='pip install "diffsim-metric[lpips]", or pass '
-                                      "lin_weights='/path/to/v0.1/<net>.pth'",
-                                 cli_hint='pip install "diffsim-metric[lpips]", or pass '
-                                          "--set lin_weights=/path/to/v0.1/<net>.pth")
+        raise ModelNotFoundError(
+            "LPIPS needs the official linear-head weights from the lpips package (BSD-2, ships them in its wheel)",
+            hint="pip install \"diffsim-metric[lpips]\", or pass lin_weights='/path/to/v0.1/<net>.pth'",
+            cli_hint='pip install "diffsim-metric[lpips]", or pass --set lin_weights=/path/to/v0.1/<net>.pth',
+        )
     p = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     if not p.is_file():
-        raise ModelNotFoundError(f"lpips is installed but {p} is missing",
-                                 hint="reinstall lpips or pass lin_weights='/path/to/v0.1/<net>.pth'",
-                                 cli_hint="reinstall lpips or pass --set lin_weights=/path/to/v0.1/<net>.pth")
+        raise ModelNotFoundError(
+            f"lpips is installed but {p} is missing",
+            hint="reinstall lpips or pass lin_weights='/path/to/v0.1/<net>.pth'",
+            cli_hint="reinstall lpips or pass --set lin_weights=/path/to/v0.1/<net>.pth",
+        )
     return p
 
 
@@ -86,8 +88,9 @@ class LPIPS(FeatureMetric):
     @classmethod
     def load_backbone(cls, settings: LPIPSSettings) -> TorchvisionBackbone:
         lin = load_linear_heads(settings.net, settings.lin_weights)
-        bb = TorchvisionBackbone.from_pretrained(NETS[settings.net][0], settings.weights, settings.device,
-                                                 settings.dtype)
+        bb = TorchvisionBackbone.from_pretrained(
+            NETS[settings.net][0], settings.weights, settings.device, settings.dtype
+        )
         return dataclasses.replace(bb, extra={"lin": lin})
 
     def setup(self) -> None:

@@ -4,6 +4,7 @@ Preprocessing (documented, as in the official processors): shortest side to ``re
 resampling, centre crop ``size`` x ``size``, then the family's mean/std (CLIP: 224 / 224 with the
 CLIP mean/std; DINOv2: 256 / 224 with ImageNet mean/std).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,13 @@ class ViTMetric(FeatureMetric):
 
     @classmethod
     def load_backbone(cls, settings: ViTSettings) -> ViTBackbone:
-        return ViTBackbone.from_pretrained(settings.model or cls.default_model, cls.family, device=settings.device,
-                                           dtype=settings.dtype, revision=settings.revision)
+        return ViTBackbone.from_pretrained(
+            settings.model or cls.default_model,
+            cls.family,
+            device=settings.device,
+            dtype=settings.dtype,
+            revision=settings.revision,
+        )
 
     @property
     def size(self) -> int:

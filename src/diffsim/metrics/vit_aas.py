@@ -13,6 +13,7 @@ projections. Two switches reproduce the authors' (inconsistent) code:
 Defaults are the same for both families, so CLIP and DINOv2 AAS are the same method; the authors'
 CLIP AAS is ``create_metric("clip-aas", qkv_input="residual", out_proj=True)``.
 """
+
 from __future__ import annotations
 
 import dataclasses

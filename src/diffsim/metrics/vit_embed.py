@@ -4,6 +4,7 @@
   authors report ``100 * cosine``; pass ``scale=100`` to get their numbers.
 * ``dinov2``: the CLS token after DINOv2's final LayerNorm, cosine in [-1, 1] (authors: ``100 *``).
 """
+
 from __future__ import annotations
 
 import dataclasses

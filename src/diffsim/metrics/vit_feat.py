@@ -4,6 +4,7 @@
 features); ``"attention"`` is the attention context before the output projection (the authors'
 DINOv2 features), computed from the layer's normalised input.
 """
+
 from __future__ import annotations
 
 import dataclasses

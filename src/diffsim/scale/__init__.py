@@ -3,6 +3,7 @@
 The Ray engine (:mod:`.ray_engine`) needs the optional extra ``diffsim-metric[ray]``; partitions
 (:mod:`.partition`) and merging (:mod:`.merge`) need nothing beyond diffsim itself.
 """
+
 from .merge import merge_stores
 from .partition import Partition, part_path, resolve_partition, select_part
 

@@ -4,6 +4,7 @@
 image the triplets name and returns the embed function :func:`~diffsim.bench.twoafc.evaluate_2afc`
 takes: it reads features from the store instead of running the network.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,12 +22,21 @@ from .ray_engine import RayOptions, build_index_ray, check_gpu_dtype
 logger = logging.getLogger(__name__)
 
 
-def ray_embed_fn(metric: Any, ts: Any, out_dir: str | os.PathLike, opts: RayOptions, use_prompts: bool = True,
-                 batch_size: int | None = None, progress: bool = False) -> Any:
+def ray_embed_fn(
+    metric: Any,
+    ts: Any,
+    out_dir: str | os.PathLike,
+    opts: RayOptions,
+    use_prompts: bool = True,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Any:
     """Build ``out_dir/features`` with Ray from the images of triplet set ``ts``; an embed function reading it."""
     if use_prompts and getattr(metric, "accepts_prompt", False) and any(t.prompt for t in ts.triplets):
-        raise ConfigError(f"{ts.dataset} has per-triplet prompts, which --engine ray does not embed (the store holds "
-                          "one feature set per image): add --no-dataset-prompts (the metric's own prompt is used)")
+        raise ConfigError(
+            f"{ts.dataset} has per-triplet prompts, which --engine ray does not embed (the store holds "
+            "one feature set per image): add --no-dataset-prompts (the metric's own prompt is used)"
+        )
     root = Path(ts.root)
     paths = dict.fromkeys(str((root / p).resolve()) for t in ts.triplets for p in (t.anchor, t.positive, t.negative))
     present = [p for p in paths if os.path.isfile(p)]  # missing files are recorded by the benchmark itself
@@ -35,10 +45,12 @@ def ray_embed_fn(metric: Any, ts: Any, out_dir: str | os.PathLike, opts: RayOpti
     sources = Sources(tuple(Source(p, p) for p in present), None)
     check_gpu_dtype(getattr(metric.settings, "dtype", ""), opts)
     store = GalleryStore.open_or_create(Path(out_dir) / "features", metric)
-    report = build_index_ray(ray_input(present, "files", sources), store, metric, opts, batch_size=batch_size,
-                             progress=progress)
-    logger.info("%s: %d images embedded with Ray, %d already in %s", ts.dataset, report.embedded, report.skipped,
-                store.folder)
+    report = build_index_ray(
+        ray_input(present, "files", sources), store, metric, opts, batch_size=batch_size, progress=progress
+    )
+    logger.info(
+        "%s: %d images embedded with Ray, %d already in %s", ts.dataset, report.embedded, report.skipped, store.folder
+    )
     stored = set(store.ids())
     reasons = {e["path"]: e["reason"] for e in store.errors()}
 

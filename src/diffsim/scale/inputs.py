@@ -6,6 +6,7 @@
   image-bytes column (a Hugging Face ``{"bytes", "path"}`` image struct works too);
 * webdataset tar shards (``*.tar``): one image per sample, id ``KEY.EXT``.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,13 @@ def _detect(given: Sequence[str]) -> str:
     return "files"
 
 
-def ray_input(gallery: str | os.PathLike | Sequence[str | os.PathLike], kind: str = "auto",
-              sources: Sources | None = None, id_column: str = "id", image_column: str = "image") -> RayInput:
+def ray_input(
+    gallery: str | os.PathLike | Sequence[str | os.PathLike],
+    kind: str = "auto",
+    sources: Sources | None = None,
+    id_column: str = "id",
+    image_column: str = "image",
+) -> RayInput:
     """Describe ``gallery`` for :func:`read_dataset` (``kind="auto"``: parquet or tar shards by extension)."""
     given = [str(gallery)] if isinstance(gallery, (str, os.PathLike)) else [str(g) for g in gallery]
     if kind not in INPUT_KINDS:
@@ -87,8 +93,11 @@ def file_id(path: str, root: str | None) -> str:
 
 def _files_rows(batch: dict[str, np.ndarray], root: str | None) -> dict[str, np.ndarray]:
     paths = [str(p) for p in batch["path"]]
-    return {"id": np.array([file_id(p, root) for p in paths], dtype=object), "path": np.array(paths, dtype=object),
-            "bytes": batch["bytes"]}
+    return {
+        "id": np.array([file_id(p, root) for p in paths], dtype=object),
+        "path": np.array(paths, dtype=object),
+        "bytes": batch["bytes"],
+    }
 
 
 def _image_bytes(value: Any) -> bytes:
@@ -101,8 +110,11 @@ def _image_bytes(value: Any) -> bytes:
 
 def _table_rows(batch: dict[str, np.ndarray], id_column: str, image_column: str) -> dict[str, np.ndarray]:
     ids = [str(v) for v in batch[id_column]]
-    return {"id": np.array(ids, dtype=object), "path": np.array(ids, dtype=object),
-            "bytes": np.array([_image_bytes(v) for v in batch[image_column]], dtype=object)}
+    return {
+        "id": np.array(ids, dtype=object),
+        "path": np.array(ids, dtype=object),
+        "bytes": np.array([_image_bytes(v) for v in batch[image_column]], dtype=object),
+    }
 
 
 def _wds_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,8 +124,11 @@ def _wds_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ext = next((e for e in exts if batch[e][i] is not None and len(batch[e][i])), None)
         ids.append(f"{key}.{ext}" if ext else str(key))
         data.append(bytes(batch[ext][i]) if ext else b"")
-    return {"id": np.array(ids, dtype=object), "path": np.array(ids, dtype=object),
-            "bytes": np.array(data, dtype=object)}
+    return {
+        "id": np.array(ids, dtype=object),
+        "path": np.array(ids, dtype=object),
+        "bytes": np.array(data, dtype=object),
+    }
 
 
 def read_dataset(inp: RayInput) -> Any:
@@ -129,11 +144,15 @@ def read_dataset(inp: RayInput) -> Any:
         missing = [c for c in (inp.id_column, inp.image_column) if c not in ds.schema().names]
         if missing:
             names = ", ".join(ds.schema().names)
-            raise ConfigError(f"{inp.describe()} has no column {missing[0]!r} (columns: {names}); "
-                              "name them with --id-column / --image-column")
+            raise ConfigError(
+                f"{inp.describe()} has no column {missing[0]!r} (columns: {names}); "
+                "name them with --id-column / --image-column"
+            )
         ds = ds.select_columns([inp.id_column, inp.image_column])
-        return ds.map_batches(_table_rows,  # type: ignore[arg-type]  # (fn_kwargs: as above)
-                              fn_kwargs={"id_column": inp.id_column, "image_column": inp.image_column},
-                              batch_format="numpy")
+        return ds.map_batches(
+            _table_rows,  # type: ignore[arg-type]  # (fn_kwargs: as above)
+            fn_kwargs={"id_column": inp.id_column, "image_column": inp.image_column},
+            batch_format="numpy",
+        )
     ds = ray.data.read_webdataset(list(inp.paths), decoder=None)
     return ds.map_batches(_wds_rows, batch_format="numpy")

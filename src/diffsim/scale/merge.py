@@ -5,6 +5,7 @@ in two parts. Shard files are hard-linked (copied where links are not possible) 
 their bytes, and checksums, are unchanged; the driver-side table API of
 :class:`~diffsim.gallery.store.GalleryStore` records the rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ SAME = ("metric", "settings", "config", "features", "compact", "root")
 def _check_same(first: GalleryStore, other: GalleryStore) -> None:
     diff = [k for k in SAME if first.settings.get(k) != other.settings.get(k)]
     if diff:
-        raise StoreError(f"cannot merge {other.folder} with {first.folder}: built with other {', '.join(diff)}; "
-                         "build every part with the same metric options and gallery")
+        raise StoreError(
+            f"cannot merge {other.folder} with {first.folder}: built with other {', '.join(diff)}; "
+            "build every part with the same metric options and gallery"
+        )
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -63,8 +66,9 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         _check_same(first, target)
         clash = [i for i in target.ids() if i in owner]
         if clash:
-            raise StoreError(f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); "
-                             "merge into a new store")
+            raise StoreError(
+                f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); merge into a new store"
+            )
     else:
         (out_path / "shards").mkdir(parents=True, exist_ok=True)
         (out_path / SETTINGS_FILE).write_text(json.dumps(first.settings, indent=2, sort_keys=True))
@@ -83,9 +87,12 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
             new = "".join(c if c.isalnum() or c in "-_" else "-" for c in new)
             _link_or_copy(s.shard_path(old), target.shard_path(new))
             renamed[old] = new
-        target.add_rows(Row(i, p, h, renamed[sh], int(r), c, np.asarray(v, dtype=np.float32))
-                        for i, p, h, sh, r, c, v in zip(ids, cols["path"], cols["hash"], cols["shard"], cols["row"],
-                                                        cols["checksum"], pool))
+        target.add_rows(
+            Row(i, p, h, renamed[sh], int(r), c, np.asarray(v, dtype=np.float32))
+            for i, p, h, sh, r, c, v in zip(
+                ids, cols["path"], cols["hash"], cols["shard"], cols["row"], cols["checksum"], pool, strict=False
+            )
+        )
         errors += [(e["path"], e["reason"]) for e in s.errors()]
         logger.info("merged %s: %d images in %d shard(s)", s.folder, table.num_rows, len(renamed))
     target.commit()

@@ -4,6 +4,7 @@ Part ``I`` of ``K`` holds the images whose id hashes to ``I`` (BLAKE2b of the id
 split does not depend on the order or number of the other images, so appending images to a gallery
 never moves an image to another part. Each part is an ordinary store; ``diffsim index merge`` joins them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,13 +51,16 @@ def _int(name: str, value: str) -> int:
         raise ConfigError(f"environment variable {name} must be an integer; got {value!r}") from None
 
 
-def resolve_partition(num_shards: int | None = None, shard_index: int | None = None,
-                      environ: Mapping[str, str] | None = None) -> Partition | None:
+def resolve_partition(
+    num_shards: int | None = None, shard_index: int | None = None, environ: Mapping[str, str] | None = None
+) -> Partition | None:
     """The partition to build: ``--num-shards/--shard-index`` if given, else ``WORLD_SIZE/RANK`` (torchrun)
     or ``SLURM_NTASKS/SLURM_PROCID`` (srun) when they name more than one task; None for a whole build."""
     if (num_shards is None) != (shard_index is None):
-        raise ConfigError("give both --num-shards and --shard-index (or neither, to read RANK/WORLD_SIZE or "
-                          "SLURM_PROCID/SLURM_NTASKS)")
+        raise ConfigError(
+            "give both --num-shards and --shard-index (or neither, to read RANK/WORLD_SIZE or "
+            "SLURM_PROCID/SLURM_NTASKS)"
+        )
     if num_shards is not None and shard_index is not None:
         if num_shards < 1:
             raise ConfigError(f"--num-shards must be at least 1; got {num_shards}")

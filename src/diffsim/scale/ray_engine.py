@@ -11,6 +11,7 @@ Ray Data runs the actor pool with ``max_restarts=-1`` and ``max_task_retries=-1`
 killed actor is restarted and its batch retried; the batch's shard name is fixed by its content, so a
 retry reuses a shard its first attempt wrote and no row is lost or doubled.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,10 @@ def connect(address: str | None) -> Any:
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as exc:
-            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
-                              "`ray start --head`, or leave --address out for a local one)") from None
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
+                "`ray start --head`, or leave --address out for a local one)"
+            ) from None
     return ray
 
 
@@ -96,8 +99,10 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
 def check_gpu_dtype(dtype: Any, opts: RayOptions) -> None:
     """GPU workers need an explicit dtype: their default (float16) is not the CPU driver's (float32)."""
     if opts.gpus_per_worker > 0 and dtype is None:
-        raise ConfigError("with --gpus-per-worker, give --dtype (float16 or float32): the workers' default on a GPU "
-                          "(float16) would differ from the driver's on a CPU, and the store holds one dtype")
+        raise ConfigError(
+            "with --gpus-per-worker, give --dtype (float16 or float32): the workers' default on a GPU "
+            "(float16) would differ from the driver's on a CPU, and the store holds one dtype"
+        )
 
 
 def worker_error(exc: BaseException) -> DiffSimError | None:
@@ -144,9 +149,17 @@ def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]
     rows, failures, skipped = [], [], 0
     for i, st in enumerate(batch["status"]):
         if st == "embedded":
-            rows.append(Row(str(batch["id"][i]), str(batch["path"][i]), str(batch["hash"][i]), str(batch["shard"][i]),
-                            int(batch["row"][i]), str(batch["checksum"][i]),
-                            np.frombuffer(batch["pool"][i], dtype=np.float32).copy()))
+            rows.append(
+                Row(
+                    str(batch["id"][i]),
+                    str(batch["path"][i]),
+                    str(batch["hash"][i]),
+                    str(batch["shard"][i]),
+                    int(batch["row"][i]),
+                    str(batch["checksum"][i]),
+                    np.frombuffer(batch["pool"][i], dtype=np.float32).copy(),
+                )
+            )
         elif st == "fail":
             failures.append((str(batch["path"][i]), str(batch["reason"][i])))
         elif st == "skip":
@@ -156,9 +169,16 @@ def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]
     return rows, failures, skipped
 
 
-def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOptions | None = None,
-                    batch_size: int | None = None, strict: bool = False, progress: bool = False,
-                    on_batch: Callable[[int], None] | None = None) -> BuildReport:
+def build_index_ray(
+    inp: RayInput,
+    store: GalleryStore,
+    metric: Any,
+    opts: RayOptions | None = None,
+    batch_size: int | None = None,
+    strict: bool = False,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> BuildReport:
     """Embed the images of ``inp`` that ``store`` lacks (or that changed) on a Ray actor pool.
 
     ``metric``: the store's metric (checked here; each actor builds its own from the store's settings);
@@ -173,26 +193,40 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
     check_gpu_dtype(store.metric_settings.get("dtype", ""), opts)
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if opts.gpus_per_worker > gpus:  # Ray would wait for them for ever
-        raise ConfigError(f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPU(s); "
-                          "start GPU nodes first (or leave the option out to embed on CPUs)")
+        raise ConfigError(
+            f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPU(s); "
+            "start GPU nodes first (or leave the option out to embed on CPUs)"
+        )
     if opts.gpus_per_worker * opts.workers > gpus:
-        logger.warning("%d workers x %g GPUs > the cluster's %g GPUs: only some actors will start", opts.workers,
-                       opts.gpus_per_worker, gpus)
+        logger.warning(
+            "%d workers x %g GPUs > the cluster's %g GPUs: only some actors will start",
+            opts.workers,
+            opts.gpus_per_worker,
+            gpus,
+        )
     report = BuildReport(total=inp.total or 0)
     report.recovered = store.recover()
     known = store.hashes()
     configure_context(ray)
     cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else _default_cpus(ray, opts)
-    ds = read_dataset(inp).map_batches(decode_batch, fn_kwargs={"preprocess": metric.preprocessor,
-                                                                "known": ray.put(known)},
-                                       batch_format="numpy")
+    ds = read_dataset(inp).map_batches(
+        decode_batch, fn_kwargs={"preprocess": metric.preprocessor, "known": ray.put(known)}, batch_format="numpy"
+    )
     ds = ds.map_batches(
-        EmbedWorker, batch_size=opts.shard_size, batch_format="numpy",
+        EmbedWorker,
+        batch_size=opts.shard_size,
+        batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=opts.workers),
-        num_gpus=opts.gpus_per_worker or None, num_cpus=cpus,
-        fn_constructor_kwargs={"store_dir": str(store.folder.resolve()), "metric_name": store.metric_name,
-                               "settings": store.metric_settings, "runtime": _runtime(metric, opts, batch_size),
-                               "exit_once": os.environ.get(EXIT_ONCE_ENV) or None})
+        num_gpus=opts.gpus_per_worker or None,
+        num_cpus=cpus,
+        fn_constructor_kwargs={
+            "store_dir": str(store.folder.resolve()),
+            "metric_name": store.metric_name,
+            "settings": store.metric_settings,
+            "runtime": _runtime(metric, opts, batch_size),
+            "exit_once": os.environ.get(EXIT_ONCE_ENV) or None,
+        },
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -206,7 +240,7 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
             rows, failures, skipped = _rows(batch)
             if strict and failures:
                 raise ImageError(failures[0][1])
-            for path, reason in failures:
+            for _path, reason in failures:
                 logger.warning("skipping unreadable image: %s", reason)
             doubled = [r.id for r in rows if r.id in seen]
             if doubled:  # Ray gave a batch's results twice: keep the first (same content)
@@ -239,7 +273,14 @@ def build_index_ray(inp: RayInput, store: GalleryStore, metric: Any, opts: RayOp
     store.set_errors(report.failures)
     report.total = report.total or report.embedded + report.skipped + len(report.failures)
     report.seconds = time.perf_counter() - t0
-    logger.info("built %s with Ray (%d workers): %d embedded, %d already stored, %d recovered, %d unreadable in %.1f s",
-                store.folder, opts.workers, report.embedded, report.skipped, report.recovered, len(report.failures),
-                report.seconds)
+    logger.info(
+        "built %s with Ray (%d workers): %d embedded, %d already stored, %d recovered, %d unreadable in %.1f s",
+        store.folder,
+        opts.workers,
+        report.embedded,
+        report.skipped,
+        report.recovered,
+        len(report.failures),
+        report.seconds,
+    )
     return report

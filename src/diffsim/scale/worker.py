@@ -6,6 +6,7 @@ image already stored with the same content, ``fail`` for an unreadable one) -> :
 ``{"id", "path", "hash", "status", "reason", "shard", "row", "checksum", "pool"}``. Only these small
 columns come back to the driver: the features go straight from the actor into a shard file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,7 @@ def decode_batch(batch: dict[str, np.ndarray], preprocess: Any, known: Any = Non
                 size, pixels = int(x.shape[-1]), x.tobytes()
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, DiffSimError) as exc:
                 status, reason = "fail", f"cannot read image {path}: {exc} (is the file truncated or not an image?)"
-        for k, v in zip(out, (image_id, path, digest, status, reason, size, pixels)):
+        for k, v in zip(out, (image_id, path, digest, status, reason, size, pixels), strict=False):
             out[k].append(v)
     return {k: np.array(v, dtype=np.int64 if k == "size" else object) for k, v in out.items()}
 
@@ -76,7 +77,7 @@ def decode_batch(batch: dict[str, np.ndarray], preprocess: Any, known: Any = Non
 def shard_name(ids: list[str], hashes: list[str]) -> str:
     """A name fixed by the batch's content: a retried batch finds the shard its first attempt wrote."""
     h = hashlib.blake2b(digest_size=12)
-    for i, d in zip(ids, hashes):
+    for i, d in zip(ids, hashes, strict=False):
         h.update(i.encode("utf-8") + b"\0" + d.encode() + b"\n")
     return "ray-" + h.hexdigest()
 
@@ -84,8 +85,14 @@ def shard_name(ids: list[str], hashes: list[str]) -> str:
 class EmbedWorker:
     """One Ray actor: loads the store's metric once, then embeds batches and writes one shard per batch."""
 
-    def __init__(self, store_dir: str, metric_name: str, settings: dict[str, Any], runtime: dict[str, Any],
-                 exit_once: str | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: str,
+        metric_name: str,
+        settings: dict[str, Any],
+        runtime: dict[str, Any],
+        exit_once: str | None = None,
+    ) -> None:
         from ..gallery.build import _stream_metric
         from ..gallery.store import GalleryStore
         from ..registry import create_metric
@@ -103,30 +110,49 @@ class EmbedWorker:
         ids, hashes = [str(v) for v in batch["id"]], [str(v) for v in batch["hash"]]
         status = [str(v) for v in batch["status"]]
         out: dict[str, list[Any]]  # one column each, of str, int or bytes
-        out = {"id": ids, "path": [str(v) for v in batch["path"]], "hash": hashes, "status": status,
-               "reason": [str(v) for v in batch["reason"]], "shard": [""] * n, "row": [-1] * n,
-               "checksum": [""] * n, "pool": [b""] * n}
+        out = {
+            "id": ids,
+            "path": [str(v) for v in batch["path"]],
+            "hash": hashes,
+            "status": status,
+            "reason": [str(v) for v in batch["reason"]],
+            "shard": [""] * n,
+            "row": [-1] * n,
+            "checksum": [""] * n,
+            "pool": [b""] * n,
+        }
         todo = [i for i in range(n) if status[i] == "embed"]
         if todo:
-            record = self._shard([ids[i] for i in todo], [out["path"][i] for i in todo], [hashes[i] for i in todo],
-                                 [batch["pixels"][i] for i in todo], [int(batch["size"][i]) for i in todo], torch)
-            for i, row in zip(todo, record.rows):
+            record = self._shard(
+                [ids[i] for i in todo],
+                [out["path"][i] for i in todo],
+                [hashes[i] for i in todo],
+                [batch["pixels"][i] for i in todo],
+                [int(batch["size"][i]) for i in todo],
+                torch,
+            )
+            for i, row in zip(todo, record.rows, strict=False):
                 out["shard"][i], out["row"][i], out["checksum"][i] = row.shard, row.row, row.checksum
                 out["pool"][i] = np.asarray(row.pool, dtype=np.float32).tobytes()
                 out["status"][i] = "embedded"
             self._maybe_exit()
         return {k: np.array(v, dtype=np.int64 if k == "row" else object) for k, v in out.items()}
 
-    def _shard(self, ids: list[str], paths: list[str], hashes: list[str], pixels: list[bytes], sizes: list[int],
-               torch: Any) -> Any:
+    def _shard(
+        self, ids: list[str], paths: list[str], hashes: list[str], pixels: list[bytes], sizes: list[int], torch: Any
+    ) -> Any:
         name = shard_name(ids, hashes)
         if self.store.shard_path(name).exists():  # a retried batch whose first attempt wrote the shard
             record = self.store.read_record(name)
             if [r.id for r in record.rows] == ids and [r.hash for r in record.rows] == hashes:
                 logger.info("%s already written (a retried batch): not embedded again", name)
                 return record
-        px = torch.stack([torch.from_numpy(np.frombuffer(b, dtype=np.float32).copy()).reshape(3, s, s)
-                          for b, s in zip(pixels, sizes)])
+        px = torch.stack(
+            [
+                torch.from_numpy(np.frombuffer(b, dtype=np.float32).copy()).reshape(3, s, s)
+                for b, s in zip(pixels, sizes, strict=False)
+            ]
+        )
         m = self.metric
         feats = m.embed_pixels(px.to(m.device), ids).to("cpu")
         pooled = m.pool(feats).cpu()

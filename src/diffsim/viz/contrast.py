@@ -1,4 +1,5 @@
 """Text colours that stay readable on any cell colour (WCAG 2 relative luminance and contrast ratio)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """Matplotlib figures on the Agg canvas (no pyplot, no global backend change) and their export."""
+
 from __future__ import annotations
 
 import io

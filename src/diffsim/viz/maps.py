@@ -1,4 +1,5 @@
 """Similarity maps: the per-token AAS cosines of A's and B's tokens overlaid on both images (paper Fig. 3)."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,10 @@ def layer_names(config: dict[str, Any]) -> list[str]:
 def pair_maps(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None) -> PairMaps:
     """Embed A and B once and take their token maps and score on ``layer`` (a metric with ``token_maps``)."""
     if not hasattr(metric, "token_maps"):
-        raise ConfigError(f"metric {getattr(metric, 'name', type(metric).__name__)!r} has no per-token maps; "
-                          "similarity maps need a DiffSim-S metric (e.g. --metric diffsim-s)")
+        raise ConfigError(
+            f"metric {getattr(metric, 'name', type(metric).__name__)!r} has no per-token maps; "
+            "similarity maps need a DiffSim-S metric (e.g. --metric diffsim-s)"
+        )
     cfg = metric.config
     names = layer_names(cfg)
     if layer is None and len(names) > 1:
@@ -63,21 +66,35 @@ def pair_maps(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None)
     fa, fb = feats[:1], feats[1:]
     ma, mb = metric.token_maps(fa, fb, layer)
     score = float(metric.compare(fa, fb, layer=layer)[0])
-    return PairMaps(ma[0], mb[0], score, str(layer if layer is not None else names[0] if names else "?"),
-                    str(getattr(metric, "name", cfg.get("metric", "metric"))), bool(metric.higher_is_better),
-                    cfg.get("step"))
+    return PairMaps(
+        ma[0],
+        mb[0],
+        score,
+        str(layer if layer is not None else names[0] if names else "?"),
+        str(getattr(metric, "name", cfg.get("metric", "metric"))),
+        bool(metric.higher_is_better),
+        cfg.get("step"),
+    )
 
 
-def overlay_figure(image_a: ImageLike, image_b: ImageLike, maps: PairMaps, crop: str = "none",
-                   vmin: float | None = None, vmax: float | None = None, alpha: float = 0.5,
-                   names: tuple[str, str] | None = None, note: str | None = None) -> Any:
+def overlay_figure(
+    image_a: ImageLike,
+    image_b: ImageLike,
+    maps: PairMaps,
+    crop: str = "none",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.5,
+    names: tuple[str, str] | None = None,
+    note: str | None = None,
+) -> Any:
     """Both images side by side with their token maps overlaid (shared colour scale, one colour bar).
 
     The colour scale defaults to the range of both maps together; pass ``vmin``/``vmax`` (e.g. 0 and 1)
     to compare figures with each other. ``note`` adds a small line under the title.
     """
     views = [model_view(image_a, crop, 0), model_view(image_b, crop, 1)]
-    ups = [upsample(m, v.height, v.width) for m, v in zip((maps.map_a, maps.map_b), views)]
+    ups = [upsample(m, v.height, v.width) for m, v in zip((maps.map_a, maps.map_b), views, strict=False)]
     lo, hi = map_range([maps.map_a, maps.map_b])
     lo, hi = lo if vmin is None else vmin, hi if vmax is None else vmax
     names = names or (describe(image_a, 0), describe(image_b, 1))
@@ -85,16 +102,26 @@ def overlay_figure(image_a: ImageLike, image_b: ImageLike, maps: PairMaps, crop:
     h, w = maps.map_a.shape
     step = f" · step {maps.step}" if maps.step is not None else ""
     polarity = "higher = more similar" if maps.higher_is_better else "lower = more similar"
-    fig.suptitle(f"{maps.metric} score {maps.score:.4f} ({polarity}) · layer {maps.layer} ({h}×{w} tokens){step}",
-                 fontsize=12, y=0.965)
+    fig.suptitle(
+        f"{maps.metric} score {maps.score:.4f} ({polarity}) · layer {maps.layer} ({h}×{w} tokens){step}",
+        fontsize=12,
+        y=0.965,
+    )
     if note:
         fig.text(0.5, 0.905, note, ha="center", va="center", fontsize=8, style="italic")
     image = None
-    for i, (view, up, name, side) in enumerate(zip(views, ups, names, "AB")):
+    for i, (view, up, name, side) in enumerate(zip(views, ups, names, "AB", strict=False)):
         ax = fig.add_axes((0.02 + 0.43 * i, 0.04, 0.41, 0.80))
         ax.imshow(np.asarray(view), interpolation="lanczos")
-        image = ax.imshow(up, cmap=CMAP, vmin=lo, vmax=hi, alpha=alpha, interpolation="nearest",
-                          extent=(-0.5, view.width - 0.5, view.height - 0.5, -0.5))
+        image = ax.imshow(
+            up,
+            cmap=CMAP,
+            vmin=lo,
+            vmax=hi,
+            alpha=alpha,
+            interpolation="nearest",
+            extent=(-0.5, view.width - 0.5, view.height - 0.5, -0.5),
+        )
         ax.set_axis_off()
         other = "B" if side == "A" else "A"
         ax.set_title(f"{side}: {os.path.basename(name)}\n{side}'s tokens aligned to {other}", fontsize=9)
@@ -112,8 +139,15 @@ def map_range(maps: Sequence[torch.Tensor]) -> tuple[float, float]:
     return (lo - 1e-6, hi + 1e-6) if hi <= lo else (lo, hi)
 
 
-def overlay_pil(image: ImageLike, token_map: torch.Tensor, vmin: float, vmax: float, crop: str = "none",
-                alpha: float = 0.5, index: int = 0) -> Image.Image:
+def overlay_pil(
+    image: ImageLike,
+    token_map: torch.Tensor,
+    vmin: float,
+    vmax: float,
+    crop: str = "none",
+    alpha: float = 0.5,
+    index: int = 0,
+) -> Image.Image:
     """One image with its token map blended over it (the figure's colour map), as an RGB PIL image."""
     mpl = require("matplotlib", "plots", "map overlays")
     view = model_view(image, crop, index)
@@ -123,15 +157,15 @@ def overlay_pil(image: ImageLike, token_map: torch.Tensor, vmin: float, vmax: fl
     return Image.blend(view.convert("RGB"), Image.fromarray(heat), alpha)
 
 
-def similarity_overlay(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None,
-                       **style: Any) -> Image.Image:
+def similarity_overlay(metric: Any, a: ImageLike, b: ImageLike, layer: str | None = None, **style: Any) -> Image.Image:
     """The map figure of two images as an RGB PIL image (1000 x 540 px); ``style``: see overlay_figure."""
     maps = pair_maps(metric, a, b, layer)
     return to_pil(overlay_figure(a, b, maps, metric.config.get("crop", "none"), **style))
 
 
-def save_similarity_map(metric: Any, a: ImageLike, b: ImageLike, path: str | os.PathLike,
-                        layer: str | None = None, **style: Any) -> tuple[Path, PairMaps]:
+def save_similarity_map(
+    metric: Any, a: ImageLike, b: ImageLike, path: str | os.PathLike, layer: str | None = None, **style: Any
+) -> tuple[Path, PairMaps]:
     """Write the map figure of two images as a PNG; returns the path and the maps drawn."""
     maps = pair_maps(metric, a, b, layer)
     return save(overlay_figure(a, b, maps, metric.config.get("crop", "none"), **style), path), maps

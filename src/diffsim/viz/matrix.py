@@ -1,4 +1,5 @@
 """Score matrices: all pairs of two image sets embedded once, drawn as a heat map with thumbnails, or as CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,9 @@ class ScoreMatrix:
         return [describe(im, i) for i, im in enumerate(self.cols)]
 
 
-def score_matrix(metric: Any, rows: Sequence[ImageLike], cols: Sequence[ImageLike] | None = None,
-                 progress: bool = False) -> ScoreMatrix:
+def score_matrix(
+    metric: Any, rows: Sequence[ImageLike], cols: Sequence[ImageLike] | None = None, progress: bool = False
+) -> ScoreMatrix:
     """Every row image against every column image (``cols`` defaults to ``rows``); one embed call in all."""
     rows = list(rows)
     if not rows or (cols is not None and not list(cols)):
@@ -57,7 +59,7 @@ def score_matrix(metric: Any, rows: Sequence[ImageLike], cols: Sequence[ImageLik
     else:
         cols_l = list(cols)
         feats = metric.embed(rows + cols_l, progress=progress)  # images in both sets are embedded once
-        scores = metric.compare_matrix(feats[: len(rows)], feats[len(rows):])
+        scores = metric.compare_matrix(feats[: len(rows)], feats[len(rows) :])
     name = str(getattr(metric, "name", None) or metric.config.get("metric", "metric"))
     return ScoreMatrix(scores.detach().float().cpu(), rows, cols_l, name, bool(metric.higher_is_better))
 
@@ -66,7 +68,7 @@ def write_csv_stream(sm: ScoreMatrix, fh: TextIO) -> None:
     """The CSV of :func:`write_csv` to an open text stream."""
     w = csv.writer(fh, lineterminator="\n")
     w.writerow(["image", *sm.col_names])
-    for name, row in zip(sm.row_names, sm.scores.tolist()):
+    for name, row in zip(sm.row_names, sm.scores.tolist(), strict=False):
         w.writerow([name, *(f"{v:.6f}" for v in row)])
 
 
@@ -125,28 +127,55 @@ def matrix_figure(sm: ScoreMatrix, title: str | None = None, cmap: str = "viridi
         for i in range(n):
             for j in range(m):
                 v = values[i, j]
-                ax.text(j, i, f"{v:.{d}f}", ha="center", va="center", fontsize=size,
-                        color=text_colour(colours(norm(v))))
+                ax.text(
+                    j, i, f"{v:.{d}f}", ha="center", va="center", fontsize=size, color=text_colour(colours(norm(v)))
+                )
     side = min(THUMB, c) * 0.95
     for i, im in enumerate(sm.rows):
         y = y0 + (n - i - 0.5) * c
-        _thumb(fig, im, i, (x0 - GAP - THUMB + (THUMB - side) / 2) / width, (y - side / 2) / height,
-               side / width, side / height)
-        fig.text((x0 - GAP - THUMB - 0.05) / width, y / height, label(im, i), ha="right", va="center",
-                 fontsize=8)
+        _thumb(
+            fig,
+            im,
+            i,
+            (x0 - GAP - THUMB + (THUMB - side) / 2) / width,
+            (y - side / 2) / height,
+            side / width,
+            side / height,
+        )
+        fig.text((x0 - GAP - THUMB - 0.05) / width, y / height, label(im, i), ha="right", va="center", fontsize=8)
     for j, im in enumerate(sm.cols):
         x = x0 + (j + 0.5) * c
-        _thumb(fig, im, j, (x - side / 2) / width, (y0 + n * c + GAP + (THUMB - side) / 2) / height,
-               side / width, side / height)
-        fig.text(x / width, (y0 - 0.05) / height, label(im, j, 14), ha="center", va="top", fontsize=7,
-                 rotation=0 if c >= 0.8 else 90)
+        _thumb(
+            fig,
+            im,
+            j,
+            (x - side / 2) / width,
+            (y0 + n * c + GAP + (THUMB - side) / 2) / height,
+            side / width,
+            side / height,
+        )
+        fig.text(
+            x / width,
+            (y0 - 0.05) / height,
+            label(im, j, 14),
+            ha="center",
+            va="top",
+            fontsize=7,
+            rotation=0 if c >= 0.8 else 90,
+        )
     cax = fig.add_axes(((x0 + m * c + 0.2) / width, y0 / height, 0.15 / width, n * c / height))
     kind = "score (higher = more similar)" if sm.higher_is_better else "distance (lower = more similar)"
     cbar = fig.colorbar(image, cax=cax)
     cbar.set_label(kind, fontsize=8)
     plain_colorbar(cbar, norm.vmin, norm.vmax)
-    fig.text(0.5, 1 - (MARGIN + TITLE_H / 2) / height, title or f"{sm.metric}: {n} × {m}", ha="center",
-             va="center", fontsize=11)
+    fig.text(
+        0.5,
+        1 - (MARGIN + TITLE_H / 2) / height,
+        title or f"{sm.metric}: {n} × {m}",
+        ha="center",
+        va="center",
+        fontsize=11,
+    )
     return fig
 
 

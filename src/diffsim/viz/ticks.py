@@ -1,4 +1,5 @@
 """Number formatting for cells and colour bars: enough decimals to tell values apart, no offset notation."""
+
 from __future__ import annotations
 
 import math

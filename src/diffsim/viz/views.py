@@ -1,4 +1,5 @@
 """What to draw for an input image: the region the metric saw, as a PIL image, and thumbnails."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def model_view(image: ImageLike, crop: str = "none", index: int = 0, max_side: i
         item = item.crop((left, top, left + s, top + s))
     scale = max_side / max(item.size)
     if scale < 1:
-        item = item.resize((max(1, round(item.width * scale)), max(1, round(item.height * scale))),
-                           Image.Resampling.LANCZOS)
+        item = item.resize(
+            (max(1, round(item.width * scale)), max(1, round(item.height * scale))), Image.Resampling.LANCZOS
+        )
     return item
 
 
