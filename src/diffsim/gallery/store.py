@@ -534,7 +534,7 @@ class GalleryStore:
         if self._verified.get(name) == stamp:
             try:
                 with safe_open(str(path), framework="pt") as fh:
-                    tensors = {k: fh.get_tensor(k) for k in fh if k != POOL_KEY}
+                    tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != POOL_KEY}  # noqa: SIM118 (safe_open is not iterable)
             except Exception as exc:  # noqa: BLE001 - any parse error: name the file
                 raise StoreError(f"corrupt shard {path}: {exc}") from exc
         else:

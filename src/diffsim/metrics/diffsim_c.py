@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import ClassVar
-
-import torch
+from typing import Any, ClassVar
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
-from ..devices import resolve_dtype
 from ..errors import ConfigError
-from ..features import Features
-from ..images import check_size
 from ..settings import path_like
-from .automask import AutoMasks
-from .diffsim_s import DEFAULT_STEP, DiffSim, DiffSimSettings
+from .diffsim_s import DiffSim, DiffSimSettings
 
 DEFAULT_C_LAYER = "up0.cross"  # up_blocks.1.attentions.2.transformer_blocks.0.attn2: the authors' effective layer
 
@@ -69,6 +63,7 @@ class DiffSimC(DiffSim):
     Settings = DiffSimCSettings
     settings: DiffSimCSettings
     default_name = "diffsim-c"
+    layer_kind = "cross"
 
     @classmethod
     def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
@@ -85,33 +80,5 @@ class DiffSimC(DiffSim):
             image_encoder_folder=settings.ip_image_encoder,
         )
 
-    def setup(self) -> None:
-        s = self.settings
-        check_size(s.size, self.backbone.latent_factor)
-        step = s.step if s.timestep is not None or s.step is not None else DEFAULT_STEP
-        self.timestep = self.backbone.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
-        self.step = None if s.timestep is not None else step
-        self.layer_names = s.layer_names
-        self.layers = self.backbone.resolve(self.layer_names, kind="cross")
-        self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
-        self.compare_dtype = None if s.compare_dtype is None else resolve_dtype(s.compare_dtype, self.device)
-
-    def _layer(self, layer: str | None) -> str:
-        if layer is not None and layer not in self.layers:
-            layer = self.backbone.resolve([layer], kind="cross")[0]
-        return super()._layer(layer)
-
-    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(
-            pixels,
-            self.layers,
-            self.timestep,
-            prompt or self.prompt,
-            self.seed,
-            single_branch=self.single_branch,
-            scale=float(self.settings.scale),
-        )
-        tensors: dict[str, torch.Tensor] = {}
-        for path, f in qkv.items():
-            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
-        return Features(tensors)
+    def extract_options(self) -> dict[str, Any]:
+        return {"scale": float(self.settings.scale)}

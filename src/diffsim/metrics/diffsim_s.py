@@ -127,6 +127,8 @@ class DiffSim(FeatureMetric):
     default_model = DEFAULT_MODEL
     accepts_prompt = True
     accepts_masks = True
+    #: the attention layers it reads: "self" (attn1) for DiffSim-S, "cross" (attn2) for DiffSim-C
+    layer_kind: ClassVar[str] = "self"
     embed_options = ("masks", "mask_prompt")
 
     # ------------------------------------------------------------------ build
@@ -176,7 +178,7 @@ class DiffSim(FeatureMetric):
         self.timestep = self.backbone.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
         self.step = None if s.timestep is not None else step
         self.layer_names = s.layer_names
-        self.layers = self.backbone.resolve(self.layer_names, kind="self")
+        self.layers = self.backbone.resolve(self.layer_names, kind=self.layer_kind)
         self.automask = AutoMasks(s.mask_model, s.mask_prompt, self.device, self.dtype, s.auto_masks)
         self.compare_dtype = None if s.compare_dtype is None else resolve_dtype(s.compare_dtype, self.device)
 
@@ -201,12 +203,22 @@ class DiffSim(FeatureMetric):
 
     def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
         qkv = self.backbone.extract(
-            pixels, self.layers, self.timestep, prompt or self.prompt, self.seed, single_branch=self.single_branch
+            pixels,
+            self.layers,
+            self.timestep,
+            prompt or self.prompt,
+            self.seed,
+            single_branch=self.single_branch,
+            **self.extract_options(),
         )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
         return Features(tensors)
+
+    def extract_options(self) -> dict[str, Any]:
+        """Backbone-specific keywords of ``backbone.extract`` (SDXL's size conditioning, the IP-Adapter scale)."""
+        return {}
 
     def embed(
         self,
@@ -265,7 +277,7 @@ class DiffSim(FeatureMetric):
             return self.layers[0]
         if layer in self.layers:
             return layer
-        path = self.backbone.resolve([layer])[0]
+        path = self.backbone.resolve([layer], kind=self.layer_kind)[0]
         if path not in self.layers:
             raise LayerError(f"layer {layer!r} was not embedded; this metric has {', '.join(self.layer_names)}")
         return path

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import ClassVar
-
-import torch
+from typing import Any, ClassVar
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
 from ..errors import ConfigError
-from ..features import Features
 from ..settings import path_like
 from .diffsim_s import DiffSim, DiffSimSettings
 
@@ -61,17 +58,5 @@ class DiffSimXL(DiffSim):
             vae=settings.vae,
         )
 
-    def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(
-            pixels,
-            self.layers,
-            self.timestep,
-            prompt or self.prompt,
-            self.seed,
-            single_branch=self.single_branch,
-            conditioning_size=self.settings.conditioning_size,
-        )
-        tensors: dict[str, torch.Tensor] = {}
-        for path, f in qkv.items():
-            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
-        return Features(tensors)
+    def extract_options(self) -> dict[str, Any]:
+        return {"conditioning_size": self.settings.conditioning_size}
