@@ -33,7 +33,7 @@ from .latents import LatentEncoding
 from .layers import AttentionLayer
 from .loading import classify, diffusers_errors_only, load_cache_first
 from .stable_diffusion import _by_image
-from .timesteps import check_timestep, step_table, step_to_timestep
+from .timesteps import resolve_timestep, step_table
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +178,7 @@ class DiTBackbone(LatentEncoding):
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         """The actual T from ``timestep`` or from ``step`` K (T = scheduler.timesteps[K]; DDIM: 999 - K)."""
-        if timestep is not None and step is not None:
-            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
-        if step is not None:
-            return step_to_timestep(self.scheduler, step)
-        if timestep is None:
-            raise ValueError("timestep or step is required")
-        return check_timestep(self.scheduler, timestep)
+        return resolve_timestep(self.scheduler, timestep, step)
 
     def step_table(self) -> list[int]:
         return step_table(self.scheduler)

@@ -24,7 +24,7 @@ from .identity import model_identity
 from .layers import alias_table, list_attention_layers, resolve_layer
 from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
 from .stable_diffusion import StableDiffusionBackbone, compile_mode
-from .timesteps import check_timestep, step_table, step_to_timestep
+from .timesteps import resolve_timestep, step_table
 
 logger = logging.getLogger(__name__)
 
@@ -130,15 +130,8 @@ class LazyStableDiffusion:
         return alias_table(self._unet())
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
-        if timestep is not None and step is not None:
-            from ..errors import ConfigError
-
-            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
-        if step is not None:
-            return step_to_timestep(self.scheduler, step)
-        if timestep is None:
-            raise ValueError("timestep or step is required")
-        return check_timestep(self.scheduler, timestep)
+        """The actual timestep T from either ``timestep`` or the paper's ``step`` index."""
+        return resolve_timestep(self.scheduler, timestep, step)
 
     def step_table(self) -> list[int]:
         return step_table(self.scheduler)

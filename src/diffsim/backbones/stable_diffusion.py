@@ -37,7 +37,7 @@ from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
-from .timesteps import check_timestep, step_table, step_to_timestep
+from .timesteps import resolve_timestep, step_table
 from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
 
 logger = logging.getLogger(__name__)
@@ -243,15 +243,7 @@ class StableDiffusionBackbone:
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         """The actual timestep T from either ``timestep`` or the paper's ``step`` index."""
-        if timestep is not None and step is not None:
-            from ..errors import ConfigError
-
-            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
-        if step is not None:
-            return step_to_timestep(self.scheduler, step)
-        if timestep is None:
-            raise ValueError("timestep or step is required")
-        return check_timestep(self.scheduler, timestep)
+        return resolve_timestep(self.scheduler, timestep, step)
 
     def step_table(self) -> list[int]:
         return step_table(self.scheduler)

@@ -47,3 +47,16 @@ def step_to_timestep(scheduler: Any, step: int) -> int:
             f"has {len(table)} timesteps after set_timesteps); got {step!r}"
         )
     return check_timestep(scheduler, table[step], f" (from --step {step} on {type(scheduler).__name__})")
+
+
+def resolve_timestep(scheduler: Any, timestep: int | None = None, step: int | None = None) -> int:
+    """The actual timestep T from either ``timestep`` (validated) or the paper's ``step`` index K."""
+    if timestep is not None and step is not None:
+        from ..errors import ConfigError
+
+        raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
+    if step is not None:
+        return step_to_timestep(scheduler, step)
+    if timestep is None:
+        raise ValueError("timestep or step is required")
+    return check_timestep(scheduler, timestep)
