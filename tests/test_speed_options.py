@@ -29,8 +29,8 @@ def test_inference_mode_gives_the_same_features(tiny_sd_path, image_files):
     assert torch.allclose(inf.compare_matrix(fb, fb, "up0"), base.compare_matrix(fa, fa, "up0"), atol=1e-6)
     cached = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, device="cpu", dtype="float32", inference_mode=True)
     assert cached.score(image_files[0], image_files[1]) == pytest.approx(
-        base.with_settings(layer="up0").score(image_files[0], image_files[1]), abs=1e-7
-    )
+        base.with_settings(layer="up0").score(image_files[0], image_files[1]), abs=1e-6
+    )  # oneDNN kernels under inference mode: float32 rounding (seen 1.2e-7 after other tests ran)
     assert cached.score(image_files[0], image_files[1]) == cached.score(image_files[0], image_files[1])  # from cache
 
 

@@ -29,6 +29,7 @@ class LatentEncoding:
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
+        self.cache_latents = True  # keep clean latents per image content (see encode)
 
     def clear_caches(self) -> None:
         """Forget the cached noise and clean latents."""
@@ -56,7 +57,11 @@ class LatentEncoding:
 
         Latents are kept per image content and seed (bounded LRU), so embedding the same images at
         other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
+        With ``cache_latents = False`` (throughput runs that see each image once) the per-image hash,
+        the copy to the CPU and back are skipped.
         """
+        if not self.cache_latents:
+            return self._encode(pixels, seed)
         keys = [(content_hash(p), seed) for p in pixels]
         todo = [i for i, k in enumerate(keys) if k not in self._latents]
         if todo:

@@ -181,7 +181,7 @@ class SDXLBackbone(StableDiffusionBackbone):
     ) -> dict[str, QKV]:
         """Q/K/V at ``layers`` from clean latents; each ``(N, branches, heads, T, D)``."""
         n = z0.shape[0]
-        xt = self.model_input(z0, timestep, seed).to(self.dtype)  # type: ignore[misc]  # a LatentEncoding method borrowed by name
+        xt = self.model_input(z0, timestep, seed).to(self.dtype)
         cond, uncond, pooled, uncond_pooled = self.text_conditioning(prompt)
         side = z0.shape[-1] * self.latent_factor
         ids = self.time_ids(z0.shape[-2] * self.latent_factor, side, conditioning_size)

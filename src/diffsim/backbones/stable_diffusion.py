@@ -24,17 +24,16 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
-from ..images import content_hash
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
+from .latents import LatentEncoding
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .timesteps import resolve_timestep, step_table
@@ -42,7 +41,6 @@ from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
 
 logger = logging.getLogger(__name__)
 
-LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -81,7 +79,7 @@ def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape[0] >= n else torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])])
 
 
-class StableDiffusionBackbone:
+class StableDiffusionBackbone(LatentEncoding):
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
     kind = "sd"
@@ -107,14 +105,11 @@ class StableDiffusionBackbone:
         #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
         self.identity = identity or model_identity(parts.source)
         self._text: dict[str, torch.Tensor] = {}
-        self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._latents: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
+        self.init_latent_state()  # seeded noise, clean-latent LRU, images_encoded, cache_latents
         self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
-        self.images_encoded = 0  # images through the VAE encoder (a latent-cache hit does not count)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
         self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
-        self.cache_latents = True  # keep clean latents per image content (see encode)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
         self._runners: dict[tuple[str, ...], Any] = {}
@@ -205,8 +200,7 @@ class StableDiffusionBackbone:
     def clear_caches(self) -> None:
         """Forget cached prompt embeddings, noise and clean latents (benchmarks start each row cold)."""
         self._text.clear()
-        self._noise.clear()
-        self._latents.clear()
+        super().clear_caches()
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -263,39 +257,6 @@ class StableDiffusionBackbone:
             with torch.no_grad():  # not inference mode: the embedding is reused outside it
                 self._text[prompt] = self.parts.text_encoder(ids)[0]
         return self._text[prompt]
-
-    def noise(self, seed: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps_vae, eps), each (1, C, side, side) float32 on CPU, from one CPU generator seeded ``seed``."""
-        key = (seed, side)
-        if key not in self._noise:
-            c = int(self.parts.vae.config.latent_channels)
-            g = torch.Generator("cpu").manual_seed(seed)
-            eps_vae = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
-            eps = torch.randn((1, c, side, side), generator=g, dtype=torch.float32)
-            self._noise[key] = (eps_vae, eps)
-        return self._noise[key]
-
-    def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> clean latents z0 (N, C, S/f, S/f) in float32.
-
-        Latents are kept per image content and seed (bounded LRU), so embedding the same images at
-        other timesteps or layers (a sweep, the demo's selectors) does not run the VAE again.
-        With ``cache_latents = False`` (throughput runs that see each image once) the per-image hash,
-        the copy to the CPU and back are skipped.
-        """
-        if not self.cache_latents:
-            return self._encode(pixels, seed)
-        keys = [(content_hash(p), seed) for p in pixels]
-        todo = [i for i, k in enumerate(keys) if k not in self._latents]
-        if todo:
-            z = self._encode(pixels[todo], seed)
-            for i, zi in zip(todo, z, strict=False):
-                self._latents[keys[i]] = zi.cpu()
-                while len(self._latents) > LATENT_CACHE_ITEMS:
-                    self._latents.popitem(last=False)
-        for k in keys:
-            self._latents.move_to_end(k)
-        return torch.stack([self._latents[k] for k in keys]).to(self.device)
 
     def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
         self.images_encoded += pixels.shape[0]
