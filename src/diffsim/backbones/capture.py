@@ -79,3 +79,26 @@ def run_until_captured(fn, *args: Any, **kwargs: Any) -> None:
     """Call ``fn``; a :class:`StopForward` from a capture hook ends it normally."""
     with suppress(StopForward):
         fn(*args, **kwargs)
+
+
+def check_captured(store: dict[str, QKV], paths: list[str], what: str = "U-Net") -> dict[str, QKV]:
+    """``store`` if every requested path was captured, else a RuntimeError naming the missing ones."""
+    missing = [p for p in paths if p not in store]
+    if missing:
+        raise RuntimeError(f"layers never ran in the {what} forward: {missing}")
+    return store
+
+
+def capture(
+    net: nn.Module,
+    paths: list[str],
+    *args: Any,
+    stop_early: bool = True,
+    project: Projector = self_attention_qkv,
+    what: str = "U-Net",
+    **kwargs: Any,
+) -> dict[str, QKV]:
+    """Run ``net(*args, **kwargs)`` with Q/K/V captured at ``paths`` (stopping after the last one)."""
+    with capture_qkv(net, paths, stop_early=stop_early, project=project) as store:
+        run_until_captured(net, *args, **kwargs)
+    return check_captured(store, paths, what)

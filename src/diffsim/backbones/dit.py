@@ -27,7 +27,7 @@ from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
+from .capture import capture
 from .detect import DIT, require_kind
 from .latents import LatentEncoding
 from .layers import AttentionLayer
@@ -244,10 +244,15 @@ class DiTBackbone(LatentEncoding):
             branches, sample = 2, torch.cat([xt, xt])
             labels = torch.cat([cond, torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)])
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        with capture_qkv(self.transformer, layers, stop_early=stop_early) as store:
-            self.forward_calls += 1
-            run_until_captured(self.transformer, sample, timestep=t, class_labels=labels, return_dict=False)
-        missing = [p for p in layers if p not in store]
-        if missing:
-            raise RuntimeError(f"layers never ran in the DiT forward: {missing}")
+        self.forward_calls += 1
+        store = capture(
+            self.transformer,
+            layers,
+            sample,
+            stop_early=stop_early,
+            what="DiT",
+            timestep=t,
+            class_labels=labels,
+            return_dict=False,
+        )
         return {p: _by_image(store[p], branches, n, n) for p in layers}

@@ -36,7 +36,7 @@ from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
+from .capture import capture
 from .detect import SD, require_kind
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .stable_diffusion import StableDiffusionBackbone, _by_image
@@ -225,14 +225,18 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             img = torch.cat([zero.expand(n, -1, -1), feats])
         added = {"image_embeds": [img[:, None]]}  # one IP image per sample
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        with capture_qkv(self.unet, layers, stop_early=stop_early, project=ip_cross_qkv) as store:
-            self.unet_calls += 1
-            run_until_captured(
-                self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added, return_dict=False
-            )
-        missing = [p for p in layers if p not in store]
-        if missing:
-            raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
+        self.unet_calls += 1
+        store = capture(
+            self.unet,
+            layers,
+            sample,
+            t,
+            stop_early=stop_early,
+            project=ip_cross_qkv,
+            encoder_hidden_states=emb,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )
         return {p: _by_image(store[p], branches, n, n) for p in layers}
 
     def extract_latents(self, *args: Any, **kwargs: Any) -> dict[str, QKV]:

@@ -28,7 +28,7 @@ from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ModelNotFoundError
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
+from .capture import capture
 from .detect import SDXL, require_kind
 from .latents import LatentEncoding
 from .loading import (
@@ -194,14 +194,17 @@ class SDXLBackbone(StableDiffusionBackbone):
             sample = torch.cat([xt, xt])
         added = {"text_embeds": text, "time_ids": ids.expand(sample.shape[0], -1)}
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
-            self.unet_calls += 1
-            run_until_captured(
-                self.unet, sample, t, encoder_hidden_states=emb, added_cond_kwargs=added, return_dict=False
-            )
-        missing = [p for p in layers if p not in store]
-        if missing:
-            raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
+        self.unet_calls += 1
+        store = capture(
+            self.unet,
+            layers,
+            sample,
+            t,
+            stop_early=stop_early,
+            encoder_hidden_states=emb,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )
         return {p: _by_image(store[p], branches, n, n) for p in layers}
 
     @torch.no_grad()

@@ -31,7 +31,7 @@ import torch
 from ..aas import QKV
 from ..devices import resolve_device, resolve_dtype
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
+from .capture import capture_qkv, check_captured, run_until_captured
 from .identity import model_identity
 from .latents import LatentEncoding
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
@@ -337,9 +337,7 @@ class StableDiffusionBackbone(LatentEncoding):
             self.last_path = "hooks"
             with self.no_grad(), capture_qkv(self.unet, layers, stop_early=stop_early) as store:
                 run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
-        missing = [p for p in layers if p not in store]
-        if missing:
-            raise RuntimeError(f"layers never ran in the U-Net forward: {missing}")
+        check_captured(store, layers)
         return {p: _by_image(store[p], branches, m, n, copy=self.compile == "reduce-overhead") for p in layers}
 
     def _runner(self, layers: tuple[str, ...]) -> Any:
