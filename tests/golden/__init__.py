@@ -1,0 +1,1 @@
+"""Golden fingerprints: committed scores and Q/K/V values of every metric on the tiny test models."""
