@@ -11,6 +11,7 @@ import click
 from .._version import __version__
 from ..errors import DiffSimError
 from .bench import bench, consistency
+from .datasets_cmd import datasets_group
 from .dedup import dedup
 from .demo_cmd import demo_command
 from .index import index
@@ -86,6 +87,7 @@ cli.add_command(demo_command)
 cli.add_command(index)
 cli.add_command(retrieve)
 cli.add_command(dedup)
+cli.add_command(datasets_group)
 
 
 def _interrupted() -> str:
