@@ -14,12 +14,14 @@ from .bench import bench, consistency
 from .datasets_cmd import datasets_group
 from .dedup import dedup
 from .demo_cmd import demo_command
+from .download import download_models
 from .index import index
 from .layers import layers
 from .list_cmd import list_command
 from .map_cmd import map_command
 from .matrix_cmd import matrix_command
 from .report import report
+from .reproduce import reproduce
 from .retrieve import retrieve
 from .score import score
 from .sweep import sweep
@@ -72,7 +74,7 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
 
 
 _STATE: dict[str, object] = {"verbose": 0, "command": None}
-RESUMABLE = ("bench", "sweep", "consistency")
+RESUMABLE = ("bench", "sweep", "consistency", "reproduce")
 
 cli.add_command(score)
 cli.add_command(layers)
@@ -88,6 +90,8 @@ cli.add_command(index)
 cli.add_command(retrieve)
 cli.add_command(dedup)
 cli.add_command(datasets_group)
+cli.add_command(reproduce)
+cli.add_command(download_models)
 
 
 def _interrupted() -> str:
