@@ -180,3 +180,23 @@ def test_cli_list_and_download(server, nights_zip, tmp_path, capsys):
     assert "nights: ready in" in capsys.readouterr().out
     assert main(["datasets", "download", "cute", "--root", str(tmp_path)]) == 2
     assert "must be fetched by hand" in capsys.readouterr().err
+
+
+def test_hub_set_is_snapshotted_and_moved_into_place(tmp_path, monkeypatch):
+    """Sref comes from the Hub: snapshot_download into a staging folder, then one move into ROOT/Sref.
+    (The Hub client is replaced by one that writes the fixture files: no network in tests.)"""
+    calls = []
+
+    def snapshot(repo_id, repo_type, local_dir):
+        calls.append((repo_id, repo_type))
+        made = bf.style_bench(Path(local_dir).parent / "made", "Sref")
+        made.rename(local_dir)
+        (Path(local_dir) / ".cache").mkdir()
+        return local_dir
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot)
+    path = download_dataset("sref", tmp_path / "data", progress=False)
+    assert calls == [("yiren98/Sref", "dataset")]
+    assert path == tmp_path / "data" / "Sref" and not (path / ".cache").exists()
+    assert len(load_dataset("sref", path).triplets) > 0
+    assert _leftovers(tmp_path / "data") == ["Sref"]

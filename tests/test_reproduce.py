@@ -200,3 +200,24 @@ def test_verdict_and_unknown_row():
     assert verdict(90.0, (88.0, 91.0)) == "inside" and verdict(92.0, (88.0, 91.0)) == "outside"
     assert verdict(None, (0.0, 1.0)) == "no paper number"
     assert main(["reproduce", "--root", ".", "--rows", "Nope", "--dry-run"]) == 2
+
+
+def test_commands_in_the_reproduce_page_use_real_flags():
+    """Every `diffsim ...` line of docs/reproduce.md names existing (sub)commands and options."""
+    import shlex
+
+    import click
+
+    from diffsim.cli.main import cli
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    cmds = [shlex.split(line.split("  #")[0]) for line in page.read_text().splitlines() if line.startswith("diffsim ")]
+    assert len(cmds) >= 6
+    for argv in cmds:
+        cmd: click.Command = cli
+        args = argv[1:]
+        while isinstance(cmd, click.Group):
+            cmd = cmd.commands[args.pop(0)]
+        flags = {o for p in cmd.params for o in p.opts + p.secondary_opts}
+        used = {a for a in args if a.startswith("-")}
+        assert used <= flags, f"{' '.join(argv)}: unknown {sorted(used - flags)}"
