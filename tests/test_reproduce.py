@@ -47,7 +47,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def config_file(paths, tmp_path_factory) -> Path:
-    names = {j.metric for j in table1_jobs(rows=ROWS)}
+    names = {j.metric for j in table1_jobs(rows=[*ROWS, "Ensemble"])}
     cfg = {n: tiny_overrides(n, paths) for n in names}
     f = tmp_path_factory.mktemp("cfg") / "tiny.json"
     f.write_text(json.dumps(cfg))
@@ -221,3 +221,21 @@ def test_commands_in_the_reproduce_page_use_real_flags():
         flags = {o for p in cmd.params for o in p.opts + p.secondary_opts}
         used = {a for a in args if a.startswith("-")}
         assert used <= flags, f"{' '.join(argv)}: unknown {sorted(used - flags)}"
+
+
+def test_feature_cache_shares_a_configuration_between_cells(root, config_file, tmp_path):
+    """CLIP row + Ensemble (whose members include the same CLIP) on TID2013 with --feature-cache: the CLIP
+    features are written once (one folder per configuration: clip-i, diffsim-s, dinov2 = 3, not 4)."""
+    from diffsim.cli.reproduce import read_config
+
+    cfg = read_config(str(config_file))
+    plan = plan_table1(root, datasets=["tid2013"], rows=["CLIP", "Ensemble"], config=cfg, seed=2334)
+    assert [j.metric for j in plan.jobs] == ["clip-i", "ensemble"]
+    cache = tmp_path / "features"
+    run_plan(plan, tmp_path / "out", n_boot=50, feature_cache=cache)
+    folders = [d for d in cache.iterdir() if d.is_dir()]
+    ts = load_dataset("tid2013", root / "tid2013", "paper", 2334)
+    images = {p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)}
+    assert len(folders) == 3
+    counts = [len(list(d.glob("*.safetensors"))) for d in folders]
+    assert all(0 < c <= len(images) for c in counts), counts  # one entry per distinct (preprocessed) image

@@ -104,8 +104,18 @@ def metric_overrides(name: str, config: dict[str, dict[str, Any]]) -> dict[str, 
     """Settings for metric ``name``: the config's ``"*"`` entries it has a setting for, then its own entry."""
     klass = metric_info(name).metric_class
     known = set(klass.Settings.names())
-    common = {k: v for k, v in config.get("*", {}).items() if k in known}
+    votes = getattr(klass, "votes", False)  # an ensemble hands settings it lacks to every member
+    common = {k: v for k, v in config.get("*", {}).items() if votes or k in known}
     return {**common, **config.get(name, {})}
+
+
+def with_feature_cache(name: str, over: dict[str, Any], folder: str | os.PathLike) -> dict[str, Any]:
+    """``over`` plus ``cache_dir=folder`` (unless set): cells with the same feature configuration (e.g. the
+    CLIP row and the Ensemble's CLIP member) then embed each image once between them."""
+    klass = metric_info(name).metric_class
+    if "cache_dir" in over or not ("cache_dir" in klass.Settings.names() or getattr(klass, "votes", False)):
+        return over
+    return {**over, "cache_dir": str(folder)}
 
 
 def plan_table1(
@@ -162,8 +172,20 @@ def _finished(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return results
 
 
-def run_plan(plan: Plan, out_dir: str | os.PathLike, n_boot: int = 1000, progress: bool = False) -> dict[str, Any]:
-    """Run every job of ``plan`` (resumable) and write the report files into ``out_dir``; returns the report."""
+def run_plan(
+    plan: Plan,
+    out_dir: str | os.PathLike,
+    n_boot: int = 1000,
+    progress: bool = False,
+    feature_cache: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Run every job of ``plan`` (resumable) and write the report files into ``out_dir``; returns the report.
+
+    Within a cell every image is embedded once (the harness's feature store). ``feature_cache``: an on-disk
+    feature cache shared by all cells, so cells with the same feature configuration (the CLIP row and the
+    Ensemble's CLIP member) embed each image once between them; it costs disk (SD 1.5 ``up0`` features are
+    a few MB per image).
+    """
     from ..registry import create_metric
     from .twoafc import EvalOptions, evaluate_2afc
 
@@ -189,7 +211,8 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike, n_boot: int = 1000, progres
             results = _finished(job_out, key)
             if results is None:
                 if metric is None:
-                    metric = create_metric(name, **over)
+                    built = with_feature_cache(name, over, feature_cache) if feature_cache else over
+                    metric = create_metric(name, **built)
                 opts = EvalOptions(n_boot=n_boot, progress=progress)
                 results = evaluate_2afc(metric, ts, job_out, opts)
                 (job_out / "job.json").write_text(json.dumps(key, indent=1))

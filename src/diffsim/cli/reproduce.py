@@ -67,6 +67,12 @@ config_option = click.option(
 @click.option("--dtype", default=None, help="Dtype for every metric that has one, e.g. float16.")
 @click.option("--seed", type=int, default=2334, show_default=True, help="Triplet sampling seed (the authors' 2334).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
+@click.option(
+    "--feature-cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="On-disk feature cache shared by all cells (same configuration: embedded once; SD features: MBs/image).",
+)
 @click.option("--offline", is_flag=True, help="Check every model file is cached first; never use the network.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and what is missing) and stop.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -81,6 +87,7 @@ def reproduce(
     dtype: str | None,
     seed: int,
     n_boot: int,
+    feature_cache: str | None,
     offline: bool,
     dry_run: bool,
     quiet: bool,
@@ -119,7 +126,7 @@ def reproduce(
         return
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
-    report = run_plan(plan, out_dir, n_boot=n_boot, progress=not quiet)
+    report = run_plan(plan, out_dir, n_boot=n_boot, progress=not quiet, feature_cache=feature_cache)
     s = report["summary"]
     click.echo(f"{s['inside']} of {s['cells']} paper numbers inside our 95% interval; {s['outside']} outside")
     click.echo(f"report: {Path(out_dir) / 'report.md'}")

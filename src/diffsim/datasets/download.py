@@ -218,6 +218,8 @@ def dataset_dir(root: str | os.PathLike, name: str) -> Path:
 
 def _install_parts(src: Source, root: Path, force: bool, keep_archives: bool, progress: bool) -> dict[str, Any]:
     final = root / src.folder
+    if final.exists() and not force:  # before any transfer
+        raise DownloadError(f"{final} already exists; pass --force to replace it")
     cache = root / ".downloads"
     staging = Path(tempfile.mkdtemp(prefix=f".{src.dataset}-", dir=root))
     record: dict[str, Any] = {"dataset": src.dataset, "files": []}
@@ -253,11 +255,8 @@ def _install_parts(src: Source, root: Path, force: bool, keep_archives: bool, pr
                 {"url": part.resolved_url(), "file": part.filename, "bytes": archive.stat().st_size, "sha256": digest}
             )
         (layout / RECORD).write_text(json.dumps(record, indent=1) + "\n")
-        if final.exists():
-            if not force:
-                raise DownloadError(f"{final} already exists; pass --force to replace it")
-            old = staging / "old"
-            os.replace(final, old)
+        if final.exists():  # --force: the old folder goes with the staging folder
+            os.replace(final, staging / "old")
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(layout, final)  # the one step that makes the layout appear
     finally:
