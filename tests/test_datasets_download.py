@@ -71,6 +71,10 @@ def test_good_archive_lands_in_the_loader_layout(server, nights_zip, tmp_path, m
     assert _leftovers(root) == ["nights"]  # no archive, no staging folder left behind
     with pytest.raises(DownloadError, match="already exists; pass --force"):
         download_dataset("nights", root, progress=False)
+    (path / "stale.txt").write_text("from an older copy")
+    download_dataset("nights", root, force=True, progress=False)  # --force replaces the folder
+    assert (path / "data.csv").is_file() and not (path / "stale.txt").exists()
+    assert _leftovers(root) == ["nights"]
 
 
 def test_corrupt_archive_fails_and_installs_nothing(server, nights_zip, tmp_path, monkeypatch):
