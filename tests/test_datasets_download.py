@@ -204,3 +204,15 @@ def test_hub_set_is_snapshotted_and_moved_into_place(tmp_path, monkeypatch):
     assert path == tmp_path / "data" / "Sref" and not (path / ".cache").exists()
     assert len(load_dataset("sref", path).triplets) > 0
     assert _leftovers(tmp_path / "data") == ["Sref"]
+
+
+def test_truncated_archive_without_checksum_is_deleted(server, nights_zip, tmp_path):
+    """No published checksum and a server that sends a short body without an error: the bad zip is caught
+    at extraction, deleted, and nothing is installed; the next run downloads it again."""
+    server.files["/nights.zip"] = nights_zip[: len(nights_zip) // 3]
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="not a valid zip archive .*the download was deleted"):
+        download_dataset("nights", root, progress=False)
+    assert not (root / "nights").exists() and not list(root.rglob("nights.zip*"))
+    server.files["/nights.zip"] = nights_zip
+    assert (download_dataset("nights", root, progress=False) / "data.csv").is_file()

@@ -169,7 +169,13 @@ def extract(archive: Path, kind: str, into: Path) -> None:
                 zf.extractall(into)
         elif kind == "tar":
             with tarfile.open(archive) as tf:
-                tf.extractall(into, filter="data")
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuses links and paths outside
+                    tf.extractall(into, filter="data")
+                else:
+                    bad = [m.name for m in tf.getmembers() if not _inside(into, m.name) or m.issym() or m.islnk()]
+                    if bad:
+                        raise DownloadError(f"{archive.name}: unsafe member in archive: {bad[0]}")
+                    tf.extractall(into)  # noqa: S202 (members checked above)
         elif kind == "rar":
             _extract_rar(archive, into)
         elif kind == "file":
@@ -177,7 +183,10 @@ def extract(archive: Path, kind: str, into: Path) -> None:
         else:
             raise DownloadError(f"{archive.name}: unknown archive kind {kind!r}")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise DownloadError(f"{archive.name}: not a valid {kind} archive ({exc}); delete it and run again") from None
+        archive.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{archive.name}: not a valid {kind} archive ({exc}); the download was deleted, run again"
+        ) from None
 
 
 def _extract_rar(archive: Path, into: Path) -> None:
