@@ -22,6 +22,7 @@ REGEN = "python -m tests.golden.regenerate"
 SCORE_ATOL = 2e-6  # absolute tolerance on a score (tiny-model DiffSim-S pairs differ by ~1e-4 only)
 SCORE_RTOL = 1e-6  # plus this fraction of the score (scores such as MSE can be large)
 QKV_ATOL = 1e-4  # absolute tolerance on a Q/K/V value
+GLOBAL_SEED = 19  # torch's global RNG before each metric is built
 QKV_VALUES = 6  # values kept per Q, K and V tensor (evenly spaced over the flattened tensor)
 
 # metric -> the backbone whose Q/K/V it fingerprints (one metric per attention backbone)
@@ -45,9 +46,16 @@ def fixture_images() -> list[torch.Tensor]:
 PAIRS = [(0, 0), (0, 4), (0, 1), (2, 3), (5, 0)]
 
 
+def build(name: str, paths: dict[str, str]):
+    """Metric ``name`` on its tiny model. The global RNG is seeded first: metrics with ``weights=None``
+    (LPIPS, Gram) draw their random torchvision weights from it, which must not depend on earlier tests."""
+    torch.manual_seed(GLOBAL_SEED)
+    return create_metric(name, **tiny_overrides(name, paths))
+
+
 def metric_scores(name: str, paths: dict[str, str], images: list[torch.Tensor]) -> list[float]:
     """Scores of :data:`PAIRS` for metric ``name`` on its tiny model."""
-    metric = create_metric(name, **tiny_overrides(name, paths))
+    metric = build(name, paths)
     out = []
     for i, j in PAIRS:  # one pair per call: images of different shapes never share a batch
         out.append(float(metric.score(images[i], images[j])))
@@ -62,7 +70,7 @@ def _spread(t: torch.Tensor, n: int = QKV_VALUES) -> list[float]:
 
 def backbone_qkv(name: str, paths: dict[str, str], images: list[torch.Tensor]) -> dict[str, Any]:
     """A few Q/K/V values of the first embedded layer of metric ``name`` for fixture image 0."""
-    metric = create_metric(name, **tiny_overrides(name, paths))
+    metric = build(name, paths)
     feats = metric.embed([images[0]])
     out: dict[str, Any] = {}
     for part in ("q", "k", "v"):
