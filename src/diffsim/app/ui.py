@@ -131,36 +131,14 @@ def _guarded(gr: Any, engine: Engine, fn: Callable[..., tuple], n_out: int) -> C
     return run
 
 
-_IMAGE_INPUT: dict[str, Any] = {}
-
-
 def image_input(gr: Any, label: str, elem_id: str) -> Any:
     """An image widget with a preview (upload, drag and drop, paste) that hands the app the file's path.
 
     The file is passed on as uploaded (no re-encoding: 16-bit and float images keep their values); a file
-    that is not an image stops with one line naming it instead of a traceback.
+    that is not an image stops with one line naming it instead of a traceback. (The check wraps this
+    widget's own ``preprocess``: a subclass of ``gr.Image`` would make gradio write a ``.pyi`` stub here.)
     """
-    if "cls" not in _IMAGE_INPUT:
-
-        class ImageInput(gr.Image):  # type: ignore[misc,name-defined]
-            def get_block_name(self) -> str:
-                return "image"  # the frontend of gr.Image
-
-            def preprocess(self, payload: Any) -> Any:
-                try:
-                    return super().preprocess(payload)
-                except gr.Error:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any unreadable upload
-                    path = getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "the upload"
-                    raise gr.Error(
-                        f"{self.label}: cannot read {os.path.basename(str(path))}: not an image file "
-                        f"({type(exc).__name__})",
-                        print_exception=False,
-                    ) from None
-
-        _IMAGE_INPUT["cls"] = ImageInput
-    return _IMAGE_INPUT["cls"](
+    widget = gr.Image(
         label=label,
         type="filepath",
         image_mode=None,
@@ -168,6 +146,22 @@ def image_input(gr: Any, label: str, elem_id: str) -> Any:
         height=240,
         elem_id=elem_id,
     )
+    read = widget.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return read(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable upload
+            path = getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "the upload"
+            raise gr.Error(
+                f"{label}: cannot read {os.path.basename(str(path))}: not an image file ({type(exc).__name__})",
+                print_exception=False,
+            ) from None
+
+    widget.preprocess = preprocess
+    return widget
 
 
 def build_demo(
@@ -183,14 +177,15 @@ def build_demo(
     name = engine.metric.config.get("metric", "diffsim-s")
     sets: ExampleSets = example_sets(_example_files(examples))
     h = Handlers(engine)
+    bar = gr.Progress()  # gradio finds the Progress default and shows a bar over the outputs
 
-    def pair(a: str | None, b: str | None, layer: str, step: float, progress: Any = gr.Progress()) -> tuple:
+    def pair(a: str | None, b: str | None, layer: str, step: float, progress: Any = bar) -> tuple:
         return h.pair(a, b, layer, step, progress)
 
-    def rank(ref: str | None, cands: Any, layer: str, step: float, progress: Any = gr.Progress()) -> tuple:
+    def rank(ref: str | None, cands: Any, layer: str, step: float, progress: Any = bar) -> tuple:
         return h.rank(ref, cands, layer, step, progress)
 
-    def twoafc(ref: str | None, a: str | None, b: str | None, layer: str, step: float, progress: Any = gr.Progress()):
+    def twoafc(ref: str | None, a: str | None, b: str | None, layer: str, step: float, progress: Any = bar):
         return h.twoafc(ref, a, b, layer, step, progress)
 
     def guarded(fn: Callable[..., tuple], n_out: int) -> Callable[..., tuple]:
@@ -276,7 +271,6 @@ def launch(
 ) -> Any:
     """Serve the app on ``host:port``; ``block=False`` returns the running Blocks (call ``.close()``)."""
     demo = build_demo(engine, title, examples)
-    allowed = [str(os.path.dirname(os.path.abspath(p))) for p in _example_files(examples)]
     demo.launch(
         server_name=host,
         server_port=port,
@@ -285,7 +279,6 @@ def launch(
         ssr_mode=False,
         inbrowser=False,
         share=False,
-        allowed_paths=sorted(set(allowed)),
     )
     return demo
 
