@@ -214,11 +214,16 @@ def build_demo(
             run_pair = gr.Button("Compare", variant="primary", elem_id="pair-run")
             score = gr.Number(label="Score", precision=6, interactive=False, elem_id="pair-score")
             pair_status = gr.Markdown(elem_id="pair-status")
+            gr.Markdown(
+                "**Where the images agree**: each image's tokens coloured by how well the other image explains them"
+            )
             figure = gr.Image(
-                label="Where the images agree (colour bar: per-token cosine)",
+                label="Similarity maps",
+                show_label=False,
                 type="pil",
                 format="png",
                 interactive=False,
+                height=560,
                 elem_id="pair-map",
             )
             outs = [score, figure, pair_status]
