@@ -5,8 +5,9 @@ Markers in the Markdown sources are replaced before rendering:
 - ``<!-- diffsim:metrics -->``: a table and one section per registered metric (``diffsim.registry``);
 - ``<!-- diffsim:backbones -->``: each backbone named by the registry and the metrics built on it;
 - ``<!-- diffsim:paper-table -->``: the paper's Table 1 (``diffsim.bench.paper.TABLE1``);
-- ``<!-- diffsim:api PACKAGE -->``: a mkdocstrings ``:::`` block for PACKAGE and each public module under it;
-- ``<!-- diffsim:readme TITLE -->``: the body of the README section ``## TITLE`` (one text for both).
+- ``<!-- diffsim:api PACKAGE -->``: a mkdocstrings ``:::`` block for PACKAGE and each public module under it.
+
+An unknown marker stops the build. The prose lives in the pages themselves; README.md is a short front page.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import dataclasses
 import importlib
 import pkgutil
 import re
-from pathlib import Path
 from typing import Any
 
 _MARKER = re.compile(r"<!-- diffsim:([a-z-]+)(?: (.+?))? -->")
-_README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _settings(info: Any) -> dict[str, Any]:
@@ -147,16 +146,6 @@ def api_md(package: str) -> str:
     return "\n\n".join(blocks + [f"::: {n}" for n in names[1:]])
 
 
-def readme_section(title: str) -> str:
-    """The body of the README's ``## title`` section (up to the next ``## `` heading), for a page in ``docs/``."""
-    text = _README.read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    if not m:
-        raise ValueError(f"README.md has no section '## {title}'")
-    # README links and pictures under docs/ (e.g. docs/img/map.png) are relative to docs/ on these pages
-    return re.sub(r"\]\(docs/", "](", m.group(1).strip())
-
-
 def on_page_markdown(markdown: str, **_: Any) -> str:
     def replace(m: re.Match[str]) -> str:
         kind, arg = m.group(1), m.group(2)
@@ -168,8 +157,6 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
             return paper_table_md()
         if kind == "api" and arg:
             return api_md(arg)
-        if kind == "readme" and arg:
-            return readme_section(arg)
         raise ValueError(f"unknown docs marker {m.group(0)!r}")
 
     return _MARKER.sub(replace, markdown)

@@ -1,4 +1,4 @@
-"""Every flag shown acts or is refused; README commands use real metrics and real flags."""
+"""Every flag shown acts or is refused; commands in the README and the docs pages use real metrics and flags."""
 
 from __future__ import annotations
 
@@ -13,24 +13,45 @@ import pytest
 from diffsim import list_metrics
 from diffsim.cli.main import cli, main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the front page and every docs page
 
 
-def _readme_commands() -> list[list[str]]:
-    """Every `diffsim ...` line inside the README's code blocks (comments dropped)."""
-    cmds, inside = [], False
-    for line in README.read_text().splitlines():
-        if line.startswith("```"):
-            inside = not inside
-            continue
-        line = line.strip().removeprefix("$ ")
-        if inside and line.startswith("diffsim "):
-            line = line.split("  #")[0].split(" # ")[0].strip()
-            try:
-                cmds.append(shlex.split(line))
-            except ValueError:
+def _text() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
+
+
+def _doc_commands() -> list[tuple[str, list[str]]]:
+    """Every `diffsim ...` line inside the code blocks of the README and the docs pages (comments dropped),
+    with the page it is on; a command continued with a trailing backslash is joined first."""
+    cmds = []
+    for page in PAGES:
+        inside, pending = False, ""
+        for raw in page.read_text(encoding="utf-8").splitlines():
+            if raw.lstrip().startswith("```"):
+                inside, pending = not inside, ""
                 continue
+            line = pending + raw.strip().removeprefix("$ ")
+            pending = ""
+            if inside and line.startswith("diffsim "):
+                line = line.split("  #")[0].split(" # ")[0].strip()
+                if line.endswith("\\"):
+                    pending = line[:-1] + " "
+                    continue
+                try:
+                    cmds.append((page.name, shlex.split(line)))
+                except ValueError:
+                    continue
     return cmds
+
+
+def test_docs_pages_are_read():
+    """The check covers the README and every page of the site (a docs folder that moved would empty it)."""
+    names = {p.name for p in PAGES}
+    assert {"README.md", "getting-started.md", "cli.md", "benchmarks.md", "demo.md"} <= names
+    pages = {page for page, _ in _doc_commands()}
+    assert {"README.md", "getting-started.md", "benchmarks.md", "pictures.md"} <= pages
 
 
 def test_readme_metrics_exist():
@@ -43,36 +64,34 @@ def test_readme_metrics_exist():
             return False
         return True
 
-    names = {
-        n for n in set(list_metrics()) | set(re.findall(r"--metric\s+([a-z][\w.-]+)", README.read_text())) if known(n)
-    }
-    text = README.read_text()
+    text = _text()
+    names = {n for n in set(list_metrics()) | set(re.findall(r"--metric\s+([a-z][\w.-]+)", text)) if known(n)}
     used = set(re.findall(r"--metric\s+([a-z][\w.-]+)", text)) | set(re.findall(r"create_metric\(\"([\w.-]+)\"", text))
-    assert used and not used - names, f"README names unknown metrics: {sorted(used - names)}"
+    assert used and not used - names, f"the docs name unknown metrics: {sorted(used - names)}"
 
 
 def test_readme_flags_exist():
-    cmds = _readme_commands()
+    cmds = _doc_commands()
     assert cmds
-    for argv in cmds:
+    for page, argv in cmds:
         group_flags = {o for p in cli.params for o in p.opts + p.secondary_opts}
         args = argv[1:]
         while args and args[0].startswith("-"):
-            assert args[0].split("=")[0] in group_flags, argv
+            assert args[0].split("=")[0] in group_flags, (page, argv)
             args = args[1:] if args[0] not in ("--max-pixels",) else args[2:]
         if not args:
             continue
         cmd = cli.commands.get(args[0])
-        assert cmd is not None, f"README: unknown command in {' '.join(argv)}"
+        assert cmd is not None, f"{page}: unknown command in {' '.join(argv)}"
         while isinstance(cmd, click.Group) and len(args) > 1:  # e.g. `diffsim index build`
             args = args[1:]
             cmd = cmd.commands.get(args[0])
-            assert cmd is not None, f"README: unknown command in {' '.join(argv)}"
+            assert cmd is not None, f"{page}: unknown command in {' '.join(argv)}"
         flags = {o for p in cmd.params for o in p.opts + p.secondary_opts} | {"-h", "--help"}
         for a in args[1:]:
             if a.startswith("-") and a != "-" and not re.fullmatch(r"-\d.*", a):
                 assert a.split("=")[0] in flags, (
-                    f"README: {a} is not an option of `diffsim {args[0]}`: {' '.join(argv)}"
+                    f"{page}: {a} is not an option of `diffsim {args[0]}`: {' '.join(argv)}"
                 )
 
 

@@ -153,7 +153,7 @@ def test_large_matrix_shrinks_cells_and_drops_values():
     imgs = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(36)]
     sm = ScoreMatrix(torch.rand(36, 36, generator=torch.Generator().manual_seed(1)), imgs, imgs, "x", True)
     im = matrix_image(sm)
-    w, h = figure_size(36, 36)
+    w, h = figure_size(36, 36, [f"#{i}" for i in range(36)])  # short labels: horizontal, one line of room
     assert im.size == (round(w * 100), round(h * 100)) and im.size[0] < 1700
     assert len(matrix_figure(sm).axes[0].texts) == 0
 
@@ -172,3 +172,65 @@ def test_missing_extra_names_it(monkeypatch):
     hint = r'diffsim map needs .*matplotlib.*pip install "diffsim-metric\[plots\]"'
     with pytest.raises(MissingExtraError, match=hint):
         require("matplotlib.figure", "plots", "diffsim map")
+
+
+def _label_boxes(fig, size: float) -> tuple[list[np.ndarray], float]:
+    """The rotated rectangles (4 corners, display pixels) of the column labels, and the cells' bottom edge."""
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for t in (t for t in fig.texts if t.get_fontsize() == size):
+        angle = t.get_rotation()
+        t.set_rotation(0)
+        bb = t.get_window_extent(renderer)
+        t.set_rotation(angle)
+        w, h = bb.width, bb.height
+        x0 = {"left": 0.0, "center": -w / 2, "right": -w}[t.get_horizontalalignment()]
+        y0 = {"bottom": 0.0, "baseline": 0.0, "center": -h / 2, "top": -h}[t.get_verticalalignment()]
+        corners = np.array([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]])
+        r = np.radians(angle)
+        rot = np.array([[np.cos(r), -np.sin(r)], [np.sin(r), np.cos(r)]])
+        boxes.append(corners @ rot.T + fig.transFigure.transform(t.get_position()))
+    return boxes, fig.axes[0].get_window_extent(renderer).y0
+
+
+def _overlap(p: np.ndarray, q: np.ndarray) -> bool:
+    """Separating-axis test for two convex quadrilaterals."""
+    for poly in (p, q):
+        for i in range(4):
+            edge = poly[(i + 1) % 4] - poly[i]
+            axis = np.array([-edge[1], edge[0]])
+            a, b = p @ axis, q @ axis
+            if a.max() <= b.min() or b.max() <= a.min():
+                return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("n", "stem", "rotation"),
+    [(3, "img{}", 0), (6, "generated_output_seed_{:04d}_final", 45), (60, "a_long_file_name_{:03d}_v2", 90)],
+)
+def test_column_labels_never_overlap(tmp_path, n, stem, rotation):
+    """Long file names are turned (45 or 90 degrees) so that no two column labels overlap, and the labels
+    stay inside the figure below the cells; short names stay horizontal."""
+    from diffsim.viz.matrix import COL_FONT, col_label_layout, figure_size
+
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"{stem.format(i)}.png"
+        Image.new("RGB", (8, 8), (i * 4 % 256, 90, 160)).save(p)
+        paths.append(p)
+    sm = ScoreMatrix(torch.rand(n, n, generator=torch.Generator().manual_seed(n)), paths, paths, "x", True)
+    fig = matrix_figure(sm)
+    names = [t.get_text() for t in fig.texts if t.get_fontsize() == COL_FONT]  # long names are ellipsised
+    assert [n.rstrip("…") for n in names] == [p.name[: len(n.rstrip("…"))] for n, p in zip(names, paths, strict=True)]
+    assert col_label_layout(fig.axes[0].get_window_extent().width / 100 / n, names)[0] == rotation
+    boxes, cells_bottom = _label_boxes(fig, COL_FONT)
+    assert len(boxes) == n
+    width, height = figure_size(n, n, names)
+    assert fig.get_size_inches() == pytest.approx((width, height))
+    for a, b in zip(boxes, boxes[1:], strict=False):
+        assert not _overlap(a, b)
+    every = np.concatenate(boxes)
+    assert every[:, 0].min() >= 0 and every[:, 1].min() >= 0 and every[:, 1].max() <= cells_bottom
+    if n == 3:  # short names: the layout (and the PNG size) of before
+        assert figure_size(3, 3, names) == pytest.approx(figure_size(3, 3))

@@ -15,9 +15,19 @@ from .options import build_metric, diffsim_options
     help="Address to serve on (0.0.0.0 makes it reachable from other machines).",
 )
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
+@click.option(
+    "--examples",
+    "examples",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of example images offered as clickable rows in every tab (searched recursively; images of "
+    "one scene share the name part before '_'). Default: the repository's examples/ when run from a checkout.",
+)
 @diffsim_options
 @click.pass_context
-def demo_command(ctx: click.Context, host: str, port: int, metric_name: str | None, **opts) -> None:
+def demo_command(
+    ctx: click.Context, host: str, port: int, examples: str | None, metric_name: str | None, **opts
+) -> None:
     """Serve a web app: pair maps and score, a ranked grid against a reference, and 2AFC.
 
     The model, layer, step and other options are the defaults of the app; layer and step can be changed
@@ -31,4 +41,4 @@ def demo_command(ctx: click.Context, host: str, port: int, metric_name: str | No
 
     engine = Engine(build_metric(ctx, metric_name, "diffsim-s", opts))
     click.echo(f"serving on http://{host}:{port}/ (Ctrl+C to stop)", err=True)
-    launch(engine, host, port, block=True, quiet=True)
+    launch(engine, host, port, block=True, quiet=True, examples=examples if examples is not None else "repo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .views import label, thumbnail
 LABEL_W, THUMB, GAP, BAR_W, TITLE_H, MARGIN = 1.5, 0.7, 0.08, 1.0, 0.5, 0.15
 MAX_GRID = 12.0  # the cells fill at most this many inches per side
 MIN_CELL_FOR_VALUES = 0.35  # smaller cells show colours only
+COL_FONT, COL_CHARS = 7.0, 32  # column labels: font size (points) and the longest name shown (characters)
+COL_LINE = COL_FONT * 1.3 / 72  # a column label's line height, inches
 
 
 @dataclass(frozen=True)
@@ -86,16 +89,39 @@ def cell_size(n_rows: int, n_cols: int) -> float:
     return max(0.15, min(0.8, MAX_GRID / max(n_rows, n_cols, 1)))
 
 
-def col_label_height(cell: float) -> float:
-    """Room under the cells for the column labels: one line, or vertical text when cells are narrow."""
-    return 0.3 if cell >= 0.8 else 0.8
+def text_width(text: str, size: float = COL_FONT) -> float:
+    """Width in inches of ``text`` set in matplotlib's default font at ``size`` points (from its glyph outlines)."""
+    textpath = require("matplotlib.textpath", "plots", "drawing figures")
+    return float(textpath.TextPath((0, 0), text, size=size).get_extents().width) / 72 if text else 0.0
 
 
-def figure_size(n_rows: int, n_cols: int) -> tuple[float, float]:
+def col_label_layout(cell: float, labels: Sequence[str] | None = None) -> tuple[float, float]:
+    """(rotation in degrees, room under the cells in inches) for the column labels.
+
+    Labels that fit their cell stay horizontal; longer ones are turned 45 degrees (neighbours then sit
+    ``cell * sin 45`` apart across the text, more than a line's height) or, in very narrow cells, 90 degrees.
+    Without ``labels`` the room assumes short names: one line at 0.8 in per cell, vertical text below that.
+    """
+    if labels is None:
+        return (0.0, 0.3) if cell >= 0.8 else (90.0, 0.8)
+    longest = max((text_width(s) for s in labels), default=0.0)
+    if longest <= cell * 0.9:
+        return 0.0, 0.3
+    if cell * math.sin(math.radians(45)) >= COL_LINE * 1.15:
+        return 45.0, (longest + COL_LINE) * math.sin(math.radians(45)) + 0.12
+    return 90.0, longest + 0.12
+
+
+def col_label_height(cell: float, labels: Sequence[str] | None = None) -> float:
+    """Room under the cells for the column labels (see :func:`col_label_layout`)."""
+    return col_label_layout(cell, labels)[1]
+
+
+def figure_size(n_rows: int, n_cols: int, col_labels: Sequence[str] | None = None) -> tuple[float, float]:
     """(width, height) in inches of the matrix figure; its PNG is that times 100 pixels."""
     c = cell_size(n_rows, n_cols)
     width = MARGIN + LABEL_W + THUMB + GAP + n_cols * c + BAR_W + MARGIN
-    height = MARGIN + TITLE_H + THUMB + GAP + n_rows * c + col_label_height(c) + MARGIN
+    height = MARGIN + TITLE_H + THUMB + GAP + n_rows * c + col_label_height(c, col_labels) + MARGIN
     return width, height
 
 
@@ -110,10 +136,12 @@ def matrix_figure(sm: ScoreMatrix, title: str | None = None, cmap: str = "viridi
     values = sm.scores.numpy().astype(np.float64)
     n, m = values.shape
     c = cell_size(n, m)
-    width, height = figure_size(n, m)
+    col_labels = [label(im, j, COL_CHARS) for j, im in enumerate(sm.cols)]
+    rotation, room = col_label_layout(c, col_labels)
+    width, height = figure_size(n, m, col_labels)
     fig = new_figure(width, height)
     x0 = MARGIN + LABEL_W + THUMB + GAP  # left edge of the cells (inches)
-    y0 = MARGIN + col_label_height(c)  # bottom edge of the cells
+    y0 = MARGIN + room  # bottom edge of the cells
     ax = fig.add_axes((x0 / width, y0 / height, m * c / width, n * c / height))
     colours = mpl.colormaps[cmap if sm.higher_is_better else f"{cmap}_r"]
     finite = values[np.isfinite(values)]
@@ -157,11 +185,12 @@ def matrix_figure(sm: ScoreMatrix, title: str | None = None, cmap: str = "viridi
         fig.text(
             x / width,
             (y0 - 0.05) / height,
-            label(im, j, 14),
-            ha="center",
-            va="top",
-            fontsize=7,
-            rotation=0 if c >= 0.8 else 90,
+            col_labels[j],
+            ha="center" if rotation == 0 else "right",
+            va="top" if rotation != 90 else "center",
+            fontsize=COL_FONT,
+            rotation=rotation,
+            rotation_mode="anchor",
         )
     cax = fig.add_axes(((x0 + m * c + 0.2) / width, y0 / height, 0.15 / width, n * c / height))
     kind = "score (higher = more similar)" if sm.higher_is_better else "distance (lower = more similar)"
