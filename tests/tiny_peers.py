@@ -35,9 +35,9 @@ def randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def tiny_vit(patch: int, ln_pre: bool, quick: bool, seed: int, size: int = PEER_SIZE) -> PlainViT:
-    tokens = (size // patch) ** 2 + 1
-    return randomise(PlainViT(DIM, DEPTH, patch, tokens, 4 * DIM, ln_pre, quick, 1e-5), seed)  # type: ignore[return-value]
+def tiny_vit(patch: int, ln_pre: bool, quick: bool, seed: int, depth: int = DEPTH) -> PlainViT:
+    tokens = (PEER_SIZE // patch) ** 2 + 1
+    return randomise(PlainViT(DIM, depth, patch, tokens, 4 * DIM, ln_pre, quick, 1e-5), seed)  # type: ignore[return-value]
 
 
 def dino_layout(vit: PlainViT) -> dict[str, torch.Tensor]:
@@ -59,12 +59,33 @@ def write_lora(folder: Path, vits: list[PlainViT], seed: int, r: int = 4, alpha:
             tensors[f"{key}.lora_A.weight"] = torch.randn(r, d_in, generator=g) * 0.1
             tensors[f"{key}.lora_B.weight"] = torch.randn(d_out, r, generator=g) * 0.1
     save_file(tensors, folder / "adapter_model.safetensors")
-    cfg = {"r": r, "lora_alpha": alpha, "lora_dropout": 0.0, "bias": "none", "target_modules": ["qkv"]}
+    cfg = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "inference_mode": True,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": ["qkv"],
+    }
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
 
 
-def make_dreamsim_folder(root: Path, variant: str = "ensemble", seed: int = 0) -> Path:
-    """A DreamSim checkpoint folder for ``variant`` with tiny random towers."""
+def dino_head(seed: int) -> dict[str, torch.Tensor]:
+    """A (small) DINO projection head under DINO's student keys (the package reads it; DreamSim never uses it)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"mlp.0": (16, DIM), "mlp.2": (16, 16), "mlp.4": (8, 16)}
+    out = {}
+    for name, shape in shapes.items():
+        out[f"module.head.{name}.weight"] = torch.randn(shape, generator=g)
+        out[f"module.head.{name}.bias"] = torch.randn(shape[0], generator=g)
+    out["module.head.last_layer.weight"] = torch.randn(8, 8, generator=g)
+    return out
+
+
+def make_dreamsim_folder(root: Path, variant: str = "ensemble", seed: int = 0, depth: int = DEPTH) -> Path:
+    """A DreamSim checkpoint folder for ``variant`` with tiny random towers of ``depth`` blocks."""
     root.mkdir(parents=True, exist_ok=True)
     names, tag = VARIANTS[variant]
     vits = []
@@ -72,11 +93,12 @@ def make_dreamsim_folder(root: Path, variant: str = "ensemble", seed: int = 0) -
         files, _, quick, _ = TOWERS[name]
         patch = 32 if name.endswith("b32") else 16
         if name.startswith("dino"):
-            vit = tiny_vit(patch, ln_pre=False, quick=False, seed=seed + k)
-            full = {"teacher": {f"backbone.{k}": v for k, v in vit.state_dict().items()}, "student": {}}
+            vit = tiny_vit(patch, ln_pre=False, quick=False, seed=seed + k, depth=depth)
+            teacher = {f"backbone.{name}": v for name, v in vit.state_dict().items()}
+            full = {"teacher": teacher, "student": dino_head(seed + 200)}
             torch.save(full, root / files[-1])  # DINO's full training checkpoint
         else:
-            vit = tiny_vit(patch, ln_pre=True, quick=quick, seed=seed + k)
+            vit = tiny_vit(patch, ln_pre=True, quick=quick, seed=seed + k, depth=depth)
             proj = torch.randn(DIM, PROJ, generator=torch.Generator().manual_seed(seed + 50 + k)) * 0.1
             torch.save({"state_dict": {**dino_layout(vit), "proj": proj}}, root / files[0])
         vits.append(vit)
