@@ -39,8 +39,7 @@ def images(n: int = 4, size: int = PEER_SIZE, seed: int = 5) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- DreamSim
 @pytest.mark.parametrize("variant", ["ensemble", "clip_vitb32", "open_clip_vitb32", "dino_vitb16"])
 def test_dreamsim_matches_the_dreamsim_package(variant, tmp_path, monkeypatch):
-    pytest.importorskip("dreamsim", reason="the parity reference is the dreamsim package (test extra)")
-    import dreamsim
+    import dreamsim  # the parity reference (test extra; never skipped)
     import dreamsim.feature_extraction.load_clip_as_dino as clip_mod
     import dreamsim.feature_extraction.load_open_clip_as_dino as open_clip_mod
     from dreamsim.feature_extraction.vision_transformer import VisionTransformer
@@ -123,7 +122,6 @@ def _random_vgg(path: Path):
 
 
 def test_dists_matches_the_authors_dists_pytorch(dists_files, monkeypatch):
-    pytest.importorskip("DISTS_pytorch", reason="the parity reference is the authors' DISTS_pytorch (test extra)")
     from DISTS_pytorch import DISTS_pt
 
     vgg, weights = dists_files
@@ -142,7 +140,7 @@ def test_dists_matches_the_authors_dists_pytorch(dists_files, monkeypatch):
 
 
 def test_dists_matches_piq(dists_files, monkeypatch):
-    piq = pytest.importorskip("piq", reason="the second parity reference is piq (test extra)")
+    import piq
     import piq.perceptual
 
     vgg, weights = dists_files
@@ -163,7 +161,6 @@ def test_dists_matches_piq(dists_files, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ CSD
 def test_csd_matches_open_clip_vision_tower(tmp_path):
-    pytest.importorskip("open_clip", reason="the parity reference is open_clip's VisionTransformer")
     from open_clip.transformer import QuickGELU, VisionTransformer
 
     ckpt = make_csd_checkpoint(tmp_path / "checkpoint.pth")
