@@ -256,3 +256,66 @@ def test_cli_refuses_missing_weight_with_exit_2(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "SSCD weights file /none/s.pt does not exist" in r.stderr
+
+
+# ------------------------------------------------------------------------------- dedup preset, extras
+def _gallery(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = torch.Generator().manual_seed(2)
+    for i in range(4):
+        arr = (torch.rand(48, 48, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"img-{i}.png")
+    (folder / "copy-of-0.png").write_bytes((folder / "img-0.png").read_bytes())
+    return folder
+
+
+def test_dedup_uses_the_sscd_threshold_preset(tmp_path, capsys):
+    from scipy.sparse.csgraph import connected_components
+
+    from diffsim.cli.main import main
+    from diffsim.gallery import GalleryStore, collect
+    from diffsim.gallery.build import build_index
+
+    _, ts = make_sscd(tmp_path / "sscd")
+    metric = create_metric("sscd", model=ts, size=64, **CPU)
+    src = collect(_gallery(tmp_path / "g"))
+    store = GalleryStore.create(tmp_path / "store", metric, root=src.root)
+    build_index(src, store, metric)
+    code = main(["dedup", "--index", str(tmp_path / "store"), "--neighbours", "4", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "threshold 0.75 (sscd's copy-detection preset)" in err
+    # the groups are the connected components of the exact cosine >= 0.75 (brute force)
+    ids = [f.name for f in sorted((tmp_path / "g").iterdir())]
+    s = metric.matrix([str(tmp_path / "g" / i) for i in ids])
+    _, comp = connected_components((s >= 0.75).numpy(), directed=False)
+    groups = {}
+    for i, c in zip(ids, comp, strict=True):
+        groups.setdefault(c, []).append(i)
+    want = sorted(sorted(g) for g in groups.values() if len(g) > 1)
+    got = sorted(sorted(line.split(": ", 1)[1].split("  ")) for line in out.splitlines() if line.startswith("group"))
+    assert got == want and any("copy-of-0.png" in g and "img-0.png" in g for g in got)
+
+
+def test_dedup_without_threshold_needs_a_preset(tmp_path, capsys):
+    from diffsim.cli.main import main
+    from diffsim.gallery import GalleryStore, collect
+    from diffsim.gallery.build import build_index
+
+    metric = create_metric("csd", model=make_csd_checkpoint(tmp_path / "csd.pth"), size=PEER_SIZE, **CPU)
+    src = collect(_gallery(tmp_path / "g"))
+    store = GalleryStore.create(tmp_path / "store", metric, root=src.root)
+    build_index(src, store, metric)
+    code = main(["dedup", "--index", str(tmp_path / "store"), "--device", "cpu"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--threshold is required: the store's metric csd has no copy-detection preset" in err
+
+
+def test_dists_weights_name_the_extra(monkeypatch):
+    from diffsim.metrics.dists import dists_weights_path
+
+    monkeypatch.setitem(sys.modules, "DISTS_pytorch", None)  # as if not installed
+    with pytest.raises(ModelNotFoundError, match=r'pip install "diffsim-metric\[dists\]"'):
+        dists_weights_path()
