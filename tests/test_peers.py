@@ -175,6 +175,14 @@ def test_csd_matches_open_clip_vision_tower(tmp_path):
         with torch.no_grad():
             want = F.normalize(ref.eval()((x - CLIP_MEAN) / CLIP_STD), dim=1)
         assert torch.allclose(fx.tensors[head], want, atol=1e-5)
+    # the authors' hub layout (PyTorchModelHubMixin): model.safetensors, keys without "module."
+    from safetensors.torch import save_file
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_file({k.removeprefix("module."): v.contiguous() for k, v in state.items()}, hub / "model.safetensors")
+    again = create_metric("csd", model=hub, size=PEER_SIZE, **CPU).embed_pixels(list(x))
+    assert torch.allclose(again.tensors["style"], fx.tensors["style"], atol=1e-6)
     content = ours.with_settings(head="content")
     assert content.backbone is ours.backbone
     assert not torch.allclose(ours.compare(fx[0], fx[1:]), content.compare(fx[0], fx[1:]))
@@ -192,7 +200,7 @@ def test_sscd_torchscript_equals_state_dict_and_a_direct_computation(tmp_path):
     assert torch.allclose(fa.tensors["descriptor"], fb.tensors["descriptor"], atol=1e-5)
 
     net = torchvision.models.resnet50(weights=None, num_classes=512).eval()
-    net.load_state_dict(torch.load(sd, weights_only=True))
+    net.load_state_dict({k.removeprefix("backbone."): v for k, v in torch.load(sd, weights_only=True).items()})
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -5,7 +5,7 @@
   backbone, and ``<tag>_lora/adapter_config.json`` + ``adapter_model.safetensors`` with PEFT's key names);
 * CSD: ``checkpoint.pth`` = ``{"model_state_dict": {"module.backbone.<OpenAI CLIP visual keys>",
   "module.last_layer_style", "module.last_layer_content"}, "args": Namespace}``;
-* SSCD: a torchvision ResNet-50 + GeM + 512-d fc, as a state dict and as TorchScript;
+* SSCD: a torchvision ResNet-50 + GeM + 512-d fc, as SSCD's ``.torchvision.pt`` state dict and as TorchScript;
 * DISTS: ``weights.pt`` with ``alpha`` / ``beta`` (1, 1475, 1, 1), as the authors ship it.
 """
 
@@ -162,8 +162,8 @@ def make_sscd(folder: Path, seed: int = 0) -> tuple[Path, Path]:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
-    sd = folder / "sscd_resnet50.pth"
-    torch.save(net.state_dict(), sd)
+    sd = folder / "sscd_disc_mixup.torchvision.pt"  # SSCD's torchvision weight file: keys under backbone.
+    torch.save({f"backbone.{k}": v for k, v in net.state_dict().items()}, sd)
     ts = folder / "sscd_disc_mixup.torchscript.pt"
     torch.jit.script(SSCDNet(net)).save(str(ts))
     return sd, ts

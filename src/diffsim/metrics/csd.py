@@ -6,9 +6,11 @@ embedding is L2-normalised. ``head="style"`` (default) compares style embeddings
 content ones; both are cached per image. Images: shortest side to 224 (bicubic), centre crop 224, CLIP
 mean/std.
 
-``model`` is CSD's ``checkpoint.pth`` (``{"model_state_dict": {"module.backbone.conv1.weight", ...,
-"module.last_layer_style", "module.last_layer_content"}}``; a bare state dict or ``.safetensors`` with the
-same keys works too), a folder holding it, or a hub repo id holding it.
+``model`` is a hub repo id (default ``tomg-group-umd/CSD-ViT-L``, the authors' ``model.safetensors`` with
+keys ``backbone.conv1.weight`` ..., ``last_layer_style``, ``last_layer_content``), CSD's training
+``checkpoint.pth`` (the same keys under ``model_state_dict`` with a ``module.`` prefix), or a folder holding
+either. The CSD authors note that only the style output is meant to be used (their issue #10: the content
+head is a leftover); checkpoints with their ``custom`` content head have no ``head="content"``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..backbones.identity import local_identity
 from ..backbones.peer_weights import weight_file
 from ..backbones.plain_vit import PlainViT, clip_to_dino, from_dino_state
 from ..devices import resolve_device, resolve_dtype
-from ..errors import ModelNotFoundError
+from ..errors import ConfigError, ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import ResizeCrop
@@ -34,8 +36,8 @@ from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, FeatureSettings
 from .dreamsim import CLIP_MEAN, CLIP_STD
 
-FILES = ("checkpoint.pth", "csd_checkpoint.pth", "model.safetensors", "pytorch_model.bin")
-DEFAULT_MODEL = "checkpoint.pth"  # CSD's file name: a local path (or a hub repo holding it)
+FILES = ("model.safetensors", "checkpoint.pth", "csd_checkpoint.pth", "pytorch_model.bin")
+DEFAULT_MODEL = "tomg-group-umd/CSD-ViT-L"  # the authors' hub release (PyTorchModelHubMixin: model.safetensors)
 HEADS = ("style", "content")
 
 
@@ -43,13 +45,13 @@ HEADS = ("style", "content")
 class CSDBackbone:
     vit: PlainViT
     style: torch.Tensor
-    content: torch.Tensor
+    content: torch.Tensor | None  # None: the checkpoint has CSD's custom (MLP) content head, not supported
     identity: str
     device: torch.device
     dtype: torch.dtype
 
 
-def read_csd(path: Path) -> tuple[PlainViT, torch.Tensor, torch.Tensor]:
+def read_csd(path: Path) -> tuple[PlainViT, torch.Tensor, torch.Tensor | None]:
     """The tower and both heads from a CSD checkpoint."""
     try:
         if path.suffix == ".safetensors":
@@ -61,7 +63,8 @@ def read_csd(path: Path) -> tuple[PlainViT, torch.Tensor, torch.Tensor]:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         state = obj.get("model_state_dict", obj.get("state_dict", obj))
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        style, content = state.pop("last_layer_style"), state.pop("last_layer_content")
+        style, content = state.pop("last_layer_style"), state.pop("last_layer_content", None)
+        state = {k: v for k, v in state.items() if not k.startswith("last_layer_content.")}  # a custom head
         tower = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         vit = from_dino_state(clip_to_dino(tower), quick_gelu=True, eps=1e-5)
     except Exception as exc:
@@ -70,7 +73,10 @@ def read_csd(path: Path) -> tuple[PlainViT, torch.Tensor, torch.Tensor]:
 
 
 def load_csd(model: str | os.PathLike, device: Any, dtype: Any, revision: str | None = None) -> CSDBackbone:
-    fix = "download CSD's checkpoint.pth (github.com/learn2phoenix/CSD) and pass model='/path/to/checkpoint.pth'"
+    fix = (
+        f"download it once while online (`hf download {DEFAULT_MODEL}`), or pass model='/path/to/model.safetensors' "
+        "(or CSD's checkpoint.pth)"
+    )
     path = weight_file(model, FILES, "CSD", fix, fix.replace("model='", "--model '"), revision)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
@@ -79,7 +85,7 @@ def load_csd(model: str | os.PathLike, device: Any, dtype: Any, revision: str | 
     def load() -> CSDBackbone:
         vit, style, content = read_csd(path)
         vit = vit.to(device=dev, dtype=dt).eval().requires_grad_(False)
-        return CSDBackbone(vit, style.to(dev, dt), content.to(dev, dt), ident, dev, dt)
+        return CSDBackbone(vit, style.to(dev, dt), None if content is None else content.to(dev, dt), ident, dev, dt)
 
     return shared_model(("csd", ident, str(dev), str(dt)), load)
 
@@ -111,6 +117,8 @@ class CSD(FeatureMetric):
         return load_csd(settings.model or cls.default_model, settings.device, settings.dtype, settings.revision)
 
     def setup(self) -> None:
+        if self.settings.head == "content" and self.backbone.content is None:
+            raise ConfigError("this CSD checkpoint has no linear content head (head='content'); use head='style'")
         self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
 
@@ -123,12 +131,10 @@ class CSD(FeatureMetric):
         x = ((pixels.to(self.device) - self.mean) / self.std).to(self.dtype)
         _, normed = self.backbone.vit(x)
         cls = normed[:, 0]
-        return Features(
-            {
-                "style": torch.nn.functional.normalize((cls @ self.backbone.style).float(), dim=1),
-                "content": torch.nn.functional.normalize((cls @ self.backbone.content).float(), dim=1),
-            }
-        )
+        out = {"style": torch.nn.functional.normalize((cls @ self.backbone.style).float(), dim=1)}
+        if self.backbone.content is not None:
+            out["content"] = torch.nn.functional.normalize((cls @ self.backbone.content).float(), dim=1)
+        return Features(out)
 
     def _pick(self, f: Features) -> torch.Tensor:
         return f.tensors[self.settings.head]

@@ -5,7 +5,8 @@ GeM pooling (p = 3), its ``fc`` layer projecting 2048 -> 512, then L2 normalisat
 to ``size`` x ``size`` (320: SSCD's ``skew_320`` preprocessing) and normalised with ImageNet statistics.
 
 ``model`` is a TorchScript file (``sscd_disc_mixup.torchscript.pt`` ...; run as released), a state dict
-of that ResNet-50 (``.pth``/``.safetensors``; keys of the torchvision model, optionally under ``backbone.``),
+of that ResNet-50 (SSCD's ``sscd_disc_mixup.torchvision.pt``, keys under ``backbone.``; or any
+``.pth``/``.safetensors`` with the torchvision keys),
 a folder holding either, or a hub repo id holding either. The SSCD authors report that a cosine above
 0.75 flags a copy at about 90% precision on DISC2021: the ``sscd`` preset's ``threshold`` (used by
 ``diffsim dedup --metric sscd``).
@@ -37,7 +38,7 @@ from .base import FeatureMetric, FeatureSettings
 
 FILES = (
     "sscd_disc_mixup.torchscript.pt",
-    "sscd_disc_mixup.pt",
+    "sscd_disc_mixup.torchvision.pt",
     "sscd_imagenet_mixup.torchscript.pt",
     "model.safetensors",
     "sscd_disc_mixup.pth",
