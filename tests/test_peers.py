@@ -327,3 +327,46 @@ def test_dists_weights_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "DISTS_pytorch", None)  # as if not installed
     with pytest.raises(ModelNotFoundError, match=r'pip install "diffsim-metric\[dists\]"'):
         dists_weights_path()
+
+
+# ------------------------------------------------------------------------------- benchmark and report
+def test_peers_bench_and_report_rows(tmp_path, capsys, tiny_peers):
+    """`diffsim bench` runs a peer through the generic 2AFC path; `diffsim report` lists it beside others."""
+    import json
+
+    from diffsim.cli.main import main
+
+    from . import bench_fixtures as fx
+
+    root = fx.nights(tmp_path)
+    runs = []
+    for name, flags in (
+        ("dreamsim", ["--model", tiny_peers["dreamsim:ensemble"], "--size", str(PEER_SIZE)]),
+        ("dists", ["--set", "weights=null", "--set", f"dists_weights={tiny_peers['dists']}", "--size", "32"]),
+    ):
+        out = tmp_path / name
+        code = main(
+            [
+                "bench",
+                "nights",
+                "--root",
+                str(root),
+                "--metric",
+                name,
+                *flags,
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        assert code == 0, capsys.readouterr().err
+        res = json.loads((out / "results.json").read_text())
+        assert res["metric"]["name"] == name and res["metric"]["higher_is_better"] is False
+        runs.append(str(out / "results.json"))
+    capsys.readouterr()
+    assert main(["report", *runs]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| NIGHTS |")]
+    assert {r.split("|")[2].strip() for r in rows} == {"dreamsim", "dists"}
