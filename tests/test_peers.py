@@ -370,3 +370,39 @@ def test_peers_bench_and_report_rows(tmp_path, capsys, tiny_peers):
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| NIGHTS |")]
     assert {r.split("|")[2].strip() for r in rows} == {"dreamsim", "dists"}
+
+
+# ---------------------------------------------------------------------------------------------- docs
+def test_peers_page_commands_and_metrics_exist():
+    """Every `diffsim ...` command of docs/peers.md names real commands, flags and metrics."""
+    import re
+    import shlex
+
+    import click
+
+    from diffsim import list_metrics
+    from diffsim.cli.main import cli
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "peers.md").read_text()
+    lines = re.findall(r"`(diffsim [^`]+)`", text)
+    lines += [ln.split("  #")[0].strip() for ln in text.splitlines() if ln.startswith("diffsim ")]
+    commands = [shlex.split(ln) for ln in lines if ln.split()[1] not in ("report",) or "results.json" in ln]
+    assert len(commands) >= 8
+    for argv in commands:
+        cmd: click.Command | None = cli.commands.get(argv[1])
+        args = argv[1:]
+        while isinstance(cmd, click.Group):
+            args = args[1:]
+            cmd = cmd.commands.get(args[0])
+        assert cmd is not None, argv
+        flags = {o for p in cmd.params for o in p.opts + p.secondary_opts}
+        for a in args[1:]:
+            if a.startswith("-"):
+                assert a in flags, f"{a} is not an option of {argv[:3]}"
+        for i, a in enumerate(args[:-1]):
+            if a == "--metric":
+                assert args[i + 1] in list_metrics(), argv
+    used = set(re.findall(r"create_metric\(\"([\w.-]+)\"", text)) | set(
+        re.findall(r"`(dreamsim[\w-]*|csd|dists|sscd)`", text)
+    )
+    assert {"dreamsim", "csd", "dists", "sscd"} <= used and used <= set(list_metrics())
