@@ -53,8 +53,8 @@ class GeM(nn.Module):
         super().__init__()
         self.p, self.eps = p, eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(min=self.eps).pow(self.p).mean((2, 3), keepdim=True).pow(1.0 / self.p)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # in float32: x^3 overflows float16
+        return x.float().clamp(min=self.eps).pow(self.p).mean((2, 3), keepdim=True).pow(1.0 / self.p).to(x.dtype)
 
 
 def build_resnet50(dims: int = 512, p: float = 3.0) -> nn.Module:
