@@ -95,7 +95,7 @@ def make_dreamsim_folder(root: Path, variant: str = "ensemble", seed: int = 0, d
         if name.startswith("dino"):
             vit = tiny_vit(patch, ln_pre=False, quick=False, seed=seed + k, depth=depth)
             teacher = {f"backbone.{name}": v for name, v in vit.state_dict().items()}
-            full = {"teacher": teacher, "student": dino_head(seed + 200)}
+            full = {"teacher": teacher, "student": dino_head(seed + 200)}  # the package reads it weights_only
             torch.save(full, root / files[-1])  # DINO's full training checkpoint
         else:
             vit = tiny_vit(patch, ln_pre=True, quick=quick, seed=seed + k, depth=depth)

@@ -7,6 +7,8 @@ texture ``(2 cov_xy + c) / (var_x + var_y + c)`` over the spatial positions; the
 (structure) and beta (texture) are divided by their total, and ``DISTS = 1 - sum(alpha S + beta T)``.
 alpha / beta come from the authors' ``weights.pt`` (the MIT ``DISTS_pytorch`` wheel ships it: extra
 ``diffsim-metric[dists]``) or ``dists_weights=PATH`` (theirs, or piq's ``dists_weights.pt``).
+Images are resized to ``size`` x ``size`` (256), so that they batch; the authors' example resizes the
+shorter side to 256 and keeps the aspect ratio, which agrees for square images.
 """
 
 from __future__ import annotations

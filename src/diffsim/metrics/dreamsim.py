@@ -1,20 +1,24 @@
 """DreamSim (Fu et al., NeurIPS 2023): a human-aligned perceptual *distance* (lower is more similar).
 
-Re-implemented on :class:`~diffsim.backbones.plain_vit.PlainViT`, reading the released checkpoint folder
-(the unzipped ``dreamsim_<variant>_checkpoint.zip``, the ``cache_dir`` of the ``dreamsim`` package):
+Re-implemented on :class:`~diffsim.backbones.plain_vit.PlainViT`, reading the released checkpoint folder (the
+unzipped ``dreamsim_<variant>_checkpoint.zip``, the ``cache_dir`` of the ``dreamsim`` package):
 
 * ``ensemble``: DINO ViT-B/16 (CLS token after the last block, before the final norm), OpenAI CLIP
   ViT-B/16 and OpenCLIP ViT-B/16 (projected image embeddings), concatenated;
 * single-backbone variants ``dino_vitb16``, ``clip_vitb32``, ``open_clip_vitb32``.
 
-Each tower gets its LoRA adapter (``<tag>_lora/adapter_config.json`` + ``adapter_model.*``) merged into its
-weights (``W += alpha / r * B A``). The embedding is centred and unit-normalised; the distance is
-``1 - cosine``. Images are resized to 224 x 224 (Lanczos here; the package uses bicubic) and normalised
-per tower (ImageNet for DINO, CLIP statistics for CLIP / OpenCLIP).
+The DINO tower is read from ``checkpoints/dino_vitbase16_pretrain.pth`` (what ``torch.hub`` fetched for the
+package) or else from the teacher backbone of the zip's ``dino_vitb16_pretrain.pth`` (DINO's full checkpoint;
+DINO's backbone-only release is its teacher). Each tower gets its LoRA adapter
+(``<tag>_lora/adapter_config.json`` + ``adapter_model.*``) merged into its weights (``W += alpha / r * B A``).
+The embedding is centred and unit-normalised; the distance is ``1 - cosine``. Images are resized to 224 x 224
+(Lanczos here; the package uses bicubic) and normalised per tower (ImageNet for DINO, CLIP statistics for CLIP
+/ OpenCLIP).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -91,7 +95,8 @@ class DreamSimBackbone:
 def _read_state(path: Path, tower: str) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The DINO-layout state dict and the projection (CLIP towers) of one tower file."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):  # DINO's full checkpoint may hold its args
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelNotFoundError(f"could not read DreamSim {tower} weights from {path}: {exc}") from exc
     if "state_dict" in obj:  # CLIP / OpenCLIP towers: {"state_dict": {..., "proj": (D, E)}}
