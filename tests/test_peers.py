@@ -245,10 +245,14 @@ def test_dreamsim_folder_lacking_files_names_them(tmp_path):
         create_metric("sscd", model=tmp_path, **CPU)  # a folder without any SSCD file
 
 
-def test_hub_id_missing_offline_names_the_repo(monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "key"), [("csd", "model"), ("sscd", "model"), ("dreamsim", "model"), ("dists", "dists_weights")]
+)
+def test_hub_id_missing_offline_names_the_repo(monkeypatch, name, key):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotFoundError, match="no-such-user/no-such-csd") as info:
-        create_metric("csd", model="no-such-user/no-such-csd", **CPU)
+    over = {key: "no-such-user/no-such-repo", **({"weights": None} if name == "dists" else {})}
+    with pytest.raises(ModelNotFoundError, match="no-such-user/no-such-repo") as info:
+        create_metric(name, **over, **CPU)
     assert "HF_HUB_OFFLINE" in str(info.value) and "\n" not in str(info.value)
 
 

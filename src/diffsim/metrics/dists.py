@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..backbones.peer_weights import weight_file
 from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ModelNotFoundError
@@ -35,6 +36,7 @@ CHANNELS = (3, 64, 128, 256, 512, 512)
 TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in VGG16.features
 POOLS = (4, 9, 16, 23)
 C = 1e-6
+WEIGHT_FILES = ("weights.pt", "dists_weights.pt")  # the authors' name, piq's name (in a folder or hub repo)
 
 
 def dists_weights_path() -> Path:
@@ -54,10 +56,12 @@ def dists_weights_path() -> Path:
 
 
 def load_alpha_beta(path: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha and beta, each (1475,), divided by the sum of both."""
-    p = Path(path).expanduser() if path is not None else dists_weights_path()
-    if not p.is_file():
-        raise ModelNotFoundError(f"DISTS weights file {p} does not exist")
+    """alpha and beta, each (1475,), divided by the sum of both (``path``: a file, folder or hub id)."""
+    if path is None:
+        p = dists_weights_path()
+    else:
+        fix = "pass dists_weights='/path/to/weights.pt' (the authors' file, or piq's dists_weights.pt)"
+        p = weight_file(path, WEIGHT_FILES, "DISTS", fix, fix.replace("dists_weights='", "--set dists_weights='"))
     try:
         w = torch.load(p, map_location="cpu", weights_only=True)
         alpha, beta = w["alpha"].reshape(-1).float(), w["beta"].reshape(-1).float()
