@@ -98,6 +98,32 @@ def test_dreamsim_lora_changes_the_embedding(tmp_path):
     assert not torch.allclose(ea.tensors["embedding"], eb.tensors["embedding"], atol=1e-4)
 
 
+def test_dreamsim_default_folder_is_fetched_from_the_release(tmp_path, monkeypatch):
+    """model=None: the release zip is downloaded into <torch hub dir>/dreamsim and unzipped (a file:// URL
+    here); a failed download is one line naming the URL and the folder."""
+    import shutil
+
+    import diffsim.metrics.dreamsim as ds
+
+    src = make_dreamsim_folder(tmp_path / "release", "clip_vitb32")
+    zipped = shutil.make_archive(str(tmp_path / "dreamsim_clip_vitb32_checkpoint"), "zip", src)
+    monkeypatch.setattr(ds, "default_folder", lambda: tmp_path / "hub" / "dreamsim")
+    monkeypatch.setattr(ds, "RELEASE", "file://" + str(tmp_path / "dreamsim_{}_checkpoint.zip"))
+    x = list(images(2))
+    got = create_metric("dreamsim-clip-vitb32", size=PEER_SIZE, **CPU).embed_pixels(x)
+    want = create_metric("dreamsim-clip-vitb32", model=src, size=PEER_SIZE, **CPU).embed_pixels(x)
+    assert torch.allclose(got.tensors["embedding"], want.tensors["embedding"], atol=1e-6)
+    assert (tmp_path / "hub" / "dreamsim" / "clip_vitb32_single_lora").is_dir() and Path(zipped).exists()
+    assert not list((tmp_path / "hub" / "dreamsim").glob("*.zip"))  # the zip is removed after unzipping
+
+    monkeypatch.setattr(ds, "default_folder", lambda: tmp_path / "empty" / "dreamsim")
+    with pytest.raises(ModelNotFoundError) as info:
+        create_metric("dreamsim-dino-vitb16", **CPU)
+    text = str(info.value)
+    assert "dreamsim_dino_vitb16_checkpoint.zip failed" in text and str(tmp_path / "empty") in text
+    assert "\n" not in text
+
+
 # ---------------------------------------------------------------------------------------------- DISTS
 @pytest.fixture(scope="module")
 def dists_files(tmp_path_factory) -> tuple[Path, Path]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -38,6 +40,8 @@ from ..models import shared_model
 from ..preprocess import Resize
 from ..settings import one_of, positive_int
 from .base import FeatureMetric, FeatureSettings
+
+logger = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -61,7 +65,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def default_folder() -> Path:
-    """Where DreamSim checkpoints are looked for when ``model`` is None: ``<torch hub dir>/dreamsim``."""
+    """Where DreamSim checkpoints live when ``model`` is None: ``<torch hub dir>/dreamsim`` (downloaded there on
+    first use from the authors' GitHub release, like the package)."""
     return Path(torch.hub.get_dir()) / "dreamsim"
 
 
@@ -139,6 +144,28 @@ def merge_lora(vits: list[PlainViT], adapter: dict[str, torch.Tensor], scale: fl
     return merged
 
 
+def download_release(variant: str, folder: Path) -> None:
+    """Fetch and unzip the authors' release zip of ``variant`` into ``folder`` (as the package does)."""
+    url = RELEASE.format(variant)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"dreamsim_{variant}_checkpoint.zip"
+    logger.info("downloading DreamSim %s weights from %s into %s", variant, url, folder)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+        with zipfile.ZipFile(target) as z:
+            z.extractall(folder)  # zipfile drops absolute and ".." path parts
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelNotFoundError(
+            f"DreamSim {variant} weights are not in {folder} and downloading {url} failed ({type(exc).__name__}: "
+            f"{first})",
+            hint=f"download {url} while online and unzip it into {folder}, or pass model='/path/to/folder'",
+            cli_hint=f"download {url} while online and unzip it into {folder}, or pass --model /path/to/folder",
+        ) from exc
+    finally:
+        target.unlink(missing_ok=True)
+
+
 def load_dreamsim(
     variant: str, model: str | os.PathLike | None, device: Any, dtype: Any, revision: str | None = None
 ) -> DreamSimBackbone:
@@ -152,6 +179,8 @@ def load_dreamsim(
     cli_fix = fix.replace("model='/path/to/folder'", "--model /path/to/folder")
     required = [tag] + [TOWERS[n][0][0] for n in names if not n.startswith("dino")]
     dino = list(TOWERS["dino_vitb16"][0])
+    if model is None and not all((default_folder() / r).exists() for r in required):
+        download_release(variant, default_folder())  # the default folder: fetched like the package does
     folder = weight_folder(source, required, f"DreamSim {variant}", fix, cli_fix, revision, patterns=dino)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
