@@ -237,6 +237,27 @@ def test_sscd_torchscript_equals_state_dict_and_a_direct_computation(tmp_path):
     assert a.settings.threshold == 0.75 and a.higher_is_better
 
 
+def test_sscd_default_is_fetched_from_the_release(tmp_path, monkeypatch):
+    import diffsim.metrics.sscd as sscd
+
+    _, ts = make_sscd(tmp_path / "release")
+    monkeypatch.setattr(sscd, "default_path", lambda: tmp_path / "hub" / "sscd" / sscd.DEFAULT_FILE)
+    monkeypatch.setattr(sscd, "RELEASE", "file://" + str(tmp_path / "release") + "/{}")
+    m = create_metric("sscd", size=64, **CPU)
+    assert (tmp_path / "hub" / "sscd" / sscd.DEFAULT_FILE).read_bytes() == ts.read_bytes()
+    x = list(images(2, 64))
+    want = create_metric("sscd", model=ts, size=64, **CPU).embed_pixels(x)
+    assert torch.allclose(m.embed_pixels(x).tensors["descriptor"], want.tensors["descriptor"], atol=1e-6)
+
+    monkeypatch.setattr(sscd, "default_path", lambda: tmp_path / "none" / "sscd" / sscd.DEFAULT_FILE)
+    monkeypatch.setattr(sscd, "RELEASE", "file://" + str(tmp_path / "missing") + "/{}")
+    with pytest.raises(ModelNotFoundError) as info:
+        create_metric("sscd", **CPU)
+    text = str(info.value)
+    assert "SSCD weights are not in" in text and "missing/sscd_disc_mixup.torchscript.pt failed" in text
+    assert "\n" not in text and not list((tmp_path / "none" / "sscd").glob("*"))  # no partial file left
+
+
 # ------------------------------------------------------------------------------------- missing weights
 @pytest.mark.parametrize(
     ("name", "over", "needle"),

@@ -60,6 +60,27 @@ def weight_file(
     return Path(load_cache_first(attempt, text, False, f"{what} weights", fix, cli_fix=cli_fix))
 
 
+def download_file(url: str, target: Path, what: str) -> Path:
+    """Fetch ``url`` into ``target`` (a partial download never stays); one-line error naming both."""
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    try:
+        torch.hub.download_url_to_file(url, str(part), progress=False)
+        part.replace(target)
+    except Exception as exc:
+        part.unlink(missing_ok=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        get = f"download {url} while online into {target.parent}, or pass "
+        raise ModelNotFoundError(
+            f"{what} weights are not in {target} and downloading {url} failed ({type(exc).__name__}: {first})",
+            hint=get + f"model='/path/to/{target.name}'",
+            cli_hint=get + f"--model /path/to/{target.name}",
+        ) from exc
+    return target
+
+
 def weight_folder(
     model: str | os.PathLike,
     required: Sequence[str],

@@ -4,12 +4,13 @@ Architecture of the SSCD torchvision release: a torchvision ResNet-50 whose aver
 GeM pooling (p = 3), its ``fc`` layer projecting 2048 -> 512, then L2 normalisation. Images are resized
 to ``size`` x ``size`` (320: SSCD's ``skew_320`` preprocessing) and normalised with ImageNet statistics.
 
-``model`` is a TorchScript file (``sscd_disc_mixup.torchscript.pt`` ...; run as released), a state dict
-of that ResNet-50 (SSCD's ``sscd_disc_mixup.torchvision.pt``, keys under ``backbone.``; or any
-``.pth``/``.safetensors`` with the torchvision keys),
-a folder holding either, or a hub repo id holding either. The SSCD authors report that a cosine above
-0.75 flags a copy at about 90% precision on DISC2021: the ``sscd`` preset's ``threshold`` (used by
-``diffsim dedup --metric sscd``).
+``model`` is a TorchScript file (``sscd_disc_mixup.torchscript.pt`` ...; run as released), a state dict of
+that ResNet-50 (SSCD's ``sscd_disc_mixup.torchvision.pt``, keys under ``backbone.``; or any
+``.pth``/``.safetensors`` with the torchvision keys), a folder or a hub repo id holding either; ``None``
+(default): SSCD's recommended ``sscd_disc_mixup.torchscript.pt``, downloaded from the authors' release into
+``<torch hub dir>/sscd`` on first use. The SSCD authors report that a cosine above 0.75 flags a copy at about
+90% precision on DISC2021: the ``sscd`` preset's ``threshold``, which ``diffsim dedup`` uses on an sscd store
+when no ``--threshold`` is given.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..backbones.identity import local_identity
-from ..backbones.peer_weights import weight_file
+from ..backbones.peer_weights import download_file, weight_file
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
@@ -43,7 +44,13 @@ FILES = (
     "model.safetensors",
     "sscd_disc_mixup.pth",
 )
-DEFAULT_MODEL = "sscd_disc_mixup.torchscript.pt"  # SSCD's file name; a local path or a hub repo holding it
+RELEASE = "https://dl.fbaipublicfiles.com/sscd-copy-detection/{}"  # the SSCD README's download links
+DEFAULT_FILE = "sscd_disc_mixup.torchscript.pt"  # the authors' recommended model
+
+
+def default_path() -> Path:
+    """``<torch hub dir>/sscd/sscd_disc_mixup.torchscript.pt``: ``model=None`` downloads it there on first use."""
+    return Path(torch.hub.get_dir()) / "sscd" / DEFAULT_FILE
 
 
 class GeM(nn.Module):
@@ -151,11 +158,15 @@ class SSCD(FeatureMetric):
     Settings = SSCDSettings
     settings: SSCDSettings
     default_name = "sscd"
-    default_model = DEFAULT_MODEL
 
     @classmethod
     def load_backbone(cls, settings: SSCDSettings) -> SSCDBackbone:
-        return load_sscd(settings.model or cls.default_model, settings.device, settings.dtype, settings.revision)
+        model = settings.model
+        if model is None:
+            model = default_path()
+            if not model.is_file():
+                download_file(RELEASE.format(DEFAULT_FILE), model, "SSCD")
+        return load_sscd(model, settings.device, settings.dtype, settings.revision)
 
     def setup(self) -> None:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
