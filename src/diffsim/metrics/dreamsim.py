@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -131,11 +132,10 @@ def merge_lora(vits: list[PlainViT], adapter: dict[str, torch.Tensor], scale: fl
     """Add ``scale * B @ A`` to every adapted linear layer of the towers; the number merged."""
     merged = 0
     for key, a in adapter.items():
-        if not key.endswith(".lora_A.weight"):
+        m = re.fullmatch(r"(?:base_model\.model\.)?extractor_list\.(\d+)\.model\.(.+)\.lora_A(\.default)?\.weight", key)
+        if m is None:
             continue
-        path = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-        head, _, rest = path.partition(".model.")  # "extractor_list.<i>" . "<module path>"
-        index = int(head.rsplit(".", 1)[-1])
+        index, rest = int(m.group(1)), m.group(2)
         b = adapter[key.replace(".lora_A.", ".lora_B.")]
         layer = cast(torch.nn.Linear, vits[index].get_submodule(rest.replace("pos_drop", "ln_pre")))
         with torch.no_grad():
