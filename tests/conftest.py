@@ -104,3 +104,11 @@ def tiny_ip_adapter_path(tmp_path_factory: pytest.TempPathFactory, tiny_sd_path:
     from .tiny_ip_adapter import build_tiny_ip_adapter
 
     return build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip") / "IP-Adapter", tiny_sd_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tiny random DreamSim / CSD / SSCD / DISTS checkpoints in their released layouts (tests/tiny_peers.py)."""
+    from .tiny_peers import make_peers
+
+    return make_peers(tmp_path_factory.mktemp("tiny-peers"))

@@ -16,6 +16,7 @@ import torch
 from diffsim import ConfigError, ImageError, create_metric, list_metrics, metric_info
 
 from .conftest import SIZE
+from .tiny_peers import PEER_SIZE
 from .tiny_vit import VIT_SIZE
 from .zoo_props import check_properties
 
@@ -54,15 +55,27 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
         "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
         "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
+        **{
+            f"dreamsim{'-' + v.replace('_', '-') if v != 'ensemble' else ''}": {
+                "model": paths[f"dreamsim:{v}"],
+                "size": PEER_SIZE,
+                **CPU,
+            }
+            for v in ("ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32")
+        },
+        "csd": {"model": paths["csd"], "size": PEER_SIZE, **CPU},
+        "sscd": {"model": paths["sscd"], "size": SIZE, **CPU},
+        "dists": {"weights": None, "dists_weights": paths["dists"], "size": 32, "device": "cpu"},
     }
     return table[name]
 
 
 @pytest.fixture(scope="module")
 def paths(
-    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path
+    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path, tiny_peers
 ) -> dict[str, str]:
     return {
+        **tiny_peers,
         "sd": str(tiny_sd_path),
         "clip": str(tiny_clip_path),
         "dino": str(tiny_dinov2_path),

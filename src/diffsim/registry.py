@@ -326,3 +326,57 @@ for _info in (
     ),
 ):
     register_metric(_info)
+
+# ------------------------------------------- peers: DreamSim, CSD, DISTS, SSCD (docs/peers.md)
+_DREAMSIM = "Fu et al., DreamSim, NeurIPS 2023"
+for _name, _variant, _backbone in (
+    ("dreamsim", "ensemble", "DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP ViT-B/16, LoRA"),
+    ("dreamsim-dino-vitb16", "dino_vitb16", "DINO ViT-B/16, LoRA"),
+    ("dreamsim-clip-vitb32", "clip_vitb32", "CLIP ViT-B/32, LoRA"),
+    ("dreamsim-open-clip-vitb32", "open_clip_vitb32", "OpenCLIP ViT-B/32, LoRA"),
+):
+    register_metric(
+        MetricInfo(
+            _name,
+            _M + "dreamsim:DreamSim",
+            f"DreamSim {_variant} (distance 1 - cos; model: the released checkpoint folder)",
+            _backbone,
+            ("human-aligned",),
+            _DREAMSIM,
+            None,
+            {"variant": _variant},
+        )
+    )
+for _info in (
+    MetricInfo(
+        "csd",
+        _M + "csd:CSD",
+        "CSD style descriptor: cosine of style embeddings (head='content': content ones)",
+        "CLIP ViT-L/14 + CSD projection heads",
+        ("style",),
+        "Somepalli et al., CSD, 2024",
+        None,
+        {"head": "style"},
+    ),
+    MetricInfo(
+        "dists",
+        _M + "dists:DISTS",
+        "DISTS structure + texture on VGG16 with L2 pooling (distance)",
+        "torchvision vgg16 IMAGENET1K_V1 + DISTS alpha/beta",
+        ("low-level", "human-aligned"),
+        "Ding et al., DISTS, TPAMI 2020",
+        None,
+        {"size": 256},
+    ),
+    MetricInfo(
+        "sscd",
+        _M + "sscd:SSCD",
+        "SSCD copy-detection descriptor: cosine (threshold 0.75 flags copies, used by dedup)",
+        "ResNet-50 + GeM, SSCD disc_mixup",
+        ("copies", "instance"),
+        "Pizzi et al., SSCD, CVPR 2022",
+        None,
+        {"size": 320, "threshold": 0.75},
+    ),
+):
+    register_metric(_info)

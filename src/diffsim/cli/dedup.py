@@ -1,4 +1,7 @@
-"""`diffsim dedup --index STORE --threshold S`: groups of near-duplicate images in a gallery store."""
+"""`diffsim dedup --index STORE [--threshold S]`: groups of near-duplicate images in a gallery store.
+
+Without ``--threshold`` the store metric's copy-detection preset is used (``sscd``: 0.75).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import click
     "--threshold",
     "-t",
     type=float,
-    required=True,
-    help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS).",
+    default=None,
+    help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS). "
+    "[default: the store metric's copy-detection preset, e.g. 0.75 for sscd; required for other metrics]",
 )
 @click.option(
     "--neighbours",
@@ -34,7 +38,13 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
 def dedup(
-    store: str, threshold: float, neighbours: int, out: str | None, no_pictures: bool, as_json: bool, device: str | None
+    store: str,
+    threshold: float | None,
+    neighbours: int,
+    out: str | None,
+    no_pictures: bool,
+    as_json: bool,
+    device: str | None,
 ) -> None:
     """Group the images of STORE whose exact score passes --threshold (connected components)."""
     from ..gallery.dedup import find_groups, write_groups
@@ -44,6 +54,14 @@ def dedup(
     (st,) = open_stores((store,))
     require_faiss()
     gallery = Gallery(st, metric_for(st, **({"device": device} if device else {})))
+    if threshold is None:
+        threshold = getattr(gallery.metric.settings, "threshold", None)
+        if threshold is None:
+            raise click.UsageError(
+                f"--threshold is required: the store's metric {st.metric_name} has no copy-detection preset "
+                "(sscd has one: 0.75)"
+            )
+        click.echo(f"threshold {threshold} ({st.metric_name}'s copy-detection preset)", err=True)
     res = find_groups(gallery, threshold, neighbours)
     for g, members in enumerate(res.groups, 1):
         if as_json:
