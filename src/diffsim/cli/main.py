@@ -71,7 +71,7 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
 
 
 _STATE: dict[str, object] = {"verbose": 0, "command": None}
-RESUMABLE = ("bench", "sweep", "consistency")
+RESUMABLE = ("bench", "sweep", "consistency", "index build")
 
 cli.add_command(score)
 cli.add_command(layers)
