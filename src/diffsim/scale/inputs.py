@@ -47,7 +47,7 @@ def _wds_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     exts = [c for c in batch if not c.startswith("__") and is_image_ext(c)]
     ids, data = [], []
     for i, key in enumerate(batch["__key__"]):
-        present = [e for e in exts if batch[e][i] is not None and len(batch[e][i])]
+        present = [e for e in exts if isinstance(batch[e][i], (bytes, bytearray)) and len(batch[e][i])]  # else NaN
         sid, ext = sample_id(str(key), present)
         ids.append(sid)
         data.append(bytes(batch[ext][i]) if ext else b"")

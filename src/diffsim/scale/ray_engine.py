@@ -118,8 +118,8 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
     run: dict[str, Any] = {}
     if "device" in names:  # an actor sees only the GPUs Ray gave it
         run["device"] = "cuda" if opts.gpus_per_worker > 0 else "cpu"
-    if "batch_size" in names and batch_size is not None:
-        run["batch_size"] = batch_size
+    if "batch_size" in names:  # the build's, else the driver metric's (a runtime setting: not in the store)
+        run["batch_size"] = batch_size if batch_size is not None else metric.settings.batch_size
     if "cache_bytes" in names:
         run["cache_bytes"] = 0
     if "cache_dir" in names:
