@@ -141,10 +141,11 @@ def _features(store: GalleryStore) -> tuple[list[str], dict[str, torch.Tensor]]:
 def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, built, labelled, disc_model, disc_metric):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(Path(diffsim.__file__).parents[1])}
-    killer = Path(__file__).with_name("kill_after_shards.py")  # the fault is injected here, not in diffsim
+    killer = Path(__file__).with_name("shard_faults.py")  # the fault is injected here, not in diffsim
     cmd = [
         sys.executable,
         str(killer),
+        "kill",
         "2",
         "index",
         "build",

@@ -39,14 +39,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def idle_cores() -> int:
+    """Cores not busy with other work now: the usable cores less the 1-minute load average (rounded)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return int(usable_cores() - load + 0.5)
+
+
 def threads_for(threads: int | None, decode_workers: int) -> int:
-    """Torch threads of the embedding process: ``threads`` if given, else the cores left by the decode
-    workers (each of which runs single-threaded), at least 1, at most torch's own default."""
+    """Torch threads of the embedding process: ``threads`` if given, else torch's default (the cores, or
+    ``OMP_NUM_THREADS``) capped by the cores the decode workers leave and by the cores idle now, at least 1.
+
+    An OpenMP team larger than the cores it gets spins and waits: on a 2-core machine busy with other
+    work, a gallery build ran 14x slower with 2 threads than with 1 (issue 18)."""
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads must be a positive integer; got {threads!r}")
         return threads
-    return max(1, min(torch.get_num_threads(), usable_cores() - max(0, decode_workers)))
+    free = usable_cores() - max(0, decode_workers)
+    return max(1, min(torch.get_num_threads(), free, idle_cores()))
 
 
 class Mapper:
