@@ -4,7 +4,7 @@ Usage: ``python tests/shard_faults.py MODE N index build ...`` with MODE
 
 * ``kill``: SIGKILL this process right after its N-th shard (no cleanup, no commit: a kill -9);
 * ``interrupt``: SIGINT (Ctrl-C) right after its N-th shard;
-* ``slow``: sleep N seconds after each shard (keeps a build running, e.g. while another one starts).
+* ``slow``: sleep N seconds after its first shard (keeps a build running, e.g. while another one starts).
 
 The library has no test hook: this wrapper patches :meth:`GalleryStore.write_shard` before handing the
 arguments to the real CLI.
@@ -30,7 +30,7 @@ def _write_with_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, A
     _written += 1
     mode, n = sys.argv[1], float(sys.argv[2])
     if mode == "slow":
-        time.sleep(n)
+        time.sleep(n if _written == 1 else 0)
     elif _written >= n:
         os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGINT)
         time.sleep(5)  # the signal arrives at once; never return to write more

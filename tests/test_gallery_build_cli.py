@@ -98,9 +98,11 @@ def test_ctrl_c_says_a_rerun_resumes_and_keeps_the_shards(gallery, tiny_sd_path,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "rerun the same command to resume" in err
-    assert len(GalleryStore.open(out)) == 4  # the two shards were committed on the way out
+    # the first shard's rows were committed on the way out; the second shard is on disk, recovered by the rerun
+    assert len(GalleryStore.open(out)) == 2 and len(shard_files(GalleryStore.open(out))) == 2
     code, text, err = run(capsys, *args)
-    assert code == 0 and "this build embedded 2" in text and "4 already stored" in text, err
+    assert code == 0 and "this build embedded 2" in text and "2 recovered" in text, text + err
+    assert "4 already stored" in text and len(GalleryStore.open(out)) == 6
 
 
 # ----------------------------------------------------------------------------------- vanished files
@@ -150,7 +152,7 @@ def test_a_rebuild_drops_images_removed_from_the_gallery(capsys, gallery, tiny_s
 def test_two_builds_of_one_store_take_turns(gallery, tiny_sd_path, tmp_path):
     out = tmp_path / "s"
     args = ["index", "build", gallery, "--out", out, *flags(tiny_sd_path), "--shard-size", 1]
-    first = cli_process(*args, wrapper=["slow", "3"])  # 3 s after each of its 6 shards: still running below
+    first = cli_process(*args, wrapper=["slow", "40"])  # 40 s after its first shard: still running below
     deadline = time.monotonic() + 240
     while not list((out / "shards").glob("*.safetensors")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -158,6 +160,7 @@ def test_two_builds_of_one_store_take_turns(gallery, tiny_sd_path, tmp_path):
     out2, err2 = second.communicate(timeout=300)
     out1, err1 = first.communicate(timeout=300)
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    assert "another build of" in err2, (out1, err1, out2, err2)
     assert "this build embedded 6" in out1, out1
     assert "another build of" in err2 and "waiting for it to finish" in err2
     assert "this build embedded 0" in out2 and "6 already stored" in out2, out2
