@@ -93,6 +93,23 @@ def quiet_ray() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+@contextlib.contextmanager
+def _stderr_to_null() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: the lines Ray's C++ core prints while it starts (its log files keep them)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def connect(address: str | None) -> Any:
     """Join the Ray cluster at ``address`` (or start a local one); reuse a connection already made."""
     with quiet_ray():
@@ -103,7 +120,8 @@ def connect(address: str | None) -> Any:
                 kwargs["logging_level"] = logging.ERROR
                 os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's stderr lines
             try:
-                ray.init(address=address, **kwargs)
+                with contextlib.nullcontext() if _verbose() else _stderr_to_null():
+                    ray.init(address=address, **kwargs)
             except ConnectionError as exc:
                 raise ConfigError(
                     f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
