@@ -51,7 +51,6 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader decode workers")
     args = ap.parse_args()
     import torch
-
     from tests.tiny_sd import build_tiny_pipeline
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
