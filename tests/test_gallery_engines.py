@@ -170,6 +170,17 @@ def test_parquet_and_webdataset_readers_on_the_local_engine(local_store, contain
     assert_same(local_store, store)
 
 
+@pytest.mark.parametrize("reader", ["folder", "parquet"])
+def test_decode_workers_split_the_records_without_changing_the_store(
+    local_store, mixed, containers, metric, tmp_path, reader
+):
+    inp = open_gallery(str(mixed if reader == "folder" else containers[0]))
+    store = GalleryStore.create(tmp_path / "s", metric, root=inp.root)
+    report = build_index(inp, store, metric, shard_size=2, num_workers=2)  # worker w decodes records w, w + 2, ...
+    assert report.embedded == len(GOOD) and len(report.failures) == len(BAD)
+    assert_same(local_store, store)
+
+
 def test_ray_engine_equals_the_local_engine_for_every_reader(local_store, mixed, containers, metric, tmp_path):
     ray = pytest.importorskip("ray")
     from diffsim.scale.ray_engine import RayOptions, build_index_ray
