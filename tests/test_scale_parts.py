@@ -161,9 +161,12 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):
     assert 'pip install "diffsim-metric[ray]"' in capsys.readouterr().err
 
 
-def test_ray_only_inputs_need_the_ray_engine(gallery, tmp_path):
-    r = CliRunner().invoke(cli, ["index", "build", str(gallery), "--out", str(tmp_path / "s"), "--input", "parquet"])
-    assert r.exit_code != 0 and "--engine ray" in r.output
+def test_ray_engine_builds_no_part_and_an_input_kind_needs_its_files(gallery, tmp_path, capsys):
+    from diffsim.cli.main import main
+
+    assert main(["index", "build", str(gallery), "--out", str(tmp_path / "s"), "--input", "parquet"]) == 2
+    assert f"error: no .parquet files in {gallery} (--input parquet)" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
     r = CliRunner().invoke(
         cli,
         [

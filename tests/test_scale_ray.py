@@ -19,7 +19,7 @@ from diffsim.gallery import GalleryStore, collect  # noqa: E402
 from diffsim.gallery.build import build_index  # noqa: E402
 from diffsim.scale.inputs import ray_input  # noqa: E402
 from diffsim.scale.ray_engine import RayOptions, build_index_ray  # noqa: E402
-from diffsim.scale.worker import EXIT_ONCE_ENV  # noqa: E402
+from diffsim.scale.worker import EmbedWorker  # noqa: E402
 
 from .scale_fixtures import assert_same_store, make_gallery, shard_files  # noqa: E402
 
@@ -105,11 +105,34 @@ def test_rerun_skips_stored_images_and_embeds_new_or_changed_ones(ray_store, gal
     assert shard_files(copy) == set(copy.table().column("shard").to_pylist())
 
 
+def killing_worker(marker: str) -> type:
+    """An :class:`EmbedWorker` whose first batch, in one actor only, ends with a SIGKILL of the actor after
+    its shard is written (the fault lives here: a class made at run time travels to Ray by value)."""
+
+    class KillOnce(EmbedWorker):
+        def __call__(self, batch):  # noqa: ANN001, ANN204
+            import os
+            import signal
+
+            out = super().__call__(batch)
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # exactly one actor, once
+            except FileExistsError:
+                return out
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+    return KillOnce
+
+
 def test_killed_worker_batch_is_redone_without_lost_or_doubled_rows(
     gallery, metric, local_store, tmp_path, monkeypatch
 ):
+    import diffsim.scale.ray_engine as engine
+
     marker = tmp_path / "killed"
-    monkeypatch.setenv(EXIT_ONCE_ENV, str(marker))
+    monkeypatch.setattr(engine, "EmbedWorker", killing_worker(str(marker)))
     src = collect(str(gallery))
     store = GalleryStore.create(tmp_path / "store", metric, root=src.root)
     report = build_index_ray(ray_input(str(gallery)), store, metric, RayOptions(workers=1, shard_size=4))

@@ -8,6 +8,7 @@ Preprocessing follows the DiffSim paper and the authors' code: EXIF transpose, R
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import warnings
@@ -19,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError
+from .extensions import IMAGE_EXTENSIONS  # noqa: F401 - re-exported
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 ImagesLike = ImageLike | Sequence[ImageLike]
@@ -61,9 +63,9 @@ def max_pixels() -> int:
     return value
 
 
-def _check_pixels(size: tuple[int, int], what: str) -> None:
+def _check_pixels(size: tuple[int, int], what: str, limit: int | None = None) -> None:
     w, h = size
-    limit = max_pixels()
+    limit = max_pixels() if limit is None else limit
     if w * h > limit:
         raise ImageError(
             f"image {what} is {w} x {h} = {w * h:,} pixels, above the limit of {limit:,} pixels",
@@ -135,6 +137,17 @@ def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
         raise ImageError(f"image file not found: {p}")
     if p.is_dir():
         raise ImageError(f"expected an image file but got a directory: {p}")
+    return _open_picture(p, str(p), None)
+
+
+def decode_picture(data: bytes, what: str, limit: int | None = None) -> Image.Image | torch.Tensor:
+    """:func:`load_picture` for an encoded image held in memory (a gallery's parquet or tar shard, or file
+    bytes already read); ``what`` names it in errors; ``limit``: the pixel limit (default :func:`max_pixels`)."""
+    return _open_picture(io.BytesIO(data), what, limit)
+
+
+def _open_picture(fp: Path | io.BytesIO, what: str, limit: int | None) -> Image.Image | torch.Tensor:
+    """The one decoder of image files: pixel limit before decoding, EXIF transpose, then :func:`pil_to_picture`."""
     im: Image.Image  # opened as an ImageFile, then EXIF-transposed
     try:
         with _PIL_LOCK, warnings.catch_warnings():
@@ -142,8 +155,8 @@ def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                with Image.open(p) as im:
-                    _check_pixels(im.size, str(p))
+                with Image.open(fp) as im:
+                    _check_pixels(im.size, what, limit)
                     im.load()
                     im = ImageOps.exif_transpose(im)
             finally:
@@ -151,8 +164,9 @@ def load_picture(path: str | os.PathLike) -> Image.Image | torch.Tensor:
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot read image {p}: {exc} (is the file truncated or not an image?)") from exc
-    return pil_to_picture(im, str(p))
+        text = str(exc).replace(repr(fp), repr(what))  # bytes in memory are named as their file would be
+        raise ImageError(f"cannot read image {what}: {text} (is the file truncated or not an image?)") from exc
+    return pil_to_picture(im, what)
 
 
 def check_image_file(path: str | os.PathLike) -> tuple[int, int]:

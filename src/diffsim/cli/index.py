@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, ImageError, StoreError
+from ..errors import ConfigError, StoreError
 from .merge import merge
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
@@ -55,6 +55,13 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     default=None,
     help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Torch threads of the embedding process (decode workers use one each). "
+    "[default: the cores the --workers leave, at most torch's default]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @engine_options
 @input_options
@@ -69,25 +76,28 @@ def build(
     strict: bool,
     compact: str,
     shard_size: int | None,
+    threads: int | None,
     quiet: bool,
     num_shards: int | None,
     shard_index: int | None,
     **opts: Any,
 ) -> None:
-    """Embed GALLERY (a folder walked recursively, a list file, or image files) into the store --out.
+    """Embed GALLERY (a folder walked recursively, a list file, image files, parquet files with an
+    image-bytes column, or webdataset tar shards) into the store --out.
 
-    Rerunning on the same gallery embeds nothing; added or changed images are embedded; an interrupted
-    build resumes. An existing store keeps its metric: without metric options it is reused as built.
-    With --engine ray, GALLERY may also be parquet files or webdataset tar shards. With --num-shards K
-    (or under torchrun / srun), this process builds one part, in OUT.partIIIII-of-KKKKK.
+    Rerunning on the same gallery embeds nothing; added or changed images are embedded; images no longer
+    in a folder, list file or shard set are dropped from the store; an interrupted build resumes. An
+    existing store keeps its metric: without metric options it is reused as built. Every input works
+    with every engine. With --num-shards K (or under torchrun / srun), this process builds one part, in
+    OUT.partIIIII-of-KKKKK. Two builds of one store take turns (the second waits, then embeds what is left).
     """
-    from ..gallery.build import build_index
+    from ..gallery.lock import build_lock
+    from ..gallery.readers import open_gallery
     from ..gallery.search import metric_for
-    from ..gallery.sources import collect
     from ..gallery.store import SETTINGS_FILE, GalleryStore
-    from ..scale.inputs import ray_input
-    from ..scale.partition import bind_local_gpu, part_path, resolve_partition, select_part
+    from ..scale.partition import bind_local_gpu, part_path, resolve_partition
 
+    _resumable()
     engine = opts.pop("engine")
     part = resolve_partition(num_shards, shard_index)
     if engine == "ray" and part is not None:
@@ -97,22 +107,12 @@ def build(
     out = part_path(out, part)
     if part is not None:
         bind_local_gpu()  # torchrun: rank r of a machine uses its GPU r
-    sources, rin = None, None
-    if engine == "ray":  # paths first: nothing is loaded for a bad gallery
+    if engine == "ray":  # before anything is read or loaded
         from ..scale.ray_engine import require_ray
 
         require_ray()
-        rin = ray_input(gallery, opts["ray_input"], None, opts["id_column"], opts["image_column"])
-        root = rin.root
-    else:
-        if opts["ray_input"] not in ("auto", "files"):
-            raise click.UsageError(f"--input {opts['ray_input']} needs --engine ray")
-        sources = select_part(collect(gallery), part)
-        if not len(sources):
-            raise ImageError(
-                f"no images found in {' '.join(gallery)} (extensions: png, jpg, jpeg, webp, bmp, tif, ...)"
-            )
-        root = sources.root
+    inp = open_gallery(gallery, opts["ray_input"], None, opts["id_column"], opts["image_column"])
+    root = inp.root
     if shard_size is not None and shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--shard-size")
     from ..registry import metric_info
@@ -133,49 +133,33 @@ def build(
         metric = metric_for(existing, **_runtime(opts))
     else:
         metric = build_metric(ctx, metric_name, "diffsim-s", opts)
-    if rin is not None:  # before the store is created with a dtype the workers cannot match
+    if engine == "ray":  # before the store is created with a dtype the workers cannot match
         from ..scale.ray_engine import check_gpu_dtype
 
         check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
-    store = GalleryStore.open_or_create(out, metric, compact, root=root)
-    if rin is not None:
-        report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
-    else:
-        assert sources is not None  # collected above for the files engine
-        report = build_index(
-            sources,
-            store,
-            metric,
-            batch_size=opts.get("batch_size"),
-            num_workers=workers,
-            strict=strict,
-            progress=not quiet,
-            shard_size=shard_size,
+    with build_lock(out):
+        store = GalleryStore.open_or_create(out, metric, compact, root=root)
+        if engine == "ray":
+            from ..scale.ray_engine import RayEngine
+
+            eng: Any = RayEngine(ray_options_from(opts, workers, shard_size), opts.get("batch_size"))
+        else:
+            from ..gallery.runner import LocalEngine
+
+            eng = LocalEngine(opts.get("batch_size"), workers, shard_size, threads=threads)
+        from ..gallery.runner import run_build
+
+        report = run_build(
+            inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
         )
     _report(store, out, report)
 
 
-def _ray_build(
-    rin: Any,
-    store: Any,
-    metric: Any,
-    opts: dict[str, Any],
-    workers: int | None,
-    shard_size: int | None,
-    strict: bool,
-    quiet: bool,
-) -> Any:
-    from ..scale.ray_engine import build_index_ray
+def _resumable() -> None:
+    """Ctrl-C in a build says that a rerun resumes (the shards written so far are committed)."""
+    from .main import _STATE
 
-    return build_index_ray(
-        rin,
-        store,
-        metric,
-        ray_options_from(opts, workers, shard_size),
-        batch_size=opts.get("batch_size"),
-        strict=strict,
-        progress=not quiet,
-    )
+    _STATE["command"] = "index build"
 
 
 def _report(store: Any, out: str, report: Any) -> None:
@@ -183,6 +167,7 @@ def _report(store: Any, out: str, report: Any) -> None:
         f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
         f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
         + (f", {report.recovered} recovered" if report.recovered else "")
+        + (f", {report.removed} removed (no longer in the gallery)" if report.removed else "")
         + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else "")
     )
 

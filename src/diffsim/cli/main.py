@@ -74,7 +74,7 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
 
 
 _STATE: dict[str, object] = {"verbose": 0, "command": None}
-RESUMABLE = ("bench", "sweep", "consistency", "reproduce")
+RESUMABLE = ("bench", "sweep", "consistency", "reproduce", "index build")
 
 cli.add_command(score)
 cli.add_command(layers)

@@ -47,8 +47,8 @@ def input_options(f: Callable) -> Callable:
             type=click.Choice(["auto", "files", "parquet", "webdataset"]),
             default="auto",
             show_default=True,
-            help="GALLERY kind with --engine ray: image files (folder, list file, paths), parquet files "
-            "with an image-bytes column, or webdataset .tar shards (auto: by extension).",
+            help="GALLERY kind (every engine reads each): image files (folder, list file, paths), parquet "
+            "files with an image-bytes column, or webdataset .tar shards (auto: by extension).",
         ),
         click.option("--id-column", default="id", show_default=True, help="Parquet: the column of image ids."),
         click.option(

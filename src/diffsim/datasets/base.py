@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from ..extensions import IMAGE_EXTENSIONS as _EXTENSIONS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = tuple(sorted(_EXTENSIONS))  # the one list (diffsim.images), as str.endswith wants it
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
+from ..extensions import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+__all__ = ["IMAGE_EXTENSIONS", "Source", "Sources", "collect", "explicit", "is_image", "read_list", "walk_folder"]
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 
 

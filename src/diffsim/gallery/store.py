@@ -404,6 +404,22 @@ class GalleryStore:
             logger.info("removed %s: all its images were re-embedded", name)
         self._known_shards = used
 
+    def remove(self, ids: Iterable[str]) -> int:
+        """Drop the rows of ``ids`` (images no longer in the gallery) and commit; returns how many were dropped.
+
+        Shards left without any row are deleted by the commit."""
+        import pyarrow as pa
+
+        gone = set(ids)
+        table = self._read_table()
+        keep = np.array([i not in gone for i in table.column("id").to_pylist()], dtype=bool)
+        dropped = int((~keep).sum()) + sum(1 for i in list(self._pending) if i in gone)
+        for i in gone:
+            self._pending.pop(i, None)
+        self._table = table.filter(pa.array(keep))
+        self.commit()
+        return dropped
+
     def recover(self) -> int:
         """Bring shards that were written but never committed into the table; drop rows whose shard is gone.
 

@@ -1,84 +1,27 @@
 """Ray Data datasets of gallery images as rows ``{"id", "path", "bytes"}`` (the bytes still encoded).
 
-* a folder, a list file or image paths: listed by :func:`diffsim.gallery.sources.collect` (so the ids are
-  the local engine's), read by ``ray.data.read_binary_files`` on the cluster;
-* parquet files (``*.parquet``, or a folder of them with ``--input parquet``): an id column and an
-  image-bytes column (a Hugging Face ``{"bytes", "path"}`` image struct works too);
-* webdataset tar shards (``*.tar``): one image per sample, id ``KEY.EXT``.
+The gallery is described by :func:`diffsim.gallery.readers.open_gallery` (the readers every engine
+shares; :func:`ray_input` is its name here); Ray Data reads it on the cluster with the same ids:
+
+* image files: the local listing (ids relative to the gallery root); each decode task reads its files;
+* parquet files: ``ray.data.read_parquet``, the id and image-bytes columns;
+* webdataset tar shards: ``ray.data.read_webdataset``, id ``KEY.EXT``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, ImageError
-from ..gallery.sources import IMAGE_EXTENSIONS, Sources, collect
+from ..gallery.readers import GalleryInput, check_columns, image_bytes, is_image_ext, open_gallery, sample_id
 
-INPUT_KINDS = ("auto", "files", "parquet", "webdataset")
+RayInput = GalleryInput  # one description of a gallery for every engine
+ray_input = open_gallery
+_image_bytes = image_bytes
 
-
-@dataclass(frozen=True)
-class RayInput:
-    """What the Ray engine reads: a gallery of files, or parquet / webdataset shards."""
-
-    kind: str  # files | parquet | webdataset
-    paths: tuple[str, ...]
-    root: str | None = None  # image ids are relative to it (files), as in the local engine
-    id_column: str = "id"
-    image_column: str = "image"
-    total: int | None = None  # images, when known before reading
-
-    def describe(self) -> str:
-        return f"{self.kind}: {self.root or ', '.join(self.paths[:2])}{' ...' if len(self.paths) > 2 else ''}"
-
-
-def _detect(given: Sequence[str]) -> str:
-    suffixes = set()
-    for g in given:
-        p = Path(g)
-        if p.is_dir():
-            inner = {q.suffix.lower() for q in p.iterdir() if q.is_file()}
-            suffixes |= {".parquet"} if inner == {".parquet"} else {".tar"} if inner == {".tar"} else {"files"}
-        else:
-            suffixes.add(p.suffix.lower())
-    if suffixes == {".parquet"}:
-        return "parquet"
-    if suffixes == {".tar"}:
-        return "webdataset"
-    return "files"
-
-
-def ray_input(
-    gallery: str | os.PathLike | Sequence[str | os.PathLike],
-    kind: str = "auto",
-    sources: Sources | None = None,
-    id_column: str = "id",
-    image_column: str = "image",
-) -> RayInput:
-    """Describe ``gallery`` for :func:`read_dataset` (``kind="auto"``: parquet or tar shards by extension)."""
-    given = [str(gallery)] if isinstance(gallery, (str, os.PathLike)) else [str(g) for g in gallery]
-    if kind not in INPUT_KINDS:
-        raise ConfigError(f"input kind must be one of {', '.join(INPUT_KINDS)}; got {kind!r}")
-    if not given:
-        raise ImageError("no gallery given: pass a folder, a list file, image paths, parquet files or tar shards")
-    for g in given:
-        if not Path(g).exists():
-            raise ImageError(f"gallery not found: {g}")
-    kind = _detect(given) if kind == "auto" else kind
-    if kind == "files":
-        src = sources if sources is not None else collect(given if len(given) > 1 else given[0])
-        if not len(src):
-            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise ImageError(f"no images found in {' '.join(given)} (extensions: {exts})")
-        return RayInput("files", tuple(src.paths), src.root, total=len(src))
-    paths = tuple(str(Path(g).resolve()) for g in given)
-    return RayInput(kind, paths, None, id_column, image_column)
+__all__ = ["RayInput", "file_id", "ray_input", "read_dataset"]
 
 
 def file_id(path: str, root: str | None) -> str:
@@ -91,38 +34,22 @@ def file_id(path: str, root: str | None) -> str:
         return str(Path(path))
 
 
-def _files_rows(batch: dict[str, np.ndarray], root: str | None) -> dict[str, np.ndarray]:
-    paths = [str(p) for p in batch["path"]]
-    return {
-        "id": np.array([file_id(p, root) for p in paths], dtype=object),
-        "path": np.array(paths, dtype=object),
-        "bytes": batch["bytes"],
-    }
-
-
-def _image_bytes(value: Any) -> bytes:
-    if isinstance(value, dict):  # a Hugging Face datasets image struct
-        value = value.get("bytes")
-    if value is None:
-        return b""
-    return bytes(value)
-
-
 def _table_rows(batch: dict[str, np.ndarray], id_column: str, image_column: str) -> dict[str, np.ndarray]:
     ids = [str(v) for v in batch[id_column]]
     return {
         "id": np.array(ids, dtype=object),
         "path": np.array(ids, dtype=object),
-        "bytes": np.array([_image_bytes(v) for v in batch[image_column]], dtype=object),
+        "bytes": np.array([image_bytes(v) for v in batch[image_column]], dtype=object),
     }
 
 
 def _wds_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    exts = [c for c in batch if not c.startswith("__") and f".{c.lower()}" in IMAGE_EXTENSIONS]
+    exts = [c for c in batch if not c.startswith("__") and is_image_ext(c)]
     ids, data = [], []
     for i, key in enumerate(batch["__key__"]):
-        ext = next((e for e in exts if batch[e][i] is not None and len(batch[e][i])), None)
-        ids.append(f"{key}.{ext}" if ext else str(key))
+        present = [e for e in exts if isinstance(batch[e][i], (bytes, bytearray)) and len(batch[e][i])]  # else NaN
+        sid, ext = sample_id(str(key), present)
+        ids.append(sid)
         data.append(bytes(batch[ext][i]) if ext else b"")
     return {
         "id": np.array(ids, dtype=object),
@@ -131,23 +58,16 @@ def _wds_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def read_dataset(inp: RayInput) -> Any:
+def read_dataset(inp: GalleryInput) -> Any:
     """A Ray dataset of ``{"id", "path", "bytes"}`` rows (lazy: nothing is read until it runs)."""
     import ray.data
 
-    if inp.kind == "files":
-        ds = ray.data.read_binary_files(list(inp.paths), include_paths=True)
-        # Ray types fn as one-argument, but passes fn_kwargs on: its stub is too narrow
-        return ds.map_batches(_files_rows, fn_kwargs={"root": inp.root}, batch_format="numpy")  # type: ignore[arg-type]
+    if inp.kind == "files":  # the listing travels; each decode task reads its files (a missing one is a failure)
+        items = [{"id": r.id, "path": r.path} for r in inp.records()]
+        return ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 16, 200)) if items else None)
     if inp.kind == "parquet":
         ds = ray.data.read_parquet(list(inp.paths))
-        missing = [c for c in (inp.id_column, inp.image_column) if c not in ds.schema().names]
-        if missing:
-            names = ", ".join(ds.schema().names)
-            raise ConfigError(
-                f"{inp.describe()} has no column {missing[0]!r} (columns: {names}); "
-                "name them with --id-column / --image-column"
-            )
+        check_columns(ds.schema().names, inp.id_column, inp.image_column, inp.describe())
         ds = ds.select_columns([inp.id_column, inp.image_column])
         return ds.map_batches(
             _table_rows,  # type: ignore[arg-type]  # (fn_kwargs: as above)

@@ -14,20 +14,23 @@ retry reuses a shard its first attempt wrote and no row is lost or doubled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DiffSimError, ImageError
-from ..gallery.build import BuildReport
+from ..errors import ConfigError, DiffSimError
+from ..gallery.readers import GalleryInput
+from ..gallery.runner import BuildReport, Outcome, run_build
 from ..gallery.store import GalleryStore, Row
-from .inputs import RayInput, read_dataset
-from .worker import EXIT_ONCE_ENV, EmbedWorker, decode_batch
+from ..images import max_pixels
+from .inputs import read_dataset
+from .worker import EmbedWorker, decode_batch
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +69,64 @@ class RayOptions:
             raise ConfigError(f"--shard-size must be at least 1; got {self.shard_size}")
 
 
+def _verbose() -> bool:
+    """True when diffsim logs at INFO or below (``-v``): Ray's own logs and warnings are shown too."""
+    return logging.getLogger("diffsim").getEffectiveLevel() <= logging.INFO
+
+
+@contextlib.contextmanager
+def quiet_ray() -> Iterator[None]:
+    """Without ``-v``: Ray's loggers at ERROR and its Python warnings hidden (diffsim says what matters)."""
+    if _verbose():
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("ray", "ray.data", "ray._private", "ray.util")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
+@contextlib.contextmanager
+def _stderr_to_null() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: the lines Ray's C++ core prints while it starts (its log files keep them)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def connect(address: str | None) -> Any:
     """Join the Ray cluster at ``address`` (or start a local one); reuse a connection already made."""
-    ray = require_ray()
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as exc:
-            raise ConfigError(
-                f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
-                "`ray start --head`, or leave --address out for a local one)"
-            ) from None
+    with quiet_ray():
+        ray = require_ray()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": _verbose()}
+            if not _verbose():
+                kwargs["logging_level"] = logging.ERROR
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's stderr lines
+            try:
+                with contextlib.nullcontext() if _verbose() else _stderr_to_null():
+                    ray.init(address=address, **kwargs)
+            except ConnectionError as exc:
+                raise ConfigError(
+                    f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
+                    "`ray start --head`, or leave --address out for a local one)"
+                ) from None
     return ray
 
 
@@ -87,8 +136,8 @@ def _runtime(metric: Any, opts: RayOptions, batch_size: int | None) -> dict[str,
     run: dict[str, Any] = {}
     if "device" in names:  # an actor sees only the GPUs Ray gave it
         run["device"] = "cuda" if opts.gpus_per_worker > 0 else "cpu"
-    if "batch_size" in names and batch_size is not None:
-        run["batch_size"] = batch_size
+    if "batch_size" in names:  # the build's, else the driver metric's (a runtime setting: not in the store)
+        run["batch_size"] = batch_size if batch_size is not None else metric.settings.batch_size
     if "cache_bytes" in names:
         run["cache_bytes"] = 0
     if "cache_dir" in names:
@@ -144,15 +193,16 @@ def _default_cpus(ray: Any, opts: RayOptions) -> float:
     return round(cpus, 2)
 
 
-def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]], int]:
-    """(table rows of the embedded images, failures, skipped count) of one returned batch."""
-    rows, failures, skipped = [], [], 0
+def _outcome(batch: dict[str, np.ndarray]) -> Outcome:
+    """The runner's :class:`Outcome` of one batch returned by the actor pool."""
+    out = Outcome()
     for i, st in enumerate(batch["status"]):
+        image_id, path = str(batch["id"][i]), str(batch["path"][i])
         if st == "embedded":
-            rows.append(
+            out.rows.append(
                 Row(
-                    str(batch["id"][i]),
-                    str(batch["path"][i]),
+                    image_id,
+                    path,
                     str(batch["hash"][i]),
                     str(batch["shard"][i]),
                     int(batch["row"][i]),
@@ -161,16 +211,84 @@ def _rows(batch: dict[str, np.ndarray]) -> tuple[list[Row], list[tuple[str, str]
                 )
             )
         elif st == "fail":
-            failures.append((str(batch["path"][i]), str(batch["reason"][i])))
+            out.failures.append((image_id, path, str(batch["reason"][i])))
         elif st == "skip":
-            skipped += 1
+            out.skipped.append(image_id)
         else:  # an embed row the actor did not embed: never expected
-            raise DiffSimError(f"image {batch['id'][i]} came back from the actor pool with status {st!r}")
-    return rows, failures, skipped
+            raise DiffSimError(f"image {image_id} came back from the actor pool with status {st!r}")
+    out.embedded = len(out.rows)
+    return out
+
+
+class RayEngine:
+    """Distributes a build over Ray: decode tasks on CPUs, ``opts.workers`` embedding actors writing shards."""
+
+    name = "ray"
+
+    def __init__(self, opts: RayOptions | None = None, batch_size: int | None = None) -> None:
+        self.opts = opts or RayOptions()
+        self.opts.validate()
+        self.batch_size = batch_size
+        self.commit_every = self.opts.commit_every
+
+    def run(
+        self,
+        inp: GalleryInput,
+        store: GalleryStore,
+        metric: Any,
+        known: Mapping[str, str],
+        keep: Callable[[str], bool] | None,
+    ) -> Iterator[Outcome]:
+        if keep is not None:
+            raise ConfigError("--engine ray spreads one build over the cluster itself: it builds no part")
+        opts = self.opts
+        ray = connect(opts.address)
+        check_gpu_dtype(store.metric_settings.get("dtype", ""), opts)
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        if opts.gpus_per_worker > gpus:  # Ray would wait for them for ever
+            raise ConfigError(
+                f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPU(s); "
+                "start GPU nodes first (or leave the option out to embed on CPUs)"
+            )
+        if opts.gpus_per_worker * opts.workers > gpus:
+            logger.warning(
+                "%d workers x %g GPUs > the cluster's %g GPUs: only some actors will start",
+                opts.workers,
+                opts.gpus_per_worker,
+                gpus,
+            )
+        configure_context(ray)
+        cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else _default_cpus(ray, opts)
+        decode_kwargs = {"preprocess": metric.preprocessor, "known": ray.put(dict(known)), "max_pixels": max_pixels()}
+        ds = read_dataset(inp).map_batches(decode_batch, fn_kwargs=decode_kwargs, batch_format="numpy")
+        ds = ds.map_batches(
+            EmbedWorker,
+            batch_size=opts.shard_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=opts.workers),
+            num_gpus=opts.gpus_per_worker or None,
+            num_cpus=cpus,
+            fn_constructor_kwargs={
+                "store_dir": str(store.folder.resolve()),
+                "metric_name": store.metric_name,
+                "settings": store.metric_settings,
+                "runtime": _runtime(metric, opts, self.batch_size),
+                "threads": max(1, int(cpus)),
+            },
+        )
+        try:
+            with quiet_ray():
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    yield _outcome(batch)
+        except Exception as exc:  # noqa: BLE001 - a worker's diffsim error becomes one line
+            err = worker_error(exc)
+            if err is None or err is exc:
+                raise
+            raise err from exc
 
 
 def build_index_ray(
-    inp: RayInput,
+    inp: GalleryInput,
     store: GalleryStore,
     metric: Any,
     opts: RayOptions | None = None,
@@ -178,109 +296,13 @@ def build_index_ray(
     strict: bool = False,
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    prune: bool | None = None,
 ) -> BuildReport:
     """Embed the images of ``inp`` that ``store`` lacks (or that changed) on a Ray actor pool.
 
     ``metric``: the store's metric (checked here; each actor builds its own from the store's settings);
     ``batch_size``: images per network pass in an actor (default: the metric's); ``on_batch(embedded)``
-    is called as each batch's results arrive.
+    is called as each batch's results arrive. The one build loop: :func:`diffsim.gallery.runner.run_build`.
     """
-    opts = opts or RayOptions()
-    opts.validate()
-    ray = connect(opts.address)
-    t0 = time.perf_counter()
-    store.check_metric(metric)
-    check_gpu_dtype(store.metric_settings.get("dtype", ""), opts)
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    if opts.gpus_per_worker > gpus:  # Ray would wait for them for ever
-        raise ConfigError(
-            f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPU(s); "
-            "start GPU nodes first (or leave the option out to embed on CPUs)"
-        )
-    if opts.gpus_per_worker * opts.workers > gpus:
-        logger.warning(
-            "%d workers x %g GPUs > the cluster's %g GPUs: only some actors will start",
-            opts.workers,
-            opts.gpus_per_worker,
-            gpus,
-        )
-    report = BuildReport(total=inp.total or 0)
-    report.recovered = store.recover()
-    known = store.hashes()
-    configure_context(ray)
-    cpus = opts.cpus_per_worker if opts.cpus_per_worker is not None else _default_cpus(ray, opts)
-    ds = read_dataset(inp).map_batches(
-        decode_batch, fn_kwargs={"preprocess": metric.preprocessor, "known": ray.put(known)}, batch_format="numpy"
-    )
-    ds = ds.map_batches(
-        EmbedWorker,
-        batch_size=opts.shard_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=opts.workers),
-        num_gpus=opts.gpus_per_worker or None,
-        num_cpus=cpus,
-        fn_constructor_kwargs={
-            "store_dir": str(store.folder.resolve()),
-            "metric_name": store.metric_name,
-            "settings": store.metric_settings,
-            "runtime": _runtime(metric, opts, batch_size),
-            "exit_once": os.environ.get(EXIT_ONCE_ENV) or None,
-        },
-    )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=inp.total, unit="img", desc="embedding (ray)", dynamic_ncols=True)
-    seen: set[str] = set()
-    shards: set[str] = set()
-    last = time.monotonic()
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows, failures, skipped = _rows(batch)
-            if strict and failures:
-                raise ImageError(failures[0][1])
-            for _path, reason in failures:
-                logger.warning("skipping unreadable image: %s", reason)
-            doubled = [r.id for r in rows if r.id in seen]
-            if doubled:  # Ray gave a batch's results twice: keep the first (same content)
-                logger.warning("%d image(s) came back twice (a retried batch); kept once", len(doubled))
-                rows = [r for r in rows if r.id not in seen]
-            seen.update(r.id for r in rows)
-            store.add_rows(rows)
-            report.embedded += len(rows)
-            report.skipped += skipped
-            report.failures += failures
-            new_shards = [s for s in dict.fromkeys(r.shard for r in rows) if s not in shards]
-            shards.update(new_shards)
-            report.shards += new_shards
-            if bar is not None:
-                bar.update(len(rows) + skipped + len(failures))
-            if on_batch is not None:
-                on_batch(report.embedded)
-            if time.monotonic() - last >= opts.commit_every:
-                store.commit()
-                last = time.monotonic()
-    except Exception as exc:  # noqa: BLE001 - a worker's diffsim error becomes one line
-        err = worker_error(exc)
-        if err is None or err is exc:
-            raise
-        raise err from exc
-    finally:
-        if bar is not None:
-            bar.close()
-        store.commit()
-    store.set_errors(report.failures)
-    report.total = report.total or report.embedded + report.skipped + len(report.failures)
-    report.seconds = time.perf_counter() - t0
-    logger.info(
-        "built %s with Ray (%d workers): %d embedded, %d already stored, %d recovered, %d unreadable in %.1f s",
-        store.folder,
-        opts.workers,
-        report.embedded,
-        report.skipped,
-        report.recovered,
-        len(report.failures),
-        report.seconds,
-    )
-    return report
+    engine = RayEngine(opts, batch_size)
+    return run_build(inp, store, metric, engine, strict=strict, progress=progress, prune=prune, on_batch=on_batch)

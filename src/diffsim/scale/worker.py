@@ -1,6 +1,7 @@
-"""What runs on the Ray cluster: decoding on CPU tasks, embedding on an actor pool that writes shards.
+"""What runs on the Ray cluster: the pipeline's decoder in CPU tasks, its mapper and writer in actors.
 
-Rows flow as ``{"id", "path", "bytes"}`` (encoded image) -> :func:`decode_batch` ->
+Rows flow as ``{"id", "path", "bytes"}`` (encoded image; no ``bytes`` column: read the files) -> :func:`decode_batch`
+(:func:`diffsim.gallery.decode.decode_record`, the decoder of every engine) ->
 ``{"id", "path", "hash", "status", "reason", "size", "pixels"}`` (``status``: ``embed``, ``skip`` for an
 image already stored with the same content, ``fail`` for an unreadable one) -> :class:`EmbedWorker` ->
 ``{"id", "path", "hash", "status", "reason", "shard", "row", "checksum", "pool"}``. Only these small
@@ -9,19 +10,16 @@ columns come back to the driver: the features go straight from the actor into a 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
+from ..gallery.writer import shard_name
+
 logger = logging.getLogger(__name__)
 
-#: test hook: the first embedding actor to take a batch exits (as if killed) right after writing its shard
-EXIT_ONCE_ENV = "DIFFSIM_RAY_EXIT_ONCE"
-
+__all__ = ["EmbedWorker", "decode_batch", "shard_name"]
 
 _KNOWN: dict[str, dict[str, str]] = {}  # per worker process: the store's {id: hash}, fetched once per build
 
@@ -38,52 +36,33 @@ def _known(ref: Any) -> dict[str, str]:
     return _KNOWN[key]
 
 
-def decode_batch(batch: dict[str, np.ndarray], preprocess: Any, known: Any = None) -> dict[str, np.ndarray]:
-    """Hash the encoded bytes, skip images stored with that hash, decode and preprocess the others.
+def decode_batch(
+    batch: dict[str, np.ndarray], preprocess: Any, known: Any = None, max_pixels: int | None = None
+) -> dict[str, np.ndarray]:
+    """Hash, skip images stored with that hash, decode and preprocess the others (the pipeline's decoder).
 
-    ``known``: the store's ``{id: hash}``, or a Ray object reference to it.
+    ``known``: the store's ``{id: hash}``, or a Ray object reference to it; ``max_pixels``: the driver's
+    pixel limit (a worker process does not see ``--max-pixels``).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from ..gallery.decode import decode_record
+    from ..gallery.readers import Record
 
-    from ..errors import DiffSimError
-
-    known = _known(known)
-    n = len(batch["id"])
+    table = _known(known)
     out: dict[str, list[Any]] = {k: [] for k in ("id", "path", "hash", "status", "reason", "size", "pixels")}
-    for i in range(n):
-        image_id, path, data = str(batch["id"][i]), str(batch["path"][i]), batch["bytes"][i]
-        data = bytes(data) if data is not None else b""
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        status, reason, size, pixels = "embed", "", 0, b""
-        if known.get(image_id) == digest:
-            status = "skip"
-        elif not data:
-            status, reason = "fail", f"cannot read image {path}: no bytes"
-        else:
-            try:
-                with Image.open(io.BytesIO(data)) as opened:
-                    im = ImageOps.exif_transpose(opened)
-                    im.load()
-                    rgb = im.convert("RGB")
-                x = preprocess(rgb, i).detach().cpu().contiguous().float().numpy()
-                size, pixels = int(x.shape[-1]), x.tobytes()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, DiffSimError) as exc:
-                status, reason = "fail", f"cannot read image {path}: {exc} (is the file truncated or not an image?)"
-        for k, v in zip(out, (image_id, path, digest, status, reason, size, pixels), strict=False):
+    for i in range(len(batch["id"])):
+        data = batch["bytes"][i] if "bytes" in batch else None  # no bytes column: files, read here
+        rec = Record(str(batch["id"][i]), str(batch["path"][i]), None if data is None else bytes(data))
+        d = decode_record(rec, preprocess, table, max_pixels)
+        px = d.pixels
+        size, pixels = (int(px.shape[-1]), px.numpy().tobytes()) if px is not None else (0, b"")
+        for k, v in zip(out, (d.id, d.path, d.hash, d.status, d.reason, size, pixels), strict=True):
             out[k].append(v)
     return {k: np.array(v, dtype=np.int64 if k == "size" else object) for k, v in out.items()}
 
 
-def shard_name(ids: list[str], hashes: list[str]) -> str:
-    """A name fixed by the batch's content: a retried batch finds the shard its first attempt wrote."""
-    h = hashlib.blake2b(digest_size=12)
-    for i, d in zip(ids, hashes, strict=False):
-        h.update(i.encode("utf-8") + b"\0" + d.encode() + b"\n")
-    return "ray-" + h.hexdigest()
-
-
 class EmbedWorker:
-    """One Ray actor: loads the store's metric once, then embeds batches and writes one shard per batch."""
+    """One Ray actor: loads the store's metric once (the pipeline's mapper), then embeds batches and
+    writes one shard per batch (the pipeline's writer, under a name fixed by the batch's content)."""
 
     def __init__(
         self,
@@ -91,21 +70,21 @@ class EmbedWorker:
         metric_name: str,
         settings: dict[str, Any],
         runtime: dict[str, Any],
-        exit_once: str | None = None,
+        threads: int = 1,
     ) -> None:
-        from ..gallery.build import _stream_metric
+        import torch
+
+        from ..gallery.mapper import Mapper
         from ..gallery.store import GalleryStore
         from ..registry import create_metric
 
+        torch.set_num_threads(max(1, int(threads)))  # the actor's CPUs, not every core of the node
         self.store = GalleryStore.open(store_dir)
         metric = create_metric(metric_name, **{**settings, **runtime})
         self.store.check_metric(metric)
-        self.metric = _stream_metric(metric, runtime.get("batch_size"))
-        self.exit_once = exit_once
+        self.mapper = Mapper(metric, runtime.get("batch_size"))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         n = len(batch["id"])
         ids, hashes = [str(v) for v in batch["id"]], [str(v) for v in batch["hash"]]
         status = [str(v) for v in batch["status"]]
@@ -129,47 +108,26 @@ class EmbedWorker:
                 [hashes[i] for i in todo],
                 [batch["pixels"][i] for i in todo],
                 [int(batch["size"][i]) for i in todo],
-                torch,
             )
-            for i, row in zip(todo, record.rows, strict=False):
+            for i, row in zip(todo, record.rows, strict=True):
                 out["shard"][i], out["row"][i], out["checksum"][i] = row.shard, row.row, row.checksum
                 out["pool"][i] = np.asarray(row.pool, dtype=np.float32).tobytes()
                 out["status"][i] = "embedded"
-            self._maybe_exit()
         return {k: np.array(v, dtype=np.int64 if k == "row" else object) for k, v in out.items()}
 
-    def _shard(
-        self, ids: list[str], paths: list[str], hashes: list[str], pixels: list[bytes], sizes: list[int], torch: Any
-    ) -> Any:
-        name = shard_name(ids, hashes)
-        if self.store.shard_path(name).exists():  # a retried batch whose first attempt wrote the shard
-            record = self.store.read_record(name)
-            if [r.id for r in record.rows] == ids and [r.hash for r in record.rows] == hashes:
-                logger.info("%s already written (a retried batch): not embedded again", name)
-                return record
+    def _shard(self, ids: list[str], paths: list[str], hashes: list[str], pixels: list[bytes], sizes: list[int]) -> Any:
+        import torch
+
+        from ..gallery.writer import existing_shard, write_named_shard
+
+        done = existing_shard(self.store, ids, hashes)  # a retried batch whose first attempt wrote the shard
+        if done is not None:
+            return done
         px = torch.stack(
             [
                 torch.from_numpy(np.frombuffer(b, dtype=np.float32).copy()).reshape(3, s, s)
-                for b, s in zip(pixels, sizes, strict=False)
+                for b, s in zip(pixels, sizes, strict=True)
             ]
         )
-        m = self.metric
-        feats = m.embed_pixels(px.to(m.device), ids).to("cpu")
-        pooled = m.pool(feats).cpu()
-        try:
-            return self.store.write_shard(ids, paths, hashes, feats, pooled, name=name)
-        except FileExistsError:  # another attempt of the same batch finished first
-            return self.store.read_record(name)
-
-    def _maybe_exit(self) -> None:
-        marker = self.exit_once
-        if not marker:
-            return
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # exactly one actor, once
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        logger.warning("%s: exiting this actor after writing its first shard", EXIT_ONCE_ENV)
-        os._exit(1)
+        feats, pooled = self.mapper(px, ids)
+        return write_named_shard(self.store, ids, paths, hashes, feats, pooled)

@@ -1,0 +1,107 @@
+"""The writer of a gallery build: embedded images -> shard files, and shard rows -> the store's table.
+
+:class:`ShardWriter` buffers embedded images and writes a shard when ``size`` are waiting (any process
+may write shards); :func:`write_named_shard` writes one batch under a name fixed by its content, so a
+retried batch (a restarted Ray actor) finds the shard its first attempt wrote. :class:`TableWriter`
+stages the rows of written shards in the store's table and commits it every ``commit_every`` seconds
+(only the driver process writes the table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from ..features import Features
+from .store import GalleryStore, Row, ShardRecord
+
+logger = logging.getLogger(__name__)
+
+#: target bytes of features per shard when no ``shard_size`` is given
+SHARD_BYTES = 256 * 1024**2
+MAX_SHARD_IMAGES = 4096
+
+
+class ShardWriter:
+    """Buffers embedded images; writes a shard (and returns its record) when ``size`` images are waiting."""
+
+    def __init__(self, store: GalleryStore, size: int | None) -> None:
+        self.store, self.size = store, size
+        self.items: list[tuple[str, str, str, Features, torch.Tensor]] = []
+
+    def add(self, id: str, path: str, hash_: str, feats: Features, pooled: torch.Tensor) -> ShardRecord | None:
+        if self.size is None:  # shard size from the first image's feature bytes
+            self.size = max(1, min(MAX_SHARD_IMAGES, SHARD_BYTES // max(1, feats.nbytes)))
+        self.items.append((id, path, hash_, feats, pooled))
+        return self.flush() if len(self.items) >= self.size else None
+
+    def flush(self) -> ShardRecord | None:
+        """Write the buffered images as one shard (None when nothing waits)."""
+        if not self.items:
+            return None
+        ids, paths, hashes, feats, pooled = zip(*self.items, strict=True)
+        self.items = []
+        return self.store.write_shard(list(ids), list(paths), list(hashes), Features.cat(feats), torch.cat(pooled))
+
+
+def shard_name(ids: Sequence[str], hashes: Sequence[str]) -> str:
+    """A name fixed by the batch's content: a retried batch finds the shard its first attempt wrote."""
+    h = hashlib.blake2b(digest_size=12)
+    for i, d in zip(ids, hashes, strict=True):
+        h.update(i.encode("utf-8") + b"\0" + d.encode() + b"\n")
+    return "ray-" + h.hexdigest()
+
+
+def existing_shard(store: GalleryStore, ids: Sequence[str], hashes: Sequence[str]) -> ShardRecord | None:
+    """The shard of this exact batch if an earlier attempt wrote it, else None."""
+    name = shard_name(ids, hashes)
+    if not store.shard_path(name).exists():
+        return None
+    record = store.read_record(name)
+    if [r.id for r in record.rows] == list(ids) and [r.hash for r in record.rows] == list(hashes):
+        logger.info("%s already written (a retried batch): not embedded again", name)
+        return record
+    return None
+
+
+def write_named_shard(
+    store: GalleryStore,
+    ids: Sequence[str],
+    paths: Sequence[str],
+    hashes: Sequence[str],
+    feats: Features,
+    pooled: torch.Tensor,
+) -> ShardRecord:
+    """Write one batch as the shard named by its content (another attempt's shard is reused)."""
+    try:
+        return store.write_shard(ids, paths, hashes, feats, pooled, name=shard_name(ids, hashes))
+    except FileExistsError:  # another attempt of the same batch finished first
+        return store.read_record(shard_name(ids, hashes))
+
+
+class TableWriter:
+    """Stages shard rows in the store's table (each id once) and commits every ``commit_every`` seconds."""
+
+    def __init__(self, store: GalleryStore, commit_every: float = 30.0) -> None:
+        self.store, self.commit_every = store, commit_every
+        self.seen: set[str] = set()
+        self.shards: list[str] = []
+        self.last = time.monotonic()
+
+    def add(self, rows: Iterable[Row]) -> int:
+        """Stage ``rows`` (an id already staged by this build is kept once); returns how many were new."""
+        fresh = [r for r in rows if r.id not in self.seen]
+        self.seen.update(r.id for r in fresh)
+        self.store.add_rows(fresh)
+        self.shards += [s for s in dict.fromkeys(r.shard for r in fresh) if s not in self.shards]
+        if time.monotonic() - self.last >= self.commit_every:
+            self.commit()
+        return len(fresh)
+
+    def commit(self) -> None:
+        self.store.commit()
+        self.last = time.monotonic()

@@ -1,0 +1,42 @@
+"""Test-side fault injection: run ``diffsim ARGS...`` with a fault after each shard file it writes.
+
+Usage: ``python tests/shard_faults.py MODE N index build ...`` with MODE
+
+* ``kill``: SIGKILL this process right after its N-th shard (no cleanup, no commit: a kill -9);
+* ``interrupt``: SIGINT (Ctrl-C) right after its N-th shard;
+* ``slow``: sleep N seconds after its first shard (keeps a build running, e.g. while another one starts).
+
+The library has no test hook: this wrapper patches :meth:`GalleryStore.write_shard` before handing the
+arguments to the real CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from diffsim.cli.main import main
+from diffsim.gallery.store import GalleryStore
+
+_written = 0
+_write_shard = GalleryStore.write_shard
+
+
+def _write_with_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - a wrapper of anything
+    global _written
+    record = _write_shard(self, *args, **kwargs)
+    _written += 1
+    mode, n = sys.argv[1], float(sys.argv[2])
+    if mode == "slow":
+        time.sleep(n if _written == 1 else 0)
+    elif _written >= n:
+        os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGINT)
+        time.sleep(5)  # the signal arrives at once; never return to write more
+    return record
+
+
+if __name__ == "__main__":
+    GalleryStore.write_shard = _write_with_fault  # type: ignore[method-assign]
+    sys.exit(main(sys.argv[3:]))
