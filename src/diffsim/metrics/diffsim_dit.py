@@ -22,7 +22,7 @@ from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImagesLike, check_crop, check_size
 from ..preprocess import Resize
-from ..settings import is_int, one_of
+from ..settings import compare_field, is_int, load_field, one_of, resolved_field
 from .base import FeatureMetric, FeatureSettings
 from .diffsim_s import DEFAULT_SEED, DEFAULT_STEP, DiffSim
 
@@ -33,21 +33,18 @@ DEFAULT_DIT_LAYER = "block14"  # the middle of DiT-XL/2's 28 blocks (the authors
 class DiTSettings(FeatureSettings):
     """Settings of DiffSim on a DiT."""
 
-    model: str | os.PathLike | None = DEFAULT_DIT
-    layer: str | tuple[str, ...] = DEFAULT_DIT_LAYER  # blockL, a block index, or transformer_blocks.L.attn1
-    timestep: int | None = None  # the actual T of the DiT's schedule
-    step: int | None = None  # the paper's index K: T = scheduler.timesteps[K] (DDIM: 999 - K); default 500
-    class_label: int | str = DEFAULT_CLASS  # ImageNet id or label name
-    size: int | None = None  # None: the model's native size (256 or 512)
+    model: str | os.PathLike | None = load_field(DEFAULT_DIT)
+    layer: str | tuple[str, ...] = resolved_field(DEFAULT_DIT_LAYER)  # blockL, an index, or transformer_blocks.L.attn1
+    timestep: int | None = resolved_field(None)  # the actual T of the DiT's schedule
+    step: int | None = resolved_field(None)  # the paper's index K: T = scheduler.timesteps[K] (DDIM: 999 - K)
+    class_label: int | str = resolved_field(DEFAULT_CLASS)  # ImageNet id or label name
+    size: int | None = resolved_field(None)  # None: the model's native size (256 or 512)
     seed: int = DEFAULT_SEED
     single_branch: bool = False  # the class branch only (no null-class branch)
-    similarity: str = "cosine"
+    similarity: str = compare_field("cosine")
     crop: str = "none"
 
-    compare_only: ClassVar[frozenset[str]] = frozenset({"similarity"})
     exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
-    #: resolved against the model (module paths, actual T, class id, native size) for the feature config
-    resolved_by_model: ClassVar[frozenset[str]] = frozenset({"layer", "timestep", "step", "class_label", "size"})
 
     def normalise(self) -> None:
         if isinstance(self.layer, (list, tuple)):
@@ -78,9 +75,6 @@ class DiTSettings(FeatureSettings):
     @property
     def layer_names(self) -> list[str]:
         return [self.layer] if isinstance(self.layer, str) else list(self.layer)
-
-    def feature_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in super().feature_dict().items() if k not in self.resolved_by_model}
 
 
 class DiffSimDiT(DiffSim):

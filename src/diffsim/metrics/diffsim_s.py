@@ -23,7 +23,16 @@ from ..images import ImageLike, ImagesLike, check_crop, check_size
 from ..masks import MaskLike, load_masks, to_tokens
 from ..preprocess import Resize
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import is_int, one_of, path_like
+from ..settings import (
+    compare_field,
+    is_int,
+    load_field,
+    one_of,
+    path_like,
+    per_call_field,
+    resolved_field,
+    runtime_field,
+)
 from .automask import AutoMasks, Prompts
 from .base import FeatureMetric, FeatureSettings
 
@@ -39,40 +48,28 @@ DEFAULT_SEED = 2334
 class DiffSimSettings(FeatureSettings):
     """Settings of DiffSim-S (and of the metrics that share its features)."""
 
-    model: str | os.PathLike | None = DEFAULT_MODEL
-    layer: str | tuple[str, ...] = DEFAULT_LAYER  # alias or module path, or several (one U-Net pass)
-    timestep: int | None = None  # the actual DDPM timestep T
-    step: int | None = None  # the paper's index K (T = scheduler.timesteps[K]); neither given: step 500
-    prompt: str = DEFAULT_PROMPT
+    model: str | os.PathLike | None = load_field(DEFAULT_MODEL)
+    layer: str | tuple[str, ...] = resolved_field(DEFAULT_LAYER)  # alias or module path, or several (one pass)
+    timestep: int | None = resolved_field(None)  # the actual DDPM timestep T
+    step: int | None = resolved_field(None)  # the paper's index K (T = scheduler.timesteps[K]); default step 500
+    prompt: str = per_call_field(DEFAULT_PROMPT)
     size: int = 512
     seed: int = DEFAULT_SEED
     single_branch: bool = False  # the prompt branch only (half the U-Net cost)
-    similarity: str = "cosine"  # or "mse" (a distance)
+    similarity: str = compare_field("cosine")  # or "mse" (a distance)
     crop: str = "none"  # or "center"
-    variant: str | None = None
-    single_file_config: str | None = None
-    mask_keys: bool = False  # with masks: attention reads foreground keys only
-    mask_model: str | os.PathLike = DEFAULT_SEGMENTER  # segmentation model behind masks="auto"
-    mask_prompt: str | tuple[str, ...] = DEFAULT_MASK_PROMPT
-    auto_masks: bool = False  # "auto" masks by default
-    compile: bool | str = False  # torch.compile the truncated U-Net and VAE (or a mode, "reduce-overhead")
-    channels_last: bool = False  # U-Net memory format
-    inference_mode: bool = False  # torch.inference_mode for the passes
-    compare_dtype: str | None = None  # attention products of compare in float16/bfloat16 (GPU); None: float32
+    variant: str | None = load_field(None)
+    single_file_config: str | None = load_field(None)
+    mask_keys: bool = compare_field(False)  # with masks: attention reads foreground keys only
+    mask_model: str | os.PathLike = compare_field(DEFAULT_SEGMENTER)  # segmentation model behind masks="auto"
+    mask_prompt: str | tuple[str, ...] = compare_field(DEFAULT_MASK_PROMPT)
+    auto_masks: bool = compare_field(False)  # "auto" masks by default
+    compile: bool | str = runtime_field(False, load=True)  # torch.compile the truncated U-Net and VAE (or a mode)
+    channels_last: bool = runtime_field(False, load=True)  # U-Net memory format
+    inference_mode: bool = runtime_field(False, load=True)  # torch.inference_mode for the passes
+    compare_dtype: str | None = compare_field(None)  # attention products of compare in fp16/bf16 (GPU); None: fp32
 
-    compare_only: ClassVar[frozenset[str]] = frozenset(
-        {"similarity", "mask_keys", "mask_model", "mask_prompt", "auto_masks", "compare_dtype"}
-    )
-    runtime: ClassVar[frozenset[str]] = FeatureSettings.runtime | {"compile", "channels_last", "inference_mode"}
-    load_fields: ClassVar[tuple[str, ...]] = FeatureSettings.load_fields + (
-        "compile",
-        "channels_last",
-        "inference_mode",
-    )
-    per_call: ClassVar[frozenset[str]] = frozenset({"prompt"})
     exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
-    #: resolved against the model (module paths, actual T) before they enter the feature config
-    resolved_by_model: ClassVar[frozenset[str]] = frozenset({"layer", "timestep", "step"})
 
     def normalise(self) -> None:
         if isinstance(self.layer, (list, tuple)):
@@ -107,9 +104,6 @@ class DiffSimSettings(FeatureSettings):
     @property
     def layer_names(self) -> list[str]:
         return [self.layer] if isinstance(self.layer, str) else list(self.layer)
-
-    def feature_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in super().feature_dict().items() if k not in self.resolved_by_model}
 
 
 class DiffSim(FeatureMetric):

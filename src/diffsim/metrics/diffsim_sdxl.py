@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
 from ..errors import ConfigError
-from ..settings import path_like
+from ..settings import load_field, path_like
 from .diffsim_s import DiffSim, DiffSimSettings
 
 
@@ -23,12 +23,10 @@ from .diffsim_s import DiffSim, DiffSimSettings
 class DiffSimXLSettings(DiffSimSettings):
     """DiffSim-S settings for SDXL (model, native size, micro-conditioning size, fixed VAE)."""
 
-    model: str | os.PathLike | None = DEFAULT_SDXL
+    model: str | os.PathLike | None = load_field(DEFAULT_SDXL)
     size: int = 1024
     conditioning_size: int | None = None  # None: the input size; 1024: the authors' fixed conditioning
-    vae: str | os.PathLike | None = None  # a fixed fp16 VAE (hub id or folder)
-
-    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "vae")
+    vae: str | os.PathLike | None = load_field(None)  # a fixed fp16 VAE (hub id or folder)
 
     def validate(self) -> None:
         super().validate()
