@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffsim import DiffSim, create_metric
+from diffsim.backbones.protocol import TextCondition
 from diffsim.backbones.sdxl import SDXLBackbone
 from diffsim.errors import ConfigError
 from diffsim.metrics.diffsim_sdxl import DiffSimXL
@@ -85,7 +86,7 @@ def test_authors_fixed_1024_conditioning_differs_and_matches_its_reference(sdxl,
     bb = sdxl.backbone
     px = torch.cat([load_pixels(str(p), SIZE) for p in image_files[:1]])
     native = bb.extract(px, sdxl.layers, 300, "a photo", 3)[sdxl.layers[0]].q[0]
-    fixed = bb.extract(px, sdxl.layers, 300, "a photo", 3, conditioning_size=1024)[sdxl.layers[0]].q[0]
+    fixed = bb.extract(px, sdxl.layers, 300, TextCondition("a photo", size=1024), 3)[sdxl.layers[0]].q[0]
     ref = sdxl_qkv(bb.pipe, px, sdxl.layers[0], 300, "a photo", 3, conditioning_size=1024)[0]
     assert not torch.allclose(native, fixed, atol=1e-4)
     assert torch.allclose(fixed.double(), ref, atol=1e-4 * float(ref.abs().max()))

@@ -75,7 +75,7 @@ def sweep(
     }
     log = RunLog(out, fingerprint, name="sweep", overwrite=opt.overwrite)
     save_manifest(ts, out / "manifest.json")
-    unet_before, vae_before = base.backbone.unet_calls, base.backbone.images_encoded
+    unet_before, vae_before = base.backbone.passes, base.backbone.images_encoded
 
     def key(t: Triplet, p: str) -> Key:
         return (str(root / p), t.prompt if use_prompt else None)
@@ -180,7 +180,7 @@ def sweep(
         "errors": [{"path": p, "error": e} for p, e in errors.items()],
         "images_vae_encoded": base.backbone.images_encoded - vae_before,
         "images_embedded": embedded,
-        "unet_calls": base.backbone.unet_calls - unet_before,
+        "unet_calls": base.backbone.passes - unet_before,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "finished": now(),
         **provenance(),

@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
+from ..backbones.spec import LoadSpec
 from ..errors import ConfigError
 from ..settings import load_field, path_like, resolved_field
 from .diffsim_s import DiffSim, DiffSimSettings
@@ -56,18 +57,7 @@ class DiffSimC(DiffSim):
 
     @classmethod
     def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
-        return IPAdapterBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            ip_adapter=settings.ip_adapter,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-            variant=settings.variant,
-            single_file_config=settings.single_file_config,
-            subfolder=settings.ip_subfolder,
-            weight_name=settings.ip_weight_name,
-            image_encoder_folder=settings.ip_image_encoder,
-        )
+        return IPAdapterBackbone.load(LoadSpec.of(settings.load_dict(), cls.default_model))
 
     def extract_options(self) -> dict[str, Any]:
-        return {"scale": float(self.settings.scale)}
+        return {"ip_scale": float(self.settings.scale)}

@@ -18,6 +18,8 @@ import torch
 
 from .. import aas
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
+from ..backbones.protocol import ClassCondition
+from ..backbones.spec import LoadSpec
 from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImagesLike, check_crop, check_size
@@ -90,12 +92,7 @@ class DiffSimDiT(DiffSim):
 
     @classmethod
     def load_backbone(cls, settings: DiTSettings) -> DiTBackbone:  # type: ignore[override]
-        return DiTBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-        )
+        return DiTBackbone.load(LoadSpec.of(settings.load_dict(), cls.default_model))
 
     def setup(self) -> None:
         s, bb = self.settings, self.backbone
@@ -136,7 +133,7 @@ class DiffSimDiT(DiffSim):
 
     def forward(self, pixels: torch.Tensor) -> Features:  # type: ignore[override]
         qkv = self.backbone.extract(
-            pixels, self.layers, self.timestep, self.class_id, self.seed, single_branch=self.single_branch
+            pixels, self.layers, self.timestep, ClassCondition(self.class_id), self.seed, 1 if self.single_branch else 2
         )
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():

@@ -14,7 +14,8 @@ from .. import aas
 from ..aas import QKV
 from ..backbones.detect import SD, SDXL, detect_kind, require_kind
 from ..backbones.loading import DEFAULT_MODEL
-from ..backbones.select import load_unet_backbone
+from ..backbones.protocol import TextCondition
+from ..backbones.spec import LoadSpec
 from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
@@ -140,30 +141,15 @@ class DiffSim(FeatureMetric):
     def load_backbone(cls, settings: DiffSimSettings) -> StableDiffusionBackbone:
         from ..backbones.lazy import LazyStableDiffusion
 
-        model = settings.model or cls.default_model
-        if detect_kind(model, settings.revision) == SDXL:  # create_metric("diffsim-s", model=SDXL) works too
-            return load_unet_backbone(
-                model,
-                device=settings.device,
-                dtype=settings.dtype,
-                revision=settings.revision,
-                variant=settings.variant,
-                single_file_config=settings.single_file_config,
-            )
-        require_kind(model, (SD,), "diffsim-s", settings.revision)  # a DiT or other model: a clear error
+        spec = LoadSpec.of(settings.load_dict(), cls.default_model)
+        if detect_kind(spec.model, spec.revision) == SDXL:  # create_metric("diffsim-s", model=SDXL) works too
+            from ..backbones.sdxl import SDXLBackbone
+
+            return SDXLBackbone.load(spec)
+        require_kind(spec.model, (SD,), "diffsim-s", spec.revision)  # a DiT or other model: a clear error
         # a local folder loads its weights only when a feature is not in the cache (its configs answer
         # layer, step and size checks first); Hub ids and single files load now
-        return LazyStableDiffusion.create(
-            model,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-            variant=settings.variant,
-            single_file_config=settings.single_file_config,
-            compile=settings.compile,
-            channels_last=settings.channels_last,
-            inference_mode=settings.inference_mode,
-        )
+        return LazyStableDiffusion.create(spec)
 
     def setup(self) -> None:
         s = self.settings
@@ -196,15 +182,8 @@ class DiffSim(FeatureMetric):
         return Resize(self.size, self.crop, signed=True)
 
     def forward(self, pixels: torch.Tensor, prompt: str | None = None) -> Features:
-        qkv = self.backbone.extract(
-            pixels,
-            self.layers,
-            self.timestep,
-            prompt or self.prompt,
-            self.seed,
-            single_branch=self.single_branch,
-            **self.extract_options(),
-        )
+        cond = TextCondition(prompt or self.prompt, **self.extract_options())
+        qkv = self.backbone.extract(pixels, self.layers, self.timestep, cond, self.seed, 1 if self.single_branch else 2)
         tensors: dict[str, torch.Tensor] = {}
         for path, f in qkv.items():
             tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
+from ..backbones.spec import LoadSpec
 from ..errors import ConfigError
 from ..settings import load_field, path_like
 from .diffsim_s import DiffSim, DiffSimSettings
@@ -46,15 +47,7 @@ class DiffSimXL(DiffSim):
 
     @classmethod
     def load_backbone(cls, settings: DiffSimXLSettings) -> SDXLBackbone:  # type: ignore[override]
-        return SDXLBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-            variant=settings.variant,
-            single_file_config=settings.single_file_config,
-            vae=settings.vae,
-        )
+        return SDXLBackbone.load(LoadSpec.of(settings.load_dict(), cls.default_model))
 
     def extract_options(self) -> dict[str, Any]:
-        return {"conditioning_size": self.settings.conditioning_size}
+        return {"size": self.settings.conditioning_size}
