@@ -51,6 +51,11 @@ class LazyStableDiffusion:
             raise ModelNotFoundError(f"could not load the diffusers folder {path}: {_first_line(exc)}") from exc
 
     @classmethod
+    def load(cls, spec: LoadSpec) -> Any:
+        """The backbone ``spec`` names: lazy for a local folder (see :meth:`create`)."""
+        return cls.create(spec)
+
+    @classmethod
     def create(cls, spec: LoadSpec) -> Any:
         """A lazy backbone for a local diffusers folder (the loaded one if it is in memory already); Hub
         ids and single files load at once. The speed options go to the real backbone (see

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
-from ..backbones.spec import LoadSpec
+from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
 from ..settings import load_field, path_like, resolved_field
-from .diffsim_s import DiffSim, DiffSimSettings
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
+from .diffsim_s import DiffSimSettings
 
 DEFAULT_C_LAYER = "up0.cross"  # up_blocks.1.attentions.2.transformer_blocks.0.attn2: the authors' effective layer
 
@@ -47,17 +48,13 @@ class DiffSimCSettings(DiffSimSettings):
             )
 
 
-class DiffSimC(DiffSim):
+class DiffSimC(AttentionMetric):
     """DiffSim-C: Q at a cross-attention layer against the IP-Adapter image tokens' keys/values."""
 
     Settings = DiffSimCSettings
     settings: DiffSimCSettings
     default_name = "diffsim-c"
+    default_model = DEFAULT_MODEL
+    backbone_class = IPAdapterBackbone
     layer_kind = "cross"
-
-    @classmethod
-    def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
-        return IPAdapterBackbone.load(LoadSpec.of(settings.load_dict(), cls.default_model))
-
-    def extract_options(self) -> dict[str, Any]:
-        return {"ip_scale": float(self.settings.scale)}
+    conditioning = TextConditioning(ip_scale="scale")

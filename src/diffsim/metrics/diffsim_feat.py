@@ -13,10 +13,15 @@ import dataclasses
 import torch
 
 from .. import aas
+from ..backbones.detect import SD
+from ..backbones.lazy import LazyStableDiffusion
+from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
 from ..features import Features
 from ..settings import compare_field
 from ..similarity import cosine_matrix, cosine_rows
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
 from .diffsim_s import DiffSim, DiffSimSettings
 
 
@@ -33,12 +38,16 @@ class DiffSimFeatureSettings(DiffSimSettings):
         self._set("minmax", bool(self.minmax))
 
 
-class DiffSimFeatures(DiffSim):
+class DiffSimFeatures(AttentionMetric):
     """Cosine of a U-Net layer's attention output; higher is more similar."""
 
     Settings = DiffSimFeatureSettings
     settings: DiffSimFeatureSettings
     default_name = "diffsim-feat"
+    default_model = DEFAULT_MODEL
+    conditioning = TextConditioning()
+    backbone_class = LazyStableDiffusion  # the DiffSim-S backbone (SD 1.x/2.x)
+    model_kinds = (SD,)
 
     @property
     def feature_family(self) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
-from ..backbones.spec import LoadSpec
 from ..errors import ConfigError
 from ..settings import load_field, path_like
-from .diffsim_s import DiffSim, DiffSimSettings
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
+from .diffsim_s import DiffSimSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,17 +37,12 @@ class DiffSimXLSettings(DiffSimSettings):
         path_like("vae", self.vae)
 
 
-class DiffSimXL(DiffSim):
-    """DiffSim-S with an SDXL backbone (``DiffSim.from_pretrained`` picks it for SDXL models)."""
+class DiffSimXL(AttentionMetric):
+    """DiffSim-S with an SDXL backbone (:func:`diffsim.load` picks it for SDXL models)."""
 
     Settings = DiffSimXLSettings
     settings: DiffSimXLSettings
     default_name = "diffsim-s-sdxl"
     default_model = DEFAULT_SDXL
-
-    @classmethod
-    def load_backbone(cls, settings: DiffSimXLSettings) -> SDXLBackbone:  # type: ignore[override]
-        return SDXLBackbone.load(LoadSpec.of(settings.load_dict(), cls.default_model))
-
-    def extract_options(self) -> dict[str, Any]:
-        return {"size": self.settings.conditioning_size}
+    backbone_class = SDXLBackbone
+    conditioning = TextConditioning(size="conditioning_size")
