@@ -161,7 +161,9 @@ def test_identity_follows_the_weights(kind, weights, tiny_sd_path, tmp_path):
 def test_lazy_sd_fulfils_the_protocol_without_loading(weights):
     lazy = LazyStableDiffusion.create(LoadSpec(weights["sd"][1], device="cpu", dtype="bfloat16"))
     assert isinstance(lazy, LazyStableDiffusion) and isinstance(lazy, AttentionBackbone)
-    assert not lazy.weights_loaded and lazy.passes == 0
+    assert lazy.layers(SIZE) and lazy.aliases() and lazy.resolve(["up0"]) and lazy.step_table()
+    assert lazy.timestep(step=500) == 501 and lazy.default_size == 512 and lazy.size_multiple == lazy.latent_factor
+    assert not lazy.weights_loaded and lazy.passes == 0  # every member but extract answers from the configs
 
 
 def _cli_args(kind: str, model: Path, sd: Path, cache: Path, images: list[Path]) -> list[str]:

@@ -147,6 +147,10 @@ class DiTBackbone(LatentDiffusionBackbone):
         return int(self.transformer.config.patch_size)
 
     @property
+    def size_multiple(self) -> int:
+        return self.latent_factor * self.patch_size
+
+    @property
     def num_classes(self) -> int:
         return int(self.transformer.config.num_embeds_ada_norm)
 

@@ -64,6 +64,11 @@ class LatentDiffusionBackbone(LatentEncoding):
     passes: int = 0
 
     @property
+    def size_multiple(self) -> int:
+        """Image sizes must be multiples of this (the VAE factor; DiT: times its patch size)."""
+        return self.latent_factor
+
+    @property
     def denoiser(self) -> nn.Module:
         """The network whose attention layers are read (U-Net or DiT transformer)."""
         raise NotImplementedError

@@ -80,6 +80,10 @@ class LazyStableDiffusion:
         return self._factor
 
     @property
+    def size_multiple(self) -> int:
+        return self._factor
+
+    @property
     def default_size(self) -> int:
         return StableDiffusionBackbone.default_size
 

@@ -7,7 +7,8 @@ only (``tests/test_backbone_contract.py`` checks every backbone against it):
 * ``identity``: the identity of the loaded weights (Hub commit, or resolved path + digest of every
   weight file, adapter and image-encoder weights included): the shared-model key and part of every
   feature-cache key;
-* ``device`` / ``dtype`` / ``latent_factor`` / ``default_size``;
+* ``device`` / ``dtype`` / ``latent_factor`` / ``size_multiple`` (image sizes are multiples of it) /
+  ``default_size``;
 * ``layers(size)`` / ``aliases()`` / ``resolve(names, kind)``: what can be read and under which names;
 * ``timestep(timestep, step)`` / ``step_table()``: the paper's step index K -> the actual T;
 * ``extract(pixels, layers, timestep, condition, seed, branches)``: ``{path: QKV}``, each tensor
@@ -80,6 +81,9 @@ class AttentionBackbone(Protocol):
 
     @property
     def latent_factor(self) -> int: ...
+
+    @property
+    def size_multiple(self) -> int: ...
 
     @property
     def default_size(self) -> int: ...

@@ -78,7 +78,7 @@ class AttentionMetric(FeatureMetric):
     def setup(self) -> None:
         s, bb = self.settings, self.backbone
         self._size = s.size if s.size is not None else bb.default_size
-        check_size(self._size, bb.latent_factor * int(getattr(bb, "patch_size", 1)))
+        check_size(self._size, bb.size_multiple)
         step = s.step if s.timestep is not None or s.step is not None else DEFAULT_STEP
         self.timestep = bb.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
         self.step = None if s.timestep is not None else step
