@@ -61,7 +61,7 @@ def main() -> None:
     ours: dict[str, tuple[float, list[float], int]] = {}
     for row in rows:
         m = fresh()
-        calls = backbone.unet_calls
+        calls = backbone.passes
         start = time.perf_counter()
         if row == "triplet":
             s = [m.score(imgs[0], imgs[1]), m.score(imgs[0], imgs[2])]
@@ -69,7 +69,7 @@ def main() -> None:
             s = m.score(imgs[0], imgs[1:5]).tolist()
         else:
             s = m.matrix(imgs[:8], imgs[8:16]).flatten().tolist()
-        ours[row] = (time.perf_counter() - start, s, backbone.unet_calls - calls)
+        ours[row] = (time.perf_counter() - start, s, backbone.passes - calls)
         print(f"diffsim {row}: {ours[row][0]:.1f}s, {ours[row][2]} U-Net calls", flush=True)
     peak = peak_rss_gib()
 

@@ -50,16 +50,16 @@ def main() -> None:
         return DiffSim(DiffSimSettings(size=args.size, batch_size=8, **kw), backbone=backbone)
 
     backbone.prompt_embedding("High quality image"), backbone.prompt_embedding("")  # warm the text cache
-    c0, t0 = backbone.unet_calls, time.perf_counter()
+    c0, t0 = backbone.passes, time.perf_counter()
     fast = sweep(metric(layer=LAYERS), ts, LAYERS, STEPS, tmp / "fast", opts)
-    t_fast, c_fast = time.perf_counter() - t0, backbone.unet_calls - c0
-    c0, t0 = backbone.unet_calls, time.perf_counter()
+    t_fast, c_fast = time.perf_counter() - t0, backbone.passes - c0
+    c0, t0 = backbone.passes, time.perf_counter()
     naive = {}
     for step in STEPS:
         for layer in LAYERS:
             r = evaluate_2afc(metric(layer=layer, step=step), ts, tmp / f"naive-{layer}-{step}", opts)
             naive[(layer, step)] = r["accuracy"]
-    t_naive, c_naive = time.perf_counter() - t0, backbone.unet_calls - c0
+    t_naive, c_naive = time.perf_counter() - t0, backbone.passes - c0
     per_call = -(-n_img // 8)  # U-Net calls per full pass over the images (batch size 8)
     same = all(naive[(g["layer"], g["step"])] == g["accuracy"] for g in fast["grid"])
     print()

@@ -33,9 +33,9 @@ def test_sweep_is_one_pass_per_image_and_step(
     )
     ts = load_dataset("sref", fx.style_bench(tmp_path, n_styles=3, per=2), seed=0, options={"n": 4})
     images = {p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)}
-    before = metric.backbone.unet_calls
+    before = metric.backbone.passes
     r = sweep(metric, ts, layers, steps, tmp_path / "sw", EvalOptions(batch_size=2, n_boot=50))
-    assert metric.backbone.unet_calls - before == r["unet_calls"] == len(steps) * -(-len(images) // 2)
+    assert metric.backbone.passes - before == r["unet_calls"] == len(steps) * -(-len(images) // 2)
     with open(tmp_path / "sw" / "sweep.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(x["layer"], int(x["step"])) for x in rows] == [(lay, s) for s in steps for lay in layers]

@@ -34,35 +34,19 @@ def test_layers_of_dit(capsys, models):
 
 
 def test_score_with_an_sdxl_model(capsys, models, image_files):
-    code, out, err = run(
-        capsys,
-        "score",
-        str(image_files[0]),
-        str(image_files[1]),
-        "--model",
-        str(models["sdxl"]),
-        "--size",
-        "64",
-        "--device",
-        "cpu",
-        "-q",
-    )
+    args = ["score", str(image_files[0]), str(image_files[1]), "--model", str(models["sdxl"])]
+    code, out, err = run(capsys, *args, "--size", "64", "--device", "cpu", "-q")
     assert code == 0, err
     assert 0 < float(out.split()[-1]) < 1
+    code, out, err = run(capsys, *args, "--size", "64", "--device", "cpu", "-q", "--json")
+    assert code == 0, err
+    assert json.loads(out)["metric"] == "diffsim-s-sdxl"  # detected from the model, reported as such
 
 
-def test_score_with_a_dit_model_says_which_metric(capsys, models, image_files):
-    code, _, err = run(
-        capsys,
-        "score",
-        str(image_files[0]),
-        str(image_files[1]),
-        "--model",
-        str(models["dit"]),
-        "--size",
-        "64",
-        "--device",
-        "cpu",
-        "-q",
-    )
-    assert code == 2 and "is a DiT pipeline" in err and "diffsim-dit" in err
+def test_score_with_a_dit_model_picks_the_dit_metric(capsys, models, image_files):
+    args = ["score", str(image_files[0]), str(image_files[1]), "--model", str(models["dit"]), "--device", "cpu"]
+    code, out, err = run(capsys, *args, "--layer", "block1", "-q", "--json")
+    assert code == 0, err
+    assert json.loads(out)["metric"] == "diffsim-dit"
+    code, _, err = run(capsys, *args, "--metric", "diffsim-s", "-q")
+    assert code == 2 and "is a DiT pipeline" in err and "diffsim-dit" in err  # an explicit metric is kept

@@ -18,9 +18,9 @@ def test_sweep_one_pass_per_image_and_step(tmp_path, tiny_metric):
     ts = load_dataset("sref", fx.style_bench(tmp_path, n_styles=3, per=2), seed=0, options={"n": 8})
     images = {p for t in ts.triplets for p in (t.anchor, t.positive, t.negative)}
     metric = tiny_metric.with_settings(batch_size=1)
-    before = metric.backbone.unet_calls
+    before = metric.backbone.passes
     r = sweep(metric, ts, LAYERS, STEPS, tmp_path / "sw", EvalOptions(batch_size=1, n_boot=100))
-    calls = metric.backbone.unet_calls - before
+    calls = metric.backbone.passes - before
     assert calls == r["unet_calls"] == len(images) * len(STEPS)  # naive: len(images) * 3 layers * 2 steps
     assert r["images_vae_encoded"] == len(images)
     with open(tmp_path / "sw" / "sweep.csv") as fh:
@@ -33,6 +33,6 @@ def test_sweep_one_pass_per_image_and_step(tmp_path, tiny_metric):
     cell = next(x for x in rows if x["layer"] == "mid" and x["step"] == "700")
     assert float(cell["accuracy"]) == ref["accuracy"]
     # a second run finds every step done: no U-Net call at all
-    before = metric.backbone.unet_calls
+    before = metric.backbone.passes
     sweep(metric, ts, LAYERS, STEPS, tmp_path / "sw", EvalOptions(batch_size=1, n_boot=100))
-    assert metric.backbone.unet_calls == before
+    assert metric.backbone.passes == before

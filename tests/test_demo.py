@@ -93,14 +93,14 @@ def test_layer_and_step_changes_reuse_latents(served, sharp_metric, image_files)
     _, _, client = served
     backbone = sharp_metric.backbone
     a, b = image_files[2], image_files[4]
-    before, calls_before = backbone.images_encoded, backbone.unet_calls
+    before, calls_before = backbone.images_encoded, backbone.passes
     settings = [("up0", 500), ("up1", 300), ("up2", 800), ("mid", 100), ("up0", 500)]
     scores = [
         client.predict(handle_file(str(a)), handle_file(str(b)), layer, step, api_name="/pair")[0]
         for layer, step in settings
     ]
     assert backbone.images_encoded - before == 2  # each image went through the VAE once, for every setting
-    assert backbone.unet_calls - calls_before == 4  # one U-Net pass per new (layer, step); the repeat is cached
+    assert backbone.passes - calls_before == 4  # one U-Net pass per new (layer, step); the repeat is cached
     for (layer, step), score in zip(settings, scores, strict=False):
         assert score == pytest.approx(expected(sharp_metric, layer, step).score(a, b), abs=2e-6), (layer, step)
 

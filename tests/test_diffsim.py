@@ -46,11 +46,11 @@ def test_batch_equals_one_by_one(tiny_sd_path, image_files):
 
 def test_each_image_runs_the_unet_once(tiny_sd_path, image_files):
     m = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, batch_size=1)
-    before = m.backbone.unet_calls
+    before = m.backbone.passes
     m.matrix(image_files[:3], [image_files[0], image_files[3]])  # image 0 on both sides
-    assert m.backbone.unet_calls - before == 4
+    assert m.backbone.passes - before == 4
     m.score(image_files[1], image_files[3])  # both already embedded: memory cache
-    assert m.backbone.unet_calls - before == 4
+    assert m.backbone.passes - before == 4
 
 
 def test_disk_cache_equals_fresh_and_survives_restart(tiny_sd_path, image_files, tmp_path):
@@ -60,9 +60,9 @@ def test_disk_cache_equals_fresh_and_survives_restart(tiny_sd_path, image_files,
     files = sorted(tmp_path.rglob("*.safetensors"))
     assert len(files) == 2
     second = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, cache_dir=tmp_path)
-    calls = second.backbone.unet_calls
+    calls = second.backbone.passes
     cached = second.embed(image_files[:2])
-    assert second.backbone.unet_calls == calls  # served from disk
+    assert second.backbone.passes == calls  # served from disk
     for k in fresh.tensors:
         assert torch.equal(fresh.tensors[k], cached.tensors[k])
 
@@ -72,10 +72,10 @@ def test_corrupt_cache_entry_is_recomputed_with_a_warning(tiny_sd_path, image_fi
     (entry,) = tmp_path.rglob("*.safetensors")
     entry.write_bytes(b"garbage")
     m = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, cache_dir=tmp_path)
-    calls = m.backbone.unet_calls
+    calls = m.backbone.passes
     with caplog.at_level(logging.WARNING, logger="diffsim"):
         feats = m.embed(image_files[0])
-    assert "corrupt cache entry" in caplog.text and m.backbone.unet_calls == calls + 1
+    assert "corrupt cache entry" in caplog.text and m.backbone.passes == calls + 1
     assert len(feats) == 1 and entry.stat().st_size > 100  # rewritten
 
 
@@ -114,9 +114,9 @@ def test_truncated_pass_skips_later_blocks(tiny_metric, rand_images):
 
 def test_several_layers_in_one_pass_equal_one_at_a_time(tiny_sd_path, image_files):
     multi = DiffSim.from_pretrained(tiny_sd_path, size=SIZE, layer=["down0", "mid", "up1"])
-    calls = multi.backbone.unet_calls
+    calls = multi.backbone.passes
     fm = multi.embed(image_files[:2])
-    assert multi.backbone.unet_calls == calls + 1
+    assert multi.backbone.passes == calls + 1
     together = multi.compare_layers(fm[0], fm[1])
     for name in ("down0", "mid", "up1"):
         one = multi.with_settings(layer=name)

@@ -101,9 +101,9 @@ def test_diffsim_feat_reference(tiny_sd_path, tiny_metric, rand_images):
     m = create_metric("diffsim-feat", model=tiny_sd_path, size=SIZE, device="cpu", dtype="float32")
     assert isinstance(m, DiffSimFeatures) and m.backbone is tiny_metric.backbone
     f = m.embed(rand_images)
-    calls = m.backbone.unet_calls
+    calls = m.backbone.passes
     m.embed(rand_images[1])  # cached: no U-Net call
-    assert m.backbone.unet_calls == calls
+    assert m.backbone.passes == calls
     path = m.layers[0]
     attn = dict(m.backbone.unet.named_modules())[path]
     qkv = m.qkv(f)

@@ -62,8 +62,8 @@ def test_parity_with_float64_reference(dit, pixels, layer, t, label):
 def test_guidance_pair_is_class_then_null(dit, pixels):
     path = dit.resolve(["block0"])
     both = dit.extract(pixels[:1], path, T, 1, 0)[path[0]]
-    cond = dit.extract(pixels[:1], path, T, 1, 0, single_branch=True)[path[0]]
-    null = dit.extract(pixels[:1], path, T, 999, 0, single_branch=True)[path[0]]
+    cond = dit.extract(pixels[:1], path, T, 1, 0, branches=1)[path[0]]
+    null = dit.extract(pixels[:1], path, T, 999, 0, branches=1)[path[0]]
     assert both.q.shape[1] == 2 and torch.allclose(both.q[:, 0], cond.q[:, 0], atol=1e-5)
     assert not torch.allclose(cond.q, null.q, atol=1e-4)  # the class matters (adaLN modulation)
 
@@ -143,9 +143,9 @@ def test_metric_config_and_label_names(metric, image_files):
     assert cfg["metric"] == "diffsim-dit" and cfg["class_id"] == 1 and cfg["timestep"] == T
     assert cfg["layers"] == ["transformer_blocks.1.attn1"]
     by_id = metric.with_settings(class_label=1)
-    calls = metric.backbone.unet_calls
+    calls = metric.backbone.passes
     fa, fb = metric.embed(image_files[0]), by_id.embed(image_files[0])  # same class: one cached feature
-    assert metric.backbone.unet_calls - calls <= 1 and torch.equal(
+    assert metric.backbone.passes - calls <= 1 and torch.equal(
         fa.tensors[next(iter(fa.tensors))], fb.tensors[next(iter(fb.tensors))]
     )
     other = metric.with_settings(class_label="tabby cat")

@@ -8,6 +8,7 @@ import torch
 from diffsim import aas, create_metric
 from diffsim.aas import QKV
 from diffsim.backbones.ip_adapter import IPAdapterBackbone
+from diffsim.backbones.protocol import TextCondition
 from diffsim.errors import ConfigError, LayerError, ModelNotFoundError
 
 from .conftest import SIZE
@@ -66,7 +67,7 @@ def test_batch_equals_single(ipb, pixels):
 @pytest.mark.parametrize("layer, t, scale", [("up0.cross", 500, 0.5), ("down0.cross", 250, 1.0)])
 def test_parity_with_float64_reference(ipb, pixels, layer, t, scale):
     path = ipb.resolve([layer], kind="cross")[0]
-    f = ipb.extract(pixels[:2], [path], t, "a photo", 3, scale=scale)[path]
+    f = ipb.extract(pixels[:2], [path], t, TextCondition("a photo", ip_scale=scale), 3)[path]
     got = float(aas.score(_one(f, 0), _one(f, 1), "cosine"))
     qa = ip_qkv(ipb.pipe, pixels[:1], path, t, "a photo", 3, scale)
     qb = ip_qkv(ipb.pipe, pixels[1:2], path, t, "a photo", 3, scale)
@@ -77,8 +78,8 @@ def test_parity_with_float64_reference(ipb, pixels, layer, t, scale):
 
 def test_scale_changes_the_features_upstream(ipb, pixels):
     path = ipb.resolve(["up0.cross"], kind="cross")
-    a = ipb.extract(pixels[:1], path, 500, "", 0, scale=0.5)[path[0]]
-    b = ipb.extract(pixels[:1], path, 500, "", 0, scale=0.0)[path[0]]
+    a = ipb.extract(pixels[:1], path, 500, TextCondition("", ip_scale=0.5), 0)[path[0]]
+    b = ipb.extract(pixels[:1], path, 500, TextCondition("", ip_scale=0.0), 0)[path[0]]
     assert not torch.allclose(a.q, b.q, atol=1e-4)  # earlier attn2 layers mix in the image tokens
     with pytest.raises(ConfigError, match="scale"):
         ipb.set_scale(-1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import diffsim
 from diffsim import DiffSim, create_metric
+from diffsim.backbones.protocol import TextCondition
 from diffsim.backbones.sdxl import SDXLBackbone
 from diffsim.errors import ConfigError
 from diffsim.metrics.diffsim_sdxl import DiffSimXL
@@ -22,8 +24,8 @@ def sdxl_path(tiny_sdxl_path):
 
 @pytest.fixture(scope="module")
 def sdxl(sdxl_path):
-    return DiffSim.from_pretrained(
-        model=sdxl_path,
+    return diffsim.load(
+        sdxl_path,
         layer="up0",
         timestep=300,
         prompt="a photo",
@@ -38,9 +40,14 @@ def sdxl(sdxl_path):
 def test_an_sdxl_folder_gets_the_sdxl_backbone(sdxl, sdxl_path, tiny_sd_path):
     assert isinstance(sdxl.backbone, SDXLBackbone) and isinstance(sdxl, DiffSimXL)
     assert sdxl.name == "diffsim-s-sdxl"
-    assert DiffSim.from_pretrained(model=sdxl_path, device="cpu", dtype="float32").size == 1024  # native default
-    via_registry = create_metric("diffsim-s", model=sdxl_path, size=SIZE, device="cpu", dtype="float32")
-    assert isinstance(via_registry.backbone, SDXLBackbone)  # the SD preset also accepts an SDXL model
+    assert diffsim.load(sdxl_path, device="cpu", dtype="float32").size == 1024  # native default
+    auto = create_metric("auto", model=sdxl_path, size=SIZE, device="cpu", dtype="float32")
+    assert type(auto) is DiffSimXL and auto.name == "diffsim-s-sdxl"
+    # one kind per entry point: DiffSim (SD 1.x/2.x) never turns into another class, it says what fits
+    with pytest.raises(ConfigError, match=r"is a Stable Diffusion XL.*diffsim-s-sdxl.*diffsim\.load"):
+        DiffSim.from_pretrained(model=sdxl_path, device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="diffsim-s-sdxl"):
+        create_metric("diffsim-s", model=sdxl_path, size=SIZE, device="cpu", dtype="float32")
     with pytest.raises(ConfigError, match="Stable Diffusion 1.x/2.x pipeline.*expected a Stable Diffusion XL"):
         create_metric("diffsim-s-sdxl", model=tiny_sd_path, device="cpu")
 
@@ -85,7 +92,7 @@ def test_authors_fixed_1024_conditioning_differs_and_matches_its_reference(sdxl,
     bb = sdxl.backbone
     px = torch.cat([load_pixels(str(p), SIZE) for p in image_files[:1]])
     native = bb.extract(px, sdxl.layers, 300, "a photo", 3)[sdxl.layers[0]].q[0]
-    fixed = bb.extract(px, sdxl.layers, 300, "a photo", 3, conditioning_size=1024)[sdxl.layers[0]].q[0]
+    fixed = bb.extract(px, sdxl.layers, 300, TextCondition("a photo", size=1024), 3)[sdxl.layers[0]].q[0]
     ref = sdxl_qkv(bb.pipe, px, sdxl.layers[0], 300, "a photo", 3, conditioning_size=1024)[0]
     assert not torch.allclose(native, fixed, atol=1e-4)
     assert torch.allclose(fixed.double(), ref, atol=1e-4 * float(ref.abs().max()))

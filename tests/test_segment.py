@@ -72,10 +72,10 @@ def test_diffsim_auto_equals_explicit(tiny_metric, seg_path, seg):
     m = tiny_metric.with_settings(mask_model=seg_path, layer="up2")
     imgs = fixture_triplet()[0][:2]  # one subject on two busy backgrounds
     plain = m.embed(imgs)
-    calls = m.backbone.unet_calls
+    calls = m.backbone.passes
     auto = m.embed(imgs, masks="auto", mask_prompt="a cat")
     explicit = m.embed(imgs, masks=seg.segment(imgs, "a cat"))
-    assert m.backbone.unet_calls == calls  # masks are attached after the cached network features
+    assert m.backbone.passes == calls  # masks are attached after the cached network features
     s_auto, s_explicit = m.compare(auto[0], auto[1]), m.compare(explicit[0], explicit[1])
     assert torch.equal(s_auto, s_explicit)
     key = f"{m.layers[0]}/mask"

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+
+
+def clear_caches(metric) -> None:
+    """Empty every feature cache and backbone cache (latents, prompts) of ``metric`` (and of its members)."""
+    for m in getattr(metric, "members", [metric]):
+        m.cache.clear()
+        clear = getattr(m.backbone, "clear_caches", None)
+        if clear is not None:
+            clear()
+
+
+@contextmanager
+def module_calls() -> Iterator[list[int]]:
+    """Count every ``nn.Module`` forward call in the block (a global hook on the real modules): ``[count]``."""
+    count = [0]
+
+    def hook(module, args):
+        count[0] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 def check_properties(metric, images: torch.Tensor, atol: float = 1e-5) -> None:
@@ -22,10 +49,15 @@ def check_properties(metric, images: torch.Tensor, atol: float = 1e-5) -> None:
         assert (other < best[0] - 1e-6).all(), (other, best)
     else:
         assert (other > best[0] + 1e-6).all(), (other, best)
-    # batch = single, and matrix = paired compare
-    singles = torch.stack(
-        [metric.compare(metric.embed(images[i]), metric.embed(images[(i + 1) % 3]))[0] for i in range(3)]
-    )
+    # batch = single, every single embedded afresh: caches cleared, the network's module calls counted
+    # (a feature served from a cache runs no module, so it cannot pass this)
+    one = []
+    for i in range(3):
+        clear_caches(metric)
+        with module_calls() as calls:
+            one.append(metric.embed(images[i]))
+        assert calls[0] > 0, f"image {i} was not embedded by the network"
+    singles = torch.stack([metric.compare(one[i], one[(i + 1) % 3])[0] for i in range(3)])
     batched = metric.compare(feats, feats[[1, 2, 0]])
     assert torch.allclose(singles, batched, atol=atol)
     m = metric.compare_matrix(feats, feats[[1, 2]])

@@ -6,7 +6,7 @@ from .errors import ConfigError, DatasetError, DiffSimError, ImageError, LayerEr
 from .features import Features
 from .metrics import DiffSim, FeatureMetric, Metric
 from .models import clear_models
-from .registry import MetricInfo, create_metric, list_metrics, metric_info, register_metric
+from .registry import MetricInfo, create_metric, list_metrics, load, metric_info, register_metric
 from .segment import ForegroundSegmenter
 from .settings import Settings
 
@@ -31,6 +31,7 @@ __all__ = [
     "__version__",
     "create_metric",
     "list_metrics",
+    "load",
     "metric_info",
     "register_metric",
 ]

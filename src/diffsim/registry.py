@@ -107,8 +107,37 @@ def metric_info(name: str) -> MetricInfo:
     return _REGISTRY[resolve_name(name)]
 
 
+#: the metric ``create_metric("auto", model=...)`` / :func:`load` builds for each model kind
+#: (:func:`diffsim.backbones.detect.detect_kind`); an SD model with ``ip_adapter=`` gets DiffSim-C
+METRIC_FOR_KIND = {"sd": "diffsim-s", "sdxl": "diffsim-s-sdxl", "dit": "diffsim-dit"}
+AUTO = "auto"
+
+
+def metric_for_model(model: Any, revision: str | None = None, ip_adapter: bool = False) -> str:
+    """The registered metric for ``model``'s kind (read from its metadata, no weights loaded)."""
+    from .backbones.detect import describe_kind, detect_kind
+
+    kind = detect_kind(model, revision)
+    if kind is None:  # unreadable metadata: DiffSim-S, whose loader says what is wrong
+        return METRIC_FOR_KIND["sd"]
+    if kind not in METRIC_FOR_KIND:
+        raise ConfigError(
+            f"no metric for {model}: it is {describe_kind(kind)}; DiffSim takes "
+            "Stable Diffusion 1.x/2.x, SDXL or DiT models"
+        )
+    return "diffsim-c" if ip_adapter and kind == "sd" else METRIC_FOR_KIND[kind]
+
+
 def create_metric(name: str, **overrides: Any) -> Metric:
-    """Build metric ``name`` with its registered defaults, updated by ``overrides``."""
+    """Build metric ``name`` with its registered defaults, updated by ``overrides``.
+
+    ``name="auto"`` (with ``model=``) builds the metric for the model's kind: DiffSim-S for SD 1.x/2.x
+    (DiffSim-C with ``ip_adapter=``), DiffSim-S on SDXL, DiffSim on DiT (:data:`METRIC_FOR_KIND`).
+    """
+    if name == AUTO:
+        if overrides.get("model") is None:
+            raise ConfigError('create_metric("auto") needs model= (a hub id, folder or single file)')
+        name = metric_for_model(overrides["model"], overrides.get("revision"), "ip_adapter" in overrides)
     info = metric_info(name)
     klass = info.metric_class
     if getattr(klass, "votes", False) and hasattr(klass, "build"):  # an ensemble: members from this registry
@@ -380,3 +409,7 @@ for _info in (
     ),
 ):
     register_metric(_info)
+
+def load(model: Any, **settings: Any) -> Metric:
+    """The metric for ``model`` (hub id, folder or single file), whatever its kind: ``create_metric("auto")``."""
+    return create_metric(AUTO, model=model, **settings)

@@ -1,13 +1,22 @@
 """One frozen settings object per metric: the single source of its config, cache key, repr and overrides.
 
 A metric declares its settings as a frozen dataclass derived from :class:`Settings`. Every field is a
-setting with its default; three class-level sets say how a field matters:
+setting with its default, and declares its role once, where it is defined (``dataclasses.field``
+metadata, through the helpers below; a plain default is a ``feature`` setting):
 
-* ``runtime``: changes neither features nor scores (batch size, cache folder, device);
-* ``compare_only``: changes the scores but not the per-image features (e.g. ``similarity``), so it is
-  left out of the feature-cache key;
-* ``per_call``: settings that ``embed`` may also take per call (e.g. ``prompt``) and that may differ
-  between two feature sets that are compared.
+* ``feature`` (:func:`setting`): determines the per-image features (in the feature-cache key);
+* ``resolved`` (:func:`resolved_field`): resolved against the model (layer names, step -> T); the
+  resolved value enters the feature-cache key instead;
+* ``runtime`` (:func:`runtime_field`): changes neither features nor scores (batch size, cache folder);
+* ``compare_only`` (:func:`compare_field`): changes the scores but not the per-image features (e.g.
+  ``similarity``), so it is left out of the feature-cache key;
+* ``per_call`` (:func:`per_call_field`): ``embed`` may also take it per call (e.g. ``prompt``); two
+  compared feature sets may differ in it.
+
+Independently, ``load=True`` (:func:`load_field`) marks the settings that select the loaded network
+(model, revision, device, dtype, variant, adapter weights, compile options...): :meth:`Settings.load_dict`
+is the metric's shared-model key, and ``with_settings`` loads another network whenever it changes.
+A subclass that changes a field's default re-declares it with the same helper (a test checks roles).
 
 ``Settings.create(**kw)`` and ``settings.replace(**kw)`` refuse unknown names with a :class:`ConfigError`
 that lists the valid ones (never a bare ``TypeError``); ``validate`` runs on every construction.
@@ -27,8 +36,44 @@ from .errors import ConfigError
 
 S = TypeVar("S", bound="Settings")
 
-#: Settings every loaded metric shares: where the model comes from and how it runs.
-LOAD_FIELDS = ("model", "device", "dtype", "revision")
+ROLE, LOAD = "diffsim_role", "diffsim_load"
+FEATURE, RESOLVED, RUNTIME, COMPARE_ONLY, PER_CALL = "feature", "resolved", "runtime", "compare_only", "per_call"
+ROLES = (FEATURE, RESOLVED, RUNTIME, COMPARE_ONLY, PER_CALL)
+
+
+def setting(default: Any = dataclasses.MISSING, *, role: str = FEATURE, load: bool = False, factory: Any = None) -> Any:
+    """A settings field with its role (see the module docstring) and whether it selects the loaded network."""
+    if role not in ROLES:
+        raise ValueError(f"unknown settings role {role!r}")
+    meta = {ROLE: role, LOAD: load}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def load_field(default: Any, *, role: str = FEATURE) -> Any:
+    """A setting that selects the loaded network (a change loads another one); ``role`` as :func:`setting`."""
+    return setting(default, role=role, load=True)
+
+
+def runtime_field(default: Any, *, load: bool = False) -> Any:
+    """A setting that changes neither the features nor the scores."""
+    return setting(default, role=RUNTIME, load=load)
+
+
+def compare_field(default: Any = dataclasses.MISSING, *, factory: Any = None) -> Any:
+    """A setting that changes the scores but not the per-image features."""
+    return setting(default, role=COMPARE_ONLY, factory=factory)
+
+
+def per_call_field(default: Any) -> Any:
+    """A setting that ``embed`` may also take per call."""
+    return setting(default, role=PER_CALL)
+
+
+def resolved_field(default: Any) -> Any:
+    """A feature setting resolved against the model (its resolved value enters the feature key)."""
+    return setting(default, role=RESOLVED)
 
 
 def jsonable(value: Any) -> Any:
@@ -50,9 +95,6 @@ def jsonable(value: Any) -> Any:
 class Settings:
     """Base of every metric's settings (subclasses add fields with defaults)."""
 
-    runtime: ClassVar[frozenset[str]] = frozenset()
-    compare_only: ClassVar[frozenset[str]] = frozenset()
-    per_call: ClassVar[frozenset[str]] = frozenset()
     #: groups of settings that say the same thing two ways (e.g. timestep / step): setting one resets the others
     exclusive: ClassVar[tuple[frozenset[str], ...]] = ()
 
@@ -73,6 +115,43 @@ class Settings:
     def higher_is_better(self) -> bool:
         """Polarity implied by these settings (a distance returns False)."""
         return True
+
+    # ------------------------------------------------------------------ roles
+    @classmethod
+    def role_of(cls, name: str) -> str:
+        """The role of setting ``name`` (``feature`` unless declared otherwise)."""
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        return str(f.metadata.get(ROLE, FEATURE))
+
+    @classmethod
+    def with_role(cls, role: str) -> frozenset[str]:
+        """Names of the settings of ``role``."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(ROLE, FEATURE) == role)
+
+    @classmethod
+    def load_names(cls) -> tuple[str, ...]:
+        """Names of the settings that select the loaded network, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(LOAD, False))
+
+    @property
+    def runtime(self) -> frozenset[str]:
+        return self.with_role(RUNTIME)
+
+    @property
+    def compare_only(self) -> frozenset[str]:
+        return self.with_role(COMPARE_ONLY)
+
+    @property
+    def per_call(self) -> frozenset[str]:
+        return self.with_role(PER_CALL)
+
+    def load_dict(self) -> dict[str, Any]:
+        """The settings that select the loaded network (the metric's shared-model key)."""
+        return {n: getattr(self, n) for n in self.load_names()}
+
+    def values(self) -> dict[str, Any]:
+        """Every setting's value as given (not made JSON-able): ``type(s)(**s.values()) == s``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # ------------------------------------------------------------------ names
     @classmethod
@@ -129,8 +208,10 @@ class Settings:
 
     def feature_dict(self) -> dict[str, Any]:
         """The settings that determine per-image features (no runtime or compare-only ones)."""
-        skip = self.runtime | self.compare_only
-        return {k: v for k, v in self.to_dict().items() if k not in skip}
+        keep = (FEATURE, PER_CALL)
+        return {
+            f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if self.role_of(f.name) in keep
+        }
 
     def non_default(self) -> dict[str, Any]:
         """Settings that differ from their defaults (for a short ``repr``)."""

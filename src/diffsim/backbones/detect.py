@@ -155,5 +155,5 @@ def require_kind(
         return kind
     want = " or ".join(DESCRIPTIONS[k] for k in expected)
     fit = METRIC_FOR.get(kind)
-    hint = f"; for this model use {fit}" if fit else ""
+    hint = f"; for this model use {fit} (diffsim.load(model) picks it)" if fit else ""
     raise ConfigError(f"{metric} cannot use {model}: it is {describe_kind(kind)}, expected {want}{hint}")

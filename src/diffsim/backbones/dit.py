@@ -24,15 +24,15 @@ from typing import Any
 import torch
 
 from ..aas import QKV
-from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..models import shared_model
 from .capture import capture
 from .detect import DIT, require_kind
-from .latents import LatentEncoding
+from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer
 from .loading import classify, diffusers_errors_only, load_cache_first
-from .stable_diffusion import _by_image
+from .protocol import ClassCondition
+from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
 
 logger = logging.getLogger(__name__)
@@ -89,13 +89,17 @@ def dit_layers(transformer: Any, latent_size: int) -> list[AttentionLayer]:
     return out
 
 
-class DiTBackbone(LatentEncoding):
+class DiTBackbone(LatentDiffusionBackbone):
     """Holds a DiT pipeline's modules; turns pixel batches into per-block Q/K/V features."""
 
     kind = DIT
+    condition_type = ClassCondition
+    denoiser_name = "DiT"
     weights_loaded = True  # loaded eagerly (as the SD backbone; the lazy SD loader says False until it loads)
 
-    def __init__(self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
+    ) -> None:
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.vae = pipe.vae
@@ -108,39 +112,43 @@ class DiTBackbone(LatentEncoding):
                 m.to(dtype=dtype)
             m.to(device=device).eval().requires_grad_(False)
         self.device, self.dtype, self.source = device, dtype, source
+        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
+        self.identity = identity or LoadSpec(source).identity()
         self.init_latent_state()
-        self.forward_calls = 0
+        self.passes = 0
         self.labels: dict[str, int] = dict(getattr(pipe, "labels", {}) or {})
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model: str | os.PathLike = DEFAULT_DIT,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        share: bool = True,
-    ) -> DiTBackbone:
-        """Load (or reuse) a DiT pipeline from a hub id or a diffusers folder."""
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        key = ("dit", str(model), str(dev), str(dt), revision)
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_DIT, share: bool = True, **spec: Any) -> DiTBackbone:
+        """Load (or reuse) a DiT pipeline from a hub id or a diffusers folder; ``spec``: device, dtype, revision."""
+        return cls.load(LoadSpec(model, **spec), share)
+
+    @classmethod
+    def load(cls, spec: LoadSpec, share: bool = True) -> DiTBackbone:
+        """Load (or reuse) the DiT pipeline ``spec`` names (shared by the weights' identity)."""
+        dev, dt = spec.torch_device, spec.torch_dtype
+        spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision)  # what a DiT reads
 
         def load() -> DiTBackbone:
-            require_kind(model, (DIT,), "the DiT backbone", revision)
-            logger.info("loading DiT %s on %s (%s)", model, dev, dt)
-            return cls(_load_pipeline(model, dt, revision), str(model), dev, dt)
+            require_kind(spec.model, (DIT,), "the DiT backbone", spec.revision)
+            logger.info("loading DiT %s on %s (%s)", spec.model, dev, dt)
+            pipe = _load_pipeline(spec.model, dt, spec.revision)
+            return cls(pipe, str(spec.model), dev, dt, spec.identity())
 
-        return shared_model(key, load, share)
+        return shared_model(spec.key("dit"), load, share)
 
     # ---------------------------------------------------------------- metadata
     @property
-    def unet_calls(self) -> int:  # the name the benchmarks and tests count forward passes by
-        return self.forward_calls
+    def denoiser(self) -> Any:
+        return self.transformer
 
     @property
     def patch_size(self) -> int:
         return int(self.transformer.config.patch_size)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.latent_factor * self.patch_size
 
     @property
     def num_classes(self) -> int:
@@ -207,52 +215,24 @@ class DiTBackbone(LatentEncoding):
         )
 
     # --------------------------------------------------------------- features
-    @torch.no_grad()
-    def extract(
-        self,
-        pixels: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        class_label: int | str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
-    ) -> dict[str, QKV]:
-        """Q/K/V at ``layers``: each ``(N, branches, heads, T, D)``; branches [class c, null class] or [c]."""
-        z0 = self.encode(pixels, seed)
-        return self.extract_latents(z0, layers, timestep, class_label, seed, single_branch, stop_early)
+    def conditioning(
+        self, condition: ClassCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """Class labels ``[class c, null class]`` (the pipeline's own order), or ``[c]`` for one branch."""
+        c = torch.tensor([self.class_id(condition.label)], dtype=torch.long, device=self.device)
+        null = torch.tensor([self.num_classes], dtype=torch.long, device=self.device)
+        return {"class_labels": guidance_pair(c, null, n, branches, cond_first=True)}
 
-    @torch.no_grad()
-    def extract_latents(
-        self,
-        z0: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        class_label: int | str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
-        """As :meth:`extract`, from clean latents."""
-        n = z0.shape[0]
-        c = self.class_id(class_label)
-        xt = self.model_input(z0, timestep, seed).to(self.dtype)
-        cond = torch.full((n,), c, dtype=torch.long, device=self.device)
-        if single_branch:
-            branches, sample, labels = 1, xt, cond
-        else:
-            branches, sample = 2, torch.cat([xt, xt])
-            labels = torch.cat([cond, torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)])
-        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        self.forward_calls += 1
-        store = capture(
+        return capture(
             self.transformer,
             layers,
             sample,
             stop_early=stop_early,
-            what="DiT",
+            what=self.denoiser_name,
             timestep=t,
-            class_labels=labels,
             return_dict=False,
+            **inputs,
         )
-        return {p: _by_image(store[p], branches, n, n) for p in layers}

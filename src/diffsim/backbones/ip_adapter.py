@@ -33,13 +33,14 @@ import torch.nn as nn
 from PIL import Image
 
 from ..aas import QKV
-from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
-from .capture import capture
 from .detect import SD, require_kind
+from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
-from .stable_diffusion import StableDiffusionBackbone, _by_image
+from .protocol import TextCondition
+from .spec import LoadSpec
+from .stable_diffusion import StableDiffusionBackbone
 from .unet_forward import _heads
 
 logger = logging.getLogger(__name__)
@@ -87,46 +88,47 @@ class IPAdapterBackbone(StableDiffusionBackbone):
 
     kind = "sd+ip-adapter"
 
-    def __init__(self, parts: Any, pipe: Any, ip_source: str, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(parts, device, dtype)
+    def __init__(
+        self,
+        parts: Any,
+        pipe: Any,
+        ip_source: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        identity: str | None = None,
+    ) -> None:
+        super().__init__(parts, device, dtype, identity)
         self.pipe = pipe
         self.ip_source = ip_source
         self.source = f"{parts.source}+{ip_source}"
         self._zero_tokens: torch.Tensor | None = None
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         model: str | os.PathLike = DEFAULT_MODEL,
-        ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        variant: str | None = None,
-        single_file_config: str | None = None,
-        subfolder: str = IP_SUBFOLDER,
-        weight_name: str = IP_WEIGHTS,
-        image_encoder_folder: str = IP_IMAGE_ENCODER,
         share: bool = True,
-    ) -> IPAdapterBackbone:
-        """Load SD 1.x (its own copy: the adapter changes the U-Net) and the IP-Adapter Plus into it."""
+        *,
+        ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER,
+        **spec: Any,
+    ) -> Any:
+        """Load SD 1.x (its own copy: the adapter changes the U-Net) and the IP-Adapter Plus into it;
+        ``spec``: the other :class:`LoadSpec` fields (device, dtype, ip_subfolder, ip_weight_name, ...)."""
+        return cls.load(LoadSpec(model, ip_adapter=ip_adapter, **spec), share)
+
+    @classmethod
+    def load(cls, spec: LoadSpec, share: bool = True) -> IPAdapterBackbone:
+        """Load (or reuse) the SD + IP-Adapter backbone ``spec`` names (shared by the identity of the SD
+        weights, the adapter weights and its image encoder)."""
         from diffusers import StableDiffusionPipeline
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        key = (
-            "sd+ip-adapter",
-            str(model),
-            str(ip_adapter),
-            str(dev),
-            str(dt),
-            revision,
-            variant,
-            single_file_config,
-            subfolder,
-            weight_name,
-            image_encoder_folder,
-        )
+        if spec.ip_adapter is None:
+            spec = spec.replace(ip_adapter=DEFAULT_IP_ADAPTER)
+        dev, dt = spec.torch_device, spec.torch_dtype
+        model, revision, variant = spec.model, spec.revision, spec.variant
+        ip_adapter, subfolder = str(spec.ip_adapter), spec.ip_subfolder
+        weight_name, image_encoder_folder = spec.ip_weight_name, spec.ip_image_encoder
+        single_file_config = spec.single_file_config
 
         def load() -> IPAdapterBackbone:
             require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
@@ -173,9 +175,11 @@ class IPAdapterBackbone(StableDiffusionBackbone):
                 raise ModelNotFoundError(f"{src}: {weight_name} did not load an IP-Adapter into the U-Net")
             pipe.image_encoder.to(device=dev, dtype=dt).eval().requires_grad_(False)
             parts.unet.eval().requires_grad_(False)
-            return cls(parts, pipe, str(ip_adapter), dev, dt)
+            return cls(parts, pipe, str(ip_adapter), dev, dt, spec.identity())
 
-        return shared_model(key, load, share)
+        return shared_model(
+            spec.replace(compile=False, channels_last=False, inference_mode=False).key("sd+ip"), load, share
+        )
 
     # ----------------------------------------------------------------- inputs
     def set_scale(self, scale: float) -> None:
@@ -196,48 +200,35 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         return enc(px, output_hidden_states=True).hidden_states[-2]
 
     # --------------------------------------------------------------- features
-    @torch.no_grad()
-    def extract(
-        self,
-        pixels: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        prompt: str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
-        scale: float = 0.5,
-    ) -> dict[str, QKV]:
-        """Q and IP K/V at the attn2 paths ``layers``: Q ``(N, branches, heads, T, D)``, K/V ``(..., 16, D)``."""
-        self.set_scale(scale)
-        n = pixels.shape[0]
-        z0 = self.encode(pixels, seed)
-        xt = self.add_noise(z0, timestep, seed).to(self.dtype)
-        feats = self.image_features(pixels)
-        cond = self.prompt_embedding(prompt)
-        if single_branch:
-            branches, emb, sample, img = 1, cond.expand(n, -1, -1), xt, feats
-        else:
-            branches, sample = 2, torch.cat([xt, xt])
-            emb = torch.cat([self.prompt_embedding("").expand(n, -1, -1), cond.expand(n, -1, -1)])
-            zero = self._zero_tokens
-            assert zero is not None  # set by image_features
-            img = torch.cat([zero.expand(n, -1, -1), feats])
-        added = {"image_embeds": [img[:, None]]}  # one IP image per sample
-        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        self.unet_calls += 1
-        store = capture(
-            self.unet,
-            layers,
-            sample,
-            t,
-            stop_early=stop_early,
-            project=ip_cross_qkv,
-            encoder_hidden_states=emb,
-            added_cond_kwargs=added,
-            return_dict=False,
-        )
-        return {p: _by_image(store[p], branches, n, n) for p in layers}
+    def project(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
+        return ip_cross_qkv(module, args, kwargs)
 
-    def extract_latents(self, *args: Any, **kwargs: Any) -> dict[str, QKV]:
-        raise NotImplementedError("DiffSim-C needs the pixels (the adapter sees the image): use extract()")
+    def conditioning(
+        self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """Text states as SD, and the IP tokens of each image (unconditional: an all-zero image's)."""
+        if pixels is None:
+            raise ConfigError("the IP-Adapter conditions on the image itself: pass pixels= with the latents")
+        self.set_scale(condition.ip_scale)
+        cond = self.prompt_embedding(condition.prompt)
+        uncond = cond if branches == 1 else self.prompt_embedding("")
+        feats = self.image_features(pixels)
+        zero = self._zero_tokens
+        assert zero is not None  # set by image_features
+        img = guidance_pair(feats, zero, n, branches)
+        return {
+            "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
+            "added_cond_kwargs": {"image_embeds": [img[:, None]]},  # one IP image per sample
+        }
+
+    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
+        return z0
+
+    @property
+    def copy_outputs(self) -> bool:
+        return False
+
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
+    ) -> dict[str, QKV]:
+        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # hooks: Q against IP K/V

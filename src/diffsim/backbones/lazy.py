@@ -4,26 +4,25 @@ Until then it answers from the folder's configs (no weights): the U-Net built on
 layer names, the scheduler for steps and timesteps, the VAE factor for the size, and the weights'
 identity (:mod:`.identity`) for feature-cache keys. So a metric whose every requested feature is in
 the disk cache never loads the model, and a bad layer or step fails before the weights load. Any other
-attribute (``extract``, ``encode``, ``unet``, ``unet_calls``...) loads the real, shared
+attribute (``extract``, ``encode``, ``unet``, ``passes``...) loads the real, shared
 :class:`StableDiffusionBackbone` and forwards to it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..devices import resolve_device, resolve_dtype
+from ..aas import QKV
 from ..errors import ModelNotFoundError
 from ..models import loaded_models, shared_model
-from .identity import model_identity
 from .layers import alias_table, list_attention_layers, resolve_layer
 from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
-from .stable_diffusion import StableDiffusionBackbone, compile_mode
+from .spec import LoadSpec
+from .stable_diffusion import StableDiffusionBackbone
 from .timesteps import resolve_timestep, step_table
 
 logger = logging.getLogger(__name__)
@@ -32,24 +31,17 @@ logger = logging.getLogger(__name__)
 class LazyStableDiffusion:
     """Stands in for :class:`StableDiffusionBackbone` until a forward pass is needed."""
 
-    def __init__(
-        self,
-        model: str | os.PathLike,
-        device: torch.device,
-        dtype: torch.dtype,
-        revision: str | None = None,
-        variant: str | None = None,
-        **options: Any,
-    ) -> None:
-        self._args = (model, device, dtype, revision, variant)
-        self._options = options  # compile / channels_last / inference_mode for the real backbone
+    kind = "sd"
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
         self._real: StableDiffusionBackbone | None = None
-        path = str(Path(str(model)).expanduser())
+        path = str(Path(str(spec.model)).expanduser())
         self.source = path
-        self.device, self.dtype = device, dtype
-        self.identity = model_identity(model, revision) + (f"+variant={variant}" if variant else "")
+        self.device, self.dtype = spec.torch_device, spec.torch_dtype
+        self.identity = spec.identity()
         _check_folder(Path(path))  # the same message as a full load for a folder that is not a pipeline
-        self._skeleton, self._factor = load_unet_skeleton(path, revision)
+        self._skeleton, self._factor = load_unet_skeleton(path, spec.revision)
         try:
             with quiet_loading():
                 self._scheduler = _load_scheduler(path, local_files_only=True)
@@ -59,42 +51,23 @@ class LazyStableDiffusion:
             raise ModelNotFoundError(f"could not load the diffusers folder {path}: {_first_line(exc)}") from exc
 
     @classmethod
-    def create(
-        cls,
-        model: str | os.PathLike,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        variant: str | None = None,
-        single_file_config: str | None = None,
-        *,
-        compile: bool | str = False,
-        channels_last: bool = False,
-        inference_mode: bool = False,
-    ) -> Any:
+    def load(cls, spec: LoadSpec) -> Any:
+        """The backbone ``spec`` names: lazy for a local folder (see :meth:`create`)."""
+        return cls.create(spec)
+
+    @classmethod
+    def create(cls, spec: LoadSpec) -> Any:
         """A lazy backbone for a local diffusers folder (the loaded one if it is in memory already); Hub
-        ids and single files load at once. ``compile`` / ``channels_last`` / ``inference_mode`` go to the
-        real backbone (see :meth:`StableDiffusionBackbone.from_pretrained`)."""
-        opts: dict[str, Any] = {"compile": compile, "channels_last": channels_last, "inference_mode": inference_mode}
-        if classify(model) != "folder" or single_file_config:
-            return StableDiffusionBackbone.from_pretrained(
-                model,
-                device=device,
-                dtype=dtype,
-                revision=revision,
-                variant=variant,
-                single_file_config=single_file_config,
-                **opts,
-            )
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        options = (compile_mode(compile), bool(channels_last), bool(inference_mode))
-        key = ("stable-diffusion-lazy", model_identity(model, revision), str(dev), str(dt), revision, variant, *options)
+        ids and single files load at once. The speed options go to the real backbone (see
+        :meth:`StableDiffusionBackbone.load`)."""
+        if classify(spec.model) != "folder" or spec.single_file_config:
+            return StableDiffusionBackbone.load(spec)
+        key = ("stable-diffusion-lazy", *StableDiffusionBackbone.shared_key(spec)[1:])
         if key not in loaded_models():
-            loaded = StableDiffusionBackbone.find_loaded(model, dev, dt, revision, variant, options=options)
+            loaded = StableDiffusionBackbone.find_loaded(spec)
             if loaded is not None:  # loaded eagerly before: use it
                 return loaded
-        return shared_model(key, lambda: cls(model, dev, dt, revision, variant, **opts))  # one stand-in per model
+        return shared_model(key, lambda: cls(spec))  # one stand-in per model
 
     # ------------------------------------------------------------- from configs
     @property
@@ -105,6 +78,32 @@ class LazyStableDiffusion:
     @property
     def latent_factor(self) -> int:
         return self._factor
+
+    @property
+    def size_multiple(self) -> int:
+        return self._factor
+
+    @property
+    def default_size(self) -> int:
+        return StableDiffusionBackbone.default_size
+
+    @property
+    def passes(self) -> int:
+        """Denoiser passes so far (0 while the weights are not loaded)."""
+        return 0 if self._real is None else self._real.passes
+
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int = 2,
+        **options: Any,
+    ) -> dict[str, QKV]:
+        """:meth:`StableDiffusionBackbone.extract` of the real backbone (loading its weights now)."""
+        return self.real().extract(pixels, layers, timestep, condition, seed, branches, **options)
 
     @property
     def scheduler(self) -> Any:
@@ -140,16 +139,13 @@ class LazyStableDiffusion:
     def real(self) -> StableDiffusionBackbone:
         """The loaded backbone (loading it on first use; shared with every metric on this model)."""
         if self._real is None:
-            model, dev, dt, revision, variant = self._args
             logger.debug("%s: loading the weights now (a feature is not in the cache)", self.source)
-            self._real = StableDiffusionBackbone.from_pretrained(
-                model, device=dev, dtype=dt, revision=revision, variant=variant, **self._options
-            )
+            self._real = StableDiffusionBackbone.load(self.spec)
             self._skeleton = None
         return self._real
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_args", "_options", "_skeleton", "_factor", "_scheduler"):
+        if name.startswith("__") or name in ("_real", "spec", "_skeleton", "_factor", "_scheduler"):
             raise AttributeError(name)
         return getattr(self.real(), name)
 

@@ -25,11 +25,10 @@ from typing import Any
 import torch
 
 from ..aas import QKV
-from ..devices import resolve_device, resolve_dtype
 from ..errors import ModelNotFoundError
 from ..models import shared_model
-from .capture import capture
 from .detect import SDXL, require_kind
+from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .latents import LatentEncoding
 from .loading import (
     SDComponents,
@@ -40,7 +39,9 @@ from .loading import (
     quiet_loading,
     resolve_source,
 )
-from .stable_diffusion import StableDiffusionBackbone, _by_image
+from .protocol import TextCondition
+from .spec import LoadSpec
+from .stable_diffusion import StableDiffusionBackbone
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,13 @@ class SDXLBackbone(StableDiffusionBackbone):
     kind = SDXL
 
     def __init__(
-        self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, fixed_vae: bool = False
+        self,
+        pipe: Any,
+        source: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        fixed_vae: bool = False,
+        identity: str | None = None,
     ) -> None:
         parts = SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, source)
         prepare_components(parts, dtype, device)
@@ -113,32 +120,27 @@ class SDXLBackbone(StableDiffusionBackbone):
             pipe.vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (diffusers upcasts it too)
         self.pipe = pipe
         self._pooled: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        super().__init__(parts, device, dtype)
+        super().__init__(parts, device, dtype, identity)
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
-        model: str | os.PathLike = DEFAULT_SDXL,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        variant: str | None = None,
-        single_file_config: str | None = None,
-        vae: str | os.PathLike | None = None,
-        share: bool = True,
-    ) -> SDXLBackbone:
-        """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint."""
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        key = ("sdxl", str(model), str(dev), str(dt), revision, variant, single_file_config, str(vae))
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_SDXL, share: bool = True, **spec: Any) -> Any:
+        """Load (or reuse) an SDXL pipeline: hub id, diffusers folder or single checkpoint; ``spec``: the
+        :class:`LoadSpec` fields (device, dtype, revision, variant, single_file_config, vae)."""
+        return cls.load(LoadSpec(model, **spec), share)
+
+    @classmethod
+    def load(cls, spec: LoadSpec, share: bool = True) -> SDXLBackbone:
+        """Load (or reuse) the SDXL pipeline ``spec`` names (the speed options do not apply)."""
+        dev, dt = spec.torch_device, spec.torch_dtype
+        spec = spec.replace(ip_adapter=None)
 
         def load() -> SDXLBackbone:
-            require_kind(model, (SDXL,), "the SDXL backbone", revision)
-            logger.info("loading SDXL %s on %s (%s)", model, dev, dt)
-            pipe = _load_pipeline(model, dt, revision, variant, single_file_config, vae)
-            return cls(pipe, str(model), dev, dt, fixed_vae=vae is not None)
+            require_kind(spec.model, (SDXL,), "the SDXL backbone", spec.revision)
+            logger.info("loading SDXL %s on %s (%s)", spec.model, dev, dt)
+            pipe = _load_pipeline(spec.model, dt, spec.revision, spec.variant, spec.single_file_config, spec.vae)
+            return cls(pipe, str(spec.model), dev, dt, fixed_vae=spec.vae is not None, identity=spec.identity())
 
-        return shared_model(key, load, share)
+        return shared_model(spec.key("sdxl"), load, share)
 
     # ---------------------------------------------------------------- metadata
     default_size = 1024
@@ -167,58 +169,29 @@ class SDXLBackbone(StableDiffusionBackbone):
         )
 
     # --------------------------------------------------------------- features
-    @torch.no_grad()
-    def extract_latents(
-        self,
-        z0: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        prompt: str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
-        conditioning_size: int | None = None,
-    ) -> dict[str, QKV]:
-        """Q/K/V at ``layers`` from clean latents; each ``(N, branches, heads, T, D)``."""
-        n = z0.shape[0]
-        xt = self.model_input(z0, timestep, seed).to(self.dtype)
-        cond, uncond, pooled, uncond_pooled = self.text_conditioning(prompt)
-        side = z0.shape[-1] * self.latent_factor
-        ids = self.time_ids(z0.shape[-2] * self.latent_factor, side, conditioning_size)
-        if single_branch:
-            branches, emb, text, sample = 1, cond.expand(n, -1, -1), pooled.expand(n, -1), xt
-        else:
-            branches = 2
-            emb = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
-            text = torch.cat([uncond_pooled.expand(n, -1), pooled.expand(n, -1)])
-            sample = torch.cat([xt, xt])
-        added = {"text_embeds": text, "time_ids": ids.expand(sample.shape[0], -1)}
-        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        self.unet_calls += 1
-        store = capture(
-            self.unet,
-            layers,
-            sample,
-            t,
-            stop_early=stop_early,
-            encoder_hidden_states=emb,
-            added_cond_kwargs=added,
-            return_dict=False,
-        )
-        return {p: _by_image(store[p], branches, n, n) for p in layers}
+    def conditioning(
+        self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        cond, uncond, pooled, uncond_pooled = self.text_conditioning(condition.prompt)
+        f = self.latent_factor
+        ids = self.time_ids(latents.shape[-2] * f, latents.shape[-1] * f, condition.size)
+        text = guidance_pair(pooled, uncond_pooled, n, branches)
+        return {
+            "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
+            "added_cond_kwargs": {"text_embeds": text, "time_ids": ids.expand(text.shape[0], -1)},
+        }
 
-    @torch.no_grad()
-    def extract(
-        self,
-        pixels: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        prompt: str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
-        conditioning_size: int | None = None,
+    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
+        return z0
+
+    @property
+    def copy_outputs(self) -> bool:
+        return False
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
-        """Q/K/V at module paths ``layers`` for pixels (N, 3, H, W) in [-1, 1]."""
-        z0 = self.encode(pixels, seed)
-        return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early, conditioning_size)
+        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # the hook path

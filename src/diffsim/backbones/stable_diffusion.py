@@ -29,13 +29,14 @@ from typing import Any
 import torch
 
 from ..aas import QKV
-from ..devices import resolve_device, resolve_dtype
 from ..models import shared_model
-from .capture import capture_qkv, check_captured, run_until_captured
+from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
-from .latents import LatentEncoding
+from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
+from .protocol import TextCondition
+from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
 from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
 
@@ -79,10 +80,11 @@ def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape[0] >= n else torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])])
 
 
-class StableDiffusionBackbone(LatentEncoding):
+class StableDiffusionBackbone(LatentDiffusionBackbone):
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
     kind = "sd"
+    condition_type = TextCondition
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
@@ -106,7 +108,7 @@ class StableDiffusionBackbone(LatentEncoding):
         self.identity = identity or model_identity(parts.source)
         self._text: dict[str, torch.Tensor] = {}
         self.init_latent_state()  # seeded noise, clean-latent LRU, images_encoded, cache_latents
-        self.unet_calls = 0  # number of U-Net forward calls (for tests and benchmarks)
+        self.passes = 0  # number of U-Net forward passes (for tests and benchmarks)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
         self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
@@ -124,77 +126,57 @@ class StableDiffusionBackbone(LatentEncoding):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(
-        cls,
-        model: str | os.PathLike = DEFAULT_MODEL,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        variant: str | None = None,
-        single_file_config: str | None = None,
-        share: bool = True,
-        *,
-        compile: bool | str = False,
-        channels_last: bool = False,
-        inference_mode: bool = False,
-    ) -> StableDiffusionBackbone:
-        """Load (or reuse, with ``share=True``) a backbone for ``model`` on ``device`` in ``dtype``.
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, share: bool = True, **spec: Any) -> Any:
+        """Load (or reuse, with ``share=True``) a backbone for ``model``; ``spec``: the :class:`LoadSpec`
+        fields (device, dtype, revision, variant, single_file_config, and the backbone's own options)."""
+        return cls.load(LoadSpec(model, **spec), share)
+
+    @classmethod
+    def load(cls, spec: LoadSpec, share: bool = True) -> StableDiffusionBackbone:
+        """Load (or reuse, with ``share=True``) the backbone ``spec`` names.
 
         ``compile``: True or a ``torch.compile`` mode (``"reduce-overhead"`` adds CUDA graphs);
         ``channels_last``: U-Net memory format; ``inference_mode``: ``torch.inference_mode`` for passes.
         """
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
-        mode = compile_mode(compile)
-        options = (mode, bool(channels_last), bool(inference_mode))
-        key, ident, cfg_ident = cls._shared_key(model, dev, dt, revision, variant, single_file_config, options)
+        dev, dt = spec.torch_device, spec.torch_dtype
+        mode = compile_mode(spec.compile)
 
         def load() -> StableDiffusionBackbone:
-            logger.info("loading %s on %s (%s)", model, dev, dt)
+            logger.info("loading %s on %s (%s)", spec.model, dev, dt)
             parts = load_components(
-                model, dtype=dt, device=dev, revision=revision, variant=variant, single_file_config=single_file_config
+                spec.model,
+                dtype=dt,
+                device=dev,
+                revision=spec.revision,
+                variant=spec.variant,
+                single_file_config=spec.single_file_config,
             )
-            full = model_identity(model, revision) if ident.endswith("?") else ident  # a Hub id just downloaded
-            full += (f"+variant={variant}" if variant else "") + (f"+config={cfg_ident}" if cfg_ident else "")
+            full = spec.identity()  # after the load: a Hub id just downloaded has its commit now
             logger.debug("model identity (feature cache key): %s", full)
             return cls(
-                parts, dev, dt, full, compile=mode or False, channels_last=channels_last, inference_mode=inference_mode
+                parts,
+                dev,
+                dt,
+                full,
+                compile=mode or False,
+                channels_last=spec.channels_last,
+                inference_mode=spec.inference_mode,
             )
 
-        return shared_model(key, load, share)
+        return shared_model(cls.shared_key(spec), load, share)
 
     @staticmethod
-    def _shared_key(
-        model: str | os.PathLike,
-        dev: torch.device,
-        dt: torch.dtype,
-        revision: str | None,
-        variant: str | None,
-        single_file_config: str | None,
-        options: tuple = (None, False, False),
-    ) -> tuple[tuple, str, str | None]:
-        """(shared-model key, weights identity, single-file config identity); ``options``: (compile mode,
-        channels_last, inference_mode), which select another loaded instance."""
-        ident = model_identity(model, revision)
-        cfg_ident = model_identity(single_file_config) if single_file_config else None
-        key = ("stable-diffusion", ident, str(dev), str(dt), revision, variant, cfg_ident, *options)
-        return key, ident, cfg_ident
+    def shared_key(spec: LoadSpec) -> tuple:
+        """The shared-model key: weights identity, device, dtype and the speed options."""
+        options = (compile_mode(spec.compile), bool(spec.channels_last), bool(spec.inference_mode))
+        return spec.replace(vae=None, ip_adapter=None).key("stable-diffusion", *options)
 
     @classmethod
-    def find_loaded(
-        cls,
-        model: str | os.PathLike,
-        device: torch.device,
-        dtype: torch.dtype,
-        revision: str | None = None,
-        variant: str | None = None,
-        single_file_config: str | None = None,
-        options: tuple = (None, False, False),
-    ) -> StableDiffusionBackbone | None:
-        """The shared backbone for these arguments if it is in memory already (None: not loaded)."""
+    def find_loaded(cls, spec: LoadSpec) -> StableDiffusionBackbone | None:
+        """The shared backbone for ``spec`` if it is in memory already (None: not loaded)."""
         from ..models import loaded_models
 
-        key = cls._shared_key(model, device, dtype, revision, variant, single_file_config, options)[0]
+        key = cls.shared_key(spec)
         return shared_model(key, lambda: None) if key in loaded_models() else None
 
     def clear_caches(self) -> None:
@@ -281,64 +263,45 @@ class StableDiffusionBackbone(LatentEncoding):
         return self.scheduler.add_noise(z0, eps.to(z0.device).expand_as(z0), t)
 
     # --------------------------------------------------------------- features
-    def extract(
-        self,
-        pixels: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        prompt: str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
-    ) -> dict[str, QKV]:
-        """Q/K/V at module paths ``layers``: each ``(N, branches, heads, T, D)`` in the model dtype.
+    @property
+    def denoiser(self) -> Any:
+        return self.parts.unet
 
-        ``branches`` is 2 ([unconditional, prompt]) or 1 (prompt only, ``single_branch=True``).
-        """
-        z0 = self.encode(pixels, seed)
-        return self.extract_latents(z0, layers, timestep, prompt, seed, single_branch, stop_early)
+    def model_input(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
+        return self.add_noise(z0, timestep, seed)  # DDPM-style schedulers: scale_model_input is the identity
 
-    def extract_latents(
-        self,
-        z0: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        prompt: str,
-        seed: int,
-        single_branch: bool = False,
-        stop_early: bool = True,
+    def conditioning(
+        self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        cond = self.prompt_embedding(condition.prompt)
+        uncond = cond if branches == 1 else self.prompt_embedding("")
+        return {"encoder_hidden_states": guidance_pair(cond, uncond, n, branches)}
+
+    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
+        if self.compile and stop_early and self._runner(layers) is not None:
+            return _pad(z0, _bucket(z0.shape[0]))
+        return z0
+
+    @property
+    def copy_outputs(self) -> bool:
+        return self.compile == "reduce-overhead"
+
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
-        """As :meth:`extract`, from clean latents (lets a sweep encode once for many timesteps)."""
-        n = z0.shape[0]
-        layers = list(layers)
-        runner = self._runner(tuple(layers)) if stop_early else None
-        if runner is not None and self.compile:
-            z0 = _pad(z0, _bucket(n))
-        m = z0.shape[0]
-        xt = self.add_noise(z0, timestep, seed).to(self.dtype)
-        cond = self.prompt_embedding(prompt)
-        if single_branch:
-            branches, emb, sample = 1, cond.expand(m, -1, -1), xt
-        else:
-            uncond = self.prompt_embedding("")
-            branches = 2
-            emb = torch.cat([uncond.expand(m, -1, -1), cond.expand(m, -1, -1)])
-            sample = torch.cat([xt, xt])
+        """The explicit truncated forward where it serves (see :mod:`.unet_forward`), else the hook path."""
         if self.channels_last:
             sample = sample.contiguous(memory_format=torch.channels_last)
-        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        self.unet_calls += 1
+        emb = inputs["encoder_hidden_states"]
+        runner = self._runner(tuple(layers)) if stop_early else None
         if runner is not None:
             self.last_path = "explicit"
-            with self.no_grad():
-                raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
-            store = {p: QKV(*raw[p]) for p in layers}
-        else:
-            self.last_path = "hooks"
-            with self.no_grad(), capture_qkv(self.unet, layers, stop_early=stop_early) as store:
-                run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
-        check_captured(store, layers)
-        return {p: _by_image(store[p], branches, m, n, copy=self.compile == "reduce-overhead") for p in layers}
+            raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
+            return {p: QKV(*raw[p]) for p in layers}
+        self.last_path = "hooks"
+        with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
+            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
+        return store
 
     def _runner(self, layers: tuple[str, ...]) -> Any:
         """The (compiled) explicit truncated forward for ``layers``, or None where only hooks can serve.
@@ -392,19 +355,6 @@ class StableDiffusionBackbone(LatentEncoding):
         t = min(500, int(self.scheduler.config.num_train_timesteps) - 1)
 
         def probe(b: int) -> None:
-            self.extract(torch.zeros(b, 3, size, size), layers, t, "", 0, single_branch=single_branch)
+            self.extract(torch.zeros(b, 3, size, size), layers, t, "", 0, 1 if single_branch else 2)
 
         return auto_batch_size(probe, self.device, fallback=fallback, limit=limit)
-
-
-def _by_image(qkv: QKV, branches: int, m: int, n: int, copy: bool = False) -> QKV:
-    """(branches*M, H, T, D) in [branch-major] order -> (N, branches, H, T, D): the first N of M images.
-
-    ``copy`` forces fresh storage (CUDA graphs reuse their output buffers on the next call).
-    """
-
-    def split(x: torch.Tensor) -> torch.Tensor:
-        y = x.reshape(branches, m, *x.shape[1:])[:, :n].transpose(0, 1)
-        return y.clone(memory_format=torch.contiguous_format) if copy else y.contiguous()
-
-    return QKV(split(qkv.q), split(qkv.k), split(qkv.v))

@@ -22,7 +22,7 @@ from .._optional import MissingExtraError, require
 from ..datasets.base import Triplet, TripletSet
 from ..errors import ConfigError
 from ..features import Features
-from ..metrics.diffsim_s import DiffSim
+from ..metrics.attention import AttentionMetric
 from .manifest import save_manifest, triplets_hash
 from .provenance import now, provenance
 from .runlog import RunLog
@@ -33,17 +33,20 @@ from .twoafc import EvalOptions, metric_description
 logger = logging.getLogger(__name__)
 
 
-def _embedder(metric: DiffSim):
-    """The store's embed function: paths (and the triplets' prompt, if any) -> features."""
+def _embedder(metric: AttentionMetric):
+    """The store's embed function: paths (and the triplets' prompt, if any) -> features. A prompt reaches
+    only a metric that takes one (``accepts_prompt``)."""
 
     def embed(paths: list[str], prompt: str | None) -> Features:
-        return metric.embed(paths, prompt=prompt)
+        if prompt is not None and metric.accepts_prompt:
+            return metric.embed(paths, prompt=prompt)
+        return metric.embed(paths)
 
     return embed
 
 
 def sweep(
-    metric: DiffSim,
+    metric: AttentionMetric,
     ts: TripletSet,
     layers: list[str],
     steps: list[int],
@@ -54,8 +57,10 @@ def sweep(
 
     Finished timesteps are recorded in ``sweep.jsonl`` and skipped when the sweep is run again.
     """
-    if not isinstance(metric, DiffSim):
-        raise ConfigError("a sweep needs a DiffSim-S metric (layers and timesteps)")
+    if not isinstance(metric, AttentionMetric):
+        raise ConfigError(
+            "a sweep needs an attention metric (DiffSim on SD, SDXL, DiT or IP-Adapter: layers and timesteps)"
+        )
     if not layers or not steps:
         raise ConfigError("a sweep needs at least one layer and one step")
     opt = options or EvalOptions()
@@ -75,7 +80,7 @@ def sweep(
     }
     log = RunLog(out, fingerprint, name="sweep", overwrite=opt.overwrite)
     save_manifest(ts, out / "manifest.json")
-    unet_before, vae_before = base.backbone.unet_calls, base.backbone.images_encoded
+    unet_before, vae_before = base.backbone.passes, base.backbone.images_encoded
 
     def key(t: Triplet, p: str) -> Key:
         return (str(root / p), t.prompt if use_prompt else None)
@@ -180,7 +185,7 @@ def sweep(
         "errors": [{"path": p, "error": e} for p, e in errors.items()],
         "images_vae_encoded": base.backbone.images_encoded - vae_before,
         "images_embedded": embedded,
-        "unet_calls": base.backbone.unet_calls - unet_before,
+        "unet_calls": base.backbone.passes - unet_before,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "finished": now(),
         **provenance(),

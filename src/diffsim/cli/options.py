@@ -169,15 +169,24 @@ def typed_overrides(ctx: click.Context, opts: dict[str, Any]) -> dict[str, tuple
 
 
 def build_metric(
-    ctx: click.Context, name: str | None, default: str, opts: dict[str, Any], optional: tuple[str, ...] = ("seed",)
+    ctx: click.Context,
+    name: str | None,
+    default: str,
+    opts: dict[str, Any],
+    optional: tuple[str, ...] = ("seed",),
+    auto: bool = False,
 ):
     """``create_metric`` for --metric (default ``default``) with the typed options and every ``--set``.
 
     A typed option the metric has no setting for is an error naming the flag, except those in
-    ``optional`` (e.g. ``--seed``, which also seeds a benchmark's triplet sampling).
+    ``optional`` (e.g. ``--seed``, which also seeds a benchmark's triplet sampling). With ``auto`` and no
+    --metric, a typed --model picks the metric for its kind (SDXL: diffsim-s-sdxl, DiT: diffsim-dit).
     """
-    from ..registry import create_metric, metric_info
+    from ..registry import create_metric, metric_for_model, metric_info
 
+    if name is None and auto and opts.get("model"):
+        sets = parse_sets(opts.get("set_items", ()))
+        name = metric_for_model(opts["model"], sets.get("revision"), "ip_adapter" in sets)
     info = metric_info(name or default)
     valid = set(info.settings_names())
     over: dict[str, Any] = {}

@@ -30,14 +30,15 @@ def score(
     metric_name: str | None,
     **opts: Any,
 ) -> None:
-    """Score CANDIDATES against REFERENCE (two images print one number). Default metric: DiffSim-S."""
+    """Score CANDIDATES against REFERENCE (two images print one number). Default metric: the one for
+    --model's kind (DiffSim-S for SD 1.x/2.x, diffsim-s-sdxl for SDXL, diffsim-dit for DiT)."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     from ..images import check_image_file
 
     for path in (reference, *candidates):  # every input is checked before any model loads
         check_image_file(path)
-    metric = build_metric(ctx, metric_name, "diffsim-s", opts)
+    metric = build_metric(ctx, metric_name, "diffsim-s", opts, auto=True)
     feats = metric.embed([reference, *candidates], progress=not quiet and len(candidates) > 1)
     ref, cands = feats[0], feats[1:]
     layers = getattr(metric, "compare_layers", None)

@@ -8,8 +8,8 @@ source of its config, ``repr`` and ``with_settings``.
 preprocess (a picklable step) -> content-hash lookup in the feature cache -> batched ``forward`` on
 the misses only -> compatibility checks in ``compare``. Adding a metric is one small file:
 
-1. a settings dataclass (fields with defaults, ``validate``, and the ``compare_only`` / ``per_call``
-   sets where they apply);
+1. a settings dataclass (fields with defaults and their roles: :func:`~diffsim.settings.load_field`,
+   ``compare_field``, ``per_call_field``..., and ``validate``);
 2. ``load_backbone(settings)`` (use :func:`diffsim.models.shared_model` so metrics share checkpoints);
 3. ``preprocessor`` (a :mod:`diffsim.preprocess` step), ``forward(pixels) -> Features`` and
    ``compare(a, b)``; optionally ``compare_matrix``, ``setup`` (derived state) and ``resolved``;
@@ -32,7 +32,7 @@ from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache, config_key
 from ..errors import ConfigError, ImageError
 from ..features import Features
 from ..images import ImageLike, ImagesLike, as_list, content_hash, describe, is_single
-from ..settings import Settings, jsonable, path_like, positive_int
+from ..settings import Settings, jsonable, load_field, path_like, positive_int, runtime_field
 from ..settings import Settings as AnySettings  # in the class bodies below, ``Settings`` is the ClassVar
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class Metric(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings.non_default().items())
         return f"{type(self).__name__}({self.name!r}{', ' + args if args else ''})"
+
+    def settings_dict(self) -> dict[str, Any]:
+        """Every setting by name, as given: ``create_metric(m.name, **m.settings_dict())`` rebuilds ``m``."""
+        return self.settings.values()
 
     def with_settings(self, **changes: Any) -> Metric:
         """The same kind of metric with some settings changed (every other setting kept)."""
@@ -142,15 +146,11 @@ class Metric(ABC):
 class RunSettings(Settings):
     """Settings every network-backed metric has: how it runs, and its feature cache."""
 
-    device: str | None = None  # None: cuda if available, else cpu
-    dtype: str | None = None  # None: float16 on CUDA, float32 elsewhere
-    batch_size: int = 4
-    cache_dir: str | os.PathLike | None = None  # on-disk feature cache (safetensors)
-    cache_bytes: int = DEFAULT_MEMORY_BYTES  # bound of the in-memory feature cache
-
-    runtime: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "cache_dir", "cache_bytes"})
-    #: settings that select the loaded network (a change loads another one)
-    load_fields: ClassVar[tuple[str, ...]] = ("device", "dtype")
+    device: str | None = runtime_field(None, load=True)  # None: cuda if available, else cpu
+    dtype: str | None = load_field(None)  # None: float16 on CUDA, float32 elsewhere
+    batch_size: int = runtime_field(4)
+    cache_dir: str | os.PathLike | None = runtime_field(None)  # on-disk feature cache (safetensors)
+    cache_bytes: int = runtime_field(DEFAULT_MEMORY_BYTES)  # bound of the in-memory feature cache
 
     def validate(self) -> None:
         positive_int("batch_size", self.batch_size)
@@ -172,10 +172,8 @@ class RunSettings(Settings):
 class FeatureSettings(RunSettings):
     """Run settings plus a model checkpoint (hub id or local path) and its revision."""
 
-    model: str | os.PathLike | None = None  # None: the metric's default model
-    revision: str | None = None
-
-    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype")
+    model: str | os.PathLike | None = load_field(None)  # None: the metric's default model
+    revision: str | None = load_field(None)
 
     def validate(self) -> None:
         super().validate()
@@ -235,9 +233,10 @@ class FeatureMetric(Metric):
 
     def with_settings(self: FM, **changes: Any) -> FM:
         """Same class, every setting kept but ``changes``; shares the loaded model and the feature cache
-        (a change of model, device, dtype or revision loads that model; of the cache settings, a new cache)."""
+        (a change of any load setting, e.g. model, variant or dtype, loads that model; of the cache settings,
+        a new cache)."""
         new = self.settings.replace(self.name, **changes)
-        same_model = all(getattr(new, f) == getattr(self.settings, f) for f in self.settings.load_fields)
+        same_model = new.load_dict() == self.settings.load_dict()
         same_cache = (new.cache_dir, new.cache_bytes) == (self.settings.cache_dir, self.settings.cache_bytes)
         return type(self)(
             new,

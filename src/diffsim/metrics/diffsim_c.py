@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
+from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
-from ..settings import path_like
-from .diffsim_s import DiffSim, DiffSimSettings
+from ..settings import load_field, path_like, resolved_field
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
+from .diffsim_s import DiffSimSettings
 
 DEFAULT_C_LAYER = "up0.cross"  # up_blocks.1.attentions.2.transformer_blocks.0.attn2: the authors' effective layer
 
@@ -27,23 +29,12 @@ DEFAULT_C_LAYER = "up0.cross"  # up_blocks.1.attentions.2.transformer_blocks.0.a
 class DiffSimCSettings(DiffSimSettings):
     """DiffSim-S's settings plus the IP-Adapter (where it is and its scale); layers are ``attn2``."""
 
-    layer: str | tuple[str, ...] = DEFAULT_C_LAYER
-    ip_adapter: str | os.PathLike = DEFAULT_IP_ADAPTER  # hub id or local folder in the h94 layout
-    ip_subfolder: str = IP_SUBFOLDER
-    ip_weight_name: str = IP_WEIGHTS
-    ip_image_encoder: str = IP_IMAGE_ENCODER
+    layer: str | tuple[str, ...] = resolved_field(DEFAULT_C_LAYER)
+    ip_adapter: str | os.PathLike = load_field(DEFAULT_IP_ADAPTER)  # hub id or local folder in the h94 layout
+    ip_subfolder: str = load_field(IP_SUBFOLDER)
+    ip_weight_name: str = load_field(IP_WEIGHTS)
+    ip_image_encoder: str = load_field(IP_IMAGE_ENCODER)
     scale: float = 0.5  # the adapter's weight in every attn2 (paper: 0.5)
-
-    load_fields: ClassVar[tuple[str, ...]] = (
-        "model",
-        "revision",
-        "device",
-        "dtype",
-        "ip_adapter",
-        "ip_subfolder",
-        "ip_weight_name",
-        "ip_image_encoder",
-    )
 
     def validate(self) -> None:
         super().validate()
@@ -57,28 +48,13 @@ class DiffSimCSettings(DiffSimSettings):
             )
 
 
-class DiffSimC(DiffSim):
+class DiffSimC(AttentionMetric):
     """DiffSim-C: Q at a cross-attention layer against the IP-Adapter image tokens' keys/values."""
 
     Settings = DiffSimCSettings
     settings: DiffSimCSettings
     default_name = "diffsim-c"
+    default_model = DEFAULT_MODEL
+    backbone_class = IPAdapterBackbone
     layer_kind = "cross"
-
-    @classmethod
-    def load_backbone(cls, settings: DiffSimCSettings) -> IPAdapterBackbone:  # type: ignore[override]
-        return IPAdapterBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            ip_adapter=settings.ip_adapter,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-            variant=settings.variant,
-            single_file_config=settings.single_file_config,
-            subfolder=settings.ip_subfolder,
-            weight_name=settings.ip_weight_name,
-            image_encoder_folder=settings.ip_image_encoder,
-        )
-
-    def extract_options(self) -> dict[str, Any]:
-        return {"scale": float(self.settings.scale)}
+    conditioning = TextConditioning(ip_scale="scale")

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
-from typing import Any, ClassVar
-
-import torch
+from typing import ClassVar
 
 from .. import aas
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
 from ..errors import ConfigError, LayerError
-from ..features import Features
-from ..images import ImagesLike, check_crop, check_size
-from ..preprocess import Resize
-from ..settings import is_int, one_of
-from .base import FeatureMetric, FeatureSettings
-from .diffsim_s import DEFAULT_SEED, DEFAULT_STEP, DiffSim
+from ..images import check_crop, check_size
+from ..settings import compare_field, is_int, load_field, one_of, resolved_field
+from .attention import DEFAULT_SEED, AttentionMetric
+from .base import FeatureSettings
+from .conditioning import ClassConditioning
 
 DEFAULT_DIT_LAYER = "block14"  # the middle of DiT-XL/2's 28 blocks (the authors published no setting)
 
@@ -33,21 +29,18 @@ DEFAULT_DIT_LAYER = "block14"  # the middle of DiT-XL/2's 28 blocks (the authors
 class DiTSettings(FeatureSettings):
     """Settings of DiffSim on a DiT."""
 
-    model: str | os.PathLike | None = DEFAULT_DIT
-    layer: str | tuple[str, ...] = DEFAULT_DIT_LAYER  # blockL, a block index, or transformer_blocks.L.attn1
-    timestep: int | None = None  # the actual T of the DiT's schedule
-    step: int | None = None  # the paper's index K: T = scheduler.timesteps[K] (DDIM: 999 - K); default 500
-    class_label: int | str = DEFAULT_CLASS  # ImageNet id or label name
-    size: int | None = None  # None: the model's native size (256 or 512)
+    model: str | os.PathLike | None = load_field(DEFAULT_DIT)
+    layer: str | tuple[str, ...] = resolved_field(DEFAULT_DIT_LAYER)  # blockL, an index, or transformer_blocks.L.attn1
+    timestep: int | None = resolved_field(None)  # the actual T of the DiT's schedule
+    step: int | None = resolved_field(None)  # the paper's index K: T = scheduler.timesteps[K] (DDIM: 999 - K)
+    class_label: int | str = resolved_field(DEFAULT_CLASS)  # ImageNet id or label name
+    size: int | None = resolved_field(None)  # None: the model's native size (256 or 512)
     seed: int = DEFAULT_SEED
     single_branch: bool = False  # the class branch only (no null-class branch)
-    similarity: str = "cosine"
+    similarity: str = compare_field("cosine")
     crop: str = "none"
 
-    compare_only: ClassVar[frozenset[str]] = frozenset({"similarity"})
     exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
-    #: resolved against the model (module paths, actual T, class id, native size) for the feature config
-    resolved_by_model: ClassVar[frozenset[str]] = frozenset({"layer", "timestep", "step", "class_label", "size"})
 
     def normalise(self) -> None:
         if isinstance(self.layer, (list, tuple)):
@@ -79,93 +72,13 @@ class DiTSettings(FeatureSettings):
     def layer_names(self) -> list[str]:
         return [self.layer] if isinstance(self.layer, str) else list(self.layer)
 
-    def feature_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in super().feature_dict().items() if k not in self.resolved_by_model}
 
+class DiffSimDiT(AttentionMetric):
+    """DiffSim on a DiT's self-attention (class-conditioned: ``class_label``, no prompt, no masks)."""
 
-class DiffSimDiT(DiffSim):
-    """DiffSim on a DiT's self-attention; compare / matrix / token maps as DiffSim-S."""
-
-    Settings = DiTSettings  # type: ignore[assignment]
-    settings: DiTSettings  # type: ignore[assignment]
+    Settings = DiTSettings
+    settings: DiTSettings
     default_name = "diffsim-dit"
     default_model = DEFAULT_DIT
-    accepts_prompt = False
-    accepts_masks = False
-    embed_options = ()  # type: ignore[assignment]
-
-    @classmethod
-    def load_backbone(cls, settings: DiTSettings) -> DiTBackbone:  # type: ignore[override]
-        return DiTBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-        )
-
-    def setup(self) -> None:
-        s, bb = self.settings, self.backbone
-        self._size = s.size if s.size is not None else bb.default_size
-        check_size(self._size, bb.latent_factor * bb.patch_size)
-        step = s.step if s.timestep is not None or s.step is not None else DEFAULT_STEP
-        self.timestep = bb.timestep(timestep=s.timestep, step=None if s.timestep is not None else step)
-        self.step = None if s.timestep is not None else step
-        self.class_id = bb.class_id(s.class_label)
-        self.layer_names = s.layer_names
-        self.layers = bb.resolve(self.layer_names)
-        self.compare_dtype = None  # compare in float32
-
-    size = property(lambda self: self._size)
-    prompt = property(lambda self: None)
-
-    def resolved(self) -> dict[str, Any]:
-        return {
-            "layers": list(self.layers),
-            "timestep": self.timestep,
-            "step": self.step,
-            "class_id": self.class_id,
-            "size": self._size,
-        }
-
-    def feature_resolved(self) -> dict[str, Any]:
-        return {
-            "layers": list(self.layers),
-            "timestep": self.timestep,
-            "class_id": self.class_id,
-            "size": self._size,
-            "branches": 1 if self.single_branch else 2,
-        }
-
-    @property
-    def preprocessor(self) -> Resize:
-        return Resize(self._size, self.crop, signed=True)
-
-    def forward(self, pixels: torch.Tensor) -> Features:  # type: ignore[override]
-        qkv = self.backbone.extract(
-            pixels, self.layers, self.timestep, self.class_id, self.seed, single_branch=self.single_branch
-        )
-        tensors: dict[str, torch.Tensor] = {}
-        for path, f in qkv.items():
-            tensors[f"{path}/q"], tensors[f"{path}/k"], tensors[f"{path}/v"] = f.q, f.k, f.v
-        return Features(tensors)
-
-    def embed(  # type: ignore[override]  # masks are not offered on a DiT
-        self,
-        images: ImagesLike,
-        progress: bool = False,
-        prompt: str | None = None,
-        **options: Any,
-    ) -> Features:
-        """Q/K/V features of each image at the metric's blocks (one truncated DiT pass per distinct image).
-
-        ``prompt`` is accepted as None only (callers written for DiffSim-S pass it): a DiT is
-        class-conditioned, see the ``class_label`` setting.
-        """
-        if prompt is not None:
-            raise ConfigError(
-                f"{self.name} takes no prompt: a DiT is conditioned on a class (class_label=...); got prompt={prompt!r}"
-            )
-        return FeatureMetric.embed(self, images, progress, **options)
-
-    def finish(self, feats: Features, images: Sequence[Any], **options: Any) -> Features:  # type: ignore[override]
-        return feats
+    backbone_class = DiTBackbone
+    conditioning = ClassConditioning()

@@ -9,23 +9,26 @@ to [0, 1] by its global min and max, as the authors' unwired ``diffeats`` code d
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import torch
 
 from .. import aas
+from ..backbones.detect import SD
+from ..backbones.lazy import LazyStableDiffusion
+from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
 from ..features import Features
+from ..settings import compare_field
 from ..similarity import cosine_matrix, cosine_rows
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
 from .diffsim_s import DiffSim, DiffSimSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class DiffSimFeatureSettings(DiffSimSettings):
-    out_proj: bool = True  # apply the layer's to_out (the authors' attn1 output)
-    minmax: bool = False  # rescale each tensor to [0, 1] first (the authors' unwired code)
-
-    compare_only: ClassVar[frozenset[str]] = DiffSimSettings.compare_only | {"out_proj", "minmax"}
+    out_proj: bool = compare_field(True)  # apply the layer's to_out (the authors' attn1 output)
+    minmax: bool = compare_field(False)  # rescale each tensor to [0, 1] first (the authors' unwired code)
 
     def validate(self) -> None:
         super().validate()
@@ -35,12 +38,16 @@ class DiffSimFeatureSettings(DiffSimSettings):
         self._set("minmax", bool(self.minmax))
 
 
-class DiffSimFeatures(DiffSim):
+class DiffSimFeatures(AttentionMetric):
     """Cosine of a U-Net layer's attention output; higher is more similar."""
 
     Settings = DiffSimFeatureSettings
     settings: DiffSimFeatureSettings
     default_name = "diffsim-feat"
+    default_model = DEFAULT_MODEL
+    conditioning = TextConditioning()
+    backbone_class = LazyStableDiffusion  # the DiffSim-S backbone (SD 1.x/2.x)
+    model_kinds = (SD,)
 
     @property
     def feature_family(self) -> str:

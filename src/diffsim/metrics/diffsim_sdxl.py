@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
 from ..errors import ConfigError
-from ..settings import path_like
-from .diffsim_s import DiffSim, DiffSimSettings
+from ..settings import load_field, path_like
+from .attention import AttentionMetric
+from .conditioning import TextConditioning
+from .diffsim_s import DiffSimSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class DiffSimXLSettings(DiffSimSettings):
     """DiffSim-S settings for SDXL (model, native size, micro-conditioning size, fixed VAE)."""
 
-    model: str | os.PathLike | None = DEFAULT_SDXL
+    model: str | os.PathLike | None = load_field(DEFAULT_SDXL)
     size: int = 1024
     conditioning_size: int | None = None  # None: the input size; 1024: the authors' fixed conditioning
-    vae: str | os.PathLike | None = None  # a fixed fp16 VAE (hub id or folder)
-
-    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "device", "dtype", "vae")
+    vae: str | os.PathLike | None = load_field(None)  # a fixed fp16 VAE (hub id or folder)
 
     def validate(self) -> None:
         super().validate()
@@ -38,25 +37,12 @@ class DiffSimXLSettings(DiffSimSettings):
         path_like("vae", self.vae)
 
 
-class DiffSimXL(DiffSim):
-    """DiffSim-S with an SDXL backbone (``DiffSim.from_pretrained`` picks it for SDXL models)."""
+class DiffSimXL(AttentionMetric):
+    """DiffSim-S with an SDXL backbone (:func:`diffsim.load` picks it for SDXL models)."""
 
     Settings = DiffSimXLSettings
     settings: DiffSimXLSettings
     default_name = "diffsim-s-sdxl"
     default_model = DEFAULT_SDXL
-
-    @classmethod
-    def load_backbone(cls, settings: DiffSimXLSettings) -> SDXLBackbone:  # type: ignore[override]
-        return SDXLBackbone.from_pretrained(
-            settings.model or cls.default_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            revision=settings.revision,
-            variant=settings.variant,
-            single_file_config=settings.single_file_config,
-            vae=settings.vae,
-        )
-
-    def extract_options(self) -> dict[str, Any]:
-        return {"conditioning_size": self.settings.conditioning_size}
+    backbone_class = SDXLBackbone
+    conditioning = TextConditioning(size="conditioning_size")

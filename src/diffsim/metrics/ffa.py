@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -23,7 +23,7 @@ from ..features import Features
 from ..images import ImageLike, ImagesLike
 from ..masks import MaskLike, load_masks, to_tokens
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import path_like
+from ..settings import compare_field, path_like
 from ..similarity import cosine_matrix, cosine_rows
 from .automask import AutoMasks, Prompts
 from .vit import ViTMetric, ViTSettings
@@ -34,11 +34,9 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class FFASettings(ViTSettings):
     size: int = 336
-    mask_model: str | os.PathLike = DEFAULT_SEGMENTER
-    mask_prompt: str | tuple[str, ...] = DEFAULT_MASK_PROMPT
-    auto_masks: bool = False
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"mask_model", "mask_prompt", "auto_masks"})
+    mask_model: str | os.PathLike = compare_field(DEFAULT_SEGMENTER)
+    mask_prompt: str | tuple[str, ...] = compare_field(DEFAULT_MASK_PROMPT)
+    auto_masks: bool = compare_field(False)
 
     def normalise(self) -> None:
         if isinstance(self.mask_prompt, list):

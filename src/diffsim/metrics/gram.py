@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LayerError
 from ..features import Features
 from ..preprocess import ResizeCrop
-from ..settings import one_of, positive_int
+from ..settings import compare_field, load_field, one_of, positive_int
 from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, RunSettings
 
@@ -45,13 +45,10 @@ def vgg_layer_names(features: nn.Sequential) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class GramSettings(RunSettings):
-    weights: str | os.PathLike | None = "imagenet"  # torchvision's ImageNet weights, a .pth file, or None (random)
+    weights: str | os.PathLike | None = load_field("imagenet")  # torchvision's ImageNet weights, a .pth file, or None
     layer: str = "conv5_1"
     size: int = 512
-    rows: str = "all"  # "last": the authors' bug (only the last Gram row)
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"rows"})
-    load_fields: ClassVar[tuple[str, ...]] = ("weights", "device", "dtype")
+    rows: str = compare_field("all")  # "last": the authors' bug (only the last Gram row)
 
     def validate(self) -> None:
         super().validate()

@@ -13,7 +13,7 @@ import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -21,7 +21,7 @@ from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..preprocess import Resize
-from ..settings import one_of, path_like, positive_int
+from ..settings import load_field, one_of, path_like, positive_int
 from .base import FeatureMetric, RunSettings
 
 NETS = {"vgg": ("vgg16", (3, 8, 15, 22, 29)), "alex": ("alexnet", (1, 4, 7, 9, 11))}
@@ -60,12 +60,10 @@ def load_linear_heads(net: str, lin_weights: str | os.PathLike | None) -> list[t
 
 @dataclasses.dataclass(frozen=True)
 class LPIPSSettings(RunSettings):
-    net: str = "vgg"  # or "alex"
-    weights: str | os.PathLike | None = "imagenet"  # backbone: torchvision ImageNet, a .pth file, or None (random)
-    lin_weights: str | os.PathLike | None = None  # None: the v0.1 heads shipped in the lpips wheel
+    net: str = load_field("vgg")  # or "alex"
+    weights: str | os.PathLike | None = load_field("imagenet")  # torchvision ImageNet, a .pth file, or None (random)
+    lin_weights: str | os.PathLike | None = load_field(None)  # None: the v0.1 heads shipped in the lpips wheel
     size: int = 512
-
-    load_fields: ClassVar[tuple[str, ...]] = ("net", "weights", "lin_weights", "device", "dtype")
 
     def validate(self) -> None:
         super().validate()

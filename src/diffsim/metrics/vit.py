@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from ..backbones.vit import ViTBackbone
 from ..errors import ConfigError
 from ..preprocess import ResizeCrop
-from ..settings import positive_int
+from ..settings import positive_int, runtime_field
 from .base import FeatureMetric, FeatureSettings
 
 RESIZE = {"clip": 224, "dinov2": 256}
@@ -25,7 +25,7 @@ class ViTSettings(FeatureSettings):
 
     size: int = 224  # centre-crop size
     resize: int | None = None  # shortest side before the crop; None: the family's ratio (CLIP 1, DINOv2 256/224)
-    batch_size: int = 16
+    batch_size: int = runtime_field(16)
 
     def validate(self) -> None:
         super().validate()

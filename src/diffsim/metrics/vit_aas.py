@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -26,7 +26,7 @@ from .. import aas
 from ..aas import QKV
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, QKV_INPUTS
 from ..features import Features
-from ..settings import is_int, one_of
+from ..settings import compare_field, is_int, one_of
 from .vit import ViTMetric, ViTSettings
 
 
@@ -34,9 +34,7 @@ from .vit import ViTMetric, ViTSettings
 class ViTAASSettings(ViTSettings):
     layer: int = -1  # encoder layer index (negative counts from the end)
     qkv_input: str = "normed"  # or "residual" (authors' CLIP AAS)
-    out_proj: bool = False  # apply the layer's output projection before the score (authors' CLIP AAS)
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"out_proj"})
+    out_proj: bool = compare_field(False)  # apply the layer's output projection before the score (authors' CLIP AAS)
 
     def validate(self) -> None:
         super().validate()

@@ -8,22 +8,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import torch
 
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
 from ..errors import ConfigError
 from ..features import Features
+from ..settings import compare_field
 from ..similarity import cosine_matrix, cosine_rows
 from .vit import ViTMetric, ViTSettings
 
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddingSettings(ViTSettings):
-    scale: float = 1.0  # multiply the cosine (100: the authors' numbers)
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"scale"})
+    scale: float = compare_field(1.0)  # multiply the cosine (100: the authors' numbers)
 
     def validate(self) -> None:
         super().validate()

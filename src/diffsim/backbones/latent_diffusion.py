@@ -1,0 +1,170 @@
+"""One base for every latent-diffusion backbone: encode -> noise -> model input -> conditioning -> capture.
+
+:class:`LatentDiffusionBackbone.extract` is the one implementation of the
+:class:`~diffsim.backbones.protocol.AttentionBackbone` contract's ``extract``; a backbone (SD 1.x/2.x,
+SDXL, DiT, SD + IP-Adapter) supplies only what differs:
+
+* ``model_input(z0, T, seed)``: the noised latent the denoiser sees (default: the scheduler's
+  ``add_noise`` then ``scale_model_input``);
+* ``conditioning(condition, n, branches, latents, pixels)``: the denoiser's keyword inputs for the batch,
+  built with :func:`guidance_pair` (the guidance pair is assembled in this one place);
+* ``run(sample, t, layers, inputs, stop_early)``: the denoiser pass that captures Q/K/V (default: the
+  hook capture of :mod:`.capture` on ``denoiser``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..aas import QKV
+from ..errors import ConfigError
+from .capture import capture, check_captured, self_attention_qkv
+from .latents import LatentEncoding
+from .protocol import Condition, as_condition, check_branches
+
+
+def guidance_pair(cond: torch.Tensor, other: torch.Tensor, n: int, branches: int, cond_first: bool = False):
+    """The batch's conditioning rows, branch-major: ``[other x n, cond x n]`` (``cond_first``: ``[cond, other]``),
+    or ``cond x n`` alone for one branch. ``cond`` / ``other`` have 1 or ``n`` rows."""
+    c = cond.expand(n, *cond.shape[1:])
+    if branches == 1:
+        return c
+    o = other.expand(n, *other.shape[1:])
+    return torch.cat([c, o] if cond_first else [o, c])
+
+
+def by_image(qkv: QKV, branches: int, m: int, n: int, copy: bool = False) -> QKV:
+    """(branches*M, H, T, D) in [branch-major] order -> (N, branches, H, T, D): the first N of M images.
+
+    ``copy`` forces fresh storage (CUDA graphs reuse their output buffers on the next call).
+    """
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        y = x.reshape(branches, m, *x.shape[1:])[:, :n].transpose(0, 1)
+        return y.clone(memory_format=torch.contiguous_format) if copy else y.contiguous()
+
+    return QKV(split(qkv.q), split(qkv.k), split(qkv.v))
+
+
+class LatentDiffusionBackbone(LatentEncoding):
+    """Base of the SD, SDXL, DiT and SD + IP-Adapter backbones (see the module docstring)."""
+
+    kind: ClassVar[str] = "latent-diffusion"
+    #: which condition type ``extract`` takes (a prompt for text models, a class for DiT)
+    condition_type: ClassVar[type] = object
+    #: what the capture error calls the denoiser
+    denoiser_name: ClassVar[str] = "U-Net"
+    identity: str
+    device: torch.device
+    dtype: torch.dtype
+    passes: int = 0
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sizes must be multiples of this (the VAE factor; DiT: times its patch size)."""
+        return self.latent_factor
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The network whose attention layers are read (U-Net or DiT transformer)."""
+        raise NotImplementedError
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        """The context of the denoiser pass (``torch.no_grad``; SD may use inference mode)."""
+        return torch.no_grad()
+
+    # ------------------------------------------------------------------ hooks
+    def project(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
+        """A hooked attention module's call -> its Q/K/V (the IP-Adapter: Q against the image tokens)."""
+        return self_attention_qkv(module, args, kwargs)
+
+    def check_condition(self, condition: Condition) -> Condition:
+        if not isinstance(condition, self.condition_type):
+            raise ConfigError(
+                f"the {self.kind} backbone is conditioned by a {self.condition_type.__name__}; got {condition!r}"
+            )
+        return condition
+
+    def conditioning(
+        self, condition: Any, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """The denoiser's keyword inputs (text states, class labels, ...) for ``n`` images and ``branches``."""
+        raise NotImplementedError
+
+    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
+        """Latents as the pass takes them (compiled SD passes pad to a bucket size); default: unchanged."""
+        return z0
+
+    @property
+    def copy_outputs(self) -> bool:
+        return False
+
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
+    ) -> dict[str, QKV]:
+        """One denoiser pass with Q/K/V captured at ``layers`` (stopping after the last one)."""
+        return capture(
+            self.denoiser,
+            layers,
+            sample,
+            t,
+            stop_early=stop_early,
+            project=self.project,
+            what=self.denoiser_name,
+            return_dict=False,
+            **inputs,
+        )
+
+    # --------------------------------------------------------------- features
+    def extract(
+        self,
+        pixels: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int = 2,
+        *,
+        stop_early: bool = True,
+    ) -> dict[str, QKV]:
+        """Q/K/V at module paths ``layers`` for pixels (N, 3, H, W) in [-1, 1]: each ``(N, branches, heads, T, D)``
+        in the model dtype. ``condition``: a :data:`~.protocol.Condition`, a prompt or a class id."""
+        z0 = self.encode(pixels, seed)
+        return self.extract_latents(
+            z0, layers, timestep, condition, seed, branches, stop_early=stop_early, pixels=pixels
+        )
+
+    def extract_latents(
+        self,
+        z0: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int = 2,
+        *,
+        stop_early: bool = True,
+        pixels: torch.Tensor | None = None,
+    ) -> dict[str, QKV]:
+        """As :meth:`extract`, from clean latents (a sweep encodes once for many timesteps). A backbone that
+        conditions on the image itself (the IP-Adapter) needs the ``pixels`` too."""
+        cond = self.check_condition(as_condition(condition))
+        branches = check_branches(branches)
+        n = z0.shape[0]
+        layers = list(layers)
+        z0 = self.pad_latents(z0, tuple(layers), stop_early)
+        m = z0.shape[0]
+        with torch.no_grad():
+            xt = self.model_input(z0, timestep, seed).to(self.dtype)
+            inputs = self.conditioning(cond, m, branches, z0, pixels)
+        sample = xt if branches == 1 else torch.cat([xt, xt])
+        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
+        self.passes += 1
+        with self.no_grad():
+            store = self.run(sample, t, layers, inputs, stop_early)
+        check_captured(store, layers, self.denoiser_name)
+        return {p: by_image(store[p], branches, m, n, copy=self.copy_outputs) for p in layers}

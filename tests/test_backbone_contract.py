@@ -1,0 +1,207 @@
+"""Every attention backbone fulfils one contract (:mod:`diffsim.backbones.protocol`), checked on tiny
+real-class models: the protocol, identity that follows the weights (also through the CLI's disk cache),
+shapes, aliases, step -> T, and batch = single with every cache cleared and the denoiser passes counted
+by a hook on the real module (a cache hit runs no pass, so it cannot pass)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffsim.backbones.dit import DiTBackbone
+from diffsim.backbones.ip_adapter import IPAdapterBackbone
+from diffsim.backbones.lazy import LazyStableDiffusion
+from diffsim.backbones.protocol import AttentionBackbone, ClassCondition, TextCondition
+from diffsim.backbones.sdxl import SDXLBackbone
+from diffsim.backbones.spec import LoadSpec
+from diffsim.backbones.stable_diffusion import StableDiffusionBackbone
+from diffsim.models import clear_models
+
+from .conftest import SIZE
+from .test_cli import run
+from .tiny_dit import build_tiny_dit
+from .tiny_ip_adapter import build_tiny_ip_adapter
+from .tiny_sd import build_tiny_pipeline
+from .tiny_sdxl import build_tiny_sdxl
+
+KINDS = ("sd", "sdxl", "dit", "ip")
+CPU = {"device": "cpu", "dtype": "float32"}
+
+
+def _build(kind: str, folder: Path, seed: int, sd: Path) -> Path:
+    if kind == "sd":
+        return build_tiny_pipeline(folder, seed=seed)
+    if kind == "sdxl":
+        return build_tiny_sdxl(folder, seed=seed)
+    if kind == "dit":
+        return build_tiny_dit(folder, seed=seed)
+    return build_tiny_ip_adapter(folder, sd, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, tiny_sd_path):
+    """Per kind: two folders of the same name (``.../a/model``, ``.../b/model``) with other weights
+    (for ``ip`` the adapter folder; the SD model is the tiny one)."""
+    out = {}
+    for kind in KINDS:
+        root = tmp_path_factory.mktemp(f"contract-{kind}")
+        out[kind] = (
+            _build(kind, root / "a" / "model", 0, tiny_sd_path),
+            _build(kind, root / "b" / "model", 1, tiny_sd_path),
+        )
+    return out
+
+
+def load(kind: str, folder: Path, sd: Path):
+    if kind == "sd":
+        return StableDiffusionBackbone.from_pretrained(folder, **CPU)
+    if kind == "sdxl":
+        return SDXLBackbone.from_pretrained(folder, **CPU)
+    if kind == "dit":
+        return DiTBackbone.from_pretrained(folder, **CPU)
+    return IPAdapterBackbone.from_pretrained(sd, ip_adapter=folder, **CPU)
+
+
+def condition(kind: str):
+    return ClassCondition(1) if kind == "dit" else TextCondition("a photo")
+
+
+def layer_kind(kind: str) -> str:
+    return "cross" if kind == "ip" else "self"
+
+
+def entry_module(bb) -> torch.nn.Module:
+    """The denoiser's first module: every pass (explicit or hooked) runs it once."""
+    net = bb.denoiser
+    return net.pos_embed if hasattr(net, "pos_embed") else net.conv_in
+
+
+def pixels(n: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(11)
+    return torch.rand(n, 3, SIZE, SIZE, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_protocol_shapes_aliases_and_steps(kind, weights, tiny_sd_path):
+    bb = load(kind, weights[kind][0], tiny_sd_path)
+    assert isinstance(bb, AttentionBackbone)
+    assert bb.identity and isinstance(bb.device, torch.device) and bb.dtype == torch.float32
+    assert SIZE % bb.latent_factor == 0 and bb.default_size > 0
+    aliases = bb.aliases()
+    assert aliases
+    for alias, path in aliases.items():
+        if alias.endswith(".cross") != (layer_kind(kind) == "cross"):
+            continue
+        assert bb.resolve([alias], kind=layer_kind(kind)) == [path]
+        assert bb.resolve([path], kind=layer_kind(kind)) == [path]
+    table = bb.step_table()
+    for k in (100, 500, 900):
+        assert bb.timestep(step=k) == table[k]
+    assert bb.timestep(timestep=321) == 321
+    rows = {r.path: r for r in bb.layers(SIZE)}
+    paths = bb.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+    for branches in (1, 2):
+        out = bb.extract(pixels(2), paths, bb.timestep(step=500), condition(kind), 0, branches)
+        f = out[paths[0]]
+        row = rows[paths[0]]
+        n, b, h, t, d = f.q.shape
+        assert (n, b, h, t) == (2, branches, row.heads, row.grid[0] * row.grid[1])
+        assert f.k.shape[:3] == (2, branches, row.heads)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_equals_single_with_counted_passes(kind, weights, tiny_sd_path):
+    bb = load(kind, weights[kind][0], tiny_sd_path)
+    paths = bb.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+    t = bb.timestep(step=500)
+    calls = [0]
+    handle = entry_module(bb).register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    try:
+        x = pixels(3)
+        bb.clear_caches()
+        before = bb.passes
+        batch = bb.extract(x, paths, t, condition(kind), 7)[paths[0]]
+        assert calls[0] == 1 and bb.passes - before == 1  # one pass for the batch
+        singles = []
+        for i in range(3):
+            bb.clear_caches()
+            singles.append(bb.extract(x[i : i + 1], paths, t, condition(kind), 7)[paths[0]])
+        assert calls[0] == 4 and bb.passes - before == 4  # one real pass per single image
+    finally:
+        handle.remove()
+    for i, one in enumerate(singles):
+        for a, b in ((batch.q[i], one.q[0]), (batch.k[i], one.k[0]), (batch.v[i], one.v[0])):
+            assert torch.allclose(a, b, atol=5e-5 * float(a.abs().max()) + 1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_identity_follows_the_weights(kind, weights, tiny_sd_path, tmp_path):
+    a_dir, b_dir = weights[kind]
+    assert a_dir.name == b_dir.name
+    a, b = load(kind, a_dir, tiny_sd_path), load(kind, b_dir, tiny_sd_path)
+    assert a is not b and a.identity != b.identity  # same folder name, other weights: another model
+    assert load(kind, a_dir, tiny_sd_path) is a  # the same weights: the shared model
+    paths = a.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+    t = a.timestep(step=500)
+    fa = a.extract(pixels(1), paths, t, condition(kind), 0)[paths[0]]
+    fb = b.extract(pixels(1), paths, t, condition(kind), 0)[paths[0]]
+    assert not torch.allclose(fa.q, fb.q)
+    # weights replaced in place (same path): a new identity
+    moved = shutil.copytree(a_dir, tmp_path / "model", copy_function=shutil.copy)
+    spec = LoadSpec(tiny_sd_path, ip_adapter=moved) if kind == "ip" else LoadSpec(moved)
+    before = spec.identity()
+    shutil.rmtree(moved)
+    shutil.copytree(b_dir, moved, copy_function=shutil.copy)
+    assert spec.identity() != before
+
+
+def test_lazy_sd_fulfils_the_protocol_without_loading(weights):
+    lazy = LazyStableDiffusion.create(LoadSpec(weights["sd"][1], device="cpu", dtype="bfloat16"))
+    assert isinstance(lazy, LazyStableDiffusion) and isinstance(lazy, AttentionBackbone)
+    assert lazy.layers(SIZE) and lazy.aliases() and lazy.resolve(["up0"]) and lazy.step_table()
+    assert lazy.timestep(step=500) == 501 and lazy.default_size == 512 and lazy.size_multiple == lazy.latent_factor
+    assert not lazy.weights_loaded and lazy.passes == 0  # every member but extract answers from the configs
+
+
+def _cli_args(kind: str, model: Path, sd: Path, cache: Path, images: list[Path]) -> list[str]:
+    args = [
+        "score",
+        str(images[0]),
+        str(images[1]),
+        "--size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "-q",
+        "--cache",
+        str(cache),
+    ]
+    if kind == "ip":
+        return [*args, "--metric", "diffsim-c", "--model", str(sd), "--set", f"ip_adapter={model}"]
+    if kind == "dit":
+        return [*args, "--metric", "diffsim-dit", "--layer", "block1", "--model", str(model)]
+    return [*args, "--model", str(model)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cli_cache_never_reuses_numbers_of_other_weights(kind, weights, tiny_sd_path, image_files, tmp_path, capsys):
+    """``diffsim score --cache C`` on a folder, then the same folder with other weights: a new number, the
+    one a fresh run on those weights gives (not the cached one)."""
+    a_dir, b_dir = weights[kind]
+    folder = shutil.copytree(a_dir, tmp_path / "w" / "model", copy_function=shutil.copy)
+    cache = tmp_path / "cache"
+    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_sd_path, cache, image_files))
+    assert code == 0, err
+    first = float(out.split()[-1])
+    shutil.rmtree(folder)
+    shutil.copytree(b_dir, folder, copy_function=shutil.copy)
+    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_sd_path, cache, image_files))
+    assert code == 0, err
+    second = float(out.split()[-1])
+    clear_models()
+    code, out, err = run(capsys, *_cli_args(kind, b_dir, tiny_sd_path, tmp_path / "fresh", image_files))
+    assert code == 0, err
+    assert abs(second - first) > 1e-6 and abs(second - float(out.split()[-1])) < 1e-6
