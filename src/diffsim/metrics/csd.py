@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -31,7 +31,7 @@ from ..errors import ConfigError, ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import ResizeCrop
-from ..settings import one_of, positive_int
+from ..settings import compare_field, one_of, positive_int, runtime_field
 from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, FeatureSettings
 from .dreamsim import CLIP_MEAN, CLIP_STD
@@ -92,11 +92,9 @@ def load_csd(model: str | os.PathLike, device: Any, dtype: Any, revision: str | 
 
 @dataclasses.dataclass(frozen=True)
 class CSDSettings(FeatureSettings):
-    head: str = "style"  # or "content"
+    head: str = compare_field("style")  # or "content"
     size: int = 224
-    batch_size: int = 16
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"head"})
+    batch_size: int = runtime_field(16)
 
     def validate(self) -> None:
         super().validate()

@@ -17,7 +17,7 @@ import dataclasses
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,7 @@ from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..preprocess import Resize
-from ..settings import path_like, positive_int
+from ..settings import load_field, path_like, positive_int
 from .base import FeatureMetric, RunSettings
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -91,11 +91,11 @@ class L2Pool(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class DISTSSettings(RunSettings):
-    weights: str | os.PathLike | None = "imagenet"  # VGG16: torchvision ImageNet, a .pth file, or None (random)
-    dists_weights: str | os.PathLike | None = None  # alpha/beta .pt; None: the DISTS_pytorch wheel's
+    weights: str | os.PathLike | None = load_field(
+        "imagenet"
+    )  # VGG16: torchvision ImageNet, a .pth file, or None (random)
+    dists_weights: str | os.PathLike | None = load_field(None)  # alpha/beta .pt; None: the DISTS_pytorch wheel's
     size: int = 256
-
-    load_fields: ClassVar[tuple[str, ...]] = ("weights", "dists_weights", "device", "dtype")
 
     def validate(self) -> None:
         super().validate()

@@ -26,7 +26,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import torch
 
@@ -39,7 +39,7 @@ from ..errors import ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
-from ..settings import one_of, positive_int
+from ..settings import load_field, one_of, positive_int, runtime_field
 from .base import FeatureMetric, FeatureSettings
 
 logger = logging.getLogger(__name__)
@@ -229,11 +229,9 @@ def load_dreamsim(
 class DreamSimSettings(FeatureSettings):
     """``model``: the checkpoint folder (or a hub repo with that layout); None: ``<torch hub dir>/dreamsim``."""
 
-    variant: str = "ensemble"
+    variant: str = load_field("ensemble")
     size: int = 224
-    batch_size: int = 16
-
-    load_fields: ClassVar[tuple[str, ...]] = ("model", "revision", "variant", "device", "dtype")
+    batch_size: int = runtime_field(16)
 
     def validate(self) -> None:
         super().validate()

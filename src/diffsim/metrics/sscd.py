@@ -19,7 +19,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -33,7 +33,7 @@ from ..errors import ConfigError, ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
-from ..settings import positive_int
+from ..settings import compare_field, positive_int, runtime_field
 from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, FeatureSettings
 
@@ -137,10 +137,8 @@ def load_sscd(model: str | os.PathLike, device: Any, dtype: Any, revision: str |
 @dataclasses.dataclass(frozen=True)
 class SSCDSettings(FeatureSettings):
     size: int = 320
-    batch_size: int = 16
-    threshold: float = 0.75  # copy-detection threshold (SSCD: ~90% precision on DISC2021); for dedup
-
-    compare_only: ClassVar[frozenset[str]] = frozenset({"threshold"})
+    batch_size: int = runtime_field(16)
+    threshold: float = compare_field(0.75)  # copy-detection threshold (SSCD: ~90% precision on DISC2021); for dedup
 
     def validate(self) -> None:
         super().validate()
