@@ -172,3 +172,29 @@ def test_torchmetrics_as_loss_is_differentiable_and_keeps_no_graph_in_its_states
     clip = request.getfixturevalue("tiny_clip_path")
     with pytest.raises(ConfigError, match="as_loss=True needs a differentiable metric"):
         DiffSimScore(metric="clip-i", model=clip, device="cpu", size=32, as_loss=True)
+
+
+# ------------------------------------------------------------------------------------------------ example
+def test_style_loss_example_runs_on_a_tiny_model(sharp_sd_path, tmp_path, capsys):
+    """examples/style_loss.py's command line on the tiny model: pictures written, the style loss went down."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "style_loss.py"
+    spec = importlib.util.spec_from_file_location("style_loss_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--model", str(sharp_sd_path), "--size", "64", "--layer", "up1", "--step", "500", "--steps", "6"]
+    argv += ["--lr", "0.1", "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert example.main(argv) == 0
+    assert "style loss" in capsys.readouterr().out
+    result = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert result["style_loss_after"] < result["style_loss_before"]
+    assert len(result["history"]) == 6
+    for name in result["files"]:
+        assert Image.open(tmp_path / "out" / name).size[1] >= 64
+    assert Image.open(tmp_path / "out" / "style_loss.png").size[0] == 3 * 64
