@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from diffsim import ImageError
+from diffsim import ConfigError, ImageError
 from diffsim import functional as DF
 from diffsim.images import to_unit_resized, to_unit_tensor
 
 from .tiny_loss import KINDS, build, float64_copy, working_size
 
-# DiffSim-C's adapter image encoder reads Pillow-resampled uint8 pixels on the cached path and an
-# antialiased torch resize on the functional one; every other metric sees identical pixels
-TOLERANCE = {"diffsim-c": 5e-3}
+# DiffSim-C's adapter image encoder reads uint8-rounded, uint8-resampled pixels (the pipeline's CLIP
+# processor) on the cached path and float pixels on the functional one; every other metric sees the same pixels
+TOLERANCE = {"diffsim-c": 2e-2}  # measured on the tiny model: mean 7e-3, max 1.1e-2 (docs/loss.md)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -114,15 +114,28 @@ def _smooth(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)[0]
 
 
-def test_resize_square_is_close_to_the_pillow_lanczos_path():
-    x = _smooth(96, 80)
+@pytest.mark.parametrize(("shape", "size"), [((96, 80), 64), ((50, 70), 64), ((64, 64), 224), ((300, 280), 512)])
+def test_resize_square_gives_pillows_lanczos_pixels(shape, size):
+    x = _smooth(*shape)
     for crop in ("none", "center"):
-        ours = DF.resize_square(x[None], 64, crop)[0]
-        pil = to_unit_tensor(x, 64, crop)
-        diff = (ours - pil).abs()
-        assert ours.shape == pil.shape == (3, 64, 64)
-        assert float(diff.mean()) < 3e-3 and float(diff.max()) < 3e-2, (crop, diff.mean(), diff.max())
-    assert DF.resize_square(x[None, :, :64, :64], 64)[0].equal(x[:, :64, :64])  # at size: untouched
+        ours = DF.resize_square(x[None], size, crop)[0]
+        pil = to_unit_tensor(x, size, crop)  # the cached path: Pillow, mode "F", one channel at a time
+        assert ours.shape == pil.shape == (3, size, size)
+        assert float((ours - pil).abs().max()) < 1e-6, (shape, size, crop)
+        # torch's antialiased bicubic is another filter: close, not equal (docs/loss.md has the numbers)
+        bic = DF.resize_square(x[None], size, crop, method="bicubic")[0]
+        assert 1e-5 < float((bic - pil).abs().mean()) < 5e-3
+    assert DF.resize_square(x[None, :, :40, :40], 40)[0].equal(x[:, :40, :40])  # at size: untouched
+    with pytest.raises(ConfigError, match="method must be one of lanczos, bicubic"):
+        DF.resize_square(x[None], 32, method="area")
+
+
+def test_functional_equals_cached_score_when_resizing_too(request):
+    metric = build("sd", request)
+    x, y = _smooth(96, 80, seed=1), _smooth(72, 88, seed=2)
+    with torch.no_grad():
+        got = DF.metric_scores(metric, x[None], y[None])
+    assert abs(float(got[0]) - metric.score(x, y)) < 2e-6
 
 
 def test_resize_crop_is_the_cached_float_tensor_path():

@@ -32,7 +32,7 @@ def test_loss_is_one_minus_score_or_the_distance_and_reaches_both_inputs(metric)
     per_pair = loss_fn(xr, yr)
     want = metric.score(x, y)
     want = 1 - want if metric.higher_is_better else want
-    tol = 5e-3 if metric.name == "diffsim-c" else 1e-6  # see test_functional.TOLERANCE
+    tol = 2e-2 if metric.name == "diffsim-c" else 1e-6  # see test_functional.TOLERANCE
     assert torch.allclose(per_pair.detach(), want, atol=tol), (metric.name, per_pair, want)
     per_pair.sum().backward()
     for g in (xr.grad, yr.grad):
