@@ -200,6 +200,13 @@ def info(store: str, as_json: bool) -> None:
     st = GalleryStore.open(store)
     n = len(st)
     rows = st.rows()
+    orphans = st.unindexed_shards()
+    if orphans:
+        click.echo(
+            f"warning: {len(orphans)} shard file(s) in {st.shard_dir} are not in the table; "
+            f"`diffsim index build GALLERY --out {store}` (or `diffsim retrieve`) recovers them",
+            err=True,
+        )
     doc = {
         "store": str(st.folder),
         "metric": st.metric_name,

@@ -22,6 +22,9 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
     stores = []
     for p in paths:
         st = GalleryStore.open(p)
+        if len(st) == 0 and st.unindexed_shards():  # the table was lost (or never committed): the shards hold it
+            n = st.recover()
+            click.echo(f"warning: {p}: the table did not list its shards; recovered {n} image(s) from them", err=True)
         if len(st) == 0:
             raise StoreError(f"store {p} is empty: no image to search (see {Path(p) / 'errors.json'})")
         stores.append(st)

@@ -49,7 +49,15 @@ def require_faiss() -> Any:
 def metric_for(store: GalleryStore, **runtime: Any) -> Any:
     """The store's metric, rebuilt from its settings (``runtime``: e.g. ``device=``, ``batch_size=``)."""
     from ..registry import create_metric
+    from .store import local_model
 
+    path = local_model(store.feature_config)
+    if path is not None and not Path(path).exists():
+        raise StoreError(
+            f"store {store.folder} was built with the local model {path}, which is not there any more; "
+            "put the model back at that path, or build the store again with the model where it is now"
+        )
+    runtime.setdefault("cache_bytes", 0)  # stored features are read from the store: no feature LRU to fill
     metric = create_metric(store.metric_name, **{**store.metric_settings, **runtime})
     store.check_metric(metric)
     return metric
