@@ -55,6 +55,15 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     default=None,
     help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]",
 )
+@click.option(
+    "--ann",
+    "ann_kind",
+    type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "none"]),
+    default=None,
+    help="Kind of the store's persisted ANN index over pooled vectors (for --prefilter and dedup): auto picks "
+    "flat below 100k images, hnsw below 1M, ivfpq above; none: no index now (built when first needed). "
+    "[default: the store's kind, or auto; none when faiss is not installed]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @engine_options
 @input_options
@@ -69,6 +78,7 @@ def build(
     strict: bool,
     compact: str,
     shard_size: int | None,
+    ann_kind: str | None,
     quiet: bool,
     num_shards: int | None,
     shard_index: int | None,
@@ -153,6 +163,29 @@ def build(
             shard_size=shard_size,
         )
     _report(store, out, report)
+    update_ann(store, ann_kind)
+
+
+def update_ann(store: Any, kind: str | None) -> None:
+    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto) and report it."""
+    import time
+
+    from ..gallery import ann
+
+    if kind == "none" or not len(store):
+        return
+    if kind is None:
+        try:
+            ann.require_faiss()
+        except ConfigError:
+            return  # no faiss: the index is built by the first prefiltered search
+    t0 = time.perf_counter()
+    index = ann.open_index(store, kind)
+    seconds = time.perf_counter() - t0
+    click.echo(
+        f"ANN index: {index.info.kind} over {index.info.n} vectors of {index.info.dim} dimensions, "
+        f"{index.info.bytes / 1e6:.2f} MB, ready in {seconds:.2f} s"
+    )
 
 
 def _ray_build(
@@ -187,6 +220,13 @@ def _report(store: Any, out: str, report: Any) -> None:
     )
 
 
+def _ann_info(st: Any) -> Any:
+    from ..gallery.ann import read_info
+
+    info = read_info(st)
+    return None if info is None else {k: info.to_json()[k] for k in ("kind", "n", "bytes", "seconds")}
+
+
 index.add_command(merge)
 
 
@@ -216,6 +256,7 @@ def info(store: str, as_json: bool) -> None:
         "bytes_per_image": st.nbytes() / n if n else None,
         "compact": st.compact,
         "root": st.root,
+        "ann": _ann_info(st),
         "errors": len(st.errors()),
         "features": st.feature_config,
     }

@@ -1,6 +1,6 @@
 """Near-duplicate groups in a gallery store: faiss neighbours, exact check, connected components.
 
-Each stored image's ``neighbours`` nearest pooled vectors (faiss inner product) are candidate pairs;
+Each stored image's ``neighbours`` nearest pooled vectors (the store's ANN index) are candidate pairs;
 each pair is scored exactly with the store's metric, and the pairs whose score passes the threshold
 (``>=`` for similarities, ``<=`` for distances) link images into groups (connected components).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .search import BLOCK_BYTES, Gallery, require_faiss
+from .search import BLOCK_BYTES, Gallery
 
 
 @dataclass
@@ -29,18 +29,22 @@ class Groups:
 
 
 def candidate_pairs(gallery: Gallery, neighbours: int) -> set[tuple[str, str]]:
-    """Unordered pairs (a < b) of images among each other's ``neighbours`` nearest pooled vectors."""
-    faiss = require_faiss()
-    ids, pooled = gallery.store.pooled()
-    index = faiss.IndexFlatIP(pooled.shape[1])
-    index.add(np.ascontiguousarray(pooled, dtype=np.float32))
-    _, nn = index.search(np.ascontiguousarray(pooled, dtype=np.float32), min(neighbours + 1, len(ids)))
+    """Unordered pairs (a < b) of images among each other's ``neighbours`` nearest pooled vectors.
+
+    The store's persisted ANN index answers, a chunk of stored vectors at a time: never all pairs.
+    """
+    from .ann import CHUNK, _pool_rows
+
+    ann = gallery.ann_index()
+    ids = ann.ids
     pairs = set()
-    for i, row in enumerate(nn):
-        for j in row:
-            if j >= 0 and j != i:
-                a, b = ids[i], ids[int(j)]
-                pairs.add((a, b) if a < b else (b, a))
+    for start in range(0, len(ids), CHUNK):
+        vecs = _pool_rows(gallery.store, start, min(len(ids), start + CHUNK))
+        for i, row in enumerate(ann.search_rows(vecs, neighbours + 1), start):
+            for j in row:
+                if j >= 0 and j != i:
+                    a, b = ids[i], ids[int(j)]
+                    pairs.add((a, b) if a < b else (b, a))
     return pairs
 
 
