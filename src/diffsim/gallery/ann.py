@@ -47,7 +47,7 @@ KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 FLAT_BELOW = 100_000
 PQ_FROM = 1_000_000
 #: vectors used to train IVF / PQ quantisers (a random sample of the table)
-TRAIN_MAX = 200_000
+TRAIN_MAX = 65_536
 #: vectors added (or searched, by dedup) per call
 CHUNK = 16_384
 
@@ -86,7 +86,7 @@ def _sha256(path: Path) -> str:
 
 def _nlist(n: int) -> int:
     """Inverted lists: ~4 sqrt(n), with at least 39 training vectors each (faiss's minimum)."""
-    return int(max(1, min(int(4 * math.sqrt(n)), n // 39)))
+    return int(max(1, min(int(4 * math.sqrt(n)), min(n, TRAIN_MAX) // 39)))
 
 
 def _pq_shape(dim: int, n: int) -> tuple[int, int]:
@@ -94,7 +94,7 @@ def _pq_shape(dim: int, n: int) -> tuple[int, int]:
     m = next(
         m for m in (256, 192, 160, 128, 96, 64, 48, 32, 16, 8, 4, 2, 1) if dim % m == 0 and dim // m >= 4 or m == 1
     )
-    bits = int(max(1, min(8, math.floor(math.log2(max(2, n // 4))))))
+    bits = int(max(1, min(8, math.floor(math.log2(max(2, n // 39))))))  # faiss wants 39 points per centroid
     return m, bits
 
 
@@ -111,7 +111,7 @@ def _new_index(kind: str, dim: int, n: int) -> tuple[Any, dict[str, int]]:
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
         return faiss.IndexIVFFlat(quantizer, dim, nlist, ip), {"nlist": nlist}
-    m, bits = _pq_shape(dim, n)
+    m, bits = _pq_shape(dim, min(n, TRAIN_MAX))
     return faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, ip), {"nlist": nlist, "m": m, "bits": bits}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..features import Features
 from .search import BLOCK_BYTES, Gallery
 
 
@@ -48,6 +49,15 @@ def candidate_pairs(gallery: Gallery, neighbours: int) -> set[tuple[str, str]]:
     return pairs
 
 
+def pair_bytes(one: Features) -> int:
+    """Memory one pair takes in a compare call: both sides' features and the attention maps of both directions."""
+    attn = 0
+    for t in one.tensors.values():
+        if t.dim() >= 3:
+            attn = max(attn, int(np.prod(t.shape[1:-2])) * t.shape[-2] ** 2 * 4 * 2)
+    return max(1, 2 * one.nbytes + attn)
+
+
 def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[str, str, float]]:
     """Exact metric scores of the pairs, loading one shard of first members at a time."""
     shard_of = {i: s for s, (ids, _) in gallery.store.by_shard().items() for i in ids}
@@ -58,8 +68,8 @@ def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[st
     dev = gallery.metric.device
     chunk = gallery.block
     for ps in by_shard.values():
-        if chunk is None:  # pairs per compare call: about BLOCK_BYTES of features on both sides
-            chunk = max(1, BLOCK_BYTES // (2 * max(1, gallery.store.load([ps[0][0]]).nbytes)))
+        if chunk is None:  # pairs per compare call: about BLOCK_BYTES of features and attention maps
+            chunk = max(1, BLOCK_BYTES // pair_bytes(gallery.store.load([ps[0][0]])))
         for s in range(0, len(ps), chunk):
             part = ps[s : s + chunk]
             fa = gallery.store.load([a for a, _ in part]).to(dev)
