@@ -44,10 +44,10 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: record and skip it).")
 @click.option(
     "--compact",
-    type=click.Choice(["none", "fp16"]),
-    default="none",
-    show_default=True,
-    help="fp16: store features in half precision (half the bytes; see the README for its agreement).",
+    type=click.Choice(["none", "fp16", "int8"]),
+    default=None,
+    help="fp16: features in half precision (half the bytes); int8: per-channel quantised Q/K/V (a quarter); "
+    "see docs/scale.md for their agreement. A store keeps one mode. [default: the store's, or none]",
 )
 @click.option(
     "--shard-size",
@@ -76,7 +76,7 @@ def build(
     metric_name: str | None,
     workers: int | None,
     strict: bool,
-    compact: str,
+    compact: str | None,
     shard_size: int | None,
     ann_kind: str | None,
     quiet: bool,
@@ -147,7 +147,10 @@ def build(
         from ..scale.ray_engine import check_gpu_dtype
 
         check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
-    store = GalleryStore.open_or_create(out, metric, compact, root=root)
+    if existing is not None:
+        store = GalleryStore.open(out, metric, compact)
+    else:
+        store = GalleryStore.create(out, metric, compact or "none", root=root)
     if rin is not None:
         report = _ray_build(rin, store, metric, opts, workers, shard_size, strict, quiet)
     else:

@@ -5,7 +5,7 @@ Format (version 1), a folder::
     STORE/
       settings.json          {"format": "diffsim-gallery", "version": 1, "metric": NAME,
                               "settings": metric settings (runtime ones left out), "config": metric.config,
-                              "features": metric.feature_config(), "compact": "none" | "fp16", "root": ...}
+                              "features": metric.feature_config(), "compact": "none" | "fp16" | "int8", "root": ...}
       index.parquet          one row per image: id, path, hash, shard, row, checksum, pool
       errors.json            [{"path": ..., "reason": ...}] images that could not be read
       shards/shard-00000.safetensors
@@ -16,7 +16,8 @@ Format (version 1), a folder::
   ``checksum``: SHA-256 of the whole shard file; ``pool``: ``metric.pool`` of its features (float32,
   L2-normalised) for approximate search.
 * A shard holds the features of up to N images: each feature tensor of ``Features`` stacked along the
-  first dimension (float16 with ``compact="fp16"``), plus ``__pool__`` (N, D) float32. Its metadata
+  first dimension (float16 with ``compact="fp16"``; with ``compact="int8"`` int8 codes plus ``KEY#scale``,
+  one float16 scale per image, head and channel), plus ``__pool__`` (N, D) float32. Its metadata
   repeats the ids, paths and hashes, so a shard is self-describing: a shard written but not yet in
   the table (a build killed between the two) is recovered by :meth:`GalleryStore.recover`.
 * Shards are written to a temporary file and then hard-linked (or renamed) into place, so a shard is
@@ -60,7 +61,9 @@ INDEX_FILE = "index.parquet"
 ERRORS_FILE = "errors.json"
 SHARD_DIR = "shards"
 POOL_KEY = "__pool__"
-COMPACT_MODES = ("none", "fp16")
+COMPACT_MODES = ("none", "fp16", "int8")
+#: int8 stores: ``KEY`` holds the int8 codes, ``KEY + SCALE_SUFFIX`` the fp16 scale of each channel
+SCALE_SUFFIX = "#scale"
 _SHARD_RE = re.compile(r"^shard-(\d+)$")
 
 
@@ -336,6 +339,8 @@ class GalleryStore:
             v = v.detach().cpu()
             if self.compact == "fp16" and v.is_floating_point():
                 v = v.to(torch.float16)
+            elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
+                v, tensors[k + SCALE_SUFFIX] = quantise_int8(v)
             tensors[k] = v.contiguous()
         tensors[POOL_KEY] = pool.contiguous()
         meta = {
@@ -585,6 +590,10 @@ class GalleryStore:
                     tensors = {k: fh.get_tensor(k) for k in keys}
                 else:
                     tensors = {k: _read_rows(fh.get_slice(k), list(rows)) for k in keys}
+            for k in [k for k in tensors if k.endswith(SCALE_SUFFIX)]:
+                scale = tensors.pop(k)
+                base = k[: -len(SCALE_SUFFIX)]
+                tensors[base] = tensors[base].float() * scale.float()
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - any parse error: name the file
@@ -711,6 +720,15 @@ def _metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file held in memory (header: 8-byte length, then JSON)."""
     n = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + n].decode()).get("__metadata__") or {}
+
+
+def quantise_int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of ``v`` (..., tokens, channels), one fp16 scale per channel over the tokens."""
+    x = v.float()
+    scale = (x.abs().amax(dim=-2, keepdim=True) / 127.0).to(torch.float16).float()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round(x / safe).clamp_(-127, 127).to(torch.int8)
+    return codes, scale.to(torch.float16)
 
 
 def _read_rows(sl: Any, rows: list[int]) -> torch.Tensor:
