@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -71,8 +70,10 @@ def main() -> None:
             ret, _ = peak_mb([*cli, "retrieve", query, "--index", store, "--prefilter", "auto"])
             dd, _ = peak_mb([*cli, "dedup", "--index", store, "--threshold", "0.99", "--neighbours", "5"])
             rows.append((n, build, t_build, ret, dd))
-    print(f"peak RSS (MB), {args.size} px, tiny calibrated SD-layout model, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"peak RSS (MB), {args.size} px, tiny calibrated SD-layout model, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| images | index build | build seconds | retrieve --prefilter auto | dedup |")
     print("|---:|---:|---:|---:|---:|")
     for n, b, t, r, d in rows:

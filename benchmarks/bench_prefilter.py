@@ -46,8 +46,9 @@ def candidates_pool(metric, feats) -> dict[str, torch.Tensor]:
     """The pooled vectors compared: the metric's own and simpler token statistics."""
     from diffsim import aas
 
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("attn mean+std", "attn mean", "qkv mean", "k mean+std",
-                                                            "v mean+std")}
+    parts: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("attn mean+std", "attn mean", "qkv mean", "k mean+std", "v mean+std")
+    }
     for path in metric.layers:
         qkv = metric.qkv(feats, path)
         own = aas.attend(qkv.q, qkv.k, qkv.v)
@@ -119,8 +120,9 @@ def main() -> None:
         }
         for name, model in models.items():
             for size in args.size:
-                m = create_metric("diffsim-s", model=str(model), size=size, device="cpu", dtype="float32",
-                                  cache_bytes=0)
+                m = create_metric(
+                    "diffsim-s", model=str(model), size=size, device="cpu", dtype="float32", cache_bytes=0
+                )
                 feats = m.embed(files)
                 s = m.compare_matrix(feats, feats).float()
                 truth = exact_topk(s)
@@ -132,22 +134,36 @@ def main() -> None:
                     codes, scale = quantise_int8(v)
                     q8[k] = codes.float() * scale.float()
                 int8 = Features(q8, feats.config, feats.names)
-                one = create_metric("diffsim-s", model=str(model), size=size, device="cpu", dtype="float32",
-                                    cache_bytes=0, single_branch=True)
+                one = create_metric(
+                    "diffsim-s",
+                    model=str(model),
+                    size=size,
+                    device="cpu",
+                    dtype="float32",
+                    cache_bytes=0,
+                    single_branch=True,
+                )
                 f1 = one.embed(files)
-                for mode, mat in (("fp16", m.compare_matrix(half, half)), ("int8", m.compare_matrix(int8, int8)),
-                                  ("single-branch fp16", one.compare_matrix(f1, f1))):
+                for mode, mat in (
+                    ("fp16", m.compare_matrix(half, half)),
+                    ("int8", m.compare_matrix(int8, int8)),
+                    ("single-branch fp16", one.compare_matrix(f1, f1)),
+                ):
                     compact_rows.append((name, size, mode, *agreement(s, mat.float()), sd15_bytes(mode)))
                 print(name, size, "done", file=sys.stderr, flush=True)
     n = args.classes * args.per_class
-    print(f"{n} images ({args.classes} classes x {args.per_class}), {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}\n")
+    print(
+        f"{n} images ({args.classes} classes x {args.per_class}), {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}\n"
+    )
     print("| model | px | pooled vector | recall@10 of top-30 | candidates for recall@10 >= 0.95 |")
     print("|---|---:|---|---:|---:|")
     for r in pool_rows:
         print("| {} | {} | {} | {:.3f} | {} |".format(*r))
     print(f"\nfloat32 features: {sd15_bytes('float32') / 1e6:.2f} MB per image at 512 px (SD 1.5, up0)\n")
-    print("| model | px | features | max abs score change | mean abs change | top-10 agreement | MB per image at 512 px |")
+    print(
+        "| model | px | features | max abs score change | mean abs change | top-10 agreement | MB per image at 512 px |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|")
     for r in compact_rows:
         print("| {} | {} | {} | {:.2e} | {:.2e} | {:.3f} | {:.2f} |".format(*r[:6], r[6] / 1e6))

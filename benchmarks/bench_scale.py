@@ -54,9 +54,9 @@ def synthetic_pooled(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     latent = centres[rng.integers(0, 200, n)] + 0.6 * rng.standard_normal((n, 64)).astype(np.float32)
     x = latent @ proj + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
     twins = rng.choice(n, size=(max(1, n // 100), 2), replace=False)
-    x[twins[:, 1]] = x[twins[:, 0]] + 0.01 * np.linalg.norm(x[twins[:, 0]], axis=1, keepdims=True) * rng.standard_normal(
-        (len(twins), dim)
-    ).astype(np.float32) / np.sqrt(dim)
+    x[twins[:, 1]] = x[twins[:, 0]] + 0.01 * np.linalg.norm(
+        x[twins[:, 0]], axis=1, keepdims=True
+    ) * rng.standard_normal((len(twins), dim)).astype(np.float32) / np.sqrt(dim)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, twins
 
@@ -114,8 +114,17 @@ def part_a(ns: list[int], kinds: list[str], queries: int, tmp: Path) -> list[tup
             near = index.search_rows(vecs[twins[:, 0]], 10)
             twin_found = np.mean([t in row for t, row in zip(twins[:, 1], near, strict=False)])
             rows.append(
-                (n, built.info.kind, build_s, built.info.bytes / 1e6, rss_mb() - before,
-                 1e3 * np.percentile(lat, 50), 1e3 * np.percentile(lat, 95), recall, twin_found)
+                (
+                    n,
+                    built.info.kind,
+                    build_s,
+                    built.info.bytes / 1e6,
+                    rss_mb() - before,
+                    1e3 * np.percentile(lat, 50),
+                    1e3 * np.percentile(lat, 95),
+                    recall,
+                    twin_found,
+                )
             )
             print("A", rows[-1], file=sys.stderr, flush=True)
             del index, built
@@ -174,14 +183,18 @@ def main() -> None:
         a = part_a(args.n, args.kinds, args.queries, Path(tmp))
         b = part_b(args.images, args.candidates, 5, Path(tmp)) if args.images else None
     print(f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")
-    print("| N | kind | build s | index MB | RSS growth MB | query p50 ms | query p95 ms | recall@10 of top-100 "
-          "| planted twin in top-10 |")
+    print(
+        "| N | kind | build s | index MB | RSS growth MB | query p50 ms | query p95 ms | recall@10 of top-100 "
+        "| planted twin in top-10 |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in a:
         print("| {} | {} | {:.1f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |".format(*r))
     if b is not None:
         rows, mb, mbs = b
-        print(f"\nre-rank, {args.images} real-size images ({mb:.2f} MB each in fp16; written at {mbs:.0f} MB/s), CPU:\n")
+        print(
+            f"\nre-rank, {args.images} real-size images ({mb:.2f} MB each in fp16; written at {mbs:.0f} MB/s), CPU:\n"
+        )
         print("| candidates | p50 ms | p95 ms | ms per candidate |")
         print("|---:|---:|---:|---:|")
         for r in rows:
