@@ -196,3 +196,11 @@ def test_dedup_asks_the_ann_index_for_neighbours_only(tmp_path, built, disc_metr
     monkeypatch.setattr(ann.AnnIndex, "search_rows", spy)
     res = find_groups(Gallery(store, disc_metric), threshold=0.0, neighbours=2)
     assert asked == [3] and 16 <= res.candidates <= 16 * 2  # never the 120 pairs
+
+
+def test_searches_run_without_a_feature_cache(built):  # noqa: F811
+    from diffsim.gallery.search import metric_for
+
+    metric = metric_for(built, device="cpu")
+    assert metric.settings.cache_bytes == 0 and metric.cache.max_bytes == 0
+    assert metric_for(built, device="cpu", cache_bytes=1024).settings.cache_bytes == 1024
