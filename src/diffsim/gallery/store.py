@@ -10,6 +10,7 @@ Format (version 1), a folder::
       errors.json            [{"path": ..., "reason": ...}] images that could not be read
       shards/shard-00000.safetensors
       shards/shard-00001.safetensors ...
+      ann/index.faiss, ann/ann.json   the persisted ANN index of the pooled vectors (:mod:`diffsim.gallery.ann`)
 
 * ``id``: the image's stable id (path relative to the gallery root, or absolute); ``path``: the file as
   read; ``hash``: BLAKE2b-128 of the file's bytes; ``shard`` / ``row``: where its features are;
