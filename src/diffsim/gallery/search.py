@@ -4,7 +4,8 @@ Exhaustive search compares the queries with every stored image, one shard (and a
 images) at a time, keeping a running top-k, so memory stays bounded by the shard size. With
 ``prefilter=N`` (or ``"auto"``: N grown until a measured recall target holds), the store's persisted
 ANN index over the pooled vectors (:mod:`diffsim.gallery.ann`) proposes N candidates per query and only
-those are scored exactly, reading only their rows from the shards. Top-k follows the metric's polarity (``higher_is_better``).
+those are scored exactly, reading only their rows from the shards.
+Top-k follows the metric's polarity (``higher_is_better``).
 """
 
 from __future__ import annotations
