@@ -381,11 +381,14 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
     return x[:, top : top + crop, left : left + crop].contiguous()
 
 
-def check_size(size: int, multiple: int = 8) -> int:
-    """Validate the working resolution."""
+def check_size(size: int, multiple: int = 8, minimum: int = 1, why: str = "") -> int:
+    """Validate the working resolution: a multiple of ``multiple``, at least ``minimum`` (``why`` says
+    why, e.g. the latent grid), at most :data:`diffsim.bounds.MAX_SIZE`."""
+    from .bounds import check_size_range
+
     if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
         raise ConfigError(f"size must be a positive multiple of {multiple} (e.g. 512); got {size!r}")
-    return size
+    return check_size_range(size, max(minimum, multiple), why)
 
 
 def check_crop(crop: str) -> str:

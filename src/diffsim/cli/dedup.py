@@ -6,19 +6,21 @@ import json
 
 import click
 
+from .numbers import COUNT, FINITE
+
 
 @click.command()
 @click.option("--index", "store", required=True, help="Store folder from `diffsim index build`.")
 @click.option(
     "--threshold",
     "-t",
-    type=float,
+    type=FINITE,
     required=True,
     help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS).",
 )
 @click.option(
     "--neighbours",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=10,
     show_default=True,
     help="Candidates per image from the faiss index over pooled vectors (then scored exactly).",

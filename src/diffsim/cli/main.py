@@ -9,6 +9,7 @@ import traceback
 import click
 
 from .._version import __version__
+from ..bounds import is_out_of_memory, out_of_memory
 from ..errors import DiffSimError
 from .bench import bench, consistency
 from .dedup import dedup
@@ -18,6 +19,7 @@ from .layers import layers
 from .list_cmd import list_command
 from .map_cmd import map_command
 from .matrix_cmd import matrix_command
+from .numbers import COUNT
 from .report import report
 from .retrieve import retrieve
 from .score import score
@@ -44,7 +46,7 @@ class _StderrHandler(logging.StreamHandler):
 @click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug); -v also shows tracebacks.")
 @click.option(
     "--max-pixels",
-    type=int,
+    type=COUNT,
     default=None,
     metavar="N",
     help="Refuse image files larger than N pixels (width x height). [default: $DIFFSIM_MAX_PIXELS or 100000000]",
@@ -122,15 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # disk full, permission denied, a folder where a file was expected...
         return _fail(_os_message(exc), 2)
-    except MemoryError:
-        return _fail("out of memory: try a smaller --batch-size or --size", 2)
     except Exception as exc:  # a bug: still one line, the traceback with -v
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA/MPS)
-            return _fail(
-                f"out of device memory: try a smaller --batch-size or --size, or --dtype float16 "
-                f"({str(exc).splitlines()[0] if str(exc) else ''})",
-                2,
-            )
+        if is_out_of_memory(exc):  # MemoryError, torch.OutOfMemoryError, "can't allocate memory": one message
+            return _fail(out_of_memory(exc).for_cli(), 2)
         hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:

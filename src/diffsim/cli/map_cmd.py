@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .numbers import FINITE
 from .options import build_metric, diffsim_options
 
 
@@ -11,8 +12,8 @@ from .options import build_metric, diffsim_options
 @click.argument("image_a", type=str)
 @click.argument("image_b", type=str)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="PNG to write (1000 x 540 px).")
-@click.option("--vmin", type=float, default=None, help="Colour scale minimum. [default: the maps' minimum]")
-@click.option("--vmax", type=float, default=None, help="Colour scale maximum. [default: the maps' maximum]")
+@click.option("--vmin", type=FINITE, default=None, help="Colour scale minimum. [default: the maps' minimum]")
+@click.option("--vmax", type=FINITE, default=None, help="Colour scale maximum. [default: the maps' maximum]")
 @diffsim_options
 @click.pass_context
 def map_command(

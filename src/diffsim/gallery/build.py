@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..bounds import check_float, check_int
 from ..errors import ImageError
 from ..features import Features
 from ..loader import ImageLoader
@@ -119,6 +120,18 @@ def plan(
     return todo, skipped, failures
 
 
+def _check_numbers(batch_size: Any, num_workers: Any, shard_size: Any, commit_every: Any) -> None:
+    """The numeric arguments of :func:`build_index`, checked before any image is read."""
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("num_workers", num_workers, 0),
+        ("shard_size", shard_size, 1),
+    ):
+        if value is not None:
+            check_int(name, value, minimum=low)
+    check_float("commit_every", commit_every, positive=True, allow_zero=False)
+
+
 def build_index(
     sources: Sources,
     store: GalleryStore,
@@ -138,6 +151,7 @@ def build_index(
     recording it; ``shard_size``: images per shard (default: about 256 MiB of features); the table is
     committed every ``commit_every`` seconds and at the end (an interrupted build's shards are recovered).
     """
+    _check_numbers(batch_size, num_workers, shard_size, commit_every)
     t0 = time.perf_counter()
     report = BuildReport(total=len(sources))
     store.check_metric(metric)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..bounds import check_int
 from ..errors import ConfigError, ImageError, StoreError
 from ..features import Features
 from ..images import ImagesLike, as_list, describe
@@ -205,8 +206,10 @@ class Gallery:
         names: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` stored images for each query (rank 1 = best), exact; ``prefilter=N``: faiss proposes N."""
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k (top-k) must be a positive integer; got {k!r}")
+        if prefilter is not None:
+            check_int("prefilter", prefilter, minimum=1)
         self._check_nonempty()
         fq = images if isinstance(images, Features) else self.embed(images)
         qnames = list(names) if names is not None else self._names(images, fq)

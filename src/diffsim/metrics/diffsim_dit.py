@@ -18,11 +18,12 @@ import torch
 
 from .. import aas
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
+from ..bounds import check_seed
 from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import ImagesLike, check_crop, check_size
 from ..preprocess import Resize
-from ..settings import is_int, one_of
+from ..settings import one_of
 from .base import FeatureMetric, FeatureSettings
 from .diffsim_s import DEFAULT_SEED, DEFAULT_STEP, DiffSim
 
@@ -66,8 +67,8 @@ class DiTSettings(FeatureSettings):
         if isinstance(self.class_label, bool) or not isinstance(self.class_label, (int, str)):
             raise ConfigError(f"class_label must be an ImageNet class id or label name; got {self.class_label!r}")
         if self.size is not None:
-            check_size(self.size, 1)
-        is_int("seed", self.seed)
+            check_size(self.size, 1, 32, "the latent must give at least 2 x 2 patches")
+        check_seed("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
 

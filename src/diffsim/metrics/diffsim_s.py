@@ -16,6 +16,7 @@ from ..backbones.detect import SD, SDXL, detect_kind, require_kind
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
+from ..bounds import MIN_LATENT_SIZE, check_seed
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
@@ -23,7 +24,7 @@ from ..images import ImageLike, ImagesLike, check_crop, check_size
 from ..masks import MaskLike, load_masks, to_tokens
 from ..preprocess import Resize
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import is_int, one_of, path_like
+from ..settings import one_of, path_like
 from .automask import AutoMasks, Prompts
 from .base import FeatureMetric, FeatureSettings
 
@@ -91,8 +92,10 @@ class DiffSimSettings(FeatureSettings):
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if not isinstance(self.prompt, str):
             raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
-        check_size(self.size, 8)  # every SD VAE downsamples by 8 (re-checked against the model in setup)
-        is_int("seed", self.seed)
+        # every SD VAE downsamples by 8 (re-checked against the model in setup); below an 8 x 8 latent
+        # the deep layers hold one token and every pair scores 1.0
+        check_size(self.size, 8, MIN_LATENT_SIZE, "the 8x-downsampled latent must be at least 8 x 8")
+        check_seed("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
         path_like("mask_model", self.mask_model, optional=False)
