@@ -110,6 +110,19 @@ def _cache_note() -> str:
     )
 
 
+def looks_local(text: str) -> bool:
+    """True for a model reference that can only be a local path, so that a missing one is refused at once
+    instead of being tried on the Hub (which waits on the network): it starts with ``/``, ``.`` or ``~``,
+    has a backslash or a drive letter, ends in a checkpoint suffix, is not of the Hub's ``owner/name``
+    form (no slash, or more than one), or its first part is an existing local folder (``models/sd``)."""
+    text = str(text)
+    if text.startswith(("/", ".", "~")) or "\\" in text or (len(text) > 1 and text[1] == ":"):
+        return True
+    if text.lower().endswith(SINGLE_FILE_SUFFIXES) or text.count("/") != 1:
+        return True
+    return Path(text.split("/", 1)[0]).is_dir()
+
+
 def classify(model: str | os.PathLike) -> str:
     """'file', 'folder' or 'hub'; raises :class:`ModelNotFoundError` for a local path that does not exist."""
     text = str(model)
@@ -122,13 +135,7 @@ def classify(model: str | os.PathLike) -> str:
         return "file"
     if p.is_dir():
         return "folder"
-    looks_local = (
-        text.startswith(("/", ".", "~"))
-        or text.lower().endswith(SINGLE_FILE_SUFFIXES)
-        or text.count("/") > 1
-        or "\\" in text
-    )
-    if looks_local:
+    if looks_local(text):
         raise ModelNotFoundError(
             f"model path {text} does not exist: expected a diffusers folder "
             f"({'/, '.join(SUBFOLDERS)}/) or a single .safetensors/.ckpt file"
@@ -202,10 +209,10 @@ def resolve_source(model: str | os.PathLike, what: str, expected: str) -> tuple[
     p = Path(text).expanduser()
     if p.is_dir():
         return str(p), True
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1:
+    if looks_local(text):
         raise ModelNotFoundError(
             f"{what} folder {text} does not exist: pass a local folder saved with "
-            f"save_pretrained ({expected}) or a hub id"
+            f"save_pretrained ({expected}) or a hub id (owner/name)"
         )
     return text, False
 
