@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..defaults import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: defined without torch
 from ..errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 

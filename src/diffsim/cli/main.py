@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -67,9 +68,12 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
         log.addHandler(handler)
     log.setLevel(level)
     if verbose == 0:  # the Hub's per-retry warnings: our error message already says what failed and why
-        from huggingface_hub.utils import logging as hub_logging
+        if "huggingface_hub" in sys.modules:
+            from huggingface_hub.utils import logging as hub_logging
 
-        hub_logging.set_verbosity_error()
+            hub_logging.set_verbosity_error()
+        else:  # read when huggingface_hub is first imported (not imported here: `diffsim list` stays fast)
+            os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
 _STATE: dict[str, object] = {"verbose": 0, "command": None}
@@ -109,8 +113,6 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI. Expected failures print one line ``error: ...`` on stderr and return 2
     (``-v`` adds the traceback); an unexpected exception prints one line too and returns 1."""
-    from ..images import set_max_pixels
-
     _STATE.update(verbose=0, command=None)
     try:
         cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
@@ -130,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:
-        set_max_pixels(None)  # --max-pixels holds for one command (matters when main() is called in-process)
+        # --max-pixels holds for one command (matters when main() is called in-process); images.py imports
+        # torch: only loaded by a command that reads images, so only then is there a limit to reset
+        if "diffsim.images" in sys.modules:
+            sys.modules["diffsim.images"].set_max_pixels(None)
     return 0
 
 

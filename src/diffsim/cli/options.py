@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from ..backbones.loading import DEFAULT_MODEL
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP
 from ..errors import ConfigError
-from ..metrics.diffsim_s import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP
 from .numbers import COUNT, NON_NEGATIVE, SEED, SIZE
 
 # CLI option -> setting name; forwarded only when typed on the command line

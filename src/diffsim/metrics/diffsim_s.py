@@ -17,6 +17,7 @@ from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.select import load_unet_backbone
 from ..backbones.stable_diffusion import StableDiffusionBackbone, compile_mode
 from ..bounds import MIN_LATENT_SIZE, check_seed
+from ..defaults import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP  # re-exported (no torch there)
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
@@ -29,11 +30,6 @@ from .automask import AutoMasks, Prompts
 from .base import FeatureMetric, FeatureSettings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LAYER = "up0"
-DEFAULT_STEP = 500
-DEFAULT_PROMPT = "High quality image"
-DEFAULT_SEED = 2334
 
 
 @dataclasses.dataclass(frozen=True)
