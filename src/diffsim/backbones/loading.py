@@ -147,9 +147,14 @@ def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
     missing = [s for s in needed if not (path / s).is_dir()]
     if missing:
         present = sorted(x.name for x in path.iterdir())[:12]
+        part = (
+            path.name in SUBFOLDERS and (path / "config.json").is_file() or (path / "tokenizer_config.json").is_file()
+        )
+        hint = f"; this is the {path.name}/ part of a model: pass its parent folder {path.parent}" if part else ""
         raise ModelNotFoundError(
             f"{path} is not a Stable Diffusion diffusers folder: missing {', '.join(m + '/' for m in missing)} "
             f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}"
+            + hint
         )
 
 
@@ -344,8 +349,8 @@ def load_unet_skeleton(model: str | os.PathLike = DEFAULT_MODEL, revision: str |
             ) from exc
         if kind == "folder":
             raise ModelNotFoundError(
-                f"could not read the U-Net of the diffusers folder {text}: {first} (expected "
-                "unet/config.json as written by save_pretrained)"
+                f"could not read the U-Net of the diffusers folder {text} (in {Path(text) / 'unet'}): {first} "
+                "(expected unet/config.json as written by save_pretrained)"
             ) from exc
         raise ModelNotFoundError(
             f"could not read the U-Net config of {text!r}: {first} {_cache_note()}", **_fix_hints(text)

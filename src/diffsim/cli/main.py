@@ -11,7 +11,7 @@ import click
 
 from .._version import __version__
 from ..bounds import is_out_of_memory, out_of_memory
-from ..errors import DiffSimError
+from ..errors import DiffSimError, use_cli_hints
 from .bench import bench, consistency
 from .dedup import dedup
 from .demo_cmd import demo_command
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI. Expected failures print one line ``error: ...`` on stderr and return 2
     (``-v`` adds the traceback); an unexpected exception prints one line too and returns 1."""
     _STATE.update(verbose=0, command=None)
+    use_cli_hints(True)
     try:
         cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
     except DiffSimError as exc:
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:
+        use_cli_hints(False)
         # --max-pixels holds for one command (matters when main() is called in-process); images.py imports
         # torch: only loaded by a command that reads images, so only then is there a limit to reset
         if "diffsim.images" in sys.modules:
