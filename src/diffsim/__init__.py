@@ -6,7 +6,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import ConfigError, DatasetError, DiffSimError, ImageError, LayerError, ModelNotFoundError, TimestepError
+from .errors import (
+    ConfigError,
+    DatasetError,
+    DiffSimError,
+    ImageError,
+    LayerError,
+    ModelNotFoundError,
+    ResourceError,
+    TimestepError,
+)
 
 if TYPE_CHECKING:
     from .backbones import DEFAULT_MODEL, StableDiffusionBackbone
@@ -63,6 +72,7 @@ __all__ = [
     "Metric",
     "MetricInfo",
     "ModelNotFoundError",
+    "ResourceError",
     "Settings",
     "clear_models",
     "StableDiffusionBackbone",

@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any
 
-from .errors import ConfigError, DiffSimError
+from .errors import ConfigError, ResourceError
 
 #: largest working resolution accepted (SD 1.5 works at 512, SDXL at 1024; 4096 is already 64x SD's pixels)
 MAX_SIZE = 4096
@@ -24,8 +24,7 @@ MIN_LATENT_SIZE = 64
 SEED_LIMIT = 2**63
 
 
-class ResourceError(DiffSimError, MemoryError):
-    """The machine or device has not enough memory for the requested size / batch."""
+__all__ = ["ResourceError", "check_fits", "check_float", "check_int", "check_seed", "check_size_range"]
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

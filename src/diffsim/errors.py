@@ -68,3 +68,8 @@ class CacheError(DiffSimError, OSError):
 
 class StoreError(DiffSimError, OSError):
     """A gallery feature store is missing, was built with other settings, or a shard file is corrupt."""
+
+
+class ResourceError(DiffSimError, MemoryError):
+    """The machine or device has not enough memory for the requested size and batch (an estimate refused it,
+    or an allocation failed)."""
