@@ -8,6 +8,12 @@ second run under ``-X importtime``). Compare two trees with ``--src``:
     python benchmarks/bench_cli_startup.py --src /path/to/other/src --model /path/to/tiny-model
 
 Without ``--model``, the `layers` row uses a tiny random SD folder built in a temporary folder.
+
+Measured on 2 CPU cores (median of 3, seconds), before (eager imports) -> after (lazy imports):
+``--help`` 1.85 -> 0.13, ``--version`` 1.84 -> 0.13, ``score --help`` 1.87 -> 0.13, ``score --bogus``
+1.87 -> 0.13, ``score --size 0`` 1.87 -> 0.12 (none import torch now); ``list`` 1.96 -> 2.05 (still torch:
+polarity comes from each metric's settings class); ``layers`` 7.09 -> 7.28 (still diffusers: it builds a
+weightless U-Net skeleton).
 """
 
 from __future__ import annotations
