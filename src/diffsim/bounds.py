@@ -88,7 +88,8 @@ def available_bytes(device: Any = None) -> int | None:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda":
         try:
-            return int(torch.cuda.mem_get_info(dev)[0])
+            cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)  # free inside torch's cache
+            return int(torch.cuda.mem_get_info(dev)[0]) + int(cached)
         except Exception:  # noqa: BLE001 (no driver, a device being reset: do not block on an estimate)
             return None
     if dev.type != "cpu":
