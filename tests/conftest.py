@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,42 @@ def tiny_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from .tiny_peers import make_peers
 
     return make_peers(tmp_path_factory.mktemp("tiny-peers"))
+
+
+# ------------------------------------------------------------------ CI notices skips
+#: skips CI accepts: what a CPU machine cannot run at all (the reason must say so)
+CI_ALLOWED_SKIPS = ("CUDA", "cuda", "GPU", "MPS")
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip_on_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
+    """Under ``CI=true`` a skip (a missing extra, Chromium, Ray...) fails the run, except the allowed ones."""
+    if not (_on_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if any(word in reason for word in CI_ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+    outcome = yield
+    _fail_skip_on_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # noqa: ANN201
+    outcome = yield  # a module-level importorskip skips the whole module at collection
+    _fail_skip_on_ci(outcome.get_result())

@@ -29,7 +29,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
         ({"ref": "no-such-file.png"}, "image file not found: no-such-file.png"),
         ({"cand": "{tmp}/notes.txt"}, "cannot read image {tmp}/notes.txt"),
         ({"flags": ["--size", "63"]}, "size must be a positive multiple of 8"),
-        ({"flags": ["--batch-size", "0"]}, "batch_size must be a positive integer"),
+        ({"flags": ["--batch-size", "0"]}, "--batch-size must be a positive integer; got 0"),
         ({"flags": ["--device", "nonsense"]}, "unknown device 'nonsense'"),
         ({"flags": ["--dtype", "fp8"]}, "unknown dtype 'fp8'"),
         ({"flags": ["--metric", "nope"]}, "unknown metric 'nope'"),

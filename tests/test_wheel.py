@@ -1,8 +1,8 @@
 """Release check: build the sdist and wheel, install the wheel in a fresh venv, run the CLI and the examples.
 
-The venv sees the system site-packages (torch and the other dependencies are not reinstalled), but the
-package itself must come from the wheel: the test checks where ``diffsim`` is imported from, runs with
-``PYTHONPATH`` removed and from a folder outside the repository.
+The venv sees the system site-packages, and those of the venv pytest runs in if any (torch and the other
+dependencies are not reinstalled), but the package itself must come from the wheel: the test checks where
+``diffsim`` is imported from, runs with ``PYTHONPATH`` removed and from a folder outside the repository.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -50,12 +51,32 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _outer_site_packages() -> list[str]:
+    """The site-packages of the interpreter running pytest when it is itself a venv, else [].
+
+    ``system_site_packages=True`` makes the new venv see the *base* interpreter's packages; a contributor's
+    venv holds torch and the other dependencies in its own site-packages, which a ``.pth`` file adds. Plain
+    path lines: the outer folder's own ``.pth`` files (an editable install of diffsim) are not run, so the
+    package still comes from the wheel.
+    """
+    if sys.prefix == sys.base_prefix:
+        return []
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if Path(d).is_dir()]
+
+
 @pytest.fixture(scope="module")
 def venv_python(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv (with the system site-packages) where the wheel is installed."""
     folder = tmp_path_factory.mktemp("venv")
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(folder)
     py = folder / "bin" / "python"
+    outer = _outer_site_packages()
+    if outer:  # pytest runs inside a venv: its packages (torch...) live there, not in the base interpreter
+        purelib = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=folder)
+        (Path(purelib.stdout.strip()) / "_outer_venv.pth").write_text("\n".join(outer) + "\n")
     wheel = next(dist.glob("*.whl"))
     # --ignore-installed: a development install of the same name and version must not stand in for the wheel.
     _run(

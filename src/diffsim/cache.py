@@ -37,6 +37,20 @@ def config_key(config: Mapping[str, object]) -> str:
     return hashlib.blake2b(blob, digest_size=10).hexdigest()
 
 
+def _why_unusable(path: Path, exc: OSError) -> str:
+    """Say what is wrong with a cache folder, beyond the bare errno ("File exists" for /dev/null)."""
+    resolved = path.resolve()
+    if resolved.parts[1:2] in (("proc",), ("sys",)):
+        return f"it is inside /{resolved.parts[1]}, a virtual file system of the kernel that cannot hold files"
+    if path.exists() and not path.is_dir():
+        kind = "a file" if path.is_file() else "a device or special file"
+        return f"it is {kind}, not a folder"
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
 def check_cache_dir(directory: str | os.PathLike) -> Path:
     """Create ``directory`` if needed and prove it writable; raise :class:`CacheError` saying why not."""
     path = Path(directory).expanduser()
@@ -46,7 +60,7 @@ def check_cache_dir(directory: str | os.PathLike) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = _why_unusable(path, exc)
         raise CacheError(
             f"feature cache folder {path} cannot be used: {reason}",
             hint="pass a writable cache_dir=..., or cache_dir=None for no disk cache",

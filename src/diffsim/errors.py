@@ -7,6 +7,13 @@ command-line flags (shown by the CLI instead, through :meth:`DiffSimError.for_cl
 
 from __future__ import annotations
 
+_AUDIENCE = {"cli": False}
+
+
+def use_cli_hints(on: bool) -> None:
+    """While on (the CLI runs a command), ``str(error)`` gives the hint that names command-line flags."""
+    _AUDIENCE["cli"] = bool(on)
+
 
 class DiffSimError(Exception):
     """Base class of every error diffsim raises on bad input or a missing model."""
@@ -22,6 +29,8 @@ class DiffSimError(Exception):
         return f"{base}; to fix: {hint}" if hint else base
 
     def __str__(self) -> str:
+        if _AUDIENCE["cli"]:  # inside a CLI command: messages recorded as text (skipped images) name flags too
+            return self.for_cli()
         return self._with(getattr(self, "hint", None))
 
     def for_cli(self) -> str:
@@ -59,3 +68,8 @@ class CacheError(DiffSimError, OSError):
 
 class StoreError(DiffSimError, OSError):
     """A gallery feature store is missing, was built with other settings, or a shard file is corrupt."""
+
+
+class ResourceError(DiffSimError, MemoryError):
+    """The machine or device has not enough memory for the requested size and batch (an estimate refused it,
+    or an allocation failed)."""

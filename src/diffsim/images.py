@@ -224,14 +224,37 @@ def _pil_to_unit(im: Image.Image, size: int, crop: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+def _resize_channel(chan: Image.Image, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
+    """Resize one float channel as Pillow resizes 8-bit data: horizontal pass, clip to [0, 1], vertical pass, clip.
+
+    Pillow's 8-bit resize clips to 0..255 between its two passes; a single float resize does not, so
+    Lanczos / bicubic overshoot at edges survived the first pass and moved pixels by up to ~0.04.
+    Clipping at the same point makes 8-bit, 16-bit and float copies of one picture agree within 1/255.
+    """
+    if chan.size[0] != width:
+        arr = np.asarray(chan.resize((width, chan.size[1]), resample), dtype=np.float32)
+        chan = Image.fromarray(np.clip(arr, 0.0, 1.0), mode="F")
+    if chan.size[1] != height:
+        chan = chan.resize((width, height), resample)
+    return np.clip(np.asarray(chan, dtype=np.float32), 0.0, 1.0)
+
+
+def _resize_float(x: torch.Tensor, width: int, height: int, resample: Image.Resampling) -> torch.Tensor:
+    """(3,H,W) float in [0,1] -> (3,height,width), resampled per channel like Pillow's 8-bit path (no quantisation)."""
+    chans = [Image.fromarray(c.float().cpu().numpy(), mode="F") for c in x]
+    return torch.from_numpy(np.stack([_resize_channel(c, width, height, resample) for c in chans]))
+
+
 def _float_to_unit(x: torch.Tensor, size: int, crop: str, what: str) -> torch.Tensor:
     """(3,H,W) float in [0,1] -> (3,size,size) with a float Lanczos resize (no uint8 quantisation)."""
     if tuple(x.shape[1:]) == (size, size):
         return x.float()
-    chans = [Image.fromarray(c.float().cpu().numpy(), mode="F") for c in x]
-    chans = [_square(c, crop).resize((size, size), Image.Resampling.LANCZOS) for c in chans]
-    out = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) for c in chans]))
-    return out.clamp_(0.0, 1.0)
+    if crop == "center":
+        h, w = x.shape[1:]
+        s = min(w, h)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[:, top : top + s, left : left + s]
+    return _resize_float(x, size, size, Image.Resampling.LANCZOS)
 
 
 def _check_range(x: torch.Tensor, what: str) -> None:
@@ -354,7 +377,7 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
     """One image to (3, crop, crop) in [0, 1]: shortest side to ``resize`` (bicubic), then a centred crop.
 
     The CLIP / DINOv2 processors' geometry, applied with PIL for files and uint8 data and with an
-    antialiased torch bicubic for float tensors (no uint8 quantisation).
+    float Pillow bicubic (clipped between passes as the 8-bit path is) for 16-bit and float data.
     """
     item = _load_item(image, index)
     if isinstance(item, Image.Image):
@@ -367,18 +390,19 @@ def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) ->
         h, w = item.shape[1:]
         s = resize / min(w, h)
         nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
-        x = torch.nn.functional.interpolate(
-            item[None].float(), size=(nh, nw), mode="bicubic", antialias=True, align_corners=False
-        )[0].clamp_(0.0, 1.0)
+        x = _resize_float(item, nw, nh, Image.Resampling.BICUBIC)
     top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
     return x[:, top : top + crop, left : left + crop].contiguous()
 
 
-def check_size(size: int, multiple: int = 8) -> int:
-    """Validate the working resolution."""
+def check_size(size: int, multiple: int = 8, minimum: int = 1, why: str = "") -> int:
+    """Validate the working resolution: a multiple of ``multiple``, at least ``minimum`` (``why`` says
+    why, e.g. the latent grid), at most :data:`diffsim.bounds.MAX_SIZE`."""
+    from .bounds import check_size_range
+
     if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
         raise ConfigError(f"size must be a positive multiple of {multiple} (e.g. 512); got {size!r}")
-    return size
+    return check_size_range(size, max(minimum, multiple), why)
 
 
 def check_crop(crop: str) -> str:

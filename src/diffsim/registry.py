@@ -13,10 +13,12 @@ import difflib
 import fnmatch
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .metrics.base import Metric
+
+if TYPE_CHECKING:  # the metric classes (and torch) are imported when a metric is first used
+    from .metrics.base import Metric
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..defaults import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: defined without torch
 from ..errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -110,6 +110,19 @@ def _cache_note() -> str:
     )
 
 
+def looks_local(text: str) -> bool:
+    """True for a model reference that can only be a local path, so that a missing one is refused at once
+    instead of being tried on the Hub (which waits on the network): it starts with ``/``, ``.`` or ``~``,
+    has a backslash or a drive letter, ends in a checkpoint suffix, is not of the Hub's ``owner/name``
+    form (no slash, or more than one), or its first part is an existing local folder (``models/sd``)."""
+    text = str(text)
+    if text.startswith(("/", ".", "~")) or "\\" in text or (len(text) > 1 and text[1] == ":"):
+        return True
+    if text.lower().endswith(SINGLE_FILE_SUFFIXES) or text.count("/") != 1:
+        return True
+    return Path(text.split("/", 1)[0]).is_dir()
+
+
 def classify(model: str | os.PathLike) -> str:
     """'file', 'folder' or 'hub'; raises :class:`ModelNotFoundError` for a local path that does not exist."""
     text = str(model)
@@ -122,13 +135,7 @@ def classify(model: str | os.PathLike) -> str:
         return "file"
     if p.is_dir():
         return "folder"
-    looks_local = (
-        text.startswith(("/", ".", "~"))
-        or text.lower().endswith(SINGLE_FILE_SUFFIXES)
-        or text.count("/") > 1
-        or "\\" in text
-    )
-    if looks_local:
+    if looks_local(text):
         raise ModelNotFoundError(
             f"model path {text} does not exist: expected a diffusers folder "
             f"({'/, '.join(SUBFOLDERS)}/) or a single .safetensors/.ckpt file"
@@ -140,9 +147,14 @@ def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
     missing = [s for s in needed if not (path / s).is_dir()]
     if missing:
         present = sorted(x.name for x in path.iterdir())[:12]
+        part = (
+            path.name in SUBFOLDERS and (path / "config.json").is_file() or (path / "tokenizer_config.json").is_file()
+        )
+        hint = f"; this is the {path.name}/ part of a model: pass its parent folder {path.parent}" if part else ""
         raise ModelNotFoundError(
             f"{path} is not a Stable Diffusion diffusers folder: missing {', '.join(m + '/' for m in missing)} "
             f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}"
+            + hint
         )
 
 
@@ -202,10 +214,10 @@ def resolve_source(model: str | os.PathLike, what: str, expected: str) -> tuple[
     p = Path(text).expanduser()
     if p.is_dir():
         return str(p), True
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1:
+    if looks_local(text):
         raise ModelNotFoundError(
             f"{what} folder {text} does not exist: pass a local folder saved with "
-            f"save_pretrained ({expected}) or a hub id"
+            f"save_pretrained ({expected}) or a hub id (owner/name)"
         )
     return text, False
 
@@ -337,8 +349,8 @@ def load_unet_skeleton(model: str | os.PathLike = DEFAULT_MODEL, revision: str |
             ) from exc
         if kind == "folder":
             raise ModelNotFoundError(
-                f"could not read the U-Net of the diffusers folder {text}: {first} (expected "
-                "unet/config.json as written by save_pretrained)"
+                f"could not read the U-Net of the diffusers folder {text} (in {Path(text) / 'unet'}): {first} "
+                "(expected unet/config.json as written by save_pretrained)"
             ) from exc
         raise ModelNotFoundError(
             f"could not read the U-Net config of {text!r}: {first} {_cache_note()}", **_fix_hints(text)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .bench_options import bench_metric, dataset_options, default_out, load_set
+from .numbers import COUNT
 from .options import diffsim_options
 from .scale_options import engine_options, ray_options_from
 
@@ -17,7 +18,7 @@ from .scale_options import engine_options, ray_options_from
 @diffsim_options
 @engine_options
 @click.option(
-    "--workers", type=int, default=None, help="With --engine ray: embedding actors, one model each. [default: 1]"
+    "--workers", type=COUNT, default=None, help="With --engine ray: embedding actors, one model each. [default: 1]"
 )
 @click.pass_context
 def bench(
@@ -92,7 +93,7 @@ def bench(
 
 @click.command()
 @click.option("--root", "-r", type=click.Path(), required=True, help="TikTok_dataset folder.")
-@click.option("--frames", type=int, default=10, show_default=True, help="Frames sampled evenly per video.")
+@click.option("--frames", type=COUNT, default=10, show_default=True, help="Frames sampled evenly per video.")
 @click.option("--out", "-O", "out_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--strict", is_flag=True, help="Stop at the first missing/corrupt image.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in the output folder.")

@@ -9,20 +9,22 @@ import json
 
 import click
 
+from .numbers import COUNT, FINITE
+
 
 @click.command()
 @click.option("--index", "store", required=True, help="Store folder from `diffsim index build`.")
 @click.option(
     "--threshold",
     "-t",
-    type=float,
+    type=FINITE,
     default=None,
     help="Score a pair must reach (>= for similarities, <= for distances such as LPIPS). "
     "[default: the store metric's copy-detection preset, e.g. 0.75 for sscd; required for other metrics]",
 )
 @click.option(
     "--neighbours",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=10,
     show_default=True,
     help="Candidates per image from the faiss index over pooled vectors (then scored exactly).",

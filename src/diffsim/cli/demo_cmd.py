@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .numbers import PORT
 from .options import build_metric, diffsim_options
 
 
@@ -14,7 +15,7 @@ from .options import build_metric, diffsim_options
     show_default=True,
     help="Address to serve on (0.0.0.0 makes it reachable from other machines).",
 )
-@click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
+@click.option("--port", type=PORT, default=7860, show_default=True, help="Port to serve on.")
 @click.option(
     "--examples",
     "examples",

@@ -10,6 +10,7 @@ import click
 
 from ..errors import ConfigError, StoreError
 from .merge import merge
+from .numbers import COUNT, NON_NEGATIVE
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
 
@@ -36,7 +37,7 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 @diffsim_options
 @click.option(
     "--workers",
-    type=int,
+    type=NON_NEGATIVE,
     default=None,
     help="DataLoader processes that decode and resize images. [default: 0 on CPU, up to 8 on CUDA] "
     "With --engine ray: embedding actors, one model each. [default: 1]",
@@ -51,7 +52,7 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option(
     "--shard-size",
-    type=int,
+    type=COUNT,
     default=None,
     help="Images per shard. [default: about 256 MiB of features; --engine ray: 64, one actor batch]",
 )

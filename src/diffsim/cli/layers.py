@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .numbers import SIZE
 from .options import model_option
 
 
@@ -15,7 +16,7 @@ from .options import model_option
 @model_option
 @click.option(
     "--size",
-    type=int,
+    type=SIZE,
     default=None,
     help="Image size the token counts refer to [default: 512; SDXL 1024; DiT its native size].",
 )

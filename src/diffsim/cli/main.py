@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
 import click
 
 from .._version import __version__
-from ..errors import DiffSimError
+from ..bounds import is_out_of_memory, out_of_memory
+from ..errors import DiffSimError, use_cli_hints
 from .bench import bench, consistency
 from .datasets_cmd import datasets_group
 from .dedup import dedup
@@ -20,6 +22,7 @@ from .layers import layers
 from .list_cmd import list_command
 from .map_cmd import map_command
 from .matrix_cmd import matrix_command
+from .numbers import COUNT
 from .report import report
 from .reproduce import reproduce
 from .retrieve import retrieve
@@ -47,7 +50,7 @@ class _StderrHandler(logging.StreamHandler):
 @click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug); -v also shows tracebacks.")
 @click.option(
     "--max-pixels",
-    type=int,
+    type=COUNT,
     default=None,
     metavar="N",
     help="Refuse image files larger than N pixels (width x height). [default: $DIFFSIM_MAX_PIXELS or 100000000]",
@@ -68,9 +71,12 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
         log.addHandler(handler)
     log.setLevel(level)
     if verbose == 0:  # the Hub's per-retry warnings: our error message already says what failed and why
-        from huggingface_hub.utils import logging as hub_logging
+        if "huggingface_hub" in sys.modules:
+            from huggingface_hub.utils import logging as hub_logging
 
-        hub_logging.set_verbosity_error()
+            hub_logging.set_verbosity_error()
+        else:  # read when huggingface_hub is first imported (not imported here: `diffsim list` stays fast)
+            os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
 _STATE: dict[str, object] = {"verbose": 0, "command": None}
@@ -113,9 +119,8 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI. Expected failures print one line ``error: ...`` on stderr and return 2
     (``-v`` adds the traceback); an unexpected exception prints one line too and returns 1."""
-    from ..images import set_max_pixels
-
     _STATE.update(verbose=0, command=None)
+    use_cli_hints(True)
     try:
         cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
     except DiffSimError as exc:
@@ -128,19 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # disk full, permission denied, a folder where a file was expected...
         return _fail(_os_message(exc), 2)
-    except MemoryError:
-        return _fail("out of memory: try a smaller --batch-size or --size", 2)
     except Exception as exc:  # a bug: still one line, the traceback with -v
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA/MPS)
-            return _fail(
-                f"out of device memory: try a smaller --batch-size or --size, or --dtype float16 "
-                f"({str(exc).splitlines()[0] if str(exc) else ''})",
-                2,
-            )
+        if is_out_of_memory(exc):  # MemoryError, torch.OutOfMemoryError, "can't allocate memory": one message
+            return _fail(out_of_memory(exc).for_cli(), 2)
         hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:
-        set_max_pixels(None)  # --max-pixels holds for one command (matters when main() is called in-process)
+        use_cli_hints(False)
+        # --max-pixels holds for one command (matters when main() is called in-process); images.py imports
+        # torch: only loaded by a command that reads images, so only then is there a limit to reset
+        if "diffsim.images" in sys.modules:
+            sys.modules["diffsim.images"].set_max_pixels(None)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .numbers import FINITE
 from .options import build_metric, diffsim_options
 
 
@@ -11,8 +12,9 @@ from .options import build_metric, diffsim_options
 @click.argument("image_a", type=str)
 @click.argument("image_b", type=str)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="PNG to write (1000 x 540 px).")
-@click.option("--vmin", type=float, default=None, help="Colour scale minimum. [default: the maps' minimum]")
-@click.option("--vmax", type=float, default=None, help="Colour scale maximum. [default: the maps' maximum]")
+@click.option("--vmin", type=FINITE, default=None, help="Colour scale minimum. [default: the maps' minimum]")
+@click.option("--vmax", type=FINITE, default=None, help="Colour scale maximum. [default: the maps' maximum]")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing on success (the PNG is still written).")
 @diffsim_options
 @click.pass_context
 def map_command(
@@ -23,6 +25,7 @@ def map_command(
     metric_name: str | None,
     vmin: float | None,
     vmax: float | None,
+    quiet: bool,
     **opts,
 ) -> None:
     """Draw the per-token AAS cosine maps of A's and B's tokens over both images, with the score.
@@ -40,4 +43,5 @@ def map_command(
     metric = build_metric(ctx, metric_name, "diffsim-s", opts)
     path, maps = save_similarity_map(metric, image_a, image_b, out, vmin=vmin, vmax=vmax)
     h, w = maps.map_a.shape
-    click.echo(f"{maps.score:.6f}\tlayer {maps.layer} ({h}x{w} tokens)\t{path}")
+    if not quiet:
+        click.echo(f"{maps.score:.6f}\tlayer {maps.layer} ({h}x{w} tokens)\t{path}")

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from ..backbones.loading import DEFAULT_MODEL
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP
 from ..errors import ConfigError
-from ..metrics.diffsim_s import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP
+from .numbers import COUNT, NON_NEGATIVE, SEED, SIZE
 
 # CLI option -> setting name; forwarded only when typed on the command line
 FORWARD = {
@@ -90,20 +90,20 @@ def diffsim_options(f: Callable) -> Callable:
             help=f"Self-attention layer: module path or alias (repeatable). "
             f"[default: the preset's; diffsim-s: {DEFAULT_LAYER}]",
         ),
-        click.option("--timestep", "-t", type=int, default=None, help="Actual DDPM timestep T (0..999)."),
+        click.option("--timestep", "-t", type=NON_NEGATIVE, default=None, help="Actual DDPM timestep T (0..999)."),
         click.option(
             "--step",
             "-s",
-            type=int,
+            type=NON_NEGATIVE,
             default=None,
             help=f"Paper's step index K: T = scheduler.timesteps[K] after set_timesteps(1000) "
             f"(SD 1.5: T = 1001 - K). [default: the preset's; diffsim-s: {DEFAULT_STEP}]",
         ),
         click.option("--prompt", "-p", default=None, help=f"Text condition. [default: {DEFAULT_PROMPT!r}]"),
-        click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Noise seed."),
+        click.option("--seed", type=SEED, default=DEFAULT_SEED, show_default=True, help="Noise seed."),
         click.option(
             "--size",
-            type=int,
+            type=SIZE,
             default=None,
             help="Images are resized to SIZE x SIZE (aspect ratio not kept unless --crop center). "
             "[default: the metric's; DiffSim-S 512]",
@@ -123,7 +123,7 @@ def diffsim_options(f: Callable) -> Callable:
             default=None,
             help="cosine: higher is more similar; mse: lower is more similar. [default: cosine]",
         ),
-        click.option("--batch-size", type=int, default=None, help="Images per network pass. [default: the metric's]"),
+        click.option("--batch-size", type=COUNT, default=None, help="Images per network pass. [default: the metric's]"),
         click.option(
             "--cache",
             "cache_dir",

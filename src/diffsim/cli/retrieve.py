@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ImageError, StoreError
+from .numbers import COUNT
 
 FIELDS = ["query", "rank", "path", "score", "metric", "index", "file"]
 
@@ -40,7 +41,7 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
     required=True,
     help="Store folder from `diffsim index build` (repeat: one grid row per store's metric).",
 )
-@click.option("--top-k", "-k", "top_k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--top-k", "-k", "top_k", type=COUNT, default=10, show_default=True)
 @click.option(
     "--prefilter",
     type=str,
@@ -76,7 +77,7 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
     help="Leave-one-out recall@1/5/10 and mAP of the store itself (one folder per class).",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
-@click.option("--batch-size", type=int, default=None, help="Query images per network pass.")
+@click.option("--batch-size", type=COUNT, default=None, help="Query images per network pass.")
 def retrieve(
     queries: tuple[str, ...],
     stores: tuple[str, ...],

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from .numbers import COUNT, FINITE_NON_NEGATIVE, NON_NEGATIVE
+
 
 def engine_options(f: Callable) -> Callable:
     """--engine local|ray and the Ray options (--workers is the command's own: actors with --engine ray)."""
@@ -27,7 +29,7 @@ def engine_options(f: Callable) -> Callable:
         ),
         click.option(
             "--gpus-per-worker",
-            type=float,
+            type=FINITE_NON_NEGATIVE,
             default=0.0,
             show_default=True,
             help="GPUs per Ray embedding actor (0.5: two actors share a GPU).",
@@ -68,14 +70,14 @@ def shard_options(f: Callable) -> Callable:
     opts = [
         click.option(
             "--num-shards",
-            type=int,
+            type=COUNT,
             default=None,
             help="Build one of K parts of the gallery (join them with `diffsim index merge`). "
             "[default: WORLD_SIZE (torchrun) or SLURM_NTASKS, else 1]",
         ),
         click.option(
             "--shard-index",
-            type=int,
+            type=NON_NEGATIVE,
             default=None,
             help="Which part (0..K-1). [default: RANK (torchrun) or SLURM_PROCID]",
         ),

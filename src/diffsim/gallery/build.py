@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..bounds import check_float, check_int
 from .mapper import stream_metric
 from .readers import GalleryInput, files_input
 from .runner import BuildReport, LocalEngine, run_build
@@ -21,6 +22,18 @@ from .store import GalleryStore
 from .writer import MAX_SHARD_IMAGES, SHARD_BYTES
 
 __all__ = ["MAX_SHARD_IMAGES", "SHARD_BYTES", "BuildReport", "build_index", "files_input", "stream_metric"]
+
+
+def _check_numbers(batch_size: Any, num_workers: Any, shard_size: Any, commit_every: Any) -> None:
+    """The numeric arguments of :func:`build_index`, checked before any image is read."""
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("num_workers", num_workers, 0),
+        ("shard_size", shard_size, 1),
+    ):
+        if value is not None:
+            check_int(name, value, minimum=low)
+    check_float("commit_every", commit_every, positive=True, allow_zero=False)
 
 
 def build_index(
@@ -48,6 +61,7 @@ def build_index(
     and at the end; ``prune``: drop stored images not in ``sources`` (default: when it is a folder, a
     list file or shards, not loose image paths).
     """
+    _check_numbers(batch_size, num_workers, shard_size, commit_every)
     inp = sources if isinstance(sources, GalleryInput) else files_input(sources)
     engine = LocalEngine(batch_size, num_workers, shard_size, commit_every, threads)
     return run_build(inp, store, metric, engine, strict=strict, progress=progress, prune=prune, on_batch=on_batch)

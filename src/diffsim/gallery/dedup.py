@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..bounds import check_float, check_int
 from ..features import Features
 from .search import BLOCK_BYTES, Gallery
 
@@ -81,8 +81,8 @@ def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[st
 
 def find_groups(gallery: Gallery, threshold: float, neighbours: int = 10) -> Groups:
     """Near-duplicate groups: candidates from faiss, kept when their exact score passes ``threshold``."""
-    if neighbours < 1:
-        raise ConfigError(f"neighbours must be at least 1; got {neighbours}")
+    check_int("neighbours", neighbours, minimum=1)
+    check_float("threshold", threshold)
     gallery._check_nonempty()
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

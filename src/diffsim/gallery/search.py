@@ -278,7 +278,7 @@ class Gallery:
         exact top-k, reaches ``target_recall``. Either way :attr:`last_prefilter` holds the estimated recall
         (the sample queries get their exact results).
         """
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k (top-k) must be a positive integer; got {k!r}")
         if not (isinstance(recall_sample, int) and recall_sample >= 0):
             raise ConfigError(f"recall_sample must be a non-negative integer; got {recall_sample!r}")

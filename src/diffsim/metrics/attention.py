@@ -24,6 +24,7 @@ from .. import aas
 from ..aas import QKV
 from ..backbones.detect import require_kind
 from ..backbones.spec import LoadSpec
+from ..defaults import DEFAULT_STEP
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
@@ -34,9 +35,6 @@ from .base import FeatureMetric
 from .conditioning import Conditioning
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STEP = 500
-DEFAULT_SEED = 2334
 
 
 class AttentionMetric(FeatureMetric):

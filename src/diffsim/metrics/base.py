@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from ..bounds import check_fits, is_out_of_memory, out_of_memory
 from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache, config_key
 from ..errors import ConfigError, ImageError
 from ..features import Features
@@ -349,8 +350,15 @@ class FeatureMetric(Metric):
                 len(found) + len(todo),
             )
         batches = list(_chunks(list(todo.items()), self.settings.batch_size))
+        if batches:  # an estimate first: a size that cannot fit is refused before the first allocation
+            check_fits(int(pixels[0].shape[-1]), len(batches[0]), self.device, self.dtype.itemsize)
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not progress or not batches):
-            feats = self.forward(torch.stack([px for _, px in batch]), **call)
+            try:
+                feats = self.forward(torch.stack([px for _, px in batch]), **call)
+            except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
+                raise out_of_memory(exc) from exc
             for i, (key, _) in enumerate(batch):
                 one = Features({k: v[i : i + 1].clone() for k, v in feats.tensors.items()}, fcfg)  # own storage
                 self.cache.put((ckey, key), one)

@@ -15,7 +15,7 @@ import dataclasses
 import os
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
-from ..backbones.loading import DEFAULT_MODEL
+from ..backbones.loading import DEFAULT_MODEL, resolve_source
 from ..errors import ConfigError
 from ..settings import load_field, path_like, resolved_field
 from .attention import AttentionMetric
@@ -39,7 +39,9 @@ class DiffSimCSettings(DiffSimSettings):
     def validate(self) -> None:
         super().validate()
         path_like("ip_adapter", self.ip_adapter, optional=False)
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or self.scale < 0:
+        # a missing local folder is refused here, before any model loads (never tried as a Hub id)
+        resolve_source(self.ip_adapter, "IP-Adapter", f"{self.ip_subfolder}/{self.ip_weight_name}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale >= 0:
             raise ConfigError(f"scale must be a number >= 0 (the IP-Adapter weight; paper 0.5); got {self.scale!r}")
         if self.mask_keys:
             raise ConfigError(

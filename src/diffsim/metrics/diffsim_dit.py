@@ -15,10 +15,12 @@ from typing import ClassVar
 
 from .. import aas
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
+from ..bounds import check_seed
+from ..defaults import DEFAULT_SEED
 from ..errors import ConfigError, LayerError
 from ..images import check_crop, check_size
-from ..settings import compare_field, is_int, load_field, one_of, resolved_field
-from .attention import DEFAULT_SEED, AttentionMetric
+from ..settings import compare_field, load_field, one_of, resolved_field
+from .attention import AttentionMetric
 from .base import FeatureSettings
 from .conditioning import ClassConditioning
 
@@ -59,8 +61,8 @@ class DiTSettings(FeatureSettings):
         if isinstance(self.class_label, bool) or not isinstance(self.class_label, (int, str)):
             raise ConfigError(f"class_label must be an ImageNet class id or label name; got {self.class_label!r}")
         if self.size is not None:
-            check_size(self.size, 1)
-        is_int("seed", self.seed)
+            check_size(self.size, 1, 32, "the latent must give at least 2 x 2 patches")
+        check_seed("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
 

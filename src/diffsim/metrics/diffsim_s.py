@@ -14,13 +14,14 @@ from ..backbones.detect import SD
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import compile_mode
+from ..bounds import MIN_LATENT_SIZE, check_seed
+from ..defaults import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP  # re-exported (no torch there)
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..images import check_crop, check_size
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
 from ..settings import (
     compare_field,
-    is_int,
     load_field,
     one_of,
     path_like,
@@ -28,14 +29,12 @@ from ..settings import (
     resolved_field,
     runtime_field,
 )
-from .attention import DEFAULT_SEED, DEFAULT_STEP, AttentionMetric
+from .attention import AttentionMetric
 from .base import FeatureSettings
 from .conditioning import TextConditioning
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LAYER = "up0"
-DEFAULT_PROMPT = "High quality image"
 __all__ = ["DEFAULT_LAYER", "DEFAULT_PROMPT", "DEFAULT_SEED", "DEFAULT_STEP", "DiffSim", "DiffSimSettings"]
 
 
@@ -83,8 +82,10 @@ class DiffSimSettings(FeatureSettings):
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if not isinstance(self.prompt, str):
             raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
-        check_size(self.size, 8)  # every SD VAE downsamples by 8 (re-checked against the model in setup)
-        is_int("seed", self.seed)
+        # every SD VAE downsamples by 8 (re-checked against the model in setup); below an 8 x 8 latent
+        # the deep layers hold one token and every pair scores 1.0
+        check_size(self.size, 8, MIN_LATENT_SIZE, "the 8x-downsampled latent must be at least 8 x 8")
+        check_seed("seed", self.seed)
         one_of("similarity", self.similarity, aas.SIMILARITIES)
         check_crop(self.crop)
         path_like("mask_model", self.mask_model, optional=False)

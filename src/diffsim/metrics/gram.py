@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
+from ..bounds import check_size_range
 from ..errors import LayerError
 from ..features import Features
 from ..preprocess import ResizeCrop
@@ -53,6 +54,7 @@ class GramSettings(RunSettings):
     def validate(self) -> None:
         super().validate()
         positive_int("size", self.size)
+        check_size_range(self.size, 1)
         one_of("rows", self.rows, ROWS)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..backbones.torchvision_nets import TorchvisionBackbone
+from ..bounds import check_size_range
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..preprocess import Resize
@@ -70,6 +71,7 @@ class LPIPSSettings(RunSettings):
         one_of("net", self.net, tuple(NETS))
         path_like("lin_weights", self.lin_weights)
         positive_int("size", self.size)
+        check_size_range(self.size, 1)
 
     @property
     def higher_is_better(self) -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from ..backbones.vit import ViTBackbone
+from ..bounds import check_size_range
 from ..errors import ConfigError
 from ..preprocess import ResizeCrop
 from ..settings import positive_int, runtime_field
@@ -30,8 +31,10 @@ class ViTSettings(FeatureSettings):
     def validate(self) -> None:
         super().validate()
         positive_int("size", self.size)
+        check_size_range(self.size, 1)
         if self.resize is not None:
             positive_int("resize", self.resize)
+            check_size_range(self.resize, 1)
             if self.resize < self.size:
                 raise ConfigError(f"resize ({self.resize}) must be at least the crop size ({self.size})")
 
