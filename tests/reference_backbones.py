@@ -130,14 +130,15 @@ def clip_original(encoder, image) -> torch.Tensor:
     """The CLIP processor's input for an ORIGINAL image, as the authors and diffusers' ``ip_adapter_image``
     compute it: a transformers ``CLIPImageProcessor`` with its defaults at the encoder's input size
     (shortest side, bicubic, centre crop, CLIP mean/std), built here from the encoder config alone.
-    ``image``: a PIL image (as read from its file) or a (3, H, W) float tensor in [0, 1]."""
+    ``image``: a PIL image (as read from its file) or a (3, H, W) float tensor in [0, 1] (saved to 8 bits
+    as a PNG would hold it)."""
     from transformers import CLIPImageProcessor
 
     side = encoder.config.image_size
     processor = CLIPImageProcessor(size=side, crop_size=side)
-    if isinstance(image, Image.Image):
-        return processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
-    return processor(images=image, do_rescale=False, return_tensors="pt").pixel_values
+    if isinstance(image, torch.Tensor):
+        image = Image.fromarray((image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
 
 
 @torch.no_grad()

@@ -205,7 +205,7 @@ def test_square_clip_input_reproduces_the_earlier_fingerprints(tiny_sd_path, ip_
 
 
 def test_tensor_inputs_are_their_own_original(metric):
-    """A tensor is the original image: the CLIP processor gets it in float ([0, 1], no 8-bit rounding)."""
+    """A tensor is the original image: the CLIP processor gets it whole (rounded to 8 bits, as a file)."""
     g = torch.Generator().manual_seed(5)
     low = torch.rand(2, 3, 5, 5, generator=g)
     x = torch.nn.functional.interpolate(low[:1], size=(SIZE, 2 * SIZE), mode="bicubic").clamp(0, 1)[0]
@@ -214,6 +214,11 @@ def test_tensor_inputs_are_their_own_original(metric):
     pipe = metric.backbone.pipe
     qx, qy = (ip_qkv(pipe, vae(t)[None], ATTN2, 400, "a photo", metric.seed, 0.5, t) for t in (x, y))
     assert metric.score(x, y) == pytest.approx(pair_score(qx, qy), abs=5e-6)
+    square = metric.with_settings(clip_input="square")
+    assert abs(square.score(x, y) - pair_score(qx, qy)) > 1e-3
+    z = torch.nn.functional.interpolate(low[:1], size=(SIZE, SIZE), mode="bicubic").clamp(0, 1)[0]
+    k = f"{ATTN2}/k"  # already square at the working size: both inputs give the processor the same image
+    assert torch.allclose(metric.embed(z).tensors[k], square.embed(z).tensors[k], atol=1e-6)
 
 
 def test_original_aspect_enters_the_cache_key(metric):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -53,18 +54,20 @@ class ProcessorView:
     """The ORIGINAL image through a Hugging Face image processor (e.g. CLIP's: shortest side to 224,
     bicubic, centre crop, normalisation): its ``pixel_values`` (3, C, C).
 
-    8-bit pictures go in as RGB PIL images, as a processor is usually fed; float pictures (tensors, float
-    arrays, 16-bit files) as (3, H, W) tensors in [0, 1] with ``do_rescale=False`` (no 8-bit rounding).
+    The processor gets an 8-bit RGB PIL image, as the authors' code and diffusers' ``ip_adapter_image``
+    feed it: float pictures (tensors, float arrays, 16-bit files) are rounded to 8 bits first, as
+    :func:`~diffsim.images.load_image` does (so an image already square at the working size gives the
+    processor exactly what the VAE's square would).
     """
 
     processor: Any
 
     def __call__(self, image: ImageLike, index: int = 0) -> torch.Tensor:
         item = _load_item(image, index)
-        if isinstance(item, Image.Image):
-            out = self.processor(images=item.convert("RGB"), return_tensors="pt")
-        else:
-            out = self.processor(images=item.float(), do_rescale=False, return_tensors="pt")
+        if isinstance(item, torch.Tensor):
+            arr = (item.permute(1, 2, 0).float().numpy() * 255.0 + 0.5).astype(np.uint8)
+            item = Image.fromarray(arr)
+        out = self.processor(images=item.convert("RGB"), return_tensors="pt")
         return out.pixel_values[0].float()
 
 

@@ -95,12 +95,14 @@ def build_paths(root: Path) -> dict[str, str]:
     """Build the tiny models (as the conftest fixtures do) under ``root``; returns the path table."""
     from ..tiny_dit import build_tiny_dit
     from ..tiny_ip_adapter import build_tiny_ip_adapter
+    from ..tiny_peers import make_peers
     from ..tiny_sd import build_tiny_pipeline
     from ..tiny_sdxl import build_tiny_sdxl
     from ..tiny_vit import build_tiny_clip, build_tiny_dinov2
 
     sd = build_tiny_pipeline(root / "tiny-sd" / "model")
     return {
+        **make_peers(root / "tiny-peers"),
         "sd": str(sd),
         "clip": str(build_tiny_clip(root / "tiny-clip" / "model")),
         "dino": str(build_tiny_dinov2(root / "tiny-dinov2" / "model")),
