@@ -6,6 +6,8 @@
 # Compiled rows run batch 32 first: its static kernels give the headline number; batch 8 then
 # recompiles once with a dynamic batch dimension that batch 1 reuses.
 # Extra arguments go to bench_gpu.py, e.g. --rows naive,eager,compiled to skip the CUDA-graph rows.
+# Then one DiffSim loss step (forward + backward) at 512 px against one embed (bench_loss.py; target <= 3x),
+# to $OUT/bench_loss.txt and $OUT/bench_loss.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -15,3 +17,5 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no C
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 python benchmarks/bench_gpu.py --device cuda --size 512 --dtype float16 --batch-sizes 32,8,1 --images 128 \
     --naive-images 16 --compare 128x128 --out "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench_gpu.txt"
+python benchmarks/bench_loss.py --device cuda --size 512 --dtype float16 --out "$OUT/bench_loss.json" 2>&1 \
+    | tee "$OUT/bench_loss.txt"

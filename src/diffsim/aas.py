@@ -48,7 +48,7 @@ def attend(
     key_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Softmax attention ``softmax(q k^T / sqrt(d)) v``, returned in float32 (no dropout).
+    """Softmax attention ``softmax(q k^T / sqrt(d)) v``, returned in float32 (float64 for float64 inputs; no dropout).
 
     ``key_mask`` (N, T_k) bool restricts every query to the keys marked True (per image). ``dtype``:
     the precision of the product itself (default float32).
@@ -56,8 +56,9 @@ def attend(
     mask = None
     if key_mask is not None:
         mask = key_mask.bool().reshape(key_mask.shape[0], *([1] * (q.dim() - 2)), key_mask.shape[-1])
-    dt = dtype or torch.float32
-    return F.scaled_dot_product_attention(q.to(dt), k.to(dt), v.to(dt), attn_mask=mask).float()
+    dt = dtype or torch.promote_types(q.dtype, torch.float32)  # float64 features stay float64 (gradcheck)
+    out = F.scaled_dot_product_attention(q.to(dt), k.to(dt), v.to(dt), attn_mask=mask)
+    return out.to(torch.promote_types(dt, torch.float32))
 
 
 def _batch(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -112,6 +112,9 @@ class FeatureCache:
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             os.close(fd)
             feats.save(tmp)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would lock other users out of a shared cache
             os.replace(tmp, path)
         except (OSError, SafetensorError) as exc:  # safetensors reports I/O failures as its own error
             self.write_failed = True

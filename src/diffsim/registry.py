@@ -410,6 +410,7 @@ for _info in (
 ):
     register_metric(_info)
 
+
 def load(model: Any, **settings: Any) -> Metric:
     """The metric for ``model`` (hub id, folder or single file), whatever its kind: ``create_metric("auto")``."""
     return create_metric(AUTO, model=model, **settings)

@@ -217,7 +217,6 @@ class ViTBackbone:
             return self.model(pixel_values=x, interpolate_pos_encoding=True)
         return self.model(pixel_values=x)
 
-    @torch.no_grad()
     def qkv(self, cap: LayerCapture, index: int, qkv_input: str = "normed") -> QKV:
         """Q/K/V (N, heads, T, D) of layer ``index`` from its own projections.
 

@@ -20,7 +20,7 @@ def dataset_options(f: Callable) -> Callable:
             "-r",
             type=click.Path(),
             default=None,
-            help="Dataset folder as distributed (see README 'Benchmarks').  Optional with --triplets.",
+            help="Dataset folder as distributed (layouts: docs/benchmarks.md).  Optional with --triplets.",
         ),
         click.option(
             "--protocol",

@@ -44,10 +44,10 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: record and skip it).")
 @click.option(
     "--compact",
-    type=click.Choice(["none", "fp16"]),
-    default="none",
-    show_default=True,
-    help="fp16: store features in half precision (half the bytes; see the README for its agreement).",
+    type=click.Choice(["none", "fp16", "int8"]),
+    default=None,
+    help="fp16: features in half precision (half the bytes); int8: per-channel quantised Q/K/V (a quarter); "
+    "see docs/scale.md for their agreement. A store keeps one mode. [default: the store's, or none]",
 )
 @click.option(
     "--shard-size",
@@ -62,6 +62,15 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     help="Torch threads of the embedding process (decode workers use one each). "
     "[default: the cores the --workers leave, at most torch's default]",
 )
+@click.option(
+    "--ann",
+    "ann_kind",
+    type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "none"]),
+    default=None,
+    help="Kind of the store's persisted ANN index over pooled vectors (for --prefilter and dedup): auto picks "
+    "flat below 100k images, hnsw below 1M, ivfpq above; none: no index now (built when first needed). "
+    "[default: the store's kind, or auto; none when faiss is not installed]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @engine_options
 @input_options
@@ -74,9 +83,10 @@ def build(
     metric_name: str | None,
     workers: int | None,
     strict: bool,
-    compact: str,
+    compact: str | None,
     shard_size: int | None,
     threads: int | None,
+    ann_kind: str | None,
     quiet: bool,
     num_shards: int | None,
     shard_index: int | None,
@@ -152,7 +162,30 @@ def build(
         report = run_build(
             inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
         )
-    _report(store, out, report)
+        _report(store, out, report)
+        update_ann(store, ann_kind)
+
+
+def update_ann(store: Any, kind: str | None) -> None:
+    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto) and report it."""
+    import time
+
+    from ..gallery import ann
+
+    if kind == "none" or not len(store):
+        return
+    if kind is None:
+        try:
+            ann.require_faiss()
+        except ConfigError:
+            return  # no faiss: the index is built by the first prefiltered search
+    t0 = time.perf_counter()
+    index = ann.open_index(store, kind)
+    seconds = time.perf_counter() - t0
+    click.echo(
+        f"ANN index: {index.info.kind} over {index.info.n} vectors of {index.info.dim} dimensions, "
+        f"{index.info.bytes / 1e6:.2f} MB, ready in {seconds:.2f} s"
+    )
 
 
 def _resumable() -> None:
@@ -172,6 +205,13 @@ def _report(store: Any, out: str, report: Any) -> None:
     )
 
 
+def _ann_info(st: Any) -> Any:
+    from ..gallery.ann import read_info
+
+    info = read_info(st)
+    return None if info is None else {k: info.to_json()[k] for k in ("kind", "n", "bytes", "seconds")}
+
+
 index.add_command(merge)
 
 
@@ -185,6 +225,13 @@ def info(store: str, as_json: bool) -> None:
     st = GalleryStore.open(store)
     n = len(st)
     rows = st.rows()
+    orphans = st.unindexed_shards()
+    if orphans:
+        click.echo(
+            f"warning: {len(orphans)} shard file(s) in {st.shard_dir} are not in the table; "
+            f"`diffsim index build GALLERY --out {store}` (or `diffsim retrieve`) recovers them",
+            err=True,
+        )
     doc = {
         "store": str(st.folder),
         "metric": st.metric_name,
@@ -194,6 +241,7 @@ def info(store: str, as_json: bool) -> None:
         "bytes_per_image": st.nbytes() / n if n else None,
         "compact": st.compact,
         "root": st.root,
+        "ann": _ann_info(st),
         "errors": len(st.errors()),
         "features": st.feature_config,
     }

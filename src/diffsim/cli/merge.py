@@ -27,3 +27,6 @@ def merge(parts: tuple[str, ...], out: str) -> None:
         f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
         + (f", {len(store.errors())} unreadable" if store.errors() else "")
     )
+    from .index import update_ann
+
+    update_ann(store, None)

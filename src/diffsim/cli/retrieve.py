@@ -22,6 +22,9 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
     stores = []
     for p in paths:
         st = GalleryStore.open(p)
+        if len(st) == 0 and st.unindexed_shards():  # the table was lost (or never committed): the shards hold it
+            n = st.recover()
+            click.echo(f"warning: {p}: the table did not list its shards; recovered {n} image(s) from them", err=True)
         if len(st) == 0:
             raise StoreError(f"store {p} is empty: no image to search (see {Path(p) / 'errors.json'})")
         stores.append(st)
@@ -40,10 +43,26 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
 @click.option("--top-k", "-k", "top_k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--prefilter",
-    type=click.IntRange(min=1),
+    type=str,
     default=None,
-    help="faiss proposes N candidates from the pooled vectors; exact scores re-rank them "
-    "(needs diffsim-metric[faiss]).",
+    help="N, or auto: the store's ANN index proposes N candidates per query from the pooled vectors and exact "
+    "scores re-rank them; auto grows N until the recall@k measured on sample queries reaches --target-recall. "
+    'The estimated recall is reported on stderr (and as a first {"meta": ...} line with --json). '
+    "Needs diffsim-metric[faiss].",
+)
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="With --prefilter auto: the recall@k to reach.",
+)
+@click.option(
+    "--recall-sample",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="With --prefilter: queries also scored against every stored image to estimate recall (0: no estimate).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per result line (query, rank, path, score, ...)."
@@ -62,7 +81,9 @@ def retrieve(
     queries: tuple[str, ...],
     stores: tuple[str, ...],
     top_k: int,
-    prefilter: int | None,
+    prefilter: str | None,
+    target_recall: float,
+    recall_sample: int,
     as_json: bool,
     as_csv: bool,
     grid: str | None,
@@ -80,10 +101,9 @@ def retrieve(
     for q in queries:
         if not Path(q).is_file():
             raise ImageError(f"query image not found: {q}")
+    n_pre = _prefilter(prefilter, top_k)
     opened = open_stores(stores)
-    if prefilter is not None:
-        if prefilter < top_k:
-            raise click.BadParameter(f"must be at least --top-k ({top_k})", param_hint="--prefilter")
+    if n_pre is not None:
         require_faiss()
     runtime = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None}
     rows, grid_rows = [], []
@@ -105,7 +125,19 @@ def retrieve(
                 )
         if not queries:
             continue
-        hits = gallery.search(list(queries), k=top_k, prefilter=prefilter, names=list(queries))
+        hits = gallery.search(
+            list(queries),
+            k=top_k,
+            prefilter=n_pre,
+            names=list(queries),
+            target_recall=target_recall,
+            recall_sample=recall_sample,
+        )
+        if gallery.last_prefilter is not None:
+            rep = gallery.last_prefilter
+            click.echo(f"{path}: {rep.line()}", err=True)
+            if as_json:
+                click.echo(json.dumps({"meta": {"index": path, "metric": st.metric_name, **rep.__dict__}}))
         for q, row in zip(queries, hits, strict=False):
             for h in row:
                 rows.append(
@@ -140,6 +172,21 @@ def retrieve(
             grid,
         )
         click.echo(f"wrote {out}", err=True)
+
+
+def _prefilter(value: str | None, top_k: int) -> int | str | None:
+    """--prefilter: None, "auto" or an integer at least --top-k."""
+    if value is None or value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a number of candidates or auto; got {value!r}", param_hint="--prefilter"
+        ) from None
+    if n < top_k:
+        raise click.BadParameter(f"must be at least --top-k ({top_k}); got {n}", param_hint="--prefilter")
+    return n
 
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, as_csv: bool) -> None:

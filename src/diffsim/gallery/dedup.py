@@ -1,6 +1,6 @@
 """Near-duplicate groups in a gallery store: faiss neighbours, exact check, connected components.
 
-Each stored image's ``neighbours`` nearest pooled vectors (faiss inner product) are candidate pairs;
+Each stored image's ``neighbours`` nearest pooled vectors (the store's ANN index) are candidate pairs;
 each pair is scored exactly with the store's metric, and the pairs whose score passes the threshold
 (``>=`` for similarities, ``<=`` for distances) link images into groups (connected components).
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .search import BLOCK_BYTES, Gallery, require_faiss
+from ..features import Features
+from .search import BLOCK_BYTES, Gallery
 
 
 @dataclass
@@ -29,19 +30,32 @@ class Groups:
 
 
 def candidate_pairs(gallery: Gallery, neighbours: int) -> set[tuple[str, str]]:
-    """Unordered pairs (a < b) of images among each other's ``neighbours`` nearest pooled vectors."""
-    faiss = require_faiss()
-    ids, pooled = gallery.store.pooled()
-    index = faiss.IndexFlatIP(pooled.shape[1])
-    index.add(np.ascontiguousarray(pooled, dtype=np.float32))
-    _, nn = index.search(np.ascontiguousarray(pooled, dtype=np.float32), min(neighbours + 1, len(ids)))
+    """Unordered pairs (a < b) of images among each other's ``neighbours`` nearest pooled vectors.
+
+    The store's persisted ANN index answers, a chunk of stored vectors at a time: never all pairs.
+    """
+    from .ann import CHUNK, _pool_rows
+
+    ann = gallery.ann_index()
+    ids = ann.ids
     pairs = set()
-    for i, row in enumerate(nn):
-        for j in row:
-            if j >= 0 and j != i:
-                a, b = ids[i], ids[int(j)]
-                pairs.add((a, b) if a < b else (b, a))
+    for start in range(0, len(ids), CHUNK):
+        vecs = _pool_rows(gallery.store, start, min(len(ids), start + CHUNK))
+        for i, row in enumerate(ann.search_rows(vecs, neighbours + 1), start):
+            for j in row:
+                if j >= 0 and j != i:
+                    a, b = ids[i], ids[int(j)]
+                    pairs.add((a, b) if a < b else (b, a))
     return pairs
+
+
+def pair_bytes(one: Features) -> int:
+    """Memory one pair takes in a compare call: both sides' features and the attention maps of both directions."""
+    attn = 0
+    for t in one.tensors.values():
+        if t.dim() >= 3:
+            attn = max(attn, int(np.prod(t.shape[1:-2])) * t.shape[-2] ** 2 * 4 * 2)
+    return max(1, 2 * one.nbytes + attn)
 
 
 def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[str, str, float]]:
@@ -54,8 +68,8 @@ def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[st
     dev = gallery.metric.device
     chunk = gallery.block
     for ps in by_shard.values():
-        if chunk is None:  # pairs per compare call: about BLOCK_BYTES of features on both sides
-            chunk = max(1, BLOCK_BYTES // (2 * max(1, gallery.store.load([ps[0][0]]).nbytes)))
+        if chunk is None:  # pairs per compare call: about BLOCK_BYTES of features and attention maps
+            chunk = max(1, BLOCK_BYTES // pair_bytes(gallery.store.load([ps[0][0]])))
         for s in range(0, len(ps), chunk):
             part = ps[s : s + chunk]
             fa = gallery.store.load([a for a, _ in part]).to(dev)

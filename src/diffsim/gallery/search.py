@@ -2,8 +2,10 @@
 
 Exhaustive search compares the queries with every stored image, one shard (and at most ``block``
 images) at a time, keeping a running top-k, so memory stays bounded by the shard size. With
-``prefilter=N``, a faiss inner-product index over the pooled vectors proposes N candidates per query
-and only those are scored exactly. Top-k follows the metric's polarity (``higher_is_better``).
+``prefilter=N`` (or ``"auto"``: N grown until a measured recall target holds), the store's persisted
+ANN index over the pooled vectors (:mod:`diffsim.gallery.ann`) proposes N candidates per query and only
+those are scored exactly, reading only their rows from the shards.
+Top-k follows the metric's polarity (``higher_is_better``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,34 @@ import torch
 from ..errors import ConfigError, ImageError, StoreError
 from ..features import Features
 from ..images import ImagesLike, as_list, describe
+from .ann import AnnIndex, open_index, require_faiss
 from .store import GalleryStore
 
+__all__ = ["Gallery", "Hit", "PrefilterReport", "metric_for", "require_faiss"]
+
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PrefilterReport:
+    """How a prefiltered search went: candidates per query and the recall@k measured on sample queries."""
+
+    candidates: int
+    k: int
+    estimated_recall: float | None  # mean |exact top-k in the candidates| / k over the sample; None: not measured
+    sample: int  # sample queries scored exactly
+    target_recall: float | None = None
+    ann: str = ""  # the ANN index kind
+
+    def line(self) -> str:
+        est = (
+            f"estimated recall@{self.k} {self.estimated_recall:.3f} on {self.sample} sample quer"
+            f"{'y' if self.sample == 1 else 'ies'}"
+            if self.estimated_recall is not None
+            else "recall not measured (--recall-sample 0)"
+        )
+        target = f" (target {self.target_recall:g})" if self.target_recall is not None else ""
+        return f"prefilter: {self.candidates} candidates per query from a {self.ann} index; {est}{target}"
 
 
 @dataclass(frozen=True)
@@ -37,19 +64,18 @@ class Hit:
     file: str
 
 
-def require_faiss() -> Any:
-    """Import faiss, or say which extra installs it."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ConfigError('the faiss prefilter needs faiss: pip install "diffsim-metric[faiss]" (faiss-cpu)') from exc
-    return faiss
-
-
 def metric_for(store: GalleryStore, **runtime: Any) -> Any:
     """The store's metric, rebuilt from its settings (``runtime``: e.g. ``device=``, ``batch_size=``)."""
     from ..registry import create_metric
+    from .store import local_model
 
+    path = local_model(store.feature_config)
+    if path is not None and not Path(path).exists():
+        raise StoreError(
+            f"store {store.folder} was built with the local model {path}, which is not there any more; "
+            "put the model back at that path, or build the store again with the model where it is now"
+        )
+    runtime.setdefault("cache_bytes", 0)  # stored features are read from the store: no feature LRU to fill
     metric = create_metric(store.metric_name, **{**store.metric_settings, **runtime})
     store.check_metric(metric)
     return metric
@@ -71,8 +97,8 @@ class Gallery:
         store.check_metric(metric)
         self.store, self.metric, self.block = store, metric, block
         self._paths: dict[str, str] | None = None
-        self._faiss: Any = None
-        self._faiss_ids: list[str] = []
+        self._ann: AnnIndex | None = None
+        self.last_prefilter: PrefilterReport | None = None
 
     @classmethod
     def open(cls, store: str | os.PathLike | GalleryStore, metric: Any = None, **runtime: Any) -> Gallery:
@@ -152,22 +178,61 @@ class Gallery:
         return [list(zip(best_i[q], best_s[q].tolist(), strict=False)) for q in range(len(fq))]
 
     # ------------------------------------------------------------------ prefilter
+    def ann_index(self) -> AnnIndex:
+        """The store's persisted ANN index over the pooled vectors (loaded, updated or built once per Gallery)."""
+        if self._ann is None:
+            self._ann = open_index(self.store)
+        return self._ann
+
     def faiss_index(self) -> tuple[Any, list[str]]:
-        """A flat inner-product faiss index over the stored pooled vectors (built once per Gallery)."""
-        if self._faiss is None:
-            faiss = require_faiss()
-            ids, pooled = self.store.pooled()
-            index = faiss.IndexFlatIP(pooled.shape[1])
-            index.add(np.ascontiguousarray(pooled, dtype=np.float32))
-            self._faiss, self._faiss_ids = index, ids
-        return self._faiss, self._faiss_ids
+        """(faiss index, ids of its vectors): :meth:`ann_index` as a raw faiss index."""
+        ann = self.ann_index()
+        return ann.index, ann.ids
+
+    def query_vectors(self, fq: Features) -> np.ndarray:
+        """The queries' pooled vectors, refused when not finite (a degenerate layer)."""
+        q = self.metric.pool(fq).float().cpu().numpy()
+        if not np.isfinite(q).all():
+            raise ConfigError(
+                f"the {self.metric.name} pooled vector of a query is not finite; search without a prefilter"
+            )
+        return np.ascontiguousarray(q, dtype=np.float32)
 
     def candidates(self, fq: Features, n: int) -> list[list[str]]:
         """The ``n`` stored images whose pooled vectors are nearest each query's (inner product)."""
-        index, ids = self.faiss_index()
-        q = self.metric.pool(fq).float().cpu().numpy()
-        _, nn = index.search(np.ascontiguousarray(q, dtype=np.float32), min(n, len(ids)))
-        return [[ids[j] for j in row if j >= 0] for row in nn]
+        return self.ann_index().search(self.query_vectors(fq), n)
+
+    def _choose(
+        self, fq: Features, k: int, prefilter: int | str, target: float, sample: int
+    ) -> tuple[int, dict[int, list[tuple[str, float]]]]:
+        """Candidates per query (fixed, or grown until the sample's recall@k reaches ``target``) and the
+        exact top-k of the sample queries; records :attr:`last_prefilter`."""
+        total = len(self.store)
+        picks = sorted({int(i) for i in np.linspace(0, len(fq) - 1, min(sample, len(fq))).round()}) if sample else []
+        exact = dict(zip(picks, self._exhaustive(fq[picks], k), strict=False)) if picks else {}
+        auto = prefilter == "auto"
+        if auto and not picks:
+            raise ConfigError("--prefilter auto measures recall on sample queries: --recall-sample must be at least 1")
+        n = min(total, max(2 * k, 16)) if auto else int(prefilter)
+        recall = None
+        while True:
+            if picks:
+                found = self.candidates(fq[picks], n)
+                recall = float(
+                    np.mean(
+                        [
+                            len({i for i, _ in exact[q]} & set(c)) / len(exact[q])
+                            for q, c in zip(picks, found, strict=False)
+                        ]
+                    )
+                )
+            if not auto or recall is None or recall >= target or n >= total:
+                break
+            n = min(total, 2 * n)
+        self.last_prefilter = PrefilterReport(
+            n, k, recall, len(picks), target if auto else None, self.ann_index().info.kind
+        )
+        return n, exact
 
     def rerank(self, fq: Features, candidates: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         """Exact scores of each query against its own candidates only, one shard at a time; top-k."""
@@ -201,19 +266,36 @@ class Gallery:
         self,
         images: ImagesLike | Features,
         k: int = 10,
-        prefilter: int | None = None,
+        prefilter: int | str | None = None,
         names: Sequence[str] | None = None,
+        target_recall: float = 0.95,
+        recall_sample: int = 8,
     ) -> list[list[Hit]]:
-        """Top-``k`` stored images for each query (rank 1 = best), exact; ``prefilter=N``: faiss proposes N."""
+        """Top-``k`` stored images for each query (rank 1 = best), exact without ``prefilter``.
+
+        ``prefilter=N``: the ANN index proposes N candidates per query, scored exactly; ``"auto"``: N
+        doubles (from ``max(2k, 16)``) until recall@k on ``recall_sample`` queries, against their exhaustive
+        exact top-k, reaches ``target_recall``. Either way :attr:`last_prefilter` holds the estimated recall
+        (the sample queries get their exact results).
+        """
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k (top-k) must be a positive integer; got {k!r}")
+        if not (isinstance(recall_sample, int) and recall_sample >= 0):
+            raise ConfigError(f"recall_sample must be a non-negative integer; got {recall_sample!r}")
+        if not (0.0 < target_recall <= 1.0):
+            raise ConfigError(f"target_recall must be in (0, 1]; got {target_recall!r}")
         self._check_nonempty()
         fq = images if isinstance(images, Features) else self.embed(images)
         qnames = list(names) if names is not None else self._names(images, fq)
+        self.last_prefilter = None
         if prefilter is not None:
-            if prefilter < k:
-                raise ConfigError(f"prefilter ({prefilter}) must be at least top-k ({k})")
-            ranked = self.rerank(fq, self.candidates(fq, prefilter), k)
+            if prefilter != "auto" and (not isinstance(prefilter, int) or prefilter < k):
+                raise ConfigError(f"prefilter must be 'auto' or an integer at least top-k ({k}); got {prefilter!r}")
+            n, exact = self._choose(fq, k, prefilter, target_recall, recall_sample)
+            rest = [q for q in range(len(fq)) if q not in exact]
+            ranked_rest = self.rerank(fq[rest], self.candidates(fq[rest], n), k) if rest else []
+            by_q = {**exact, **dict(zip(rest, ranked_rest, strict=False))}
+            ranked = [by_q[q] for q in range(len(fq))]
         else:
             ranked = self._exhaustive(fq, k)
         return [

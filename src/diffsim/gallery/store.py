@@ -5,18 +5,20 @@ Format (version 1), a folder::
     STORE/
       settings.json          {"format": "diffsim-gallery", "version": 1, "metric": NAME,
                               "settings": metric settings (runtime ones left out), "config": metric.config,
-                              "features": metric.feature_config(), "compact": "none" | "fp16", "root": ...}
+                              "features": metric.feature_config(), "compact": "none" | "fp16" | "int8", "root": ...}
       index.parquet          one row per image: id, path, hash, shard, row, checksum, pool
       errors.json            [{"path": ..., "reason": ...}] images that could not be read
       shards/shard-00000.safetensors
       shards/shard-00001.safetensors ...
+      ann/index.faiss, ann/ann.json   the persisted ANN index of the pooled vectors (:mod:`diffsim.gallery.ann`)
 
 * ``id``: the image's stable id (path relative to the gallery root, or absolute); ``path``: the file as
   read; ``hash``: BLAKE2b-128 of the file's bytes; ``shard`` / ``row``: where its features are;
   ``checksum``: SHA-256 of the whole shard file; ``pool``: ``metric.pool`` of its features (float32,
   L2-normalised) for approximate search.
 * A shard holds the features of up to N images: each feature tensor of ``Features`` stacked along the
-  first dimension (float16 with ``compact="fp16"``), plus ``__pool__`` (N, D) float32. Its metadata
+  first dimension (float16 with ``compact="fp16"``; with ``compact="int8"`` int8 codes plus ``KEY#scale``,
+  one float16 scale per image, head and channel), plus ``__pool__`` (N, D) float32. Its metadata
   repeats the ids, paths and hashes, so a shard is self-describing: a shard written but not yet in
   the table (a build killed between the two) is recovered by :meth:`GalleryStore.recover`.
 * Shards are written to a temporary file and then hard-linked (or renamed) into place, so a shard is
@@ -60,7 +62,9 @@ INDEX_FILE = "index.parquet"
 ERRORS_FILE = "errors.json"
 SHARD_DIR = "shards"
 POOL_KEY = "__pool__"
-COMPACT_MODES = ("none", "fp16")
+COMPACT_MODES = ("none", "fp16", "int8")
+#: int8 stores: ``KEY`` holds the int8 codes, ``KEY + SCALE_SUFFIX`` the fp16 scale of each channel
+SCALE_SUFFIX = "#scale"
 _SHARD_RE = re.compile(r"^shard-(\d+)$")
 
 
@@ -95,17 +99,44 @@ class ShardRecord:
     rows: list[Row] = field(default_factory=list)
 
 
+def local_model(features: dict[str, Any]) -> str | None:
+    """The absolute model path a store's feature config records for a local model (``local:PATH#...``)."""
+    ident = features.get("model")
+    if isinstance(ident, str) and ident.startswith("local:"):
+        return ident[len("local:") :].split("#", 1)[0]
+    return None
+
+
+def _absolute_model(doc: dict[str, Any], features: dict[str, Any]) -> None:
+    """Replace a local ``model`` path as typed (maybe relative) by the absolute one, in place."""
+    path = local_model(features)
+    if path is not None and isinstance(doc.get("model"), str):
+        doc["model"] = path
+
+
 def _store_settings(metric: Any, compact: str) -> dict[str, Any]:
     runtime: frozenset[str] = getattr(metric.settings, "runtime", frozenset())
+    features = jsonable(metric.feature_config())
+    settings = {k: v for k, v in metric.settings.to_dict().items() if k not in runtime}
+    config = jsonable(metric.config)
+    for doc in (settings, config):  # a store must work from any folder: no relative model path
+        _absolute_model(doc, features)
     return {
         "format": FORMAT,
         "version": VERSION,
         "metric": metric.name,
-        "settings": {k: v for k, v in metric.settings.to_dict().items() if k not in runtime},
-        "config": jsonable(metric.config),
-        "features": jsonable(metric.feature_config()),
+        "settings": settings,
+        "config": config,
+        "features": features,
         "compact": compact,
     }
+
+
+def share_mode(path: str | os.PathLike) -> None:
+    """Give a file made by :func:`tempfile.mkstemp` (mode 0600) the mode a plain ``open`` would (0666 & ~umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -125,6 +156,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        share_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -200,16 +232,19 @@ class GalleryStore:
 
     @classmethod
     def open_or_create(
-        cls, folder: str | os.PathLike, metric: Any, compact: str = "none", root: str | None = None
+        cls, folder: str | os.PathLike, metric: Any, compact: str | None = None, root: str | None = None
     ) -> GalleryStore:
-        """Open the store at ``folder`` (checking the settings) or create it."""
+        """Open the store at ``folder`` (checking the settings; ``compact`` None: the store's own mode) or
+        create it (``compact`` None: "none")."""
         if (Path(folder) / SETTINGS_FILE).exists():
             return cls.open(folder, metric, compact)
-        return cls.create(folder, metric, compact, root)
+        return cls.create(folder, metric, compact or "none", root)
 
     def check_metric(self, metric: Any) -> None:
         """Raise :class:`StoreError` naming what differs if ``metric`` is not the store's metric."""
-        mine = {k: self.settings.get(k) for k in ("metric", "config", "features")}
+        mine = json.loads(json.dumps({k: self.settings.get(k) for k in ("metric", "config", "features")}))
+        if isinstance(mine.get("config"), dict):  # stores written before models were recorded absolute
+            _absolute_model(mine["config"], mine.get("features") or {})
         theirs = {k: v for k, v in _store_settings(metric, self.compact).items() if k in mine}
         diff = _diff(mine, json.loads(json.dumps(theirs)))
         if diff:
@@ -235,8 +270,13 @@ class GalleryStore:
 
     @property
     def metric_settings(self) -> dict[str, Any]:
-        """Settings to rebuild the metric with ``create_metric(store.metric_name, **store.metric_settings)``."""
-        return dict(self.settings.get("settings", {}))
+        """Settings to rebuild the metric with ``create_metric(store.metric_name, **store.metric_settings)``.
+
+        A local model is given by the absolute path recorded at build time, whatever the current folder.
+        """
+        out = dict(self.settings.get("settings", {}))
+        _absolute_model(out, self.settings.get("features") or {})
+        return out
 
     @property
     def feature_config(self) -> dict[str, Any]:
@@ -290,11 +330,19 @@ class GalleryStore:
         from safetensors.torch import save
 
         pool = torch.as_tensor(np.asarray(pooled, dtype=np.float32))
+        bad = (~torch.isfinite(pool)).any(dim=1).nonzero().flatten().tolist() if pool.dim() == 2 else []
+        if bad or pool.dim() != 2:
+            raise StoreError(
+                f"refusing to store a non-finite pooled vector (image {ids[bad[0]] if bad else ids[0]!r}, "
+                f"{len(bad)} of {n}); the metric's pool() must give finite (N, D) vectors"
+            )
         tensors = {}
         for k, v in feats.tensors.items():
             v = v.detach().cpu()
             if self.compact == "fp16" and v.is_floating_point():
                 v = v.to(torch.float16)
+            elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
+                v, tensors[k + SCALE_SUFFIX] = quantise_int8(v)
             tensors[k] = v.contiguous()
         tensors[POOL_KEY] = pool.contiguous()
         meta = {
@@ -312,6 +360,7 @@ class GalleryStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            share_mode(tmp)
             name = self._place(tmp, name)
         finally:
             if os.path.exists(tmp):
@@ -360,7 +409,11 @@ class GalleryStore:
                 try:
                     self._table = pq.read_table(ipath)
                 except Exception as exc:  # noqa: BLE001 - any parquet error: name the file
-                    raise StoreError(f"cannot read the store table {ipath}: {exc}") from exc
+                    raise StoreError(
+                        f"cannot read the store table {ipath} ({exc}); the features are safe in "
+                        f"{self.shard_dir}: delete {ipath.name} and run `diffsim index build` on the same "
+                        "gallery and --out to recover the table from the shards without embedding again"
+                    ) from exc
             else:
                 self._table = _rows_to_table([])
             self._known_shards = set(self._table.column("shard").to_pylist())
@@ -537,46 +590,67 @@ class GalleryStore:
         return t.column("id").to_pylist(), flat.reshape(-1, dim)
 
     def load_shard(self, name: str, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """The feature tensors of one shard (float32 when stored compact).
+        """The feature tensors of one shard, or of its ``rows`` only (float32 when stored compact).
 
-        The first load of a shard by this store object reads the whole file and checks its checksum;
-        later loads of the unchanged file (same size and mtime) read it memory-mapped.
+        The shard is memory-mapped and only the wanted rows are read (``safe_open(...).get_slice``), so
+        memory holds the rows asked for, not the shard. The first read of a shard by this store object
+        checks its checksum against the table, streaming the file (later reads of the unchanged file, same
+        size and mtime, skip the check).
         """
         from safetensors import safe_open
-        from safetensors.torch import load
 
         path = self.shard_path(name)
-        stamp = self._stamp(path)
-        if self._verified.get(name) == stamp:
-            try:
-                with safe_open(str(path), framework="pt") as fh:
-                    tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != POOL_KEY}  # noqa: SIM118 (safe_open is not iterable)
-            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
-                raise StoreError(f"corrupt shard {path}: {exc}") from exc
-        else:
-            data = self._read_bytes(path)
-            expected = self._checksums().get(name)
-            if expected is not None:
-                got = hashlib.sha256(data).hexdigest()
-                if got != expected:
-                    raise StoreError(
-                        f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
-                        f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
-                        "its images"
-                    )
-            try:
-                tensors = load(data)
-            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
-                raise StoreError(f"corrupt shard {path}: {exc}") from exc
-            tensors.pop(POOL_KEY, None)
-            if expected is not None:
-                self._verified[name] = stamp
-        if rows is not None:
-            idx = torch.as_tensor(list(rows), dtype=torch.long)
-            tensors = {k: v.index_select(0, idx) for k, v in tensors.items()}
+        self._verify(name, path)
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                keys = [k for k in fh.keys() if k != POOL_KEY]  # noqa: SIM118 (safe_open is not iterable)
+                if rows is None:
+                    tensors = {k: fh.get_tensor(k) for k in keys}
+                else:
+                    tensors = {k: _read_rows(fh.get_slice(k), list(rows)) for k in keys}
+            for k in [k for k in tensors if k.endswith(SCALE_SUFFIX)]:
+                scale = tensors.pop(k)
+                base = k[: -len(SCALE_SUFFIX)]
+                tensors[base] = tensors[base].float() * scale.float()
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+            raise StoreError(f"corrupt shard {path}: {exc}") from exc
         if self.compact == "fp16":
             tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         return tensors
+
+    def _verify(self, name: str, path: Path) -> None:
+        """Check a committed shard's SHA-256 (streamed, nothing kept in memory) once per store object."""
+        stamp = self._stamp(path)
+        if stamp is None:
+            self._read_bytes(path)  # the clear "shard file missing" error
+        if self._verified.get(name) == stamp:
+            return
+        expected = self._checksums().get(name)
+        if expected is None:
+            return
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+        except OSError as exc:
+            raise StoreError(f"cannot read shard {path}: {exc}") from exc
+        got = h.hexdigest()
+        if got != expected:
+            raise StoreError(
+                f"corrupt shard {path}: checksum mismatch (table {expected[:12]}..., file "
+                f"{got[:12]}...); delete it and run `diffsim index build` again to re-embed "
+                "its images"
+            )
+        self._verified[name] = stamp
+
+    def unindexed_shards(self) -> list[str]:
+        """Shard files on disk that no committed row uses (e.g. a store whose table was lost)."""
+        self._read_table()
+        on_disk = {p.name[: -len(".safetensors")] for p in self.shard_dir.glob("*.safetensors")}
+        return sorted(on_disk - self._known_shards)
 
     @staticmethod
     def _stamp(path: Path) -> tuple[int, int] | None:
@@ -664,6 +738,33 @@ def _metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file held in memory (header: 8-byte length, then JSON)."""
     n = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + n].decode()).get("__metadata__") or {}
+
+
+def quantise_int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of ``v`` (..., tokens, channels), one fp16 scale per channel over the tokens."""
+    x = v.float()
+    scale = (x.abs().amax(dim=-2, keepdim=True) / 127.0).to(torch.float16).float()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round(x / safe).clamp_(-127, 127).to(torch.int8)
+    return codes, scale.to(torch.float16)
+
+
+def _read_rows(sl: Any, rows: list[int]) -> torch.Tensor:
+    """Rows ``rows`` (in that order) of a safetensors slice, reading each contiguous run once."""
+    if not rows:
+        return sl[0:0]
+    uniq = sorted(set(rows))
+    runs: list[tuple[int, int]] = []
+    for r in uniq:
+        if runs and runs[-1][1] == r:
+            runs[-1] = (runs[-1][0], r + 1)
+        else:
+            runs.append((r, r + 1))
+    got = torch.cat([sl[a:b] for a, b in runs]) if len(runs) > 1 else sl[runs[0][0] : runs[0][1]]
+    pos = {r: i for i, r in enumerate(uniq)}
+    if uniq == rows:
+        return got
+    return got.index_select(0, torch.as_tensor([pos[r] for r in rows], dtype=torch.long))
 
 
 def _rows_to_table(rows: list[Row]) -> Any:

@@ -9,6 +9,14 @@ Needs the extra ``diffsim-metric[torchmetrics]``.
 
 Per-pair scores are kept in a list state reduced with ``cat``, so torchmetrics gathers them across
 processes before ``compute`` (the mean is over all pairs of all processes, not a mean of means).
+
+Generated batches go through the functional path (:mod:`diffsim.functional`) for the metrics it
+serves (DiffSim-S / -C on SD, SDXL, DiT, CLIP / DINOv2 AAS, LPIPS): on the metric's device, no
+feature cache (every batch is new), and images not at the working size are resized on the device
+(antialiased bicubic, not Pillow's Lanczos: docs/loss.md gives the difference). Other metrics use
+``metric.score``. With ``as_loss=True``, ``m(preds, target)`` returns the batch score with its autograd
+graph (``is_differentiable`` is then True; the accumulated states are detached); for a loss to
+minimise use ``1 - m(preds, target)`` or ``metric.as_loss()``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import torch
 
 from .._optional import require
 from ..errors import ConfigError, ImageError
+from ..functional.metric import SUPPORTED, metric_scores, supports
+from ..images import _check_range, _int_to_unit
 
 require("torchmetrics", "torchmetrics", "diffsim.integrations.torchmetrics")
 from torchmetrics import Metric as TorchMetric  # noqa: E402
@@ -47,18 +57,34 @@ class DiffSimScore(TorchMetric):
     device with ``device=``.
     """
 
-    is_differentiable = False
     full_state_update = False
     scores: list[torch.Tensor]
 
-    def __init__(self, model: Any = None, *, metric: Any = None, reduction: str = "mean", **settings: Any) -> None:
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        metric: Any = None,
+        reduction: str = "mean",
+        as_loss: bool = False,
+        **settings: Any,
+    ) -> None:
         tm_kwargs = {k: settings.pop(k) for k in _TM_KWARGS if k in settings}
         super().__init__(**tm_kwargs)
         if reduction not in REDUCTIONS:
             raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
         self._metric = _build(model, metric, settings)
+        self.functional = supports(self._metric)
+        if as_loss and not self.functional:
+            raise ConfigError(f"as_loss=True needs a differentiable metric; supported: {SUPPORTED}")
+        self.as_loss = bool(as_loss)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
+
+    @property
+    def is_differentiable(self) -> bool:  # type: ignore[override]
+        """True with ``as_loss=True`` (the batch score from ``forward`` keeps its graph), else False."""
+        return bool(self.__dict__.get("as_loss", False))
 
     @property
     def higher_is_better(self) -> bool:  # type: ignore[override]
@@ -72,6 +98,12 @@ class DiffSimScore(TorchMetric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Score each pair (preds[i], target[i]); both (N, 3, H, W) float in [0, 1]."""
+        self._check_inputs(preds, target)
+        scores = self._scores(preds, target)
+        self.scores.append(torch.as_tensor(scores).reshape(-1).detach().float().to(self.device))
+
+    @staticmethod
+    def _check_inputs(preds: torch.Tensor, target: torch.Tensor) -> None:
         for name, x in (("preds", preds), ("target", target)):
             if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != 3:
                 raise ImageError(
@@ -82,8 +114,30 @@ class DiffSimScore(TorchMetric):
             raise ImageError(
                 f"preds and target must hold the same number of images; got {preds.shape[0]} and {target.shape[0]}"
             )
-        scores = self._metric.score(preds.detach(), target.detach())
-        self.scores.append(torch.as_tensor(scores).reshape(-1).detach().float().to(self.device))
+
+    def _scores(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.functional:
+            return torch.as_tensor(self._metric.score(preds.detach(), target.detach()))
+        if self.as_loss:
+            return metric_scores(self._metric, preds, target)
+        pair = []
+        for name, x in (("preds", preds), ("target", target)):
+            x = _int_to_unit(x.detach(), name)  # uint8 / uint16 / bool batches are scaled to [0, 1]
+            _check_range(x, name)
+            pair.append(x)
+        with torch.no_grad():
+            return metric_scores(self._metric, pair[0], pair[1])
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> Any:
+        """This batch's score (accumulated too); with ``as_loss=True`` it keeps its autograd graph."""
+        if not self.as_loss:
+            return super().forward(preds, target)
+        self._check_inputs(preds, target)
+        scores = self._scores(preds, target).reshape(-1)
+        self.scores.append(scores.detach().float().to(self.device))  # states never hold the graph
+        self._update_count += 1
+        self._computed = None
+        return scores.mean() if self.reduction == "mean" else scores
 
     def compute(self) -> torch.Tensor:
         """The mean over all pairs (``reduction="mean"``) or every pair's score in update order ("none")."""

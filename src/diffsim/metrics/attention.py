@@ -210,7 +210,7 @@ class AttentionMetric(FeatureMetric):
             n = own.shape[0]
             parts += [
                 torch.nn.functional.normalize(own.mean(dim=-2).reshape(n, -1), dim=1),
-                torch.nn.functional.normalize(own.std(dim=-2).reshape(n, -1), dim=1),
+                torch.nn.functional.normalize(own.std(dim=-2, correction=0).reshape(n, -1), dim=1),
             ]
         return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
 

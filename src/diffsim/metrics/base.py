@@ -141,6 +141,13 @@ class Metric(ABC):
         fa, fb = self._embed_both(a, b, **options)
         return self.compare_matrix(fa, fb)
 
+    def as_loss(self, reduction: str = "mean", **options: Any) -> Any:
+        """This metric as a differentiable loss module, :class:`diffsim.loss.DiffSimLoss` (``1 - score``
+        for similarities, the distance for distances); ``options``: ``noise``, ``seed``, ``checkpoint``."""
+        from ..loss import DiffSimLoss
+
+        return DiffSimLoss(self, reduction=reduction, **options)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings(Settings):

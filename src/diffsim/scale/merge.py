@@ -1,7 +1,9 @@
 """Join gallery stores built in parts (``--num-shards``/``RANK``) into one store.
 
 Every part must hold the same metric settings, compact mode and gallery root, and no image id may be
-in two parts. Shard files are hard-linked (copied where links are not possible) under new names, so
+in two parts. Merging into an existing store adds the parts' new images and replaces the ones whose
+content changed (a rerun of the part builds after an append, then a merge again, updates the store).
+Shard files are hard-linked (copied where links are not possible) under new names, so
 their bytes, and checksums, are unchanged; the driver-side table API of
 :class:`~diffsim.gallery.store.GalleryStore` records the rows.
 """
@@ -64,37 +66,51 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     if (out_path / SETTINGS_FILE).exists():
         target = GalleryStore.open(out_path)
         _check_same(first, target)
-        clash = [i for i in target.ids() if i in owner]
-        if clash:
-            raise StoreError(
-                f"image id {clash[0]!r} is already in {out_path} ({len(clash)} such); merge into a new store"
-            )
     else:
         (out_path / "shards").mkdir(parents=True, exist_ok=True)
         (out_path / SETTINGS_FILE).write_text(json.dumps(first.settings, indent=2, sort_keys=True))
         target = GalleryStore.open(out_path)
         target.set_errors([])
-    errors = [(e["path"], e["reason"]) for e in target.errors()]
+    known = target.hashes()  # an image already merged with the same content is kept as it is
+    have = target.table()
+    linked = dict(zip(have.column("shard").to_pylist(), have.column("checksum").to_pylist(), strict=False))
+    errors = {e["path"]: e["reason"] for e in target.errors()}
     for n, s in enumerate(stores):
         table = s.table()
         if not table.num_rows:
             continue
         ids, pool = s.pooled()
         cols = {c: table.column(c).to_pylist() for c in ("path", "hash", "shard", "row", "checksum")}
+        fresh = [j for j, i in enumerate(ids) if known.get(i) != cols["hash"][j]]
         renamed: dict[str, str] = {}
-        for old in dict.fromkeys(cols["shard"]):
+        for j in fresh:
+            old = cols["shard"][j]
+            if old in renamed:
+                continue
             new = f"{s.folder.name.replace('.', '-')}-{n:03d}-{old}"
             new = "".join(c if c.isalnum() or c in "-_" else "-" for c in new)
-            _link_or_copy(s.shard_path(old), target.shard_path(new))
+            base, k = new, 1
+            while target.shard_path(new).exists() and linked.get(new) != cols["checksum"][j]:
+                new, k = f"{base}-{k}", k + 1  # a name taken by other bytes: the next free one
+            if not target.shard_path(new).exists():
+                _link_or_copy(s.shard_path(old), target.shard_path(new))
             renamed[old] = new
         target.add_rows(
-            Row(i, p, h, renamed[sh], int(r), c, np.asarray(v, dtype=np.float32))
-            for i, p, h, sh, r, c, v in zip(
-                ids, cols["path"], cols["hash"], cols["shard"], cols["row"], cols["checksum"], pool, strict=False
+            Row(
+                ids[j],
+                cols["path"][j],
+                cols["hash"][j],
+                renamed[cols["shard"][j]],
+                int(cols["row"][j]),
+                cols["checksum"][j],
+                np.asarray(pool[j], dtype=np.float32),
             )
+            for j in fresh
         )
-        errors += [(e["path"], e["reason"]) for e in s.errors()]
-        logger.info("merged %s: %d images in %d shard(s)", s.folder, table.num_rows, len(renamed))
+        errors.update({e["path"]: e["reason"] for e in s.errors()})
+        logger.info(
+            "merged %s: %d new or changed images of %d, %d shard(s)", s.folder, len(fresh), table.num_rows, len(renamed)
+        )
     target.commit()
-    target.set_errors(errors)
+    target.set_errors(errors.items())
     return target

@@ -1,0 +1,205 @@
+"""Scale benchmark: the ANN index against N, and exact re-ranking of real-size features.
+
+Part A (index): N synthetic pooled vectors of the real DiffSim-S size on SD 1.5 up0 (D = 5120: token
+mean and std of the own attention output, 2 guidance branches x 1280 channels), drawn from clusters in
+a 64-dimensional latent space (neighbourhoods like those of real image embeddings, not uniform noise),
+with 1% planted near-duplicates (a copy of another vector plus 1% noise). For each N and index kind:
+build seconds, index bytes, peak RSS growth, ANN query latency p50/p95 (one query per call, 100
+candidates), recall@10 of those 100 candidates against the exact inner-product top-10, and the share of
+planted twins found among a vector's 10 nearest.
+
+Part B (re-rank): a store of M images holding real-size DiffSim-S features (SD 1.5 up0 at 512 px: Q, K,
+V x 2 branches x 8 heads x 256 tokens x 160, fp16) with a real DiffSim-S metric over them (the tiny
+calibrated model's metric: the scores depend only on the stored features); latency of one query
+re-ranked against C candidates (rows read memory-mapped from the shards, then compared), p50/p95.
+
+    python benchmarks/bench_scale.py                          # N = 10k, 50k; M = 300
+    python benchmarks/bench_scale.py --n 10000 --images 100   # quicker
+
+Prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from tests.tiny_gallery import build_discriminative_pipeline  # noqa: E402
+
+DIM = 5120  # DiffSim-S pooled vector on SD 1.5 up0: 2 (mean, std) x 2 branches x 1280
+SD15_UP0 = (2, 8, 256, 160)  # branches, heads, tokens at 512 px, head dim
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_pooled(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) unit vectors from 200 clusters of a 64-d latent space, and the planted twin pairs (i, j)."""
+    rng = np.random.default_rng(seed)
+    proj = rng.standard_normal((64, dim)).astype(np.float32) / 8
+    centres = rng.standard_normal((200, 64)).astype(np.float32)
+    latent = centres[rng.integers(0, 200, n)] + 0.6 * rng.standard_normal((n, 64)).astype(np.float32)
+    x = latent @ proj + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
+    twins = rng.choice(n, size=(max(1, n // 100), 2), replace=False)
+    x[twins[:, 1]] = x[twins[:, 0]] + 0.01 * np.linalg.norm(
+        x[twins[:, 0]], axis=1, keepdims=True
+    ) * rng.standard_normal((len(twins), dim)).astype(np.float32) / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, twins
+
+
+class VectorStore:
+    """Just what :mod:`diffsim.gallery.ann` reads from a store: its table (ids, pooled vectors) and folder."""
+
+    def __init__(self, folder: Path, vecs: np.ndarray) -> None:
+        import pyarrow as pa
+
+        self.folder = folder
+        n, d = vecs.shape
+        self._table = pa.table(
+            {
+                "id": pa.array([f"{i:08d}" for i in range(n)]),
+                "pool": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), d),
+            }
+        )
+
+    def table(self):
+        return self._table
+
+    def ids(self) -> list[str]:
+        return self._table.column("id").to_pylist()
+
+    def pooled(self):
+        from diffsim.gallery.ann import _as_matrix
+
+        return self.ids(), _as_matrix(self._table.column("pool"))
+
+
+def part_a(ns: list[int], kinds: list[str], queries: int, tmp: Path) -> list[tuple]:
+    from diffsim.gallery import ann
+
+    rows = []
+    for n in ns:
+        vecs, twins = synthetic_pooled(n, DIM)
+        qi = np.random.default_rng(1).choice(n, size=queries, replace=False)
+        exact = np.argsort(-(vecs[qi] @ vecs.T), axis=1)[:, 1:11]  # the query itself excluded
+        for kind in kinds:
+            store = VectorStore(tmp / f"a{n}-{kind}", vecs)
+            (store.folder).mkdir(parents=True, exist_ok=True)
+            before = rss_mb()
+            t0 = time.perf_counter()
+            built = ann.build(store, kind)  # type: ignore[arg-type]
+            build_s = time.perf_counter() - t0
+            index = ann.open_index(store, kind)  # type: ignore[arg-type]  # as a search opens it: memory-mapped
+            lat = []
+            found = []
+            for q in qi:
+                t0 = time.perf_counter()
+                found.append(index.search_rows(vecs[q : q + 1], 100)[0])
+                lat.append(time.perf_counter() - t0)
+            recall = np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact, found, strict=False)])
+            near = index.search_rows(vecs[twins[:, 0]], 10)
+            twin_found = np.mean([t in row for t, row in zip(twins[:, 1], near, strict=False)])
+            rows.append(
+                (
+                    n,
+                    built.info.kind,
+                    build_s,
+                    built.info.bytes / 1e6,
+                    rss_mb() - before,
+                    1e3 * np.percentile(lat, 50),
+                    1e3 * np.percentile(lat, 95),
+                    recall,
+                    twin_found,
+                )
+            )
+            print("A", rows[-1], file=sys.stderr, flush=True)
+            del index, built
+    return rows
+
+
+def part_b(images: int, candidates: list[int], queries: int, tmp: Path) -> tuple[list[tuple], float, float]:
+    from diffsim import create_metric
+    from diffsim.features import Features
+    from diffsim.gallery import GalleryStore
+    from diffsim.gallery.search import Gallery
+
+    model = build_discriminative_pipeline(tmp / "model")
+    metric = create_metric("diffsim-s", model=str(model), size=64, device="cpu", dtype="float32", cache_bytes=0)
+    layer = metric.layers[0]
+    store = GalleryStore.create(tmp / "b", metric, compact="fp16")
+    g = torch.Generator().manual_seed(0)
+    per_shard = 64
+    t0 = time.perf_counter()
+    for s in range(0, images, per_shard):
+        m = min(images, s + per_shard) - s
+        tensors = {f"{layer}/{p}": torch.randn(m, *SD15_UP0, generator=g) for p in "qkv"}
+        feats = Features(tensors, metric.feature_config(), [f"{i:06d}" for i in range(s, s + m)])
+        ids = feats.names
+        store.add_shard(store.write_shard(ids, ids, ["h"] * m, feats, metric.pool(feats)))
+    store.commit()
+    write_s = time.perf_counter() - t0
+    per_image_mb = store.nbytes() / images / 1e6
+    gal = Gallery(GalleryStore.open(store.folder), metric)
+    rng = np.random.default_rng(2)
+    all_ids = store.ids()
+    fq = store.load([all_ids[0]])
+    rows = []
+    for c in candidates:
+        lat = []
+        for _ in range(queries):
+            cands = [list(rng.choice(all_ids, size=min(c, images), replace=False))]
+            t0 = time.perf_counter()
+            gal.rerank(fq, cands, 10)
+            lat.append(time.perf_counter() - t0)
+        rows.append((c, 1e3 * np.percentile(lat, 50), 1e3 * np.percentile(lat, 95), 1e3 * np.median(lat) / c))
+        print("B", rows[-1], file=sys.stderr, flush=True)
+    return rows, per_image_mb, images * per_image_mb / write_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[10_000, 50_000])
+    ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"])
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--images", type=int, default=300, help="Part B store size (0: skip part B)")
+    ap.add_argument("--candidates", type=int, nargs="+", default=[10, 50, 100])
+    ap.add_argument("--dir", default=None, help="Where to write (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        a = part_a(args.n, args.kinds, args.queries, Path(tmp))
+        b = part_b(args.images, args.candidates, 5, Path(tmp)) if args.images else None
+    print(f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        "| N | kind | build s | index MB | RSS growth MB | query p50 ms | query p95 ms | recall@10 of top-100 "
+        "| planted twin in top-10 |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in a:
+        print("| {} | {} | {:.1f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |".format(*r))
+    if b is not None:
+        rows, mb, mbs = b
+        print(
+            f"\nre-rank, {args.images} real-size images ({mb:.2f} MB each in fp16; written at {mbs:.0f} MB/s), CPU:\n"
+        )
+        print("| candidates | p50 ms | p95 ms | ms per candidate |")
+        print("|---:|---:|---:|---:|")
+        for r in rows:
+            print("| {} | {:.0f} | {:.0f} | {:.1f} |".format(*r))
+
+
+if __name__ == "__main__":
+    main()

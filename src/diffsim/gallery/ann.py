@@ -1,0 +1,321 @@
+"""A persisted approximate-nearest-neighbour (faiss) index over a store's pooled vectors.
+
+Files, in the store folder::
+
+    ann/index.faiss    the faiss index (inner product over the L2-normalised pooled vectors)
+    ann/ann.json       {"kind", "requested", "n", "dim", "ids_digest", "checksum", "seconds", "bytes", "params"}
+
+Vector ``i`` of the index is row ``i`` of the store's table. ``ids_digest`` (BLAKE2b of the first ``n``
+ids) ties the index to the table: when the table has grown by appended rows (its first ``n`` ids
+unchanged), the new rows are added to the index; when rows were replaced (a changed image moves to the
+end of the table), the index is rebuilt. ``checksum`` is the SHA-256 of ``index.faiss``, checked when
+the index is opened (a mismatch rebuilds it, with a warning), as shards are checked against the table.
+Both files are written through temporary files and ``os.replace``, the index first.
+
+Kinds (``kind="auto"`` picks by size): ``flat`` (exact inner product; below 100k vectors), ``hnsw``
+(graph, 32 links; 100k-1M), ``ivfpq`` (inverted lists of product-quantised codes; 1M and more) and
+``ivf`` (inverted lists of full vectors). Opened for search, the index is memory-mapped where faiss
+allows (flat and HNSW codes in place, IVF lists on disk); updates read it into memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .store import GalleryStore, _atomic_write, share_mode
+
+logger = logging.getLogger(__name__)
+
+ANN_DIR = "ann"
+INDEX_FILE = "index.faiss"
+META_FILE = "ann.json"
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+#: below this many vectors ``auto`` keeps an exact flat index; at and above ``PQ_FROM``, IVF-PQ
+FLAT_BELOW = 100_000
+PQ_FROM = 1_000_000
+#: vectors used to train IVF / PQ quantisers (a random sample of the table)
+TRAIN_MAX = 65_536
+#: vectors added (or searched, by dedup) per call
+CHUNK = 16_384
+
+
+def require_faiss() -> Any:
+    """Import faiss, or say which extra installs it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ConfigError('the faiss prefilter needs faiss: pip install "diffsim-metric[faiss]" (faiss-cpu)') from exc
+    return faiss
+
+
+def choose_kind(n: int) -> str:
+    """The kind ``auto`` gives ``n`` vectors."""
+    if n < FLAT_BELOW:
+        return "flat"
+    return "hnsw" if n < PQ_FROM else "ivfpq"
+
+
+def _digest(ids: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _nlist(n: int) -> int:
+    """Inverted lists: ~4 sqrt(n), with at least 39 training vectors each (faiss's minimum)."""
+    return int(max(1, min(int(4 * math.sqrt(n)), min(n, TRAIN_MAX) // 39)))
+
+
+def _pq_shape(dim: int, n: int) -> tuple[int, int]:
+    """(sub-quantisers, bits): about 8 dimensions per 8-bit code, fewer bits for small training sets."""
+    m = next(
+        m for m in (256, 192, 160, 128, 96, 64, 48, 32, 16, 8, 4, 2, 1) if dim % m == 0 and dim // m >= 4 or m == 1
+    )
+    bits = int(max(1, min(8, math.floor(math.log2(max(2, n // 39))))))  # faiss wants 39 points per centroid
+    return m, bits
+
+
+def _new_index(kind: str, dim: int, n: int) -> tuple[Any, dict[str, int]]:
+    faiss = require_faiss()
+    ip = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim), {}
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, ip)
+        index.hnsw.efConstruction = 80
+        return index, {"M": 32}
+    nlist = _nlist(n)
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, ip), {"nlist": nlist}
+    m, bits = _pq_shape(dim, min(n, TRAIN_MAX))
+    return faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, ip), {"nlist": nlist, "m": m, "bits": bits}
+
+
+@dataclass
+class AnnInfo:
+    """What ``ann.json`` records."""
+
+    kind: str
+    requested: str  # "auto" or the kind asked for
+    n: int
+    dim: int
+    ids_digest: str
+    checksum: str
+    seconds: float  # time of the last (re)build or update
+    bytes: int
+    params: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class AnnIndex:
+    """A loaded index with the store ids of its vectors; :meth:`search` returns ids."""
+
+    def __init__(self, index: Any, ids: list[str], info: AnnInfo) -> None:
+        self.index, self.ids, self.info = index, ids, info
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search_rows(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        """Row numbers (table order) of the ``n`` nearest stored vectors of each query vector (-1: none)."""
+        faiss = require_faiss()
+        n = max(1, min(int(n), len(self.ids)))
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
+        inner = faiss.extract_index_ivf(self.index) if self.info.kind in ("ivf", "ivfpq") else None
+        if inner is not None:  # lists visited: enough to hold ~4n vectors, at least 16
+            nlist = int(inner.nlist)
+            inner.nprobe = int(min(nlist, max(16, math.ceil(4 * n * nlist / max(1, len(self.ids))))))
+        if self.info.kind == "hnsw":
+            self.index.hnsw.efSearch = int(max(64, 2 * n))
+        _, nn = self.index.search(q, n)
+        return nn
+
+    def search(self, vectors: np.ndarray, n: int) -> list[list[str]]:
+        """Ids of the ``n`` nearest stored vectors of each query vector."""
+        return [[self.ids[j] for j in row if j >= 0] for row in self.search_rows(vectors, n)]
+
+
+def folder(store: GalleryStore) -> Path:
+    return store.folder / ANN_DIR
+
+
+def read_info(store: GalleryStore) -> AnnInfo | None:
+    """The recorded index description, or None (no index, or an unreadable description)."""
+    path = folder(store) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return AnnInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("ignoring the ANN index description %s (%s); the index is rebuilt", path, exc)
+        return None
+
+
+def _pool_rows(store: GalleryStore, start: int, stop: int) -> np.ndarray:
+    """Pooled vectors of table rows ``start:stop`` (float32, C order)."""
+    return _as_matrix(store.table().column("pool").slice(start, stop - start))
+
+
+def _as_matrix(col: Any) -> np.ndarray:
+    dim = col.type.list_size
+    flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def _add(index: Any, store: GalleryStore, start: int, stop: int) -> None:
+    for s in range(start, stop, CHUNK):
+        index.add(_pool_rows(store, s, min(stop, s + CHUNK)))
+
+
+def _train(index: Any, store: GalleryStore, n: int, seed: int = 0) -> None:
+    if index.is_trained:
+        return
+    if n <= TRAIN_MAX:
+        sample = _pool_rows(store, 0, n)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=TRAIN_MAX, replace=False))
+        sample = _as_matrix(store.table().column("pool").take(rows))
+    index.train(sample)
+
+
+def _save(store: GalleryStore, index: Any, info: AnnInfo) -> AnnInfo:
+    faiss = require_faiss()
+    out = folder(store)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".index.", suffix=".tmp")
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        share_mode(tmp)
+        info.checksum = _sha256(Path(tmp))
+        info.bytes = os.path.getsize(tmp)
+        os.replace(tmp, out / INDEX_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _atomic_write(out / META_FILE, json.dumps(info.to_json(), indent=1).encode())
+    return info
+
+
+def build(store: GalleryStore, kind: str = "auto", save: bool = True) -> AnnIndex:
+    """Build the index of every committed row (``kind``: auto or one of :data:`KINDS`) and save it."""
+    if kind != "auto" and kind not in KINDS:
+        raise ConfigError(f"ANN index kind must be auto or one of {', '.join(KINDS)}; got {kind!r}")
+    t0 = time.perf_counter()
+    ids = store.ids()
+    n = len(ids)
+    if n == 0:
+        raise ConfigError(f"store {store.folder} is empty: no vector to index")
+    dim = store.table().column("pool").type.list_size
+    chosen = choose_kind(n) if kind == "auto" else kind
+    index, params = _new_index(chosen, dim, n)
+    _train(index, store, n)
+    _add(index, store, 0, n)
+    info = AnnInfo(chosen, kind, n, dim, _digest(ids), "", time.perf_counter() - t0, 0, params)
+    if save:
+        info = _save(store, index, info)
+    logger.info("built a %s ANN index of %d vectors in %.2f s", chosen, n, info.seconds)
+    return AnnIndex(index, ids, info)
+
+
+def _read(path: Path, kind: str, mmap: bool) -> Any:
+    faiss = require_faiss()
+    if mmap:
+        flag = faiss.IO_FLAG_MMAP if kind in ("ivf", "ivfpq") else getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+        try:
+            return faiss.read_index(str(path), flag)
+        except RuntimeError as exc:  # a faiss without memory-mapping for this kind
+            logger.debug("memory-mapping %s failed (%s); reading it", path, exc)
+    return faiss.read_index(str(path))
+
+
+def open_index(store: GalleryStore, kind: str | None = None, save: bool = True) -> AnnIndex:
+    """The store's index, up to date with its table: loaded (memory-mapped), extended with appended
+    rows, or (re)built when missing, stale, corrupt or of another kind than ``kind`` asks.
+
+    ``kind``: None keeps what the store has (``auto`` for a new index); ``save``: write what was built
+    or extended (a read-only store keeps it in memory, with a warning).
+    """
+    require_faiss()
+    ids = store.ids()
+    info = read_info(store)
+    path = folder(store) / INDEX_FILE
+    want = kind if kind is not None else (info.requested if info is not None else "auto")
+    reason = None
+    if info is None or not path.is_file():
+        reason = "no index yet"
+    elif want != info.requested and want != info.kind:
+        reason = f"{want} asked, {info.kind} stored"
+    elif want == "auto" and choose_kind(len(ids)) != info.kind:
+        reason = f"{len(ids)} vectors call for {choose_kind(len(ids))}"
+    elif info.n > len(ids) or _digest(ids[: info.n]) != info.ids_digest:
+        reason = "the table's rows changed"
+    else:
+        try:
+            ok = _sha256(path) == info.checksum
+        except OSError:
+            ok = False
+        if not ok:
+            logger.warning("%s does not match its checksum; rebuilding the ANN index", path)
+            reason = "checksum mismatch"
+    if reason is not None:
+        logger.info("building the ANN index of %s (%s)", store.folder, reason)
+        return _try_save(lambda s: build(store, want, save=s), save)
+    assert info is not None
+    if info.n == len(ids):
+        return AnnIndex(_read(path, info.kind, mmap=True), ids, info)
+    t0 = time.perf_counter()
+    index = _read(path, info.kind, mmap=False)  # a memory-mapped index cannot grow
+    _add(index, store, info.n, len(ids))
+    new = AnnInfo(
+        info.kind, info.requested, len(ids), info.dim, _digest(ids), "", time.perf_counter() - t0, 0, info.params
+    )
+    logger.info("added %d vectors to the ANN index of %s", len(ids) - info.n, store.folder)
+    if save:
+        try:
+            new = _save(store, index, new)
+        except OSError as exc:
+            logger.warning("cannot write the ANN index of %s (%s); using it in memory", store.folder, exc)
+    return AnnIndex(index, ids, new)
+
+
+def _try_save(make: Any, save: bool) -> AnnIndex:
+    if not save:
+        return make(False)
+    try:
+        return make(True)
+    except OSError as exc:
+        logger.warning("cannot write the ANN index (%s); using it in memory", exc)
+        return make(False)
+
+
+def remove(store: GalleryStore) -> None:
+    """Delete the store's index (it is rebuilt when next needed)."""
+    for name in (INDEX_FILE, META_FILE):
+        (folder(store) / name).unlink(missing_ok=True)
