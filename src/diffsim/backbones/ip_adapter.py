@@ -209,6 +209,11 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             return split_views(pixels, self.clip_side)
         return pixels, None
 
+    def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """As the base, for plain pixels (N, 3, S, S) or packed views (see :meth:`split`): the VAE encodes the
+        square (``extract`` hands the packed views on to :meth:`conditioning`, whose image encoder sees the view)."""
+        return super().encode(self.split(pixels)[0], seed)
+
     @torch.no_grad()
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """CLIP image features ``hidden_states[-2]`` of each image, (N, tokens, C): of the processed original
@@ -226,25 +231,6 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         return enc(px, output_hidden_states=True).hidden_states[-2]
 
     # --------------------------------------------------------------- features
-    def extract(
-        self,
-        pixels: torch.Tensor,
-        layers: list[str],
-        timestep: int,
-        condition: Any,
-        seed: int,
-        branches: int = 2,
-        *,
-        stop_early: bool = True,
-    ) -> dict[str, QKV]:
-        """As the base, for pixels (N, 3, S, S) in [-1, 1] or packed views (see :meth:`split`): the VAE
-        encodes the square, the image encoder sees the view (or, without one, the square)."""
-        square, _ = self.split(pixels)
-        z0 = self.encode(square, seed)
-        return self.extract_latents(
-            z0, layers, timestep, condition, seed, branches, stop_early=stop_early, pixels=pixels
-        )
-
     def project(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
         return ip_cross_qkv(module, args, kwargs)
 
