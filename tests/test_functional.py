@@ -156,3 +156,44 @@ def test_bad_tensors_name_what_was_expected(tiny_metric):
         DF.metric_scores(tiny_metric, torch.rand(2, 5, 64, 64), torch.rand(2, 3, 64, 64))
     with pytest.raises(ImageError, match="floating-point"):
         DF.metric_scores(tiny_metric, torch.zeros(1, 3, 64, 64, dtype=torch.uint8), torch.rand(1, 3, 64, 64))
+
+
+# ------------------------------------------------------------------------------- the backbone contract
+def test_backbone_extract_with_grad_is_the_cached_pass_without_its_caches(request):
+    """``extract(grad=True)`` (what the functional path calls): the cached pass's numbers, a graph to the
+    pixels, nothing read from or written to the latent cache, and an explicit noise that is never kept."""
+    from diffsim.backbones.protocol import TextCondition
+    from diffsim.functional.diffusion import materialise
+
+    metric = build("sd", request)
+    bb = materialise(metric.backbone)
+    x, y = _pair(metric, n=2, seed=3)
+    px, other = x * 2 - 1, y * 2 - 1
+    args = (metric.layers, metric.timestep, TextCondition(metric.prompt), metric.seed)
+    path = metric.layers[0]
+    bb.clear_caches()
+    cached = bb.extract(px, *args)[path]
+    assert len(bb._latents) == 2 and not cached.q.requires_grad
+    encoded = bb.images_encoded
+    xr = px.clone().requires_grad_(True)
+    got = bb.extract(xr, *args, grad=True)[path]
+    assert bb.images_encoded == encoded + 2  # the VAE ran again: the cached latents were not read
+    assert got.q.requires_grad and got.q.shape == cached.q.shape
+    assert torch.allclose(got.q, cached.q, atol=1e-6) and torch.allclose(got.v, cached.v, atol=1e-6)
+    got.q.sum().backward()
+    assert xr.grad is not None and float(xr.grad.abs().sum()) > 0
+    bb.extract(other, *args, grad=True)
+    assert len(bb._latents) == 2  # new images on the grad path: the latent cache is not filled
+    side = metric.size // bb.latent_factor
+    seeded = bb.noise(metric.seed, side)
+    with torch.no_grad():
+        same = bb.extract(px, *args, grad=True, noise=seeded)[path]
+        fresh = DF.fresh_noise(bb, side, torch.Generator().manual_seed(11))
+        moved = bb.extract(px, *args, grad=True, noise=fresh)[path]
+    assert torch.allclose(same.q, cached.q, atol=1e-6)
+    assert not torch.allclose(moved.q, cached.q, atol=1e-3)  # the explicit noise is used ...
+    assert bb.noise(metric.seed, side) is seeded  # ... and not kept after the call
+    with pytest.raises(ConfigError, match=r"apply to the differentiable path \(grad=True\)"):
+        bb.extract(px, *args, noise=fresh)
+    with pytest.raises(ConfigError, match=r"noise tensors must have shape \(1, 4, 8, 8\)"):
+        bb.extract(px, *args, grad=True, noise=(fresh[0][..., :4], fresh[1]))

@@ -91,10 +91,10 @@ class DiffSimLoss(nn.Module):
         self.generator = torch.Generator("cpu").manual_seed(base)
 
     def _set_metric(self, metric: Any) -> None:
-        from .metrics.diffsim_s import DiffSim
+        from .metrics.attention import AttentionMetric
 
         object.__setattr__(self, "metric", metric)  # not a submodule: no parameters, no state_dict entries
-        self._diffusion = isinstance(metric, DiffSim)
+        self._diffusion = isinstance(metric, AttentionMetric)
         self.freeze()
 
     def freeze(self) -> None:

@@ -263,3 +263,39 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
         return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # hooks: Q against IP K/V
+
+    # ------------------------------------------------------ differentiable path
+    def run_differentiable(
+        self,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        layers: list[str],
+        inputs: dict[str, Any],
+        stop_early: bool,
+        checkpoint: bool,
+    ) -> dict[str, QKV]:
+        """The hook pass keeping the graph (no gradient checkpointing: Q is read against the IP K/V)."""
+        return LatentDiffusionBackbone.run_differentiable(self, sample, t, layers, inputs, stop_early, checkpoint)
+
+    def conditioning_differentiable(
+        self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """As :meth:`conditioning`, the IP tokens differentiable in the pixels: the image encoder gets them
+        through an on-device resize / centre crop / normalisation (:func:`diffsim.functional.resize.clip_pixels`)
+        instead of the Pillow processor on uint8; nothing is cached."""
+        from ..functional.resize import clip_pixels
+
+        if pixels is None:
+            raise ConfigError("the IP-Adapter conditions on the image itself: pass pixels= with the latents")
+        self.set_scale(condition.ip_scale)
+        enc = self.pipe.image_encoder
+        px = clip_pixels(self.pipe.feature_extractor, (pixels.to(self.device) + 1) / 2).to(enc.dtype)
+        feats = enc(px, output_hidden_states=True).hidden_states[-2]
+        with torch.no_grad():  # diffusers' unconditional image: an all-zero (normalised) tensor
+            zero = enc(torch.zeros_like(px[:1]), output_hidden_states=True).hidden_states[-2]
+        cond = self.prompt_embedding(condition.prompt)
+        uncond = cond if branches == 1 else self.prompt_embedding("")
+        return {
+            "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
+            "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},
+        }

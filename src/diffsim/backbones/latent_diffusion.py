@@ -10,11 +10,20 @@ SDXL, DiT, SD + IP-Adapter) supplies only what differs:
   built with :func:`guidance_pair` (the guidance pair is assembled in this one place);
 * ``run(sample, t, layers, inputs, stop_early)``: the denoiser pass that captures Q/K/V (default: the
   hook capture of :mod:`.capture` on ``denoiser``).
+
+``extract(..., grad=True)`` is the same computation keeping the autograd graph to the pixels (the
+differentiable path of :mod:`diffsim.functional` and :mod:`diffsim.loss`): no ``no_grad``, no content
+hash, no latent cache (:meth:`~.latents.LatentEncoding.encode_differentiable`), optionally an explicit
+``noise=(eps_vae, eps)`` instead of the seeded draw and ``checkpoint=True`` (gradient checkpointing, U-Net
+backbones). A backbone may override ``conditioning_differentiable`` (the IP-Adapter: image tokens with
+gradients) and ``run_differentiable`` (SD / SDXL: the explicit truncated U-Net). The parameters stay
+frozen; only the inputs carry gradients.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +32,7 @@ import torch.nn as nn
 from ..aas import QKV
 from ..errors import ConfigError
 from .capture import capture, check_captured, self_attention_qkv
-from .latents import LatentEncoding
+from .latents import LatentEncoding, Noise
 from .protocol import Condition, as_condition, check_branches
 
 
@@ -48,6 +57,28 @@ def by_image(qkv: QKV, branches: int, m: int, n: int, copy: bool = False) -> QKV
         return y.clone(memory_format=torch.contiguous_format) if copy else y.contiguous()
 
     return QKV(split(qkv.q), split(qkv.k), split(qkv.v))
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(*modules: Any, enabled: bool = True) -> Iterator[None]:
+    """diffusers' gradient checkpointing on ``modules`` for the duration (restored afterwards).
+
+    Blocks that run whole (every block before the one holding the last requested layer) recompute
+    their activations in the backward pass instead of keeping them.
+    """
+    if not enabled:
+        yield
+        return
+    switched = []
+    for m in modules:
+        if getattr(m, "_supports_gradient_checkpointing", False) and not getattr(m, "is_gradient_checkpointing", False):
+            m.enable_gradient_checkpointing()
+            switched.append(m)
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.disable_gradient_checkpointing()
 
 
 class LatentDiffusionBackbone(LatentEncoding):
@@ -119,6 +150,44 @@ class LatentDiffusionBackbone(LatentEncoding):
             **inputs,
         )
 
+    # ------------------------------------------------------ differentiable path
+    def conditioning_differentiable(
+        self, condition: Any, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """:meth:`conditioning` on the differentiable path (default: the same inputs; they do not depend on
+        the pixels)."""
+        return self.conditioning(condition, n, branches, latents, pixels)
+
+    def run_differentiable(
+        self,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        layers: list[str],
+        inputs: dict[str, Any],
+        stop_early: bool,
+        checkpoint: bool,
+    ) -> dict[str, QKV]:
+        """:meth:`run` keeping the graph (default: the same pass; no gradient checkpointing)."""
+        if checkpoint:
+            raise ConfigError(f"gradient checkpointing is offered for U-Net backbones (SD, SDXL), not for {self.kind}")
+        return self.run(sample, t, layers, inputs, stop_early)
+
+    @contextlib.contextmanager
+    def _differentiable(self, noise: Noise | None, side: int) -> Iterator[None]:
+        """The explicit ``(eps_vae, eps)`` (if any) replaces the seeded draw for the duration."""
+        if noise is None:
+            yield
+            return
+        c = int(self.vae.config.latent_channels)
+        for e in noise:
+            if tuple(e.shape) != (1, c, side, side):
+                raise ConfigError(f"noise tensors must have shape (1, {c}, {side}, {side}); got {tuple(e.shape)}")
+        self._noise_override = (noise[0], noise[1])
+        try:
+            yield
+        finally:
+            self._noise_override = None
+
     # --------------------------------------------------------------- features
     def extract(
         self,
@@ -130,13 +199,27 @@ class LatentDiffusionBackbone(LatentEncoding):
         branches: int = 2,
         *,
         stop_early: bool = True,
+        grad: bool = False,
+        noise: Noise | None = None,
+        checkpoint: bool = False,
     ) -> dict[str, QKV]:
         """Q/K/V at module paths ``layers`` for pixels (N, 3, H, W) in [-1, 1]: each ``(N, branches, heads, T, D)``
-        in the model dtype. ``condition``: a :data:`~.protocol.Condition`, a prompt or a class id."""
-        z0 = self.encode(pixels, seed)
-        return self.extract_latents(
-            z0, layers, timestep, condition, seed, branches, stop_early=stop_early, pixels=pixels
-        )
+        in the model dtype. ``condition``: a :data:`~.protocol.Condition`, a prompt or a class id.
+
+        ``grad=True``: the differentiable path (see the module docstring): ``noise`` (eps_vae, eps), each
+        ``(1, C, side, side)``, replaces the seeded draw; ``checkpoint`` turns on gradient checkpointing.
+        """
+        if not grad:
+            if noise is not None or checkpoint:
+                raise ConfigError("noise= and checkpoint= apply to the differentiable path (grad=True)")
+            z0 = self.encode(pixels, seed)
+            return self.extract_latents(
+                z0, layers, timestep, condition, seed, branches, stop_early=stop_early, pixels=pixels
+            )
+        side = pixels.shape[-1] // self.latent_factor
+        with self._differentiable(noise, side), gradient_checkpointing(self.vae, enabled=checkpoint):
+            z0 = self.encode_differentiable(pixels, seed)
+            return self._extract(z0, layers, timestep, condition, seed, branches, stop_early, pixels, checkpoint)
 
     def extract_latents(
         self,
@@ -152,19 +235,41 @@ class LatentDiffusionBackbone(LatentEncoding):
     ) -> dict[str, QKV]:
         """As :meth:`extract`, from clean latents (a sweep encodes once for many timesteps). A backbone that
         conditions on the image itself (the IP-Adapter) needs the ``pixels`` too."""
+        return self._extract(z0, layers, timestep, condition, seed, branches, stop_early, pixels, None)
+
+    def _extract(
+        self,
+        z0: torch.Tensor,
+        layers: list[str],
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int,
+        stop_early: bool,
+        pixels: torch.Tensor | None,
+        checkpoint: bool | None,
+    ) -> dict[str, QKV]:
+        """The pass from clean latents; ``checkpoint`` None: the cached path (no graph), else differentiable."""
+        grad = checkpoint is not None
         cond = self.check_condition(as_condition(condition))
         branches = check_branches(branches)
         n = z0.shape[0]
         layers = list(layers)
-        z0 = self.pad_latents(z0, tuple(layers), stop_early)
+        z0 = z0 if grad else self.pad_latents(z0, tuple(layers), stop_early)
         m = z0.shape[0]
-        with torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad():
             xt = self.model_input(z0, timestep, seed).to(self.dtype)
-            inputs = self.conditioning(cond, m, branches, z0, pixels)
+            if grad:
+                inputs = self.conditioning_differentiable(cond, m, branches, z0, pixels)
+            else:
+                inputs = self.conditioning(cond, m, branches, z0, pixels)
         sample = xt if branches == 1 else torch.cat([xt, xt])
         t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
         self.passes += 1
-        with self.no_grad():
-            store = self.run(sample, t, layers, inputs, stop_early)
+        if grad:
+            store = self.run_differentiable(sample, t, layers, inputs, stop_early, bool(checkpoint))
+        else:
+            with self.no_grad():
+                store = self.run(sample, t, layers, inputs, stop_early)
         check_captured(store, layers, self.denoiser_name)
-        return {p: by_image(store[p], branches, m, n, copy=self.copy_outputs) for p in layers}
+        return {p: by_image(store[p], branches, m, n, copy=not grad and self.copy_outputs) for p in layers}

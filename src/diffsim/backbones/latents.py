@@ -2,6 +2,9 @@
 
 Noise: ``eps_vae`` then ``eps``, each ``(1, C, side, side)`` float32, from one CPU generator seeded
 ``seed``, identical for every image (features depend on the image alone: cacheable and symmetric).
+On the differentiable path (:meth:`~.latent_diffusion.LatentDiffusionBackbone.extract` with ``grad=True``)
+an explicit ``(eps_vae, eps)`` may replace that draw, and :meth:`LatentEncoding.encode_differentiable`
+replaces the cached :meth:`LatentEncoding.encode`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import torch
 
 from ..images import content_hash
 
+Noise = tuple[torch.Tensor, torch.Tensor]
+
 LATENT_CACHE_ITEMS = 4096  # clean latents kept per backbone (64 KB each at 512 px): a sweep encodes once
 
 
@@ -24,6 +29,8 @@ class LatentEncoding:
     vae: Any
     scheduler: Any
     device: torch.device
+    #: the (eps_vae, eps) that replace the seeded draw for the duration of one differentiable extract
+    _noise_override: Noise | None = None
 
     def init_latent_state(self) -> None:
         self._noise: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -41,7 +48,10 @@ class LatentEncoding:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def noise(self, seed: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps_vae, eps), each (1, C, side, side) float32 on CPU, from one CPU generator seeded ``seed``."""
+        """(eps_vae, eps), each (1, C, side, side) float32 on CPU, from one CPU generator seeded ``seed``
+        (inside a differentiable extract given ``noise=``: that pair, never cached)."""
+        if self._noise_override is not None:
+            return self._noise_override
         key = (seed, side)
         if key not in self._noise:
             c = int(self.vae.config.latent_channels)
@@ -84,6 +94,24 @@ class LatentEncoding:
         z = post.mean.float() + post.std.float() * eps_vae.to(self.device)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (z - shift) * float(vae.config.scaling_factor)
+
+    def encode_differentiable(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """As :meth:`encode`, keeping the autograd graph: no ``no_grad``, no content hash, no latent cache.
+
+        Everything after the VAE runs in ``promote(float32, pixels.dtype)`` (float32 as :meth:`encode`,
+        float64 for ``gradcheck``).
+        """
+        self.images_encoded += pixels.shape[0]
+        vae = self.vae
+        wd = torch.promote_types(torch.float32, pixels.dtype)
+        x = pixels.to(self.device, vae.dtype).contiguous(memory_format=torch.channels_last)
+        post = vae.encode(x).latent_dist
+        eps_vae, _ = self.noise(seed, post.mean.shape[-1])
+        z = post.mean.to(wd) + post.std.to(wd) * eps_vae.to(self.device, wd)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        # contiguous, as the cached latents (stacked from the latent cache): convolutions round differently
+        # on channels_last inputs
+        return ((z - shift) * float(vae.config.scaling_factor)).contiguous()
 
     def model_input(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
         """``scale_model_input(add_noise(z0, eps, T), T)`` with a fresh copy of the model's own scheduler.

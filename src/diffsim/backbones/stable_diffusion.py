@@ -29,10 +29,11 @@ from typing import Any
 import torch
 
 from ..aas import QKV
+from ..errors import ConfigError
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
-from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
+from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
 from .loading import DEFAULT_MODEL, SDComponents, load_components
 from .protocol import TextCondition
@@ -53,8 +54,6 @@ def compile_mode(compile: bool | str | None) -> str | None:
         return "default"
     if compile in COMPILE_MODES:
         return str(compile)
-    from ..errors import ConfigError
-
     raise ConfigError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}; got {compile!r}")
 
 
@@ -302,6 +301,32 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
             run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
         return store
+
+    def run_differentiable(
+        self,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        layers: list[str],
+        inputs: dict[str, Any],
+        stop_early: bool,
+        checkpoint: bool,
+    ) -> dict[str, QKV]:
+        """The explicit truncated U-Net, eager and keeping the graph (SD and SDXL; ``checkpoint``: gradient
+        checkpointing of the blocks that run whole); the hook path where it cannot serve."""
+        if self.channels_last:
+            sample = sample.contiguous(memory_format=torch.channels_last)
+        try:
+            if not stop_early:
+                raise UnsupportedLayout("the explicit U-Net always stops after the last layer")
+            plan_truncation(self.unet, tuple(layers))
+        except UnsupportedLayout as exc:
+            if checkpoint:
+                raise ConfigError(f"gradient checkpointing needs the explicit truncated U-Net: {exc}") from exc
+            return LatentDiffusionBackbone.run_differentiable(self, sample, t, layers, inputs, stop_early, False)
+        runner = TruncatedUNet(self.unet, tuple(layers))
+        with gradient_checkpointing(self.unet, enabled=checkpoint):
+            raw = runner(sample, t, inputs["encoder_hidden_states"], inputs.get("added_cond_kwargs"))
+        return {p: QKV(*raw[p]) for p in layers}
 
     def _runner(self, layers: tuple[str, ...]) -> Any:
         """The (compiled) explicit truncated forward for ``layers``, or None where only hooks can serve.

@@ -15,11 +15,11 @@ SUPPORTED = "diffsim-s (SD, SDXL), diffsim-dit, diffsim-c, clip-aas, dinov2-aas 
 
 def supports(metric: Any) -> bool:
     """Whether :func:`metric_scores` serves this metric."""
-    from ..metrics.diffsim_s import DiffSim
+    from ..metrics.attention import AttentionMetric
     from ..metrics.lpips import LPIPS
     from ..metrics.vit_aas import ViTAAS
 
-    return isinstance(metric, (DiffSim, ViTAAS, LPIPS))
+    return isinstance(metric, (AttentionMetric, ViTAAS, LPIPS))
 
 
 def metric_scores(
@@ -32,7 +32,7 @@ def metric_scores(
     ``noise`` replaces the seeded (eps_vae, eps) draw of the diffusion metrics; ``checkpoint`` turns on
     gradient checkpointing in the U-Net and VAE (SD, SDXL).
     """
-    from ..metrics.diffsim_s import DiffSim
+    from ..metrics.attention import AttentionMetric
     from ..metrics.lpips import LPIPS
     from ..metrics.vit_aas import ViTAAS
 
@@ -50,15 +50,12 @@ def metric_scores(
             qkv_input=vs.qkv_input,
             out_proj=vs.out_proj,
         )
-    if isinstance(metric, DiffSim):
-        s = metric.settings
-        if getattr(s, "auto_masks", False):
+    if isinstance(metric, AttentionMetric):
+        if getattr(metric.settings, "auto_masks", False):
             raise ConfigError(
                 f"{metric.name}: foreground masks (auto_masks) are not offered on the differentiable path"
             )
-        options = metric.extract_options()
-        kind = metric.backbone.kind if hasattr(metric.backbone, "kind") else "sd"
-        condition: str | int = getattr(metric, "class_id", 0) if kind == "dit" else metric.prompt
+        condition = metric.conditioning.condition(metric)  # the metric's own strategy (prompt, size, scale, class)
         scores = [
             diffsim_s(
                 x,
@@ -74,9 +71,7 @@ def metric_scores(
                 single_branch=metric.single_branch,
                 noise=noise,
                 checkpoint=checkpoint,
-                conditioning_size=options.get("conditioning_size"),
                 layer_kind=metric.layer_kind,
-                ip_scale=float(options.get("scale", 0.5)),
                 compare_dtype=metric.compare_dtype,
             )
             for path in metric.layers

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,3 +132,15 @@ def resize_crop(x: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
     top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
     return x[..., top : top + crop, left : left + crop]
+
+
+def clip_pixels(processor: object, pixels: torch.Tensor) -> torch.Tensor:
+    """A CLIP image processor's output computed on the device and differentiably from (N, 3, S, S) in [0, 1]:
+    shortest side to the processor's size (antialiased bicubic; the processor: Pillow on uint8), centre
+    crop, the processor's mean / std."""
+    proc: Any = processor
+    size = proc.size["shortest_edge"]
+    x = resize_crop(pixels, int(size), int(proc.crop_size["height"]))
+    mean = torch.tensor(proc.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(proc.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std

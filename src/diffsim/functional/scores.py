@@ -16,8 +16,9 @@ import torch
 
 from .. import aas
 from ..aas import QKV
+from ..backbones.protocol import ClassCondition, Condition, TextCondition
 from ..errors import ImageError
-from .diffusion import Noise, diffusion_qkv, materialise, seeded_noise
+from .diffusion import Noise, diffusion_qkv, materialise
 from .resize import check_batch, resize_crop, resize_square
 from .vit import capture
 
@@ -63,7 +64,7 @@ def diffusion_features(
     backbone: Any,
     layers: list[str],
     timestep: int,
-    condition: str | int,
+    condition: Any,
     seed: int = DEFAULT_SEED,
     *,
     size: int | None = None,
@@ -71,27 +72,28 @@ def diffusion_features(
     single_branch: bool = False,
     noise: Noise | None = None,
     checkpoint: bool = False,
-    conditioning_size: int | None = None,
-    ip_scale: float = 0.5,
 ) -> dict[str, QKV]:
-    """Q/K/V at the module paths ``layers`` for images (N, 3, H, W) in [0, 1]; differentiable."""
+    """Q/K/V at the module paths ``layers`` for images (N, 3, H, W) in [0, 1]; differentiable.
+
+    ``condition``: a :data:`~diffsim.backbones.protocol.Condition`, a prompt or a class id.
+    """
     backbone = materialise(backbone)
     size = size or int(backbone.default_size)
     px = resize_square(check_batch(x).to(backbone.device), size, crop)
-    if noise is None:
-        noise = seeded_noise(backbone, seed, size // backbone.latent_factor)
     return diffusion_qkv(
-        backbone,
-        px,
-        layers,
-        timestep,
-        condition,
-        noise,
-        single_branch=single_branch,
-        checkpoint=checkpoint,
-        conditioning_size=conditioning_size,
-        ip_scale=ip_scale,
+        backbone, px, layers, timestep, condition, seed, noise, single_branch=single_branch, checkpoint=checkpoint
     )
+
+
+def as_condition(
+    backbone: Any, prompt: str | int | Condition, conditioning_size: int | None, ip_scale: float
+) -> Condition:
+    """The backbone's condition from ``prompt`` (a Condition is kept as given)."""
+    if isinstance(prompt, (TextCondition, ClassCondition)):
+        return prompt
+    if getattr(backbone, "condition_type", None) is ClassCondition:
+        return ClassCondition(backbone.class_id(prompt))
+    return TextCondition(str(prompt), conditioning_size, float(ip_scale))
 
 
 def diffsim_s(
@@ -100,7 +102,7 @@ def diffsim_s(
     backbone: Any,
     layer: str | Sequence[str] = "up0",
     timestep: int | None = None,
-    prompt: str | int = DEFAULT_PROMPT,
+    prompt: str | int | Condition = DEFAULT_PROMPT,
     seed: int = DEFAULT_SEED,
     *,
     step: int | None = None,
@@ -119,10 +121,11 @@ def diffsim_s(
 
     ``layer``: an alias or module path (several: the mean of their scores); ``timestep`` the actual T,
     or ``step`` the paper's index (neither: step 500); ``prompt``: the text (SD, SDXL) or the ImageNet
-    class id / label (DiT); ``size``: working resolution (None: the backbone's default). ``noise``:
-    (eps_vae, eps) to use instead of the seeded draw. ``checkpoint``: gradient checkpointing in the
-    U-Net and VAE (SD, SDXL). On an IP-Adapter backbone with ``layer_kind="cross"`` this is DiffSim-C
-    (see :func:`diffsim_c`).
+    class id / label (DiT), or a whole :data:`~diffsim.backbones.protocol.Condition` (then
+    ``conditioning_size`` and ``ip_scale`` are not read); ``size``: working resolution (None: the
+    backbone's default). ``noise``: (eps_vae, eps) to use instead of the seeded draw. ``checkpoint``:
+    gradient checkpointing in the U-Net and VAE (SD, SDXL). On an IP-Adapter backbone with
+    ``layer_kind="cross"`` this is DiffSim-C (see :func:`diffsim_c`).
     """
     backbone = materialise(backbone)
     x, y = check_batch(x, "x"), check_batch(y, "y")
@@ -132,7 +135,7 @@ def diffsim_s(
         timestep = backbone.timestep(step=DEFAULT_STEP if step is None else step)
     else:
         timestep = backbone.timestep(timestep=timestep)
-    condition: str | int = backbone.class_id(prompt) if getattr(backbone, "kind", "") == "dit" else str(prompt)
+    condition = as_condition(backbone, prompt, conditioning_size, ip_scale)
 
     def feats(images: torch.Tensor) -> dict[str, QKV]:
         return diffusion_features(
@@ -147,8 +150,6 @@ def diffsim_s(
             single_branch=single_branch,
             noise=noise,
             checkpoint=checkpoint,
-            conditioning_size=conditioning_size,
-            ip_scale=ip_scale,
         )
 
     fx, fy = _both(feats, x, y)
