@@ -126,9 +126,27 @@ def dit_qkv(transformer, vae, scheduler, pixels, layer: str, t: int, class_id: i
 
 
 # ------------------------------------------------------------------------------------ DiffSim-C
+def clip_original(encoder, image) -> torch.Tensor:
+    """The CLIP processor's input for an ORIGINAL image, as the authors and diffusers' ``ip_adapter_image``
+    compute it: a transformers ``CLIPImageProcessor`` with its defaults at the encoder's input size
+    (shortest side, bicubic, centre crop, CLIP mean/std), built here from the encoder config alone.
+    ``image``: a PIL image (as read from its file) or a (3, H, W) float tensor in [0, 1] (saved to 8 bits
+    as a PNG would hold it)."""
+    from transformers import CLIPImageProcessor
+
+    side = encoder.config.image_size
+    processor = CLIPImageProcessor(size=side, crop_size=side)
+    if isinstance(image, torch.Tensor):
+        image = Image.fromarray((image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
+
+
 @torch.no_grad()
-def ip_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, scale: float):
-    """One image's Q (from attn2's input) and IP K/V (of its own IP tokens), float64, [uncond, cond]."""
+def ip_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, scale: float, original=None):
+    """One image's Q (from attn2's input) and IP K/V (of its own IP tokens), float64, [uncond, cond].
+
+    ``original`` (a PIL image or a float tensor): the CLIP encoder sees it through :func:`clip_original`;
+    None: it sees the squashed ``pixels`` (uint8-rounded, through the pipeline's processor)."""
     unet = copy.deepcopy(pipe.unet).double()
     for proc in unet.attn_processors.values():
         if hasattr(proc, "to_k_ip"):
@@ -141,8 +159,11 @@ def ip_qkv(pipe, pixels, layer: str, t: int, prompt: str, seed: int, scale: floa
             [p], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids
         emb.append(text(ids)[0])
-    arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    clip_in = pipe.feature_extractor(Image.fromarray(arr), return_tensors="pt").pixel_values.double()
+    if original is not None:
+        clip_in = clip_original(pipe.image_encoder, original).double()
+    else:
+        arr = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        clip_in = pipe.feature_extractor(Image.fromarray(arr), return_tensors="pt").pixel_values.double()
     encoder = copy.deepcopy(pipe.image_encoder).double()
     tokens = encoder(clip_in, output_hidden_states=True).hidden_states[-2]
     zero = encoder(torch.zeros_like(clip_in), output_hidden_states=True).hidden_states[-2]

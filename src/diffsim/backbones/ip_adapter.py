@@ -13,11 +13,14 @@ module (``attn2``):
 The guidance pair is [unconditional, prompt]: the unconditional branch gets the empty prompt and the
 IP tokens of an all-zero image tensor, as diffusers' ``encode_image`` does. Text keys never enter.
 
+The image encoder sees what the pipeline's CLIP processor makes of each image (shortest side to 224,
+bicubic, centre crop, CLIP normalisation). Given packed views (:class:`~diffsim.preprocess.WithView`:
+the VAE's square and :meth:`IPAdapterBackbone.clip_view` of the ORIGINAL image, as the authors and
+diffusers' ``ip_adapter_image`` feed it), the processor saw the original; given plain (N, 3, S, S)
+pixels, it runs on those (the squashed square: DiffSim-C's ``clip_input="square"``).
+
 Differences from the authors' code: theirs crashes on current diffusers (its pre-hook reads the
-encoder states positionally); here the hook takes them by keyword. The image encoder sees the same
-square ``size`` x ``size`` image as the VAE (then the pipeline's CLIP processor: resize to 224, centre
-crop, CLIP normalisation), so features depend on the preprocessed pixels alone (cacheable); the
-authors fed the original image to the CLIP processor (same result for square inputs up to resampling).
+encoder states positionally); here the hook takes them by keyword.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from PIL import Image
 from ..aas import QKV
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
+from ..preprocess import ProcessorView, split_views
 from .detect import SD, require_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
@@ -188,13 +192,40 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             raise ConfigError(f"IP-Adapter scale must be a number >= 0; got {scale!r}")
         self.pipe.set_ip_adapter_scale(float(scale))
 
+    def clip_view(self) -> ProcessorView:
+        """The picklable step that turns an original image into the image encoder's input (3, C, C)."""
+        return ProcessorView(self.pipe.feature_extractor)
+
+    @property
+    def clip_side(self) -> int:
+        """The side of the image encoder's input (the processor's crop size; 224 for the real encoder)."""
+        crop = self.pipe.feature_extractor.crop_size  # a dict, or transformers 5's SizeDict
+        return int(crop if isinstance(crop, int) else crop["height"])
+
+    def split(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Plain pixels (N, 3, S, S) -> (pixels, None); packed views (N, 3, S*S + C*C) -> (the VAE's square,
+        the CLIP processor's output for the original image)."""
+        if pixels.dim() == 3:
+            return split_views(pixels, self.clip_side)
+        return pixels, None
+
+    def encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """As the base, for plain pixels (N, 3, S, S) or packed views (see :meth:`split`): the VAE encodes the
+        square (``extract`` hands the packed views on to :meth:`conditioning`, whose image encoder sees the view)."""
+        return super().encode(self.split(pixels)[0], seed)
+
     @torch.no_grad()
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """CLIP image features ``hidden_states[-2]`` of each image, (N, tokens, C), via the pipeline's processor."""
-        arr = ((pixels.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        images = [Image.fromarray(np.ascontiguousarray(a.permute(1, 2, 0).numpy())) for a in arr]
+        """CLIP image features ``hidden_states[-2]`` of each image, (N, tokens, C): of the processed original
+        when ``pixels`` are packed views, else of the (N, 3, S, S) pixels through the pipeline's processor."""
+        square, view = self.split(pixels)
         enc = self.pipe.image_encoder
-        px = self.pipe.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, enc.dtype)
+        if view is not None:
+            px = view.to(self.device, enc.dtype)
+        else:
+            arr = ((square.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = [Image.fromarray(np.ascontiguousarray(a.permute(1, 2, 0).numpy())) for a in arr]
+            px = self.pipe.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, enc.dtype)
         if self._zero_tokens is None:  # diffusers' unconditional image: an all-zero (normalised) tensor
             self._zero_tokens = enc(torch.zeros_like(px[:1]), output_hidden_states=True).hidden_states[-2]
         return enc(px, output_hidden_states=True).hidden_states[-2]

@@ -31,7 +31,7 @@ from ..features import Features
 from ..images import ImageLike, check_size
 from ..preprocess import Resize
 from ..settings import RESOLVED
-from .base import FeatureMetric
+from .base import FeatureMetric, Preprocessor
 from .conditioning import Conditioning
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class AttentionMetric(FeatureMetric):
 
     # ------------------------------------------------------------------ embed
     @property
-    def preprocessor(self) -> Resize:
+    def preprocessor(self) -> Preprocessor:
         return Resize(self._size, self.crop, signed=True)
 
     def forward(self, pixels: torch.Tensor, *args: Any, **call: Any) -> Features:
