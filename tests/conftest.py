@@ -115,6 +115,22 @@ def tiny_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return make_peers(tmp_path_factory.mktemp("tiny-peers"))
 
 
+@pytest.fixture(scope="session")
+def tiny_model_paths(
+    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path, tiny_peers
+) -> dict[str, str]:
+    """Every tiny model by key, as ``tests/test_every_metric.py::tiny_overrides`` reads them."""
+    return {
+        **tiny_peers,
+        "sd": str(tiny_sd_path),
+        "clip": str(tiny_clip_path),
+        "dino": str(tiny_dinov2_path),
+        "sdxl": str(tiny_sdxl_path),
+        "dit": str(tiny_dit_path),
+        "ip": str(tiny_ip_adapter_path),
+    }
+
+
 # ------------------------------------------------------------------ CI notices skips
 #: skips CI accepts: what a CPU machine cannot run at all (the reason must say so)
 CI_ALLOWED_SKIPS = ("CUDA", "cuda", "GPU", "MPS")

@@ -71,18 +71,8 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def paths(
-    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path, tiny_peers
-) -> dict[str, str]:
-    return {
-        **tiny_peers,
-        "sd": str(tiny_sd_path),
-        "clip": str(tiny_clip_path),
-        "dino": str(tiny_dinov2_path),
-        "sdxl": str(tiny_sdxl_path),
-        "dit": str(tiny_dit_path),
-        "ip": str(tiny_ip_adapter_path),
-    }
+def paths(tiny_model_paths) -> dict[str, str]:
+    return tiny_model_paths
 
 
 @pytest.fixture(scope="module")
