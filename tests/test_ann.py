@@ -140,7 +140,7 @@ def test_cli_ann_build_report_info_and_prefilter_meta(capsys, tmp_path, built, l
     assert "estimated recall@3 1.000 on 1 sample query (target 0.95)" in err
     code, text, err = run(capsys, "retrieve", q, "--index", out, "-k", 3, "--prefilter", "3", "--recall-sample", "0")
     assert code == 0 and "recall not measured" in err, err
-    for bad, msg in (("x", "expected a number of candidates or auto"), ("2", "must be at least --top-k (3)")):
+    for bad, msg in (("x", "must be a positive integer or auto; got x"), ("2", "must be at least --top-k (3)")):
         code, _, err = run(capsys, "retrieve", q, "--index", out, "-k", 3, "--prefilter", bad)
         assert code == 2 and msg in err
 

@@ -63,7 +63,7 @@ def test_score_options_are_usage_errors(capsys, tiny_sd_path, image_files, extra
         (("retrieve", "q.png", "--index", "nowhere", "-k", "0"), "--top-k must be a positive integer; got 0"),
         (
             ("retrieve", "q.png", "--index", "nowhere", "--prefilter", "-2"),
-            "--prefilter must be a positive integer; got -2",
+            "--prefilter must be a positive integer or auto; got -2",
         ),
         (("retrieve", "q.png", "--index", "nowhere", "--batch-size", "0"), "--batch-size must be a positive integer"),
         (("--max-pixels", "0", "list"), "--max-pixels must be a positive integer"),
@@ -82,9 +82,9 @@ def test_other_commands_refuse_bad_numbers_while_parsing(capsys, args, needle):
     assert code == 2 and err.startswith("error: ") and needle in err and err.count("\n") == 1, err
 
 
-def test_size_too_small_for_the_latent_is_refused_before_loading(capsys, tmp_path, image_files):
-    # no model at this path: the size is refused first, so nothing was loaded
-    code, out, err = run(capsys, *score_args(tmp_path / "no-model", image_files, "--size", "8"))
+def test_size_too_small_for_the_latent_is_refused_before_loading(capsys, tiny_sd_path, image_files):
+    # a local folder loads its weights only for a missing feature: the size is refused before that
+    code, out, err = run(capsys, *score_args(tiny_sd_path, image_files, "--size", "8"))
     assert code == 2 and err.startswith("error: size 8 is too small") and "at least 64" in err
     assert err.count("\n") == 1
 

@@ -6,6 +6,7 @@ leaves them; ``--config`` points every metric row at a tiny model (tests/test_ev
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -27,13 +28,10 @@ PRESENT = ["nights", "tid2013", "sref"]
 
 @pytest.fixture(scope="module")
 def paths(tiny_sd_path, tiny_clip_path, tiny_dinov2_path) -> dict[str, str]:
-    unused = "/nonexistent-unused"  # Table 1 has no SDXL, DiT or IP-Adapter row
-    return {
-        "sd": str(tiny_sd_path),
-        "clip": str(tiny_clip_path),
-        "dino": str(tiny_dinov2_path),
-        **dict.fromkeys(("sdxl", "dit", "ip"), unused),
-    }
+    # Table 1 has no SDXL, DiT, IP-Adapter or peer row: every other model key maps to an unused path
+    table = collections.defaultdict(lambda: "/nonexistent-unused")
+    table.update({"sd": str(tiny_sd_path), "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path)})
+    return table
 
 
 @pytest.fixture(scope="module")

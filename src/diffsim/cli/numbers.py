@@ -69,3 +69,21 @@ FINITE = Bounded(float)
 FINITE_NON_NEGATIVE = Bounded(float, 0.0, what="a finite number >= 0")
 #: TCP ports
 PORT = Bounded(int, 0, 65535, what="a port number in 0..65535")
+
+
+class CountOrAuto(click.ParamType):
+    """``auto`` or a positive integer (``retrieve --prefilter``)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return COUNT.convert(value, param, ctx)
+        except (click.BadParameter, ConfigError):
+            raise ConfigError(f"{_flag(param)} must be a positive integer or auto; got {value}") from None
+
+
+#: ``auto`` or a positive integer
+COUNT_OR_AUTO = CountOrAuto()

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ImageError, StoreError
-from .numbers import COUNT
+from .numbers import COUNT, COUNT_OR_AUTO
 
 FIELDS = ["query", "rank", "path", "score", "metric", "index", "file"]
 
@@ -44,7 +44,7 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
 @click.option("--top-k", "-k", "top_k", type=COUNT, default=10, show_default=True)
 @click.option(
     "--prefilter",
-    type=str,
+    type=COUNT_OR_AUTO,
     default=None,
     help="N, or auto: the store's ANN index proposes N candidates per query from the pooled vectors and exact "
     "scores re-rank them; auto grows N until the recall@k measured on sample queries reaches --target-recall. "
@@ -82,7 +82,7 @@ def retrieve(
     queries: tuple[str, ...],
     stores: tuple[str, ...],
     top_k: int,
-    prefilter: str | None,
+    prefilter: int | str | None,
     target_recall: float,
     recall_sample: int,
     as_json: bool,
@@ -175,7 +175,7 @@ def retrieve(
         click.echo(f"wrote {out}", err=True)
 
 
-def _prefilter(value: str | None, top_k: int) -> int | str | None:
+def _prefilter(value: int | str | None, top_k: int) -> int | str | None:
     """--prefilter: None, "auto" or an integer at least --top-k."""
     if value is None or value == "auto":
         return value

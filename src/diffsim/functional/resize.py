@@ -1,8 +1,8 @@
 """On-device, differentiable resizing of batched image tensors (no Pillow).
 
 The cached path (:mod:`diffsim.preprocess`) resizes float tensors with Pillow's Lanczos filter (one
-channel at a time, mode "F") for the diffusion metrics and LPIPS, and with an antialiased torch
-bicubic for CLIP / DINOv2. Here a resize runs on the tensor's own device and keeps the autograd graph:
+channel at a time, mode "F", clipped to [0, 1] between the two passes as Pillow's 8-bit path is) for the
+diffusion metrics and LPIPS, and with Pillow's bicubic (clipped the same way) for CLIP / DINOv2. Here a resize runs on the tensor's own device and keeps the autograd graph:
 
 * ``method="lanczos"`` (default): Pillow's own resampling written as two matrix products (the same
   filter, support, window rounding and normalisation as Pillow's ``precompute_coeffs``), so it gives
@@ -88,16 +88,18 @@ def pillow_weights(n_in: int, n_out: int, kind: str = "lanczos") -> torch.Tensor
 
 
 def pillow_resize(x: torch.Tensor, size: tuple[int, int], kind: str = "lanczos") -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, *size) as Pillow resizes a float ("F") image: the horizontal pass, then
-    the vertical one (each only where that side changes), on ``x``'s device, differentiable."""
+    """(N, C, H, W) -> (N, C, *size) as the cached path resizes a float image
+    (:func:`diffsim.images._resize_channel`): Pillow's horizontal pass, a clip to [0, 1] (as Pillow's
+    8-bit path clips between its passes), the vertical pass, a clip; each pass only where that side
+    changes; on ``x``'s device, differentiable."""
     h, w = x.shape[-2:]
     dt = torch.promote_types(torch.float32, x.dtype)
     y = x.to(dt)
     if size[1] != w:
-        y = y @ pillow_weights(w, size[1], kind).to(y.device, dt).T
+        y = (y @ pillow_weights(w, size[1], kind).to(y.device, dt).T).clamp(0.0, 1.0)
     if size[0] != h:
         y = pillow_weights(h, size[0], kind).to(y.device, dt) @ y
-    return y
+    return y.clamp(0.0, 1.0)
 
 
 def resize_square(x: torch.Tensor, size: int, crop: str = "none", method: str = "lanczos") -> torch.Tensor:
@@ -121,7 +123,8 @@ def resize_square(x: torch.Tensor, size: int, crop: str = "none", method: str = 
 
 
 def resize_crop(x: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
-    """Shortest side to ``resize`` (antialiased bicubic), then a centred ``crop`` square (CLIP / DINOv2).
+    """Shortest side to ``resize`` (Pillow's bicubic, clipped between passes), then a centred ``crop``
+    square (CLIP / DINOv2).
 
     The same computation as :func:`diffsim.images.to_unit_resized` applies to float tensors.
     """
@@ -129,7 +132,7 @@ def resize_crop(x: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
     s = resize / min(w, h)
     nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
     if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
+        x = pillow_resize(x, (nh, nw), "bicubic")
     top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
     return x[..., top : top + crop, left : left + crop]
 

@@ -351,7 +351,8 @@ class FeatureMetric(Metric):
             )
         batches = list(_chunks(list(todo.items()), self.settings.batch_size))
         if batches:  # an estimate first: a size that cannot fit is refused before the first allocation
-            check_fits(int(pixels[0].shape[-1]), len(batches[0]), self.device, self.dtype.itemsize)
+            side = getattr(self.settings, "size", None) or int(pixels[0].shape[-1])  # packed inputs: the working size
+            check_fits(int(side), len(batches[0]), self.device, self.dtype.itemsize)
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not progress or not batches):
             try:
                 feats = self.forward(torch.stack([px for _, px in batch]), **call)
