@@ -2,7 +2,8 @@
 
 The cached path (:mod:`diffsim.preprocess`) resizes float tensors with Pillow's Lanczos filter (one
 channel at a time, mode "F", clipped to [0, 1] between the two passes as Pillow's 8-bit path is) for the
-diffusion metrics and LPIPS, and with Pillow's bicubic (clipped the same way) for CLIP / DINOv2. Here a resize runs on the tensor's own device and keeps the autograd graph:
+diffusion metrics and LPIPS, and with Pillow's bicubic (clipped the same way) for CLIP / DINOv2. Here a
+resize runs on the tensor's own device and keeps the autograd graph:
 
 * ``method="lanczos"`` (default): Pillow's own resampling written as two matrix products (the same
   filter, support, window rounding and normalisation as Pillow's ``precompute_coeffs``), so it gives
