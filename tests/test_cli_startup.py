@@ -42,6 +42,8 @@ def probe(*args: str) -> tuple[dict, str]:
         (("score", "--bogus"), 2),
         (("score", "a.png", "b.png", "--size", "0"), 2),
         (("retrieve", "q.png", "--index", "s", "-k", "0"), 2),
+        (("list",), 0),  # polarity is registry data: listing imports no metric
+        (("list", "diffsim-*"), 0),
     ],
 )
 def test_answers_without_importing_torch(args, code):

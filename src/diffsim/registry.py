@@ -36,6 +36,13 @@ class MetricInfo:
     paper: str = ""
     paper_row: str | None = None  # the row of the paper's Table 1 this metric reproduces
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: "higher" (a similarity) or "lower" (a distance): the preset's polarity as data, so that listing the
+    #: registry imports no metric (tests/test_every_metric.py checks it against each instance's settings)
+    polarity: str = "higher"
+
+    def __post_init__(self) -> None:
+        if self.polarity not in ("higher", "lower"):
+            raise ConfigError(f"metric {self.name!r}: polarity must be 'higher' or 'lower'; got {self.polarity!r}")
 
     @property
     def metric_class(self) -> type[Metric]:
@@ -46,8 +53,8 @@ class MetricInfo:
 
     @property
     def higher_is_better(self) -> bool:
-        """Polarity of the preset (from its settings class and defaults; overrides may change it)."""
-        return settings_of(self).higher_is_better
+        """Polarity of the preset as registered (settings such as ``similarity="mse"`` may change an instance's)."""
+        return self.polarity == "higher"
 
     def settings_names(self) -> list[str]:
         return self.metric_class.Settings.names()
@@ -277,6 +284,7 @@ for _info in (
         _LPIPS,
         "LPIPS",
         {"net": "vgg", "size": 512},
+        polarity="lower",
     ),
     MetricInfo(
         "lpips-alex",
@@ -287,6 +295,7 @@ for _info in (
         _LPIPS,
         None,
         {"net": "alex", "size": 512},
+        polarity="lower",
     ),
     MetricInfo(
         "gram",
@@ -376,6 +385,7 @@ for _name, _variant, _backbone in (
             _DREAMSIM,
             None,
             {"variant": _variant},
+            polarity="lower",
         )
     )
 for _info in (
@@ -398,6 +408,7 @@ for _info in (
         "Ding et al., DISTS, TPAMI 2020",
         None,
         {"size": 256},
+        polarity="lower",
     ),
     MetricInfo(
         "sscd",
