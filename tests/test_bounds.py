@@ -75,6 +75,14 @@ def test_score_options_are_usage_errors(capsys, tiny_sd_path, image_files, extra
         (("map", "a.png", "b.png", "-o", "m.png", "--vmin", "nan"), "must be a finite number"),
         (("layers", "--size", "100000"), "--size must be an image size"),
         (("demo", "--port", "70000"), "--port must be a port number in 0..65535; got 70000"),
+        (("index", "build", "g", "-o", "s", "--threads", "0"), "--threads must be a positive integer; got 0"),
+        (
+            ("retrieve", "q.png", "--index", "nowhere", "--prefilter", "auto", "--target-recall", "0"),
+            "--target-recall must be a number in (0, 1]; got 0",
+        ),
+        (("retrieve", "q.png", "--index", "nowhere", "--recall-sample", "-1"), "must be a non-negative integer"),
+        (("reproduce", "--root", "r", "--seed", "-1"), "--seed must be an integer with 0 <= seed < 2**63"),
+        (("reproduce", "--root", "r", "--n-boot", "0"), "--n-boot must be a positive integer; got 0"),
     ],
 )
 def test_other_commands_refuse_bad_numbers_while_parsing(capsys, args, needle):

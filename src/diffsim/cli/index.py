@@ -58,7 +58,7 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="Torch threads of the embedding process (decode workers use one each). "
     "[default: the cores the --workers leave, at most torch's default]",

@@ -27,9 +27,12 @@ def _flag(param: click.Parameter | None) -> str:
 class Bounded(click.ParamType):
     """An int or a finite float within [low, high] (either bound optional)."""
 
-    def __init__(self, kind: type, low: float | None = None, high: float | None = None, what: str = "") -> None:
+    def __init__(
+        self, kind: type, low: float | None = None, high: float | None = None, what: str = "", low_open: bool = False
+    ) -> None:
         self.kind = kind
         self.low = low
+        self.low_open = low_open
         self.high = high
         self.what = what
         self.name = "integer" if kind is int else "float"
@@ -48,7 +51,8 @@ class Bounded(click.ParamType):
         base = click.INT if self.kind is int else click.FLOAT
         out = base.convert(value, param, ctx)
         bad = (self.kind is float and not math.isfinite(out)) or (
-            (self.low is not None and out < self.low) or (self.high is not None and out > self.high)
+            (self.low is not None and (out <= self.low if self.low_open else out < self.low))
+            or (self.high is not None and out > self.high)
         )
         if bad:
             raise ConfigError(f"{_flag(param)} must be {self._expected()}; got {value}")
@@ -67,6 +71,8 @@ SIZE = Bounded(int, 1, MAX_SIZE, what=f"an image size in 1..{MAX_SIZE} pixels (a
 FINITE = Bounded(float)
 #: a finite float >= 0 (GPU fractions)
 FINITE_NON_NEGATIVE = Bounded(float, 0.0, what="a finite number >= 0")
+#: a fraction in (0, 1] (a recall target)
+FRACTION = Bounded(float, 0.0, 1.0, what="a number in (0, 1]", low_open=True)
 #: TCP ports
 PORT = Bounded(int, 0, 65535, what="a port number in 0..65535")
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, ModelNotFoundError
+from .numbers import COUNT, SEED
 
 
 def read_config(path: str | None, device: str | None = None, dtype: str | None = None) -> dict[str, dict[str, Any]]:
@@ -65,8 +66,8 @@ config_option = click.option(
 @config_option
 @click.option("--device", default=None, help="Device for every metric, e.g. cuda, cuda:1, cpu.")
 @click.option("--dtype", default=None, help="Dtype for every metric that has one, e.g. float16.")
-@click.option("--seed", type=int, default=2334, show_default=True, help="Triplet sampling seed (the authors' 2334).")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
+@click.option("--seed", type=SEED, default=2334, show_default=True, help="Triplet sampling seed (the authors' 2334).")
+@click.option("--n-boot", type=COUNT, default=1000, show_default=True, help="Bootstrap resamples for the intervals.")
 @click.option(
     "--feature-cache",
     type=click.Path(file_okay=False),

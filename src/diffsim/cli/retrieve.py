@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ImageError, StoreError
-from .numbers import COUNT, COUNT_OR_AUTO
+from .numbers import COUNT, COUNT_OR_AUTO, FRACTION, NON_NEGATIVE
 
 FIELDS = ["query", "rank", "path", "score", "metric", "index", "file"]
 
@@ -53,14 +53,14 @@ def open_stores(paths: tuple[str, ...]) -> list[Any]:
 )
 @click.option(
     "--target-recall",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    type=FRACTION,
     default=0.95,
     show_default=True,
     help="With --prefilter auto: the recall@k to reach.",
 )
 @click.option(
     "--recall-sample",
-    type=click.IntRange(min=0),
+    type=NON_NEGATIVE,
     default=8,
     show_default=True,
     help="With --prefilter: queries also scored against every stored image to estimate recall (0: no estimate).",
