@@ -32,8 +32,8 @@ from ..features import Features
 from ..models import shared_model
 from ..preprocess import ResizeCrop
 from ..settings import compare_field, one_of, positive_int, runtime_field
-from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, FeatureSettings
+from .cosine import VectorCosine
 from .dreamsim import CLIP_MEAN, CLIP_STD
 
 FILES = ("model.safetensors", "checkpoint.pth", "csd_checkpoint.pth", "pytorch_model.bin")
@@ -102,7 +102,7 @@ class CSDSettings(FeatureSettings):
         positive_int("size", self.size)
 
 
-class CSD(FeatureMetric):
+class CSD(VectorCosine, FeatureMetric):
     """Cosine of CSD style (or content) embeddings; higher is more similar."""
 
     Settings = CSDSettings
@@ -134,16 +134,8 @@ class CSD(FeatureMetric):
             out["content"] = torch.nn.functional.normalize((cls @ self.backbone.content).float(), dim=1)
         return Features(out)
 
-    def _pick(self, f: Features) -> torch.Tensor:
+    def vector(self, f: Features) -> torch.Tensor:
         return f.tensors[self.settings.head]
 
-    def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_rows(self._pick(a), self._pick(b))
-
-    def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_matrix(self._pick(a), self._pick(b))
-
     def pool(self, feats: Features) -> torch.Tensor:
-        return self._pick(feats).float()
+        return self.vector(feats).float()

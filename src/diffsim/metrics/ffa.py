@@ -24,8 +24,8 @@ from ..images import ImageLike, ImagesLike
 from ..masks import MaskLike, load_masks, to_tokens
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
 from ..settings import compare_field, path_like
-from ..similarity import cosine_matrix, cosine_rows
 from .automask import AutoMasks, Prompts
+from .cosine import VectorCosine
 from .vit import ViTMetric, ViTSettings
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class FFASettings(ViTSettings):
         path_like("mask_model", self.mask_model, optional=False)
 
 
-class FFA(ViTMetric):
+class FFA(VectorCosine, ViTMetric):
     """Cosine of foreground-averaged DINOv2 patch features; higher is more similar."""
 
     Settings = FFASettings
@@ -111,10 +111,5 @@ class FFA(ViTMetric):
         avg = (p.float() * w[..., None]).sum(1) / w.sum(1, keepdim=True)
         return Features({"patches": p, "mask": w, "foreground": avg}, feats.config, feats.names)
 
-    def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_rows(a.tensors["foreground"], b.tensors["foreground"])
-
-    def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_matrix(a.tensors["foreground"], b.tensors["foreground"])
+    def vector(self, feats: Features) -> torch.Tensor:
+        return feats.tensors["foreground"]

@@ -23,8 +23,8 @@ from ..errors import LayerError
 from ..features import Features
 from ..preprocess import ResizeCrop
 from ..settings import compare_field, load_field, one_of, positive_int
-from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, RunSettings
+from .cosine import VectorCosine
 
 ROWS = ("all", "last")
 
@@ -58,7 +58,7 @@ class GramSettings(RunSettings):
         one_of("rows", self.rows, ROWS)
 
 
-class Gram(FeatureMetric):
+class Gram(VectorCosine, FeatureMetric):
     """Cosine of VGG Gram matrices; higher is more similar."""
 
     Settings = GramSettings
@@ -92,14 +92,6 @@ class Gram(FeatureMetric):
         f = f.reshape(n, c, h * w)
         return Features({"gram": f @ f.transpose(1, 2) / (h * w)})
 
-    def _pick(self, f: Features) -> torch.Tensor:
+    def vector(self, f: Features) -> torch.Tensor:
         g = f.tensors["gram"]
         return g[:, -1] if self.settings.rows == "last" else g
-
-    def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_rows(self._pick(a), self._pick(b))
-
-    def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_matrix(self._pick(a), self._pick(b))

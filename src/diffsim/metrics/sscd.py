@@ -34,8 +34,8 @@ from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
 from ..settings import compare_field, positive_int, runtime_field
-from ..similarity import cosine_matrix, cosine_rows
 from .base import FeatureMetric, FeatureSettings
+from .cosine import VectorCosine
 
 FILES = (
     "sscd_disc_mixup.torchscript.pt",
@@ -150,7 +150,7 @@ class SSCDSettings(FeatureSettings):
         self._set("threshold", float(self.threshold))
 
 
-class SSCD(FeatureMetric):
+class SSCD(VectorCosine, FeatureMetric):
     """Cosine of SSCD descriptors; higher is more similar (``settings.threshold`` flags copies)."""
 
     Settings = SSCDSettings
@@ -179,13 +179,8 @@ class SSCD(FeatureMetric):
         x = ((pixels.to(self.device) - self.mean) / self.std).to(self.dtype)
         return Features({"descriptor": self.backbone.net(x).float()})
 
-    def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_rows(a.tensors["descriptor"], b.tensors["descriptor"])
-
-    def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_matrix(a.tensors["descriptor"], b.tensors["descriptor"])
+    def vector(self, feats: Features) -> torch.Tensor:
+        return feats.tensors["descriptor"]
 
     def is_copy(self, a: Features, b: Features) -> torch.Tensor:
         """True where the cosine reaches ``settings.threshold``."""

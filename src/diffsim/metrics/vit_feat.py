@@ -16,7 +16,7 @@ from .. import aas
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
 from ..features import Features
 from ..settings import is_int, one_of
-from ..similarity import cosine_matrix, cosine_rows
+from .cosine import VectorCosine
 from .vit import ViTMetric, ViTSettings
 
 FEATURES = ("output", "attention")
@@ -34,7 +34,7 @@ class ViTFeatureSettings(ViTSettings):
             one_of("feature", self.feature, FEATURES)
 
 
-class ViTFeatures(ViTMetric):
+class ViTFeatures(VectorCosine, ViTMetric):
     """Cosine of flattened layer features; higher is more similar."""
 
     Settings = ViTFeatureSettings
@@ -57,13 +57,8 @@ class ViTFeatures(ViTMetric):
         n, h, t, d = ctx.shape
         return Features({"feat": ctx.transpose(1, 2).reshape(n, t, h * d).to(cap.output.dtype)})
 
-    def compare(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_rows(a.tensors["feat"], b.tensors["feat"])
-
-    def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
-        self.check_pair(a, b)
-        return cosine_matrix(a.tensors["feat"], b.tensors["feat"])
+    def vector(self, feats: Features) -> torch.Tensor:
+        return feats.tensors["feat"]
 
 
 class CLIPFeatures(ViTFeatures):
