@@ -238,18 +238,27 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
     ) -> dict[str, Any]:
         """Text states as SD, and the IP tokens of each image (unconditional: an all-zero image's)."""
-        if pixels is None:
-            raise ConfigError("the IP-Adapter conditions on the image itself: pass pixels= with the latents")
-        self.set_scale(condition.ip_scale)
-        cond = self.prompt_embedding(condition.prompt)
-        uncond = cond if branches == 1 else self.prompt_embedding("")
+        self._start(condition, pixels)
+        assert pixels is not None  # checked by _start
         feats = self.image_features(pixels)
         zero = self._zero_tokens
         assert zero is not None  # set by image_features
-        img = guidance_pair(feats, zero, n, branches)
+        return self._inputs(condition, n, branches, feats, zero)
+
+    def _start(self, condition: TextCondition, pixels: torch.Tensor | None) -> None:
+        if pixels is None:
+            raise ConfigError("the IP-Adapter conditions on the image itself: pass pixels= with the latents")
+        self.set_scale(condition.ip_scale)
+
+    def _inputs(
+        self, condition: TextCondition, n: int, branches: int, feats: torch.Tensor, zero: torch.Tensor
+    ) -> dict[str, Any]:
+        """The U-Net's inputs: the text states and the IP tokens, each as the guidance pair."""
+        cond = self.prompt_embedding(condition.prompt)
+        uncond = cond if branches == 1 else self.prompt_embedding("")
         return {
             "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
-            "added_cond_kwargs": {"image_embeds": [img[:, None]]},  # one IP image per sample
+            "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},  # one IP image
         }
 
     def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
@@ -285,17 +294,11 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         instead of the Pillow processor on uint8; nothing is cached."""
         from ..functional.resize import clip_pixels
 
-        if pixels is None:
-            raise ConfigError("the IP-Adapter conditions on the image itself: pass pixels= with the latents")
-        self.set_scale(condition.ip_scale)
+        self._start(condition, pixels)
+        assert pixels is not None  # checked by _start
         enc = self.pipe.image_encoder
         px = clip_pixels(self.pipe.feature_extractor, (pixels.to(self.device) + 1) / 2).to(enc.dtype)
         feats = enc(px, output_hidden_states=True).hidden_states[-2]
         with torch.no_grad():  # diffusers' unconditional image: an all-zero (normalised) tensor
             zero = enc(torch.zeros_like(px[:1]), output_hidden_states=True).hidden_states[-2]
-        cond = self.prompt_embedding(condition.prompt)
-        uncond = cond if branches == 1 else self.prompt_embedding("")
-        return {
-            "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
-            "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},
-        }
+        return self._inputs(condition, n, branches, feats, zero)
