@@ -42,7 +42,7 @@ def model_layers(
     model: str | os.PathLike, size: int | None = None, revision: str | None = None
 ) -> tuple[str | None, int, list[AttentionLayer], dict[str, str]]:
     """(kind, size, layers, aliases) of ``model`` at image size ``size`` (default: the kind's default)."""
-    from ..images import check_size
+    from ..bounds import check_size
 
     kind = detect_kind(model, revision)
     if kind == DIT:

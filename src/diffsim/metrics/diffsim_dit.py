@@ -13,13 +13,12 @@ import dataclasses
 import os
 from typing import ClassVar
 
-from .. import aas
+from ..aas import SIMILARITIES
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
-from ..bounds import check_seed
+from ..bounds import check_crop, check_seed, check_size, one_of
 from ..defaults import DEFAULT_SEED
 from ..errors import ConfigError, LayerError
-from ..images import check_crop, check_size
-from ..settings import compare_field, load_field, one_of, resolved_field
+from ..settings import compare_field, load_field, resolved_field
 from .attention import AttentionMetric
 from .base import FeatureSettings
 from .conditioning import ClassConditioning
@@ -63,7 +62,7 @@ class DiTSettings(FeatureSettings):
         if self.size is not None:
             check_size(self.size, 1, 32, "the latent must give at least 2 x 2 patches")
         check_seed("seed", self.seed)
-        one_of("similarity", self.similarity, aas.SIMILARITIES)
+        one_of("similarity", self.similarity, SIMILARITIES)
         check_crop(self.crop)
 
     @property

@@ -9,26 +9,17 @@ from typing import ClassVar
 
 import torch
 
-from .. import aas
+from ..aas import SIMILARITIES
 from ..backbones.detect import SD
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import compile_mode
-from ..bounds import MIN_LATENT_SIZE, check_seed
+from ..bounds import MIN_LATENT_SIZE, check_crop, check_seed, check_size, one_of, path_like
 from ..defaults import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP  # re-exported (no torch there)
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
-from ..images import check_crop, check_size
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import (
-    compare_field,
-    load_field,
-    one_of,
-    path_like,
-    per_call_field,
-    resolved_field,
-    runtime_field,
-)
+from ..settings import compare_field, load_field, per_call_field, resolved_field, runtime_field
 from .attention import AttentionMetric
 from .base import FeatureSettings
 from .conditioning import TextConditioning
@@ -86,7 +77,7 @@ class DiffSimSettings(FeatureSettings):
         # the deep layers hold one token and every pair scores 1.0
         check_size(self.size, 8, MIN_LATENT_SIZE, "the 8x-downsampled latent must be at least 8 x 8")
         check_seed("seed", self.seed)
-        one_of("similarity", self.similarity, aas.SIMILARITIES)
+        one_of("similarity", self.similarity, SIMILARITIES)
         check_crop(self.crop)
         path_like("mask_model", self.mask_model, optional=False)
         compile_mode(self.compile)
