@@ -23,24 +23,8 @@ MAX_SIZE = 4096
 MIN_LATENT_SIZE = 64
 #: seeds torch, numpy and Python's random all accept
 SEED_LIMIT = 2**63
-
-
 #: square crops before resizing: none (squash) or the centred square
 CROPS = ("none", "center")
-
-__all__ = [
-    "ResourceError",
-    "check_crop",
-    "check_fits",
-    "check_float",
-    "check_int",
-    "check_seed",
-    "check_size",
-    "check_size_range",
-    "one_of",
-    "path_like",
-    "positive_int",
-]
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
