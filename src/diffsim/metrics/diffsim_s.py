@@ -10,7 +10,6 @@ from typing import ClassVar
 import torch
 
 from .. import aas
-from ..backbones.detect import SD
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import compile_mode
@@ -122,5 +121,5 @@ class DiffSim(AttentionMetric):
     #: a local folder loads its weights only when a feature is not in the cache (its configs answer layer,
     #: step and size checks first); Hub ids and single files load at once
     backbone_class = LazyStableDiffusion
-    model_kinds = (SD,)
+    model_kinds = ("sd",)
     conditioning = TextConditioning()
