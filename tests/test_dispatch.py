@@ -6,11 +6,11 @@ import pytest
 
 import diffsim
 from diffsim import ConfigError, create_metric
+from diffsim.backbones.kinds import kinds
 from diffsim.metrics.diffsim_c import DiffSimC
 from diffsim.metrics.diffsim_dit import DiffSimDiT
 from diffsim.metrics.diffsim_s import DiffSim
 from diffsim.metrics.diffsim_sdxl import DiffSimXL
-from diffsim.backbones.kinds import kinds
 from diffsim.registry import list_metrics
 
 from .conftest import SIZE

@@ -33,8 +33,8 @@ from ..errors import ConfigError
 from ..models import shared_model
 from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
-from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
 from .kinds import KindInfo, register_kind
+from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layers
 from .loading import DEFAULT_MODEL, SDComponents, load_components, load_unet_skeleton
 from .protocol import TextCondition
