@@ -26,6 +26,7 @@ from .golden.compute import (
     backbone_qkv,
     fixture_images,
     metric_scores,
+    qkv_metrics,
 )
 
 GOLDEN = json.loads(FILE.read_text())
