@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffsim.backbones.kinds import kind_info
+from diffsim.backbones.kinds import kind_info, usable_kinds
 from diffsim.backbones.lazy import LazyStableDiffusion
 from diffsim.backbones.protocol import AttentionBackbone
 from diffsim.backbones.spec import LoadSpec
@@ -55,6 +55,12 @@ def condition(kind: str):
 def layer_kind(kind: str) -> str:
     """What the kind's default metric reads: "self" or "cross"."""
     return metric_info(tiny(kind).metric).metric_class.layer_kind
+
+
+def test_every_kind_has_a_tiny_model():
+    """A usable kind (diffsim.backbones.kinds) without a row in tests/tiny_builders.py would escape the contract
+    and golden tests."""
+    assert {k.name for k in usable_kinds()} == set(KINDS)
 
 
 def entry_module(bb) -> torch.nn.Module:

@@ -80,6 +80,13 @@ def register_metric(info: MetricInfo, overwrite: bool = False) -> MetricInfo:
     return info
 
 
+def unregister_metric(name: str) -> None:
+    """Remove a registered metric and the aliases naming it (e.g. a throw-away metric of a test)."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, target in _ALIASES.items() if target == name]:
+        del _ALIASES[alias]
+
+
 def register_alias(alias: str, target: str) -> None:
     """Let ``alias`` name the registered metric ``target``."""
     if target not in _REGISTRY:

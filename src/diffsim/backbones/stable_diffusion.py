@@ -165,11 +165,11 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
 
         return shared_model(cls.shared_key(spec), load, share)
 
-    @staticmethod
-    def shared_key(spec: LoadSpec) -> tuple:
-        """The shared-model key: weights identity, device, dtype and the speed options."""
+    @classmethod
+    def shared_key(cls, spec: LoadSpec) -> tuple:
+        """The shared-model key: the kind, weights identity, device, dtype and the speed options."""
         options = (compile_mode(spec.compile), bool(spec.channels_last), bool(spec.inference_mode))
-        return spec.replace(vae=None, ip_adapter=None).key("stable-diffusion", *options)
+        return spec.replace(vae=None, ip_adapter=None).key(cls.kind, *options)
 
     @classmethod
     def find_loaded(cls, spec: LoadSpec) -> StableDiffusionBackbone | None:
