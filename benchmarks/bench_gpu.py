@@ -5,8 +5,8 @@ up0, paper step 500, the guidance pair. Rows, all in the same run:
 
 * naive: per image, VAE encode + text encoding + the *full* U-Net on the pair with a hook
   (``tests/reference_impl.py``), images decoded in the main process;
-* hooks: the previous library path (truncated by a pre-hook raising StopForward), eager;
-* eager / compiled / cudagraphs: the library path (explicit truncated U-Net, ``torch.inference_mode``,
+* hooks: the library's default path (truncated by a pre-hook raising StopForward), eager;
+* eager / compiled / cudagraphs: the explicit runner (explicit truncated U-Net, ``torch.inference_mode``,
   channels_last on CUDA), images decoded in DataLoader workers (:mod:`diffsim.loader`), batch sizes
   1, 8, 32; ``compiled`` = ``torch.compile`` (inductor), ``cudagraphs`` = mode ``reduce-overhead``;
 * compare: pairs/s of an N x M score matrix at up0 from embedded features, float32 and with
@@ -40,6 +40,7 @@ from tests.reference_impl import image_qkv, load_pixels
 from diffsim import DiffSim, StableDiffusionBackbone
 from diffsim.aas import QKV, score_matrix
 from diffsim.backbones.loading import prepare_components
+from diffsim.backbones.unet_forward import ExplicitRunner
 from diffsim.devices import resolve_device, resolve_dtype
 from diffsim.loader import ImageLoader
 from diffsim.preprocess import Resize
@@ -152,7 +153,8 @@ def main() -> None:
     for mode in [r for r in rows if r in MODES]:
         bb = StableDiffusionBackbone(parts, dev, dtype, compile=MODES[mode], channels_last=channels_last,
                                      inference_mode=True)
-        bb.explicit = mode != "hooks"  # hooks: the StopForward pre-hook path the library used before
+        if mode == "eager":  # the explicit runner uncompiled (compile= selects it compiled; hooks: no runner)
+            bb.runner = ExplicitRunner(parts.unet, parts.vae, dev)
         bb.cache_latents = False  # every row sees its images as new: no VAE pass saved by the latent cache
         diff = None
         for bs in sizes:

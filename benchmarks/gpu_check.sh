@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every row of the speed table on one CUDA GPU, one command (about 6-8 minutes on one H100):
-#   naive pipeline, hook path, eager / compiled / CUDA-graph fp16 at batch 32, 8 and 1, compare rate,
+#   naive pipeline, the hook path (default) and the explicit runner (eager / compiled / CUDA-graph) fp16
+#   at batch 32, 8 and 1 (both paths: the first lent GPU decides whether the explicit one earns its place), compare rate,
 #   peak GPU memory, max score difference to float32, 2AFC flips of half-precision compare.
 # The table goes to stdout and to $OUT/bench_gpu.txt, the numbers to $OUT/bench_gpu.json ($OUT defaults to .).
 # Compiled rows run batch 32 first: its static kernels give the headline number; batch 8 then

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffsim import DiffSim, StableDiffusionBackbone
+from diffsim.backbones.unet_forward import ExplicitRunner
 from diffsim.errors import ConfigError
 
 from .conftest import SIZE
@@ -41,7 +42,7 @@ def test_channels_last_unet_matches(tiny_sd_path, image_files):
     fa, fb = base.embed(image_files[:2]), cl.embed(image_files[:2])
     for k in fa.tensors:
         assert torch.allclose(fa.tensors[k], fb.tensors[k], atol=1e-5, rtol=1e-4), k
-    assert cl.backbone.last_path == "explicit"
+    assert cl.backbone.runner is None and base.backbone.runner is None  # the hook path unless compile= selects one
 
 
 def test_half_precision_compare_stays_close_and_keeps_decisions(tiny_metric, image_files):
@@ -64,6 +65,7 @@ def test_option_validation_and_sharing(tiny_sd_path):
     a = StableDiffusionBackbone.from_pretrained(tiny_sd_path, device="cpu", dtype="float32")
     b = StableDiffusionBackbone.from_pretrained(tiny_sd_path, device="cpu", dtype="float32", compile=True)
     assert a is not b and a.compile is None and b.compile == "default"
+    assert a.runner is None and isinstance(b.runner, ExplicitRunner) and b.runner.mode == "default"
     assert StableDiffusionBackbone.from_pretrained(tiny_sd_path, device="cpu", dtype="float32") is a
 
 
@@ -73,4 +75,4 @@ def test_reduced_precision_model_noises_in_float32(tiny_sd_path, rand_images):
     assert z0.dtype == torch.float32
     out = bb.extract_latents(z0, bb.resolve(["up0"]), 501, "", 3)
     q = next(iter(out.values())).q
-    assert q.dtype == torch.bfloat16 and bb.last_path == "explicit" and torch.isfinite(q.float()).all()
+    assert q.dtype == torch.bfloat16 and torch.isfinite(q.float()).all()

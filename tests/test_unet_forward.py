@@ -9,7 +9,7 @@ import torch
 
 from diffsim import StableDiffusionBackbone
 from diffsim.backbones.capture import capture_qkv, run_until_captured
-from diffsim.backbones.unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
+from diffsim.backbones.unet_forward import ExplicitRunner, TruncatedUNet, UnsupportedLayout, plan_truncation
 
 from .conftest import SIZE
 from .tiny_sd import build_tiny_pipeline
@@ -126,34 +126,51 @@ def test_sdxl_text_time_conditioning():
     assert not torch.allclose(other[paths[-1]][0], ref[paths[-1]].q)  # the added conditioning is used
 
 
-def test_backbone_uses_the_explicit_path_and_skips_later_blocks(tiny_metric, rand_images):
-    bb = tiny_metric.backbone
+@pytest.fixture
+def explicit_backbone(tiny_metric):
+    """The shared tiny SD backbone with the eager explicit runner for one test (the default: hooks)."""
+    bb = getattr(tiny_metric.backbone, "real", tiny_metric.backbone)  # a lazy backbone: the loaded one
+    assert bb.runner is None  # the hook path is the default
+    bb.runner = ExplicitRunner(bb.unet, bb.vae, bb.device)
+    bb.clear_caches()
+    yield bb
+    bb.runner = None
+    bb.clear_caches()
+
+
+def test_backbone_uses_the_explicit_path_and_skips_later_blocks(explicit_backbone, tiny_metric, rand_images):
+    bb = explicit_backbone
     ran = []
     hook = bb.unet.up_blocks[3].resnets[0].register_forward_pre_hook(lambda *a: ran.append(1))
     try:
         out = bb.extract(rand_images * 2 - 1, bb.resolve(["up0"]), 501, "a cat", 7)
-        assert bb.last_path == "explicit" and not ran
+        assert bb.runner.last_path == "explicit" and not ran
         full = bb.extract(rand_images * 2 - 1, bb.resolve(["up0"]), 501, "a cat", 7, stop_early=False)
-        assert bb.last_path == "hooks" and ran
+        assert bb.runner.last_path == "hooks" and ran
     finally:
         hook.remove()
     p = bb.resolve(["up0"])[0]
     assert torch.equal(out[p].q, full[p].q) and torch.equal(out[p].k, full[p].k) and torch.equal(out[p].v, full[p].v)
+    bb.runner, runner = None, bb.runner  # the default hook path, VAE included: the same bits
+    bb.clear_caches()
+    hooked = bb.extract(rand_images * 2 - 1, bb.resolve(["up0"]), 501, "a cat", 7)
+    bb.runner = runner
+    assert torch.equal(out[p].q, hooked[p].q) and torch.equal(out[p].k, hooked[p].k)
 
 
-def test_hooks_on_a_partly_run_module_fall_back_to_the_hook_path(tiny_metric, rand_images):
-    bb = tiny_metric.backbone
+def test_hooks_on_a_partly_run_module_fall_back_to_the_hook_path(explicit_backbone, rand_images):
+    bb = explicit_backbone
     layer = bb.resolve(["up1"])
     block = bb.unet.up_blocks[2]
     explicit = bb.extract(rand_images[:1] * 2 - 1, layer, 501, "", 0)
-    assert bb.last_path == "explicit"
+    assert bb.runner.last_path == "explicit"
     seen = []
     hook = block.register_forward_pre_hook(lambda *a: seen.append(1))
     try:
         with pytest.raises(UnsupportedLayout, match="hooks"):
             plan_truncation(bb.unet, layer)
         hooked = bb.extract(rand_images[:1] * 2 - 1, layer, 501, "", 0)
-        assert bb.last_path == "hooks" and seen  # the user's hook fired
+        assert bb.runner.last_path == "hooks" and seen  # the user's hook fired
     finally:
         hook.remove()
     assert torch.equal(explicit[layer[0]].q, hooked[layer[0]].q)
@@ -201,7 +218,7 @@ def test_inductor_compiled_equals_eager(tiny_sd_path, image_files):
         compile=True,
     )
     fc = comp.embed(image_files[:3])  # batch of 3 padded to 4 inside
-    assert comp.backbone.last_path == "explicit" and comp.backbone.compile == "default"
+    assert comp.backbone.runner.last_path == "explicit" and comp.backbone.compile == "default"
     fe = eager.embed(image_files[:3])
     for k in fe.tensors:
         assert torch.allclose(fc.tensors[k], fe.tensors[k], atol=1e-5, rtol=1e-4), k

@@ -5,9 +5,8 @@ transformer block's ``attn1``: the ``norm1`` output; for ``attn2``: the ``norm2`
 states) and applies the module's own ``to_q/to_k/to_v``, split into its heads. Once every requested module
 has been seen the hook raises :class:`StopForward`, so nothing after the last needed layer runs.
 
-This is the fallback of :class:`~diffsim.backbones.stable_diffusion.StableDiffusionBackbone` for U-Nets
-that :mod:`.unet_forward` cannot step through (and the path for ``stop_early=False``); the ViT backbones
-use :class:`StopForward` too.
+This is the default path of every diffusion backbone (the ``compile`` option puts SD's U-Net on the
+explicit runner of :mod:`.unet_forward` where it serves); the ViT backbones use :class:`StopForward` too.
 """
 
 from __future__ import annotations
@@ -20,11 +19,32 @@ import torch
 import torch.nn as nn
 
 from ..aas import QKV
-from .unet_forward import project
+
+QKVTuple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class StopForward(Exception):
     """Raised inside the network once all requested features are captured."""
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def project(attn: Any, hidden: torch.Tensor, context: torch.Tensor | None) -> QKVTuple:
+    """Q from ``hidden`` and K/V from ``context`` (or ``hidden``) split into heads: (B, heads, T, D)."""
+    if getattr(attn, "group_norm", None) is not None:
+        hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
+    context = hidden if context is None else context
+    q = _heads(attn.to_q(hidden), attn.heads)
+    k = _heads(attn.to_k(context), attn.heads)
+    v = _heads(attn.to_v(context), attn.heads)
+    if getattr(attn, "norm_q", None) is not None:
+        q = attn.norm_q(q)
+    if getattr(attn, "norm_k", None) is not None:
+        k = attn.norm_k(k)
+    return q, k, v
 
 
 def project_qkv(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | None = None) -> QKV:

@@ -23,11 +23,9 @@ from typing import Any
 
 import torch
 
-from ..aas import QKV
 from ..bounds import check_size
 from ..errors import ConfigError, LayerError, ModelNotFoundError
 from ..models import shared_model
-from .capture import capture
 from .detect import require_kind
 from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
@@ -253,20 +251,6 @@ class DiTBackbone(LatentDiffusionBackbone):
         c = torch.tensor([self.class_id(condition.label)], dtype=torch.long, device=self.device)
         null = torch.tensor([self.num_classes], dtype=torch.long, device=self.device)
         return {"class_labels": guidance_pair(c, null, n, branches, cond_first=True)}
-
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return capture(
-            self.transformer,
-            layers,
-            sample,
-            stop_early=stop_early,
-            what=self.denoiser_name,
-            timestep=t,
-            return_dict=False,
-            **inputs,
-        )
 
 
 register_kind(

@@ -39,14 +39,14 @@ from ..aas import QKV
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
 from ..preprocess import ProcessorView, split_views
+from .capture import _heads
 from .detect import require_kind
 from .kinds import KindInfo, register_kind
-from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
+from .latent_diffusion import guidance_pair
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .protocol import TextCondition
 from .spec import LoadSpec
 from .stable_diffusion import StableDiffusionBackbone
-from .unet_forward import _heads
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ class IPAdapterBackbone(StableDiffusionBackbone):
     """SD 1.x with an IP-Adapter Plus loaded into its U-Net; Q and IP K/V at cross-attention layers."""
 
     kind = "sd+ip-adapter"
-    explicit = False  # the hook path: Q is read against the IP K/V (:meth:`project`)
 
     def __init__(
         self,
@@ -262,19 +261,6 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
             "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},  # one IP image
         }
-
-    # ------------------------------------------------------ differentiable path
-    def run_differentiable(
-        self,
-        sample: torch.Tensor,
-        t: torch.Tensor,
-        layers: list[str],
-        inputs: dict[str, Any],
-        stop_early: bool,
-        checkpoint: bool,
-    ) -> dict[str, QKV]:
-        """The hook pass keeping the graph (no gradient checkpointing: Q is read against the IP K/V)."""
-        return LatentDiffusionBackbone.run_differentiable(self, sample, t, layers, inputs, stop_early, checkpoint)
 
     def conditioning_differentiable(
         self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None

@@ -8,16 +8,15 @@ SDXL, DiT, SD + IP-Adapter) supplies only what differs:
   ``add_noise`` then ``scale_model_input``);
 * ``conditioning(condition, n, branches, latents, pixels)``: the denoiser's keyword inputs for the batch,
   built with :func:`guidance_pair` (the guidance pair is assembled in this one place);
-* ``run(sample, t, layers, inputs, stop_early)``: the denoiser pass that captures Q/K/V (default: the
-  hook capture of :mod:`.capture` on ``denoiser``).
+* ``runner``: None (the default: the hook capture of :mod:`.capture` on ``denoiser``) or the explicit
+  truncated U-Net of :mod:`.unet_forward` (SD's ``compile`` option).
 
 ``extract(..., grad=True)`` is the same computation keeping the autograd graph to the pixels (the
 differentiable path of :mod:`diffsim.functional` and :mod:`diffsim.loss`): no ``no_grad``, no content
 hash, no latent cache (:meth:`~.latents.LatentEncoding.encode_differentiable`), optionally an explicit
 ``noise=(eps_vae, eps)`` instead of the seeded draw and ``checkpoint=True`` (gradient checkpointing, U-Net
-backbones). A backbone may override ``conditioning_differentiable`` (the IP-Adapter: image tokens with
-gradients) and ``run_differentiable`` (SD / SDXL: the explicit truncated U-Net). The parameters stay
-frozen; only the inputs carry gradients.
+backbones: through the explicit truncated U-Net). A backbone may override ``conditioning_differentiable``
+(the IP-Adapter: image tokens with gradients). The parameters stay frozen; only the inputs carry gradients.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from ..errors import ConfigError
 from .capture import capture, check_captured, self_attention_qkv
 from .latents import LatentEncoding, Noise
 from .protocol import Condition, as_condition, check_branches
+from .unet_forward import ExplicitRunner, gradient_checkpointing, run_checkpointed
 
 
 def guidance_pair(cond: torch.Tensor, other: torch.Tensor, n: int, branches: int, cond_first: bool = False):
@@ -59,28 +59,6 @@ def by_image(qkv: QKV, branches: int, m: int, n: int, copy: bool = False) -> QKV
     return QKV(split(qkv.q), split(qkv.k), split(qkv.v))
 
 
-@contextlib.contextmanager
-def gradient_checkpointing(*modules: Any, enabled: bool = True) -> Iterator[None]:
-    """diffusers' gradient checkpointing on ``modules`` for the duration (restored afterwards).
-
-    Blocks that run whole (every block before the one holding the last requested layer) recompute
-    their activations in the backward pass instead of keeping them.
-    """
-    if not enabled:
-        yield
-        return
-    switched = []
-    for m in modules:
-        if getattr(m, "_supports_gradient_checkpointing", False) and not getattr(m, "is_gradient_checkpointing", False):
-            m.enable_gradient_checkpointing()
-            switched.append(m)
-    try:
-        yield
-    finally:
-        for m in switched:
-            m.disable_gradient_checkpointing()
-
-
 class LatentDiffusionBackbone(LatentEncoding):
     """Base of the SD, SDXL, DiT and SD + IP-Adapter backbones (see the module docstring)."""
 
@@ -93,6 +71,8 @@ class LatentDiffusionBackbone(LatentEncoding):
     device: torch.device
     dtype: torch.dtype
     passes: int = 0
+    #: the explicit truncated U-Net (:mod:`.unet_forward`) where the ``compile`` option sets one; None: hooks
+    runner: ExplicitRunner | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -126,23 +106,26 @@ class LatentDiffusionBackbone(LatentEncoding):
         """The denoiser's keyword inputs (text states, class labels, ...) for ``n`` images and ``branches``."""
         raise NotImplementedError
 
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        """Latents as the pass takes them (compiled SD passes pad to a bucket size); default: unchanged."""
-        return z0
-
-    @property
-    def copy_outputs(self) -> bool:
-        return False
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().moments(x) if self.runner is None else self.runner.moments(x)
 
     def run(
         self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
-        """One denoiser pass with Q/K/V captured at ``layers`` (stopping after the last one)."""
+        """One denoiser pass with Q/K/V captured at ``layers`` (stopping after the last one): the runner where
+        it serves, else the hook path."""
+        served = None if self.runner is None else self.runner.run(sample, t, layers, inputs, stop_early)
+        return served if served is not None else self.hooked(sample, t, layers, inputs, stop_early)
+
+    def hooked(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
+    ) -> dict[str, QKV]:
+        """The hook path: the denoiser's own forward with capture pre-hooks (:mod:`.capture`)."""
         return capture(
             self.denoiser,
             layers,
             sample,
-            t,
+            timestep=t,
             stop_early=stop_early,
             project=self.project,
             what=self.denoiser_name,
@@ -167,10 +150,10 @@ class LatentDiffusionBackbone(LatentEncoding):
         stop_early: bool,
         checkpoint: bool,
     ) -> dict[str, QKV]:
-        """:meth:`run` keeping the graph (default: the same pass; no gradient checkpointing)."""
+        """:meth:`hooked` keeping the graph; ``checkpoint``: the explicit U-Net (:func:`.run_checkpointed`)."""
         if checkpoint:
-            raise ConfigError(f"gradient checkpointing is offered for U-Net backbones (SD, SDXL), not for {self.kind}")
-        return self.run(sample, t, layers, inputs, stop_early)
+            return run_checkpointed(self.denoiser, sample, t, layers, inputs, stop_early)
+        return self.hooked(sample, t, layers, inputs, stop_early)
 
     @contextlib.contextmanager
     def _differentiable(self, noise: Noise | None, side: int) -> Iterator[None]:
@@ -255,7 +238,7 @@ class LatentDiffusionBackbone(LatentEncoding):
         branches = check_branches(branches)
         n = z0.shape[0]
         layers = list(layers)
-        z0 = z0 if grad else self.pad_latents(z0, tuple(layers), stop_early)
+        z0 = z0 if grad or self.runner is None else self.runner.pad(z0, layers, stop_early)
         m = z0.shape[0]
         with contextlib.nullcontext() if grad else torch.no_grad():
             xt = self.model_input(z0, timestep, seed).to(self.dtype)
@@ -272,4 +255,5 @@ class LatentDiffusionBackbone(LatentEncoding):
             with self.no_grad():
                 store = self.run(sample, t, layers, inputs, stop_early)
         check_captured(store, layers, self.denoiser_name)
-        return {p: by_image(store[p], branches, m, n, copy=not grad and self.copy_outputs) for p in layers}
+        copy = not grad and self.runner is not None and self.runner.copy_outputs
+        return {p: by_image(store[p], branches, m, n, copy=copy) for p in layers}

@@ -88,12 +88,16 @@ class LatentEncoding:
         """The VAE encoder (in its own dtype) and the seeded posterior sample, scaled."""
         self.images_encoded += pixels.shape[0]
         vae = self.vae
-        x = pixels.to(self.device, vae.dtype).contiguous(memory_format=torch.channels_last)
-        post = vae.encode(x).latent_dist
-        eps_vae, _ = self.noise(seed, post.mean.shape[-1])
-        z = post.mean.float() + post.std.float() * eps_vae.to(self.device)
+        mean, std = self.moments(pixels.to(self.device, vae.dtype).contiguous(memory_format=torch.channels_last))
+        eps_vae, _ = self.noise(seed, mean.shape[-1])
+        z = mean.float() + std.float() * eps_vae.to(self.device)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (z - shift) * float(vae.config.scaling_factor)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior's (mean, std) of pixels ``x``."""
+        post = self.vae.encode(x).latent_dist
+        return post.mean, post.std
 
     def encode_differentiable(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
         """As :meth:`encode`, keeping the autograd graph: no ``no_grad``, no content hash, no latent cache.

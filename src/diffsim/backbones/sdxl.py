@@ -145,10 +145,7 @@ class SDXLBackbone(StableDiffusionBackbone):
     # ---------------------------------------------------------------- metadata
     default_size = 1024
     per_transformer = True  # aliases name every transformer block too: up0.a2.t9 (depth 2 and 10)
-    explicit = False  # extraction on the hook path (the explicit U-Net serves the differentiable path)
-    # the VAE in its own dtype (float32 under a float16 U-Net), and Euler's add_noise + scale_model_input
-    _encode = LatentEncoding._encode
-    model_input = LatentEncoding.model_input
+    model_input = LatentEncoding.model_input  # Euler's add_noise + scale_model_input
 
     # ----------------------------------------------------------------- inputs
     @torch.no_grad()

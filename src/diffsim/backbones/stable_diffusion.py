@@ -9,13 +9,10 @@ For a batch of images at timestep T the extractor
 3. runs the U-Net on the guidance pair [unconditional "", prompt] (or the prompt branch alone) and
    captures Q/K/V at the requested attention layers, stopping right after the last one.
 
-Step 3 uses the explicit truncated forward of :mod:`.unet_forward` (no hooks, no exceptions, so it can
-be compiled whole); U-Nets it cannot step through (see that module) and ``stop_early=False`` use the
-hook path of :mod:`.capture`. Options: ``compile`` (``torch.compile`` of the truncated U-Net and the VAE
-encoder; batches are padded to a power of two, and after a second batch size torch recompiles once
-with a dynamic batch dimension, so at most two compilations per layer set), ``channels_last`` (U-Net
-memory format; the VAE always runs channels_last), ``inference_mode`` (``torch.inference_mode`` instead
-of ``no_grad``). Noising and every reduction stay float32 whatever the model dtype.
+Step 3 uses the hook path of :mod:`.capture`. Options: ``compile`` (the explicit truncated U-Net of
+:mod:`.unet_forward` and the VAE encoder under ``torch.compile``), ``channels_last`` (U-Net memory format;
+the VAE always runs channels_last), ``inference_mode`` (``torch.inference_mode`` instead of ``no_grad``).
+Noising and every reduction stay float32 whatever the model dtype.
 """
 
 from __future__ import annotations
@@ -23,23 +20,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from typing import Any
 
 import torch
 
-from ..aas import QKV
 from ..errors import ConfigError
 from ..models import shared_model
 from .identity import model_identity
 from .kinds import KindInfo, register_kind
-from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
+from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layers
 from .loading import DEFAULT_MODEL, SDComponents, load_components, load_unet_skeleton
 from .protocol import TextCondition
 from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
-from .unet_forward import TruncatedUNet, UnsupportedLayout, plan_truncation
+from .unet_forward import ExplicitRunner
 
 logger = logging.getLogger(__name__)
 
@@ -57,28 +52,6 @@ def compile_mode(compile: bool | str | None) -> str | None:
     raise ConfigError(f"compile must be True, False or one of {', '.join(COMPILE_MODES)}; got {compile!r}")
 
 
-class _VaeMoments(torch.nn.Module):
-    """``pixels -> (mean, std)`` of the VAE posterior (a plain function of tensors, for torch.compile)."""
-
-    def __init__(self, vae: Any) -> None:
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        post = self.vae.encode(x).latent_dist
-        return post.mean, post.std
-
-
-def _bucket(n: int) -> int:
-    """The next power of two >= n (compiled passes pad partial batches to it)."""
-    return 1 << max(0, (n - 1).bit_length())
-
-
-def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Repeat the last row of ``x`` up to ``n`` rows (every op is per image, so rows stay independent)."""
-    return x if x.shape[0] >= n else torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])])
-
-
 class StableDiffusionBackbone(LatentDiffusionBackbone):
     """Holds the loaded modules; turns pixel batches into per-layer Q/K/V features."""
 
@@ -87,9 +60,6 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
-    #: extraction through the explicit truncated U-Net where it serves (False: always the hook path; the
-    #: benchmarks switch it per instance)
-    explicit = True
 
     def __init__(
         self,
@@ -111,19 +81,14 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         self._text: dict[str, torch.Tensor] = {}
         self.init_latent_state()  # seeded noise, clean-latent LRU, images_encoded, cache_latents
         self.passes = 0  # number of U-Net forward passes (for tests and benchmarks)
-        self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
-        self._runners: dict[tuple[str, ...], Any] = {}
-        self._fallback_logged: set[tuple[str, ...]] = set()
-        self._timed: set[tuple] = set()
         parts.vae.to(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
         if self.channels_last:
             parts.unet.to(memory_format=torch.channels_last)
-        self._moments: Any = _VaeMoments(parts.vae)
         if self.compile:
-            self._moments = torch.compile(self._moments, mode=self.compile)
+            self.runner = ExplicitRunner(parts.unet, parts.vae, device, self.compile)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -265,22 +230,6 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
                 self._text[prompt] = self.parts.text_encoder(ids)[0]
         return self._text[prompt]
 
-    def _encode(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        self.images_encoded += pixels.shape[0]
-        vae = self.parts.vae
-        n = pixels.shape[0]
-        x = pixels.to(self.device, self.dtype, non_blocking=True)
-        if self.compile:
-            x = _pad(x, _bucket(n))
-        x = x.contiguous(memory_format=torch.channels_last)
-        with self.no_grad():
-            mean, std = self._timed_call("VAE encoder", self._moments, x)
-        mean, std = mean[:n].float(), std[:n].float()
-        eps_vae, _ = self.noise(seed, mean.shape[-1])
-        z = mean + std * eps_vae.to(self.device)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return (z - shift) * float(vae.config.scaling_factor)
-
     def add_noise(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
         """Forward diffusion to timestep T in float32 with the model's own scheduler."""
         _, eps = self.noise(seed, z0.shape[-1])
@@ -293,7 +242,8 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         return self.parts.unet
 
     def model_input(self, z0: torch.Tensor, timestep: int, seed: int) -> torch.Tensor:
-        return self.add_noise(z0, timestep, seed)  # DDPM-style schedulers: scale_model_input is the identity
+        xt = self.add_noise(z0, timestep, seed)  # DDPM-style schedulers: scale_model_input is the identity
+        return xt.contiguous(memory_format=torch.channels_last) if self.channels_last else xt
 
     def conditioning(
         self, condition: TextCondition, n: int, branches: int, latents: torch.Tensor, pixels: torch.Tensor | None
@@ -301,99 +251,6 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         cond = self.prompt_embedding(condition.prompt)
         uncond = cond if branches == 1 else self.prompt_embedding("")
         return {"encoder_hidden_states": guidance_pair(cond, uncond, n, branches)}
-
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        if self.compile and stop_early and self._runner(layers) is not None:
-            return _pad(z0, _bucket(z0.shape[0]))
-        return z0
-
-    @property
-    def copy_outputs(self) -> bool:
-        return self.compile == "reduce-overhead"
-
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        """The explicit truncated forward where it serves (see :mod:`.unet_forward`), else the hook path."""
-        if self.channels_last:
-            sample = sample.contiguous(memory_format=torch.channels_last)
-        emb = inputs["encoder_hidden_states"]
-        runner = self._runner(tuple(layers)) if stop_early else None
-        if runner is not None:
-            self.last_path = "explicit"
-            raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
-            return {p: QKV(*raw[p]) for p in layers}
-        self.last_path = "hooks"
-        return super().run(sample, t, layers, inputs, stop_early)
-
-    def run_differentiable(
-        self,
-        sample: torch.Tensor,
-        t: torch.Tensor,
-        layers: list[str],
-        inputs: dict[str, Any],
-        stop_early: bool,
-        checkpoint: bool,
-    ) -> dict[str, QKV]:
-        """The explicit truncated U-Net, eager and keeping the graph (SD and SDXL; ``checkpoint``: gradient
-        checkpointing of the blocks that run whole); the hook path where it cannot serve."""
-        if self.channels_last:
-            sample = sample.contiguous(memory_format=torch.channels_last)
-        try:
-            if not stop_early:
-                raise UnsupportedLayout("the explicit U-Net always stops after the last layer")
-            plan_truncation(self.unet, tuple(layers))
-        except UnsupportedLayout as exc:
-            if checkpoint:
-                raise ConfigError(f"gradient checkpointing needs the explicit truncated U-Net: {exc}") from exc
-            return LatentDiffusionBackbone.run_differentiable(self, sample, t, layers, inputs, stop_early, False)
-        runner = TruncatedUNet(self.unet, tuple(layers))
-        with gradient_checkpointing(self.unet, enabled=checkpoint):
-            raw = runner(sample, t, inputs["encoder_hidden_states"], inputs.get("added_cond_kwargs"))
-        return {p: QKV(*raw[p]) for p in layers}
-
-    def _runner(self, layers: tuple[str, ...]) -> Any:
-        """The (compiled) explicit truncated forward for ``layers``, or None where only hooks can serve.
-
-        Checked on every call (cheap): hooks registered on the path since the last call force the hook path.
-        """
-        if not self.explicit:
-            return None
-        try:
-            plan_truncation(self.unet, layers)
-        except UnsupportedLayout as exc:
-            if layers not in self._fallback_logged:
-                logger.info("hook path for %s: %s", ", ".join(layers), exc)
-                self._fallback_logged.add(layers)
-            return None
-        if layers not in self._runners:
-            runner: Any = TruncatedUNet(self.unet, layers)
-            if self.compile:
-                runner = torch.compile(runner, mode=self.compile, fullgraph=True)
-            self._runners[layers] = runner
-        return self._runners[layers]
-
-    def _timed_call(self, what: str, fn: Any, *args: torch.Tensor) -> Any:
-        """Call ``fn``; with ``compile``, log how long each new input shape took (compilation) once."""
-        if not self.compile:
-            return fn(*args)
-        key = (what, id(fn), tuple(tuple(a.shape) for a in args))
-        if key in self._timed:
-            return fn(*args)
-        start = time.perf_counter()
-        out = fn(*args)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        first = not any(k[0] == what for k in self._timed)
-        self._timed.add(key)
-        logger.log(
-            logging.INFO if first else logging.DEBUG,
-            "compiled %s for input shapes %s in %.1f s",
-            what,
-            key[2],
-            time.perf_counter() - start,
-        )
-        return out
 
     def auto_batch_size(
         self, size: int, layers: list[str], single_branch: bool = False, fallback: int = 4, limit: int = 256

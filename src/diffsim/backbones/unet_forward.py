@@ -10,30 +10,40 @@ come from the encoder states). Blocks that hold no requested layer run whole, th
 whole pass can go to ``torch.compile(fullgraph=True)`` and CUDA graphs.
 
 :func:`plan_truncation` says whether a U-Net and a set of layers can be served this way and why not
-otherwise; the caller (``StableDiffusionBackbone``) then uses the hook path of :mod:`.capture`.
-Not served (hook path): other U-Net classes or subclasses, blocks with requested layers other than
+otherwise. A backbone reaches this module through one interface: :class:`ExplicitRunner` (its ``runner``,
+set by the ``compile`` option; None, the default: the hook path of :mod:`.capture`) and
+:func:`run_checkpointed` (the differentiable path's ``checkpoint=True``). The hook path serves what is
+not served here: other U-Net classes or subclasses, blocks with requested layers other than
 ``CrossAttnDownBlock2D`` / ``UNetMidBlock2DCrossAttn`` / ``CrossAttnUpBlock2D``, FreeU, transformer
 blocks other than the plain ``layer_norm`` kind (GLIGEN, ada-norm, chunked feed-forward,
-``only_cross_attention``), class-conditioned U-Nets, ``image_hint`` conditioning, accelerate offload
-hooks, and Python hooks registered on a module this pass only partly runs (they would not fire).
+``only_cross_attention``), class-conditioned U-Nets, ``image_hint`` conditioning, IP-Adapters, accelerate
+offload hooks, and Python hooks registered on a module this pass only partly runs (they would not fire).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ..aas import QKV
+from ..errors import ConfigError
+from .capture import QKVTuple, project
+
+logger = logging.getLogger(__name__)
+
 _PATH = re.compile(
     r"^(down_blocks\.(\d+)|mid_block|up_blocks\.(\d+))\.attentions\.(\d+)"
     r"\.transformer_blocks\.(\d+)\.(attn1|attn2)$"
 )
 _BLOCK_TYPES = {"down": "CrossAttnDownBlock2D", "mid": "UNetMidBlock2DCrossAttn", "up": "CrossAttnUpBlock2D"}
-
-QKVTuple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class UnsupportedLayout(ValueError):
@@ -92,6 +102,8 @@ def plan_truncation(unet: Any, paths: list[str] | tuple[str, ...]) -> tuple[Targ
         raise UnsupportedLayout("class-conditioned U-Nets need class labels")
     if cfg.addition_embed_type == "image_hint":
         raise UnsupportedLayout("image_hint conditioning is not supported")
+    if cfg.encoder_hid_dim_type == "ip_image_proj":
+        raise UnsupportedLayout("an IP-Adapter is loaded (its K/V come from the image tokens)")
     if not paths:
         raise UnsupportedLayout("no layers requested")
     targets = sorted({_locate(unet, p) for p in paths}, key=lambda t: t.order)
@@ -119,26 +131,6 @@ def plan_truncation(unet: Any, paths: list[str] | tuple[str, ...]) -> tuple[Targ
             if _has_hooks(m):
                 raise UnsupportedLayout(f"{t.path}: a module on the truncated path has hooks registered")
     return tuple(targets)
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, c = x.shape
-    return x.view(b, n, heads, c // heads).transpose(1, 2)
-
-
-def project(attn: Any, hidden: torch.Tensor, context: torch.Tensor | None) -> QKVTuple:
-    """Q from ``hidden`` and K/V from ``context`` (or ``hidden``) split into heads: (B, heads, T, D)."""
-    if getattr(attn, "group_norm", None) is not None:
-        hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
-    context = hidden if context is None else context
-    q = _heads(attn.to_q(hidden), attn.heads)
-    k = _heads(attn.to_k(context), attn.heads)
-    v = _heads(attn.to_v(context), attn.heads)
-    if getattr(attn, "norm_q", None) is not None:
-        q = attn.norm_q(q)
-    if getattr(attn, "norm_k", None) is not None:
-        k = attn.norm_k(k)
-    return q, k, v
 
 
 class TruncatedUNet(nn.Module):
@@ -322,3 +314,133 @@ class TruncatedUNet(nn.Module):
                 for up in block.upsamplers:
                     h = up(h, upsample_size)
         return out  # not reached: the last target always returns above
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(*modules: Any, enabled: bool = True) -> Iterator[None]:
+    """diffusers' gradient checkpointing on ``modules`` for the duration (restored afterwards).
+
+    Blocks that run whole (every block before the one holding the last requested layer) recompute
+    their activations in the backward pass instead of keeping them.
+    """
+    if not enabled:
+        yield
+        return
+    switched = []
+    for m in modules:
+        if getattr(m, "_supports_gradient_checkpointing", False) and not getattr(m, "is_gradient_checkpointing", False):
+            m.enable_gradient_checkpointing()
+            switched.append(m)
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.disable_gradient_checkpointing()
+
+
+def run_checkpointed(
+    unet: Any, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
+) -> dict[str, QKV]:
+    """The truncated U-Net, eager, keeping the graph, the blocks that run whole checkpointed (SD, SDXL)."""
+    try:
+        if not stop_early:
+            raise UnsupportedLayout("the explicit U-Net always stops after the last layer")
+        runner = TruncatedUNet(unet, tuple(layers))
+    except UnsupportedLayout as exc:
+        raise ConfigError(
+            f"gradient checkpointing is offered for U-Net backbones (SD, SDXL) through the explicit U-Net: {exc}"
+        ) from exc
+    with gradient_checkpointing(unet):
+        raw = runner(sample, t, inputs["encoder_hidden_states"], inputs.get("added_cond_kwargs"))
+    return {p: QKV(*raw[p]) for p in layers}
+
+
+class _VaeMoments(nn.Module):
+    """``pixels -> (mean, std)`` of the VAE posterior (a plain function of tensors, for torch.compile)."""
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        post = self.vae.encode(x).latent_dist
+        return post.mean, post.std
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    """Repeat the last row of ``x`` up to the next power of two rows (every op is per image)."""
+    n = 1 << max(0, (x.shape[0] - 1).bit_length())
+    return x if x.shape[0] >= n else torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])])
+
+
+class ExplicitRunner:
+    """A backbone's ``runner``: the U-Net pass through :class:`TruncatedUNet` (and the VAE encoder), under
+    ``torch.compile(mode)`` unless ``mode`` is None. Compiled passes pad batches to a power of two, and after
+    a second batch size torch recompiles once with a dynamic batch dimension (at most two compilations per
+    layer set); each new input shape's time is logged. :meth:`run` returns None where only hooks serve."""
+
+    def __init__(self, unet: Any, vae: Any, device: torch.device, mode: str | None = None) -> None:
+        self.unet, self.device, self.mode = unet, device, mode
+        self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
+        self._vae = _VaeMoments(vae) if mode is None else torch.compile(_VaeMoments(vae), mode=mode)
+        self._runners: dict[tuple[str, ...], Any] = {}
+        self._fallback_logged: set[tuple[str, ...]] = set()
+        self._timed: set[tuple] = set()
+
+    @property
+    def copy_outputs(self) -> bool:
+        """Outputs need fresh storage (CUDA graphs reuse their buffers on the next call)."""
+        return self.mode == "reduce-overhead"
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior's (mean, std) of pixels ``x``."""
+        n = x.shape[0]
+        x = (_pad(x) if self.mode else x).contiguous(memory_format=torch.channels_last)
+        mean, std = self._call("VAE encoder", self._vae, x)
+        return mean[:n], std[:n]
+
+    def pad(self, z0: torch.Tensor, layers: list[str], stop_early: bool) -> torch.Tensor:
+        """Latents as the pass takes them (padded when a compiled runner will serve them)."""
+        return _pad(z0) if self.mode and stop_early and self._runner(tuple(layers)) is not None else z0
+
+    def run(
+        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
+    ) -> dict[str, QKV] | None:
+        runner = self._runner(tuple(layers)) if stop_early else None
+        self.last_path = "hooks" if runner is None else "explicit"
+        if runner is None:
+            return None
+        raw = self._call("truncated U-Net", runner, sample, t, inputs["encoder_hidden_states"])
+        return {p: QKV(*raw[p]) for p in layers}
+
+    def _runner(self, layers: tuple[str, ...]) -> Any:
+        """The (compiled) truncated forward for ``layers``, or None where only hooks can serve (checked on
+        every call: hooks registered on the path since the last call force the hook path)."""
+        try:
+            plan_truncation(self.unet, layers)
+        except UnsupportedLayout as exc:
+            if layers not in self._fallback_logged:
+                logger.info("hook path for %s: %s", ", ".join(layers), exc)
+                self._fallback_logged.add(layers)
+            return None
+        if layers not in self._runners:
+            runner: Any = TruncatedUNet(self.unet, layers)
+            if self.mode:
+                runner = torch.compile(runner, mode=self.mode, fullgraph=True)
+            self._runners[layers] = runner
+        return self._runners[layers]
+
+    def _call(self, what: str, fn: Any, *args: torch.Tensor) -> Any:
+        """Call ``fn``; compiled, log how long each new input shape took (compilation) once."""
+        key = (what, id(fn), tuple(tuple(a.shape) for a in args))
+        if not self.mode or key in self._timed:
+            return fn(*args)
+        start = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        first = not any(k[0] == what for k in self._timed)
+        self._timed.add(key)
+        level = logging.INFO if first else logging.DEBUG
+        logger.log(level, "compiled %s for input shapes %s in %.1f s", what, key[2], time.perf_counter() - start)
+        return out

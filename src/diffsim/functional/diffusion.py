@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from ..aas import QKV
-from ..backbones.latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing
+from ..backbones.latent_diffusion import LatentDiffusionBackbone
 from ..backbones.latents import Noise
+from ..backbones.unet_forward import gradient_checkpointing
 from ..errors import ConfigError
 
 __all__ = ["Noise", "diffusion_qkv", "fresh_noise", "gradient_checkpointing", "materialise", "seeded_noise"]
