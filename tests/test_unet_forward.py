@@ -129,7 +129,8 @@ def test_sdxl_text_time_conditioning():
 @pytest.fixture
 def explicit_backbone(tiny_metric):
     """The shared tiny SD backbone with the eager explicit runner for one test (the default: hooks)."""
-    bb = getattr(tiny_metric.backbone, "real", tiny_metric.backbone)  # a lazy backbone: the loaded one
+    lazy = tiny_metric.backbone
+    bb = getattr(lazy, "real", lambda: lazy)()  # a lazy backbone: the loaded one
     assert bb.runner is None  # the hook path is the default
     bb.runner = ExplicitRunner(bb.unet, bb.vae, bb.device)
     bb.clear_caches()
