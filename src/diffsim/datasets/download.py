@@ -220,11 +220,6 @@ def find_marker(top: Path, marker: str) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------ installing
-def dataset_dir(root: str | os.PathLike, name: str) -> Path:
-    """Where dataset ``name`` lives under ``root`` (its source row's ``folder``)."""
-    return Path(root).expanduser() / source(name).folder
-
-
 def _install_parts(src: Source, root: Path, force: bool, keep_archives: bool, progress: bool) -> dict[str, Any]:
     final = root / src.folder
     if final.exists() and not force:  # before any transfer

@@ -213,10 +213,3 @@ def source(name: str) -> Source:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(_SOURCES)}")
     return _SOURCES[name]
 
-
-def register_source(src: Source, overwrite: bool = False) -> Source:
-    """Add (or with ``overwrite=True`` replace) a source row."""
-    if src.dataset in _SOURCES and not overwrite:
-        raise DatasetError(f"dataset source {src.dataset!r} is already registered")
-    _SOURCES[src.dataset] = src
-    return src

@@ -242,11 +242,6 @@ class FeatureMetric(Metric):
         return cls(cls.Settings.create(cls.default_name, **settings))
 
     @classmethod
-    def from_settings(cls, **settings: Any) -> FeatureMetric:
-        """Build from settings by name (what the registry calls)."""
-        return cls(cls.Settings.create(cls.default_name, **settings))
-
-    @classmethod
     @abstractmethod
     def load_backbone(cls, settings: Any) -> Any:
         """Load (or reuse) the network these settings name."""
