@@ -212,4 +212,3 @@ def source(name: str) -> Source:
     if name not in _SOURCES:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(_SOURCES)}")
     return _SOURCES[name]
-
