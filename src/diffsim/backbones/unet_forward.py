@@ -133,6 +133,11 @@ def plan_truncation(unet: Any, paths: list[str] | tuple[str, ...]) -> tuple[Targ
     return tuple(targets)
 
 
+def _cross(block: Any, ctx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The encoder states as a keyword for a block that runs whole, if it has cross-attention."""
+    return {"encoder_hidden_states": ctx} if getattr(block, "has_cross_attention", False) else {}
+
+
 class TruncatedUNet(nn.Module):
     """``forward(sample, timestep, encoder_hidden_states, added_cond_kwargs=None) -> {path: (q, k, v)}``.
 
@@ -166,25 +171,20 @@ class TruncatedUNet(nn.Module):
     ) -> torch.Tensor | None:
         """A ``layer_norm`` BasicTransformerBlock stepped through; None once the last target is captured."""
         wanted = {t.which: t.path for t in self._wanted(stage, a, k)}
-        n = tb.norm1(h)
-        if tb.pos_embed is not None:
-            n = tb.pos_embed(n)
-        if "attn1" in wanted:
-            out[wanted["attn1"]] = project(tb.attn1, n, None)
-            if self._is_last(stage, a, k, "attn1"):
-                return None
-        h = tb.attn1(n, encoder_hidden_states=None, attention_mask=None) + h
-        if h.ndim == 4:
-            h = h.squeeze(1)
-        if tb.attn2 is not None:
-            n = tb.norm2(h)
+        for which, norm, context in (("attn1", tb.norm1, None), ("attn2", tb.norm2, ctx)):
+            attn = getattr(tb, which)
+            if attn is None:  # no cross-attention
+                continue
+            n = norm(h)
             if tb.pos_embed is not None:
                 n = tb.pos_embed(n)
-            if "attn2" in wanted:
-                out[wanted["attn2"]] = project(tb.attn2, n, ctx)
-                if self._is_last(stage, a, k, "attn2"):
+            if which in wanted:
+                out[wanted[which]] = project(attn, n, context)
+                if self._is_last(stage, a, k, which):
                     return None
-            h = tb.attn2(n, encoder_hidden_states=ctx, attention_mask=None) + h
+            h = attn(n, encoder_hidden_states=context, attention_mask=None) + h
+            if h.ndim == 4:
+                h = h.squeeze(1)
         h = tb.ff(tb.norm3(h)) + h
         if h.ndim == 4:
             h = h.squeeze(1)
@@ -256,10 +256,7 @@ class TruncatedUNet(nn.Module):
         skips: tuple[torch.Tensor, ...] = (h,)
         for i, block in enumerate(unet.down_blocks):
             if not self._wanted(i):
-                if getattr(block, "has_cross_attention", False):
-                    h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=ctx)
-                else:
-                    h, res = block(hidden_states=h, temb=emb)
+                h, res = block(hidden_states=h, temb=emb, **_cross(block, ctx))
                 skips += res
                 continue
             for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions, strict=False)):
@@ -275,10 +272,7 @@ class TruncatedUNet(nn.Module):
         mid = unet.mid_block
         if mid is not None:
             if not self._wanted(stage):
-                if getattr(mid, "has_cross_attention", False):
-                    h = mid(h, emb, encoder_hidden_states=ctx)
-                else:
-                    h = mid(h, emb)
+                h = mid(h, emb, **_cross(mid, ctx))
             else:
                 h = mid.resnets[0](h, emb)
                 for j, (t2d, resnet) in enumerate(zip(mid.attentions, mid.resnets[1:], strict=False)):
@@ -293,16 +287,8 @@ class TruncatedUNet(nn.Module):
             if i < len(unet.up_blocks) - 1 and forward_upsample_size:
                 upsample_size = skips[-1].shape[2:]
             if not self._wanted(stage):
-                if getattr(block, "has_cross_attention", False):
-                    h = block(
-                        hidden_states=h,
-                        temb=emb,
-                        res_hidden_states_tuple=res,
-                        encoder_hidden_states=ctx,
-                        upsample_size=upsample_size,
-                    )
-                else:
-                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
+                kw = _cross(block, ctx)
+                h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size, **kw)
                 continue
             for j, (resnet, t2d) in enumerate(zip(block.resnets, block.attentions, strict=False)):
                 h = torch.cat([h, res[-1]], dim=1)
