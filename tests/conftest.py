@@ -68,6 +68,14 @@ def tiny_dinov2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_dinov3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DINOv3ViTModel folder (3 layers, 4 heads, 2 registers, RoPE, 32 px, patch 8)."""
+    from .tiny_vit import build_tiny_dinov3
+
+    return build_tiny_dinov3(tmp_path_factory.mktemp("tiny-dinov3") / "model")
+
+
+@pytest.fixture(scope="session")
 def sharp_sd_path(tiny_sd_path: Path, image_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline with latents that carry the image and peaked attention (scores spread out)."""
     from .tiny_sharp import sharpen_pipeline
@@ -117,7 +125,14 @@ def tiny_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def tiny_model_paths(
-    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path, tiny_peers
+    tiny_sd_path,
+    tiny_clip_path,
+    tiny_dinov2_path,
+    tiny_dinov3_path,
+    tiny_sdxl_path,
+    tiny_dit_path,
+    tiny_ip_adapter_path,
+    tiny_peers,
 ) -> dict[str, str]:
     """Every tiny model by key, as ``tests/test_every_metric.py::tiny_overrides`` reads them."""
     return {
@@ -125,6 +140,7 @@ def tiny_model_paths(
         "sd": str(tiny_sd_path),
         "clip": str(tiny_clip_path),
         "dino": str(tiny_dinov2_path),
+        "dino3": str(tiny_dinov3_path),
         "sdxl": str(tiny_sdxl_path),
         "dit": str(tiny_dit_path),
         "ip": str(tiny_ip_adapter_path),

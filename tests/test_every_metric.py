@@ -28,6 +28,7 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
     sd = {"model": paths["sd"], "size": SIZE, **CPU}
     clip = {"model": paths["clip"], "size": VIT_SIZE, **CPU}
     dino = {"model": paths["dino"], "size": VIT_SIZE, **CPU}
+    dino3 = {"model": paths["dino3"], "size": VIT_SIZE, **CPU}
     table = {
         **{
             n: sd
@@ -47,6 +48,8 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "dinov2-aas": dino,
         "dinov2": dino,
         "dinov2-feat": dino,
+        "dinov3-aas": dino3,
+        "dinov3": dino3,
         "ffa": dino,
         "lpips-vgg": {"weights": None, "size": 32, "device": "cpu"},
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},

@@ -165,6 +165,7 @@ PAPER = "Song et al., DiffSim, ICCV 2025"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _CLIP = "openai/clip-vit-base-patch32"
 _DINO = "facebook/dinov2-small"
+_DINO3 = "facebook/dinov3-vits16-pretrain-lvd1689m"
 _LPIPS = "Zhang et al., LPIPS, CVPR 2018"
 _M = "diffsim.metrics."
 
@@ -236,6 +237,16 @@ for _info in (
         {"layer": -1, "size": 224, "resize": 256, "qkv_input": "normed", "out_proj": False},
     ),
     MetricInfo(
+        "dinov3-aas",
+        _M + "vit_aas:DINOv3AAS",
+        "AAS in a DINOv3 self-attention layer (the paper's ViT AAS on DINOv3; CLS + registers kept, RoPE on Q/K)",
+        _DINO3,
+        ("style", "instance", "human-aligned"),
+        PAPER + " (ViT AAS) on Simeoni et al., DINOv3, 2025",
+        None,
+        {"layer": -1, "size": 224, "qkv_input": "normed", "out_proj": False},
+    ),
+    MetricInfo(
         "clip-i",
         _M + "vit_embed:CLIPI",
         "cosine of CLIP image embeddings (x100 with scale=100)",
@@ -254,6 +265,16 @@ for _info in (
         "Oquab et al., DINOv2, TMLR 2024",
         "DINO v2",
         {"size": 224, "resize": 256},
+    ),
+    MetricInfo(
+        "dinov3",
+        _M + "vit_embed:DINOv3",
+        "cosine of DINOv3 CLS tokens (x100 with scale=100)",
+        _DINO3,
+        ("instance", "human-aligned"),
+        "Simeoni et al., DINOv3, 2025",
+        None,
+        {"size": 224},
     ),
     MetricInfo(
         "clip-feat",

@@ -98,7 +98,7 @@ def build_paths(root: Path) -> dict[str, str]:
     from ..tiny_peers import make_peers
     from ..tiny_sd import build_tiny_pipeline
     from ..tiny_sdxl import build_tiny_sdxl
-    from ..tiny_vit import build_tiny_clip, build_tiny_dinov2
+    from ..tiny_vit import build_tiny_clip, build_tiny_dinov2, build_tiny_dinov3
 
     sd = build_tiny_pipeline(root / "tiny-sd" / "model")
     return {
@@ -106,6 +106,7 @@ def build_paths(root: Path) -> dict[str, str]:
         "sd": str(sd),
         "clip": str(build_tiny_clip(root / "tiny-clip" / "model")),
         "dino": str(build_tiny_dinov2(root / "tiny-dinov2" / "model")),
+        "dino3": str(build_tiny_dinov3(root / "tiny-dinov3" / "model")),
         "sdxl": str(build_tiny_sdxl(root / "tiny-sdxl" / "model")),
         "dit": str(build_tiny_dit(root / "tiny-dit" / "model")),
         "ip": str(build_tiny_ip_adapter(root / "tiny-ip" / "IP-Adapter", sd)),

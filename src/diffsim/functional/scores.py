@@ -189,17 +189,15 @@ def vit_aas(
     qkv_input: str = "normed",
     out_proj: bool = False,
 ) -> torch.Tensor:
-    """CLIP / DINOv2 AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
+    """CLIP / DINOv2 / DINOv3 AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
 
-    ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP 1,
-    DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
+    ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP and DINOv3
+    1, DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
     """
-    from ..metrics.vit import RESIZE
-
     x, y = check_batch(x, "x"), check_batch(y, "y")
     pair_counts(x, y)
     index = backbone.layer_index(layer)
-    side = resize if resize is not None else max(size, RESIZE[backbone.family] * size // 224)
+    side = resize if resize is not None else backbone.row.resize(size)
 
     def feats(images: torch.Tensor) -> dict[str, QKV]:
         unit = resize_crop(images.to(backbone.device), side, size)
