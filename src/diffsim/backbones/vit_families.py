@@ -2,9 +2,10 @@
 
 A row says everything that differs between CLIP, DINOv2 and DINOv3 encoders: the transformers class,
 the config ``model_type`` prefixes that identify it, the default checkpoint and size aliases, the
-normalisation, the preprocessing ratio (shortest side ``size * num // den`` before the centred crop), where the encoder layers live, the forward keywords, and whether Q/K carry rotary position
-embeddings. The layer parts (pre-attention norm, Q/K/V/output projections, head count) are found by
-name, so a new transformers ViT is one :func:`register_family` row when its layers follow those names.
+normalisation, the preprocessing ratio (shortest side ``size * num // den`` before the centred crop),
+where the encoder layers live, the forward keywords, and whether Q/K carry rotary position embeddings.
+The layer parts (pre-attention norm, Q/K/V/output projections, head count) are found by name, so a new
+transformers ViT whose layers follow those names is one :func:`register_family` row.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def vit_aas(
     qkv_input: str = "normed",
     out_proj: bool = False,
 ) -> torch.Tensor:
-    """CLIP / DINOv2 / DINOv3 AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
+    """ViT AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
 
     ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP and DINOv3
     1, DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
