@@ -58,6 +58,7 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
         "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
         "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
+        "introstyle": {**sd, "ensemble": 2},
         **{
             f"dreamsim{'-' + v.replace('_', '-') if v != 'ensemble' else ''}": {
                 "model": paths[f"dreamsim:{v}"],

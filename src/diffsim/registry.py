@@ -388,7 +388,7 @@ for _info in (
 ):
     register_metric(_info)
 
-# ------------------------------------------- peers: DreamSim, CSD, DISTS, SSCD (docs/peers.md)
+# ------------------------------------------- peers: DreamSim, CSD, DISTS, SSCD, IntroStyle (docs/peers.md)
 _DREAMSIM = "Fu et al., DreamSim, NeurIPS 2023"
 for _name, _variant, _backbone in (
     ("dreamsim", "ensemble", "DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP ViT-B/16, LoRA"),
@@ -429,6 +429,18 @@ for _info in (
         "Ding et al., DISTS, TPAMI 2020",
         None,
         {"size": 256},
+        polarity="lower",
+    ),
+    MetricInfo(
+        "introstyle",
+        _M + "introstyle:IntroStyle",
+        "IntroStyle style distance: 2-Wasserstein between channel mean/std of an SD U-Net up block's output "
+        "(up block 1, T=25, prompt 'a photo of', 4 noise draws; the DiffSim-S backbone)",
+        SD15,
+        ("style",),
+        "Kumar et al., IntroStyle, ICCV 2025",
+        None,
+        {"up_block": 1, "timestep": 25, "prompt": "a photo of", "ensemble": 4, "size": 512, "crop": "center"},
         polarity="lower",
     ),
     MetricInfo(

@@ -1,4 +1,4 @@
-"""Capture Q/K/V at attention modules during a forward pass, and stop the pass early.
+"""Capture Q/K/V at attention modules (or whole modules' outputs) during a forward pass, and stop early.
 
 A forward *pre*-hook on each chosen attention module receives that module's input (for a U-Net
 transformer block's ``attn1``: the ``norm1`` output; for ``attn2``: the ``norm2`` output and the encoder
@@ -101,4 +101,32 @@ def capture(
     """Run ``net(*args, **kwargs)`` with Q/K/V captured at ``paths`` (stopping after the last one)."""
     with capture_qkv(net, paths, stop_early=stop_early, project=project) as store:
         run_until_captured(net, *args, **kwargs)
+    return check_captured(store, paths, what)
+
+
+def capture_outputs(net: nn.Module, paths: list[str], *args: Any, what: str = "U-Net", **kwargs: Any) -> dict[str, Any]:
+    """Run ``net(*args, **kwargs)`` with the outputs of the modules at ``paths`` captured (a module that
+    returns a tuple: its first element), stopping after the last one (e.g. a U-Net up block's hidden
+    states, IntroStyle's features)."""
+    modules = dict(net.named_modules())
+    missing = [p for p in paths if p not in modules]
+    if missing:
+        raise RuntimeError(f"no modules {missing} in the {what}")
+    store: dict[str, Any] = {}
+    wanted = set(paths)
+
+    def make_hook(path: str):
+        def hook(module: nn.Module, args: tuple, output: Any):
+            store[path] = output[0] if isinstance(output, tuple) else output
+            if wanted.issubset(store):
+                raise StopForward
+
+        return hook
+
+    handles = [modules[p].register_forward_hook(make_hook(p)) for p in paths]
+    try:
+        run_until_captured(net, *args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
     return check_captured(store, paths, what)

@@ -118,6 +118,11 @@ class LazyStableDiffusion:
                 out.append(p)
         return out
 
+    @property
+    def denoiser_config(self) -> Any:
+        """The U-Net's config (from the folder while the weights are not loaded)."""
+        return self._unet().config
+
     def _unet(self) -> Any:
         return self._skeleton if self._real is None else self._real.unet
 
