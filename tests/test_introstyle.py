@@ -91,3 +91,12 @@ def test_differentiable_path_equals_cached_scores(metric, imgs):
 def test_bad_settings(metric, over, err, match):
     with pytest.raises(err, match=match):
         metric.with_settings(**over)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(metric, imgs):
+    grads = []
+    for ckpt in (False, True):
+        x = imgs[:1].clone().requires_grad_(True)
+        metric.differentiable_scores(x, imgs[2:3], checkpoint=ckpt).sum().backward()
+        grads.append(x.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -277,20 +277,25 @@ class LatentDiffusionBackbone(LatentEncoding):
         *,
         grad: bool = False,
         noise: Noise | None = None,
+        checkpoint: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The outputs (hidden states) of denoiser modules ``modules`` (e.g. ``up_blocks.1``, a whole U-Net
         block) for pixels (N, 3, H, W) in [-1, 1]: each ``(N, branches, ...)`` in the model dtype.
 
         The same encoding, seeded noise and conditioning as :meth:`extract`; the pass runs on forward hooks
         and stops after the last module. ``grad=True`` keeps the graph to the pixels (``noise``: an explicit
-        ``(eps_vae, eps)``, as for :meth:`extract`).
+        ``(eps_vae, eps)``, as for :meth:`extract`; ``checkpoint``: gradient checkpointing in the denoiser and VAE).
         """
         branches = check_branches(branches)
         if not grad:
-            if noise is not None:
-                raise ConfigError("noise= applies to the differentiable path (grad=True)")
+            if noise is not None or checkpoint:
+                raise ConfigError("noise= and checkpoint= apply to the differentiable path (grad=True)")
             z0 = self.encode(pixels, seed)
-        with self._differentiable(noise if grad else None, pixels.shape[-1] // self.latent_factor):
+        side = pixels.shape[-1] // self.latent_factor
+        with (
+            self._differentiable(noise if grad else None, side),
+            gradient_checkpointing(self.denoiser, self.vae, enabled=checkpoint),
+        ):
             if grad:
                 z0 = self.encode_differentiable(pixels, seed)
             n = z0.shape[0]

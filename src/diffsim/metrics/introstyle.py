@@ -135,7 +135,9 @@ class IntroStyle(FeatureMetric):
         return Resize(self.settings.size, self.settings.crop, signed=True)
 
     # ------------------------------------------------------------------ embed
-    def feature_maps(self, pixels: torch.Tensor, grad: bool = False, noise: Noise | None = None) -> torch.Tensor:
+    def feature_maps(
+        self, pixels: torch.Tensor, grad: bool = False, noise: Noise | None = None, checkpoint: bool = False
+    ) -> torch.Tensor:
         """The up block's output (N, C, H, W) for pixels in [-1, 1], averaged over the ensemble's seeds
         (``noise``: one explicit ``(eps_vae, eps)`` for every member, differentiable path only)."""
         s = self.settings
@@ -143,7 +145,7 @@ class IntroStyle(FeatureMetric):
         total: torch.Tensor | None = None
         for k in range(s.ensemble):
             out = self.backbone.extract_outputs(
-                pixels, [self.block], self.timestep, cond, s.seed + k, 1, grad=grad, noise=noise
+                pixels, [self.block], self.timestep, cond, s.seed + k, 1, grad=grad, noise=noise, checkpoint=checkpoint
             )[self.block][:, 0].float()
             total = out if total is None else total + out
         assert total is not None
@@ -163,9 +165,15 @@ class IntroStyle(FeatureMetric):
         return w2_matrix(a.tensors["mean"], a.tensors["std"], b.tensors["mean"], b.tensors["std"])
 
     # --------------------------------------------------------- differentiable
-    def differentiable_scores(self, x: torch.Tensor, y: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
-        """Distances (N,) for image tensors in [0, 1] at the working size, keeping the graph to ``x`` and ``y``
-        (equal to :meth:`score` on pixels already at the working size)."""
+    is_differentiable = True
+
+    def differentiable_scores(
+        self, x: torch.Tensor, y: torch.Tensor, noise: Noise | None = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """Distances (N,) for image tensors (N, 3, H, W) in [0, 1], keeping the graph to ``x`` and ``y``
+        (equal to :meth:`score` on pixels already at the working size; other sizes are resized on the tensor's
+        device with Pillow's Lanczos filter). ``noise``: one ``(eps_vae, eps)`` for every ensemble member
+        instead of the seeded draws; ``checkpoint``: gradient checkpointing in the U-Net and the VAE."""
         from ..functional.resize import check_batch, resize_square
 
         x, y = check_batch(x, "x"), check_batch(y, "y")
@@ -175,7 +183,7 @@ class IntroStyle(FeatureMetric):
 
         def stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             px = resize_square(images.to(self.device), side, crop=self.settings.crop) * 2.0 - 1.0
-            return channel_stats(self.feature_maps(px, grad=True, noise=noise))
+            return channel_stats(self.feature_maps(px, grad=True, noise=noise, checkpoint=checkpoint))
 
         (ma, sa), (mb, sb) = stats(x), stats(y)
         return w2_rows(ma, sa, mb, sb)
