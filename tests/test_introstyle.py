@@ -100,3 +100,12 @@ def test_gradient_checkpointing_gives_the_same_gradient(metric, imgs):
         metric.differentiable_scores(x, imgs[2:3], checkpoint=ckpt).sum().backward()
         grads.append(x.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_prompt_per_call_changes_features_and_cache_key(metric, imgs):
+    a = metric.embed(imgs[:1])
+    b = metric.embed(imgs[:1], prompt="an oil painting")
+    assert b.config["prompt"] == "an oil painting" and a.config["prompt"] == "a photo of"
+    assert not torch.allclose(a.tensors["mean"], b.tensors["mean"])
+    same = metric.with_settings(prompt="an oil painting").embed(imgs[:1])
+    assert torch.equal(same.tensors["mean"], b.tensors["mean"])

@@ -35,7 +35,7 @@ from ..errors import ConfigError, LayerError
 from ..features import Features
 from ..images import check_crop, check_size
 from ..preprocess import Resize
-from ..settings import is_int, load_field, positive_int
+from ..settings import is_int, load_field, per_call_field, positive_int
 from .base import FeatureMetric, FeatureSettings, Preprocessor
 
 PAPER_TIMESTEP = 25  # the authors' t
@@ -51,7 +51,7 @@ class IntroStyleSettings(FeatureSettings):
     model: str | os.PathLike | None = load_field(DEFAULT_MODEL)
     up_block: int = PAPER_UP_BLOCK  # U-Net up block whose output is read (0: the lowest resolution)
     timestep: int = PAPER_TIMESTEP  # the actual DDPM timestep T
-    prompt: str = PAPER_PROMPT
+    prompt: str = per_call_field(PAPER_PROMPT)  # embed(images, prompt=...) overrides it per call
     ensemble: int = PAPER_ENSEMBLE  # noise draws (seeds seed, seed+1, ...) whose feature maps are averaged
     size: int = 512
     seed: int = DEFAULT_SEED
@@ -108,6 +108,7 @@ class IntroStyle(FeatureMetric):
     settings: IntroStyleSettings
     default_name = "introstyle"
     default_model = DEFAULT_MODEL
+    accepts_prompt = True
 
     @classmethod
     def load_backbone(cls, settings: IntroStyleSettings) -> Any:
@@ -136,12 +137,18 @@ class IntroStyle(FeatureMetric):
 
     # ------------------------------------------------------------------ embed
     def feature_maps(
-        self, pixels: torch.Tensor, grad: bool = False, noise: Noise | None = None, checkpoint: bool = False
+        self,
+        pixels: torch.Tensor,
+        grad: bool = False,
+        noise: Noise | None = None,
+        checkpoint: bool = False,
+        prompt: str | None = None,
     ) -> torch.Tensor:
         """The up block's output (N, C, H, W) for pixels in [-1, 1], averaged over the ensemble's seeds
-        (``noise``: one explicit ``(eps_vae, eps)`` for every member, differentiable path only)."""
+        (``noise``: one explicit ``(eps_vae, eps)`` for every member, differentiable path only; ``prompt``:
+        None, the metric's)."""
         s = self.settings
-        cond = TextCondition(s.prompt)
+        cond = TextCondition(s.prompt if prompt is None else prompt)
         total: torch.Tensor | None = None
         for k in range(s.ensemble):
             out = self.backbone.extract_outputs(
@@ -152,7 +159,7 @@ class IntroStyle(FeatureMetric):
         return total / s.ensemble
 
     def forward(self, pixels: torch.Tensor, *args: Any, **call: Any) -> Features:
-        mean, std = channel_stats(self.feature_maps(pixels))
+        mean, std = channel_stats(self.feature_maps(pixels, prompt=call.get("prompt")))
         return Features({"mean": mean, "std": std})
 
     # ---------------------------------------------------------------- compare
