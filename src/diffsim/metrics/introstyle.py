@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..backbones.detect import SD, require_kind
+from ..backbones.detect import require_kind
 from ..backbones.latents import Noise
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.protocol import TextCondition
@@ -113,7 +113,7 @@ class IntroStyle(FeatureMetric):
     @classmethod
     def load_backbone(cls, settings: IntroStyleSettings) -> Any:
         spec = LoadSpec.of(settings.load_dict(), cls.default_model)
-        require_kind(spec.model, (SD,), cls.default_name, spec.revision)
+        require_kind(spec.model, ("sd",), cls.default_name, spec.revision)
         return LazyStableDiffusion.load(spec)  # the DiffSim-S backbone (shared with it)
 
     def setup(self) -> None:
