@@ -109,3 +109,8 @@ def test_prompt_per_call_changes_features_and_cache_key(metric, imgs):
     assert not torch.allclose(a.tensors["mean"], b.tensors["mean"])
     same = metric.with_settings(prompt="an oil painting").embed(imgs[:1])
     assert torch.equal(same.tensors["mean"], b.tensors["mean"])
+
+
+def test_another_model_kind_names_the_fitting_metric(tiny_sdxl_path):
+    with pytest.raises(ConfigError, match="diffsim-s-sdxl"):
+        create_metric("introstyle", model=str(tiny_sdxl_path), **CPU)
