@@ -251,7 +251,7 @@ class ViTBackbone:
         """CLIP: projected image embedding (N, P); DINOv2 / DINOv3: CLS token after the final LayerNorm (N, C)."""
         self.forward_calls += 1
         out = self._forward(unit)
-        return out.image_embeds if self.family == "clip" else out.last_hidden_state[:, 0]
+        return out.last_hidden_state[:, 0] if self.row.pooled == "cls" else getattr(out, self.row.pooled)
 
     @torch.no_grad()
     def patch_tokens(self, unit: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class ViTFamily:
     layers_path: str  # dotted path of the encoder's layer list inside the model
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, str] = field(default_factory=dict)  # short names -> hub ids ("small" -> ...)
+    pooled: str = "cls"  # the global embedding: "cls" (CLS after the final norm) or an output field name
     rope: bool = False  # Q/K of patch tokens are rotated by the model's rotary embedding
     patch_tokens: bool = False  # offers patch tokens (CLS and register tokens dropped)
 
@@ -130,6 +131,7 @@ register_family(
         (1, 1),
         "vision_model.encoder.layers",
         {"interpolate_pos_encoding": True},
+        pooled="image_embeds",  # the projected image embedding (get_image_features)
     )
 )
 register_family(
