@@ -21,6 +21,12 @@ def metric(tiny_sd_path):
 
 
 @pytest.fixture(scope="module")
+def small(metric):
+    """The same metric at 64 px with one noise draw (the cheaper checks)."""
+    return metric.with_settings(size=64, ensemble=1)
+
+
+@pytest.fixture(scope="module")
 def pipe(tiny_sd_path):
     from diffusers import StableDiffusionPipeline
 
@@ -34,6 +40,11 @@ def imgs():
     x = torch.nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
     x[1] = 0.7 * x[0] + 0.3 * x[1]  # a near neighbour of image 0
     return x
+
+
+@pytest.fixture(scope="module")
+def small_imgs(imgs):
+    return torch.nn.functional.interpolate(imgs, size=(64, 64), mode="bilinear", antialias=True).clamp(0, 1)
 
 
 @pytest.mark.parametrize("block,timestep", [(1, 25), (2, 400)])
@@ -55,9 +66,9 @@ def test_features_are_the_up_block_statistics(metric, imgs):
     assert metric.higher_is_better is False
 
 
-def test_extract_outputs_both_branches_and_early_stop(metric, imgs):
-    bb = metric.backbone.real()
-    px = imgs[:2] * 2 - 1
+def test_extract_outputs_both_branches_and_early_stop(small, small_imgs):
+    bb = small.backbone.real()
+    px = small_imgs[:2] * 2 - 1
     before = bb.passes
     out = bb.extract_outputs(px, ["up_blocks.1", "up_blocks.0"], 25, "a photo of", 7, branches=2)
     assert bb.passes == before + 1
@@ -66,15 +77,15 @@ def test_extract_outputs_both_branches_and_early_stop(metric, imgs):
     assert torch.allclose(one[:, 0], out["up_blocks.1"][:, 1], atol=1e-5)  # branch 1 is the prompt branch
 
 
-def test_differentiable_path_equals_cached_scores(metric, imgs):
-    want = metric.compare(metric.embed(imgs[:2]), metric.embed(imgs[[2, 0]]))
-    x = imgs[:2].clone().requires_grad_(True)
-    got = metric.differentiable_scores(x, imgs[[2, 0]])
+def test_differentiable_path_equals_cached_scores(small, small_imgs):
+    want = small.compare(small.embed(small_imgs[:2]), small.embed(small_imgs[[2, 0]]))
+    x = small_imgs[:2].clone().requires_grad_(True)
+    got = small.differentiable_scores(x, small_imgs[[2, 0]])
     assert torch.allclose(got, want, atol=1e-5)
     got.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    same = imgs[:1].clone().requires_grad_(True)
-    metric.differentiable_scores(same, imgs[:1]).sum().backward()  # distance 0: a zero gradient, not NaN
+    same = small_imgs[:1].clone().requires_grad_(True)
+    small.differentiable_scores(same, small_imgs[:1]).sum().backward()  # distance 0: a zero gradient, not NaN
     assert torch.isfinite(same.grad).all()
 
 
@@ -93,21 +104,21 @@ def test_bad_settings(metric, over, err, match):
         metric.with_settings(**over)
 
 
-def test_gradient_checkpointing_gives_the_same_gradient(metric, imgs):
+def test_gradient_checkpointing_gives_the_same_gradient(small, small_imgs):
     grads = []
     for ckpt in (False, True):
-        x = imgs[:1].clone().requires_grad_(True)
-        metric.differentiable_scores(x, imgs[2:3], checkpoint=ckpt).sum().backward()
+        x = small_imgs[:1].clone().requires_grad_(True)
+        small.differentiable_scores(x, small_imgs[2:3], checkpoint=ckpt).sum().backward()
         grads.append(x.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def test_prompt_per_call_changes_features_and_cache_key(metric, imgs):
-    a = metric.embed(imgs[:1])
-    b = metric.embed(imgs[:1], prompt="an oil painting")
+def test_prompt_per_call_changes_features_and_cache_key(small, small_imgs):
+    a = small.embed(small_imgs[:1])
+    b = small.embed(small_imgs[:1], prompt="an oil painting")
     assert b.config["prompt"] == "an oil painting" and a.config["prompt"] == "a photo of"
     assert not torch.allclose(a.tensors["mean"], b.tensors["mean"])
-    same = metric.with_settings(prompt="an oil painting").embed(imgs[:1])
+    same = small.with_settings(prompt="an oil painting").embed(small_imgs[:1])
     assert torch.equal(same.tensors["mean"], b.tensors["mean"])
 
 
