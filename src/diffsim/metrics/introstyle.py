@@ -29,13 +29,12 @@ from ..backbones.latents import Noise
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.protocol import TextCondition
 from ..backbones.spec import LoadSpec
-from ..bounds import MIN_LATENT_SIZE, check_seed
+from ..bounds import MIN_LATENT_SIZE, check_crop, check_int, check_seed, check_size, positive_int
 from ..defaults import DEFAULT_MODEL, DEFAULT_SEED
 from ..errors import ConfigError, LayerError
 from ..features import Features
-from ..images import check_crop, check_size
 from ..preprocess import Resize
-from ..settings import is_int, load_field, per_call_field, positive_int
+from ..settings import load_field, per_call_field
 from .base import FeatureMetric, FeatureSettings, Preprocessor
 
 PAPER_TIMESTEP = 25  # the authors' t
@@ -61,10 +60,10 @@ class IntroStyleSettings(FeatureSettings):
 
     def validate(self) -> None:
         super().validate()
-        is_int("up_block", self.up_block)
+        check_int("up_block", self.up_block)
         if self.up_block < 0:
             raise LayerError(f"up_block must be a non-negative integer; got {self.up_block!r}")
-        is_int("timestep", self.timestep)
+        check_int("timestep", self.timestep)
         if not isinstance(self.prompt, str):
             raise ConfigError(f"prompt must be a string; got {type(self.prompt).__name__}")
         positive_int("ensemble", self.ensemble)

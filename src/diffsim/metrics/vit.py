@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 from ..backbones.vit import ViTBackbone
 from ..backbones.vit_families import family
-from ..bounds import check_size_range
+from ..bounds import check_size_range, positive_int
 from ..errors import ConfigError
 from ..preprocess import ResizeCrop
-from ..settings import positive_int, runtime_field
+from ..settings import runtime_field
 from .base import FeatureMetric, FeatureSettings
 
 
