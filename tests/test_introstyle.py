@@ -125,3 +125,16 @@ def test_prompt_per_call_changes_features_and_cache_key(small, small_imgs):
 def test_another_model_kind_names_the_fitting_metric(tiny_sdxl_path):
     with pytest.raises(ConfigError, match="diffsim-s-sdxl"):
         create_metric("introstyle", model=str(tiny_sdxl_path), **CPU)
+
+
+def test_as_loss_is_the_distance(small, small_imgs):
+    from diffsim.registry import differentiable_metrics
+
+    assert "introstyle" in differentiable_metrics() and "dinov3-aas" in differentiable_metrics()
+    loss = small.as_loss(reduction="none")
+    x = small_imgs[:2].clone().requires_grad_(True)
+    out = loss(x, small_imgs[[2, 0]])
+    want = small.compare(small.embed(small_imgs[:2]), small.embed(small_imgs[[2, 0]]))
+    assert torch.allclose(out, want, atol=1e-5)  # a distance: the loss is the distance itself
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
