@@ -16,6 +16,7 @@ import torch
 from diffsim import ConfigError, ImageError, create_metric, list_metrics, metric_info
 
 from .conftest import SIZE
+from .tiny_builders import tiny_backbones
 from .tiny_peers import PEER_SIZE
 from .tiny_vit import VIT_SIZE
 from .zoo_props import check_properties
@@ -52,9 +53,8 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
         "gram": {"weights": None, "size": 32, "device": "cpu"},
         "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},
-        "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
-        "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
-        "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
+        # each backbone kind's default metric on its tiny model (tests/tiny_builders.py)
+        **{row.metric: row.metric_overrides(paths, SIZE) for row in tiny_backbones().values()},
         **{
             f"dreamsim{'-' + v.replace('_', '-') if v != 'ensemble' else ''}": {
                 "model": paths[f"dreamsim:{v}"],

@@ -39,7 +39,8 @@ from ..aas import QKV
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
 from ..preprocess import ProcessorView, split_views
-from .detect import SD, require_kind
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .protocol import TextCondition
@@ -135,7 +136,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         single_file_config = spec.single_file_config
 
         def load() -> IPAdapterBackbone:
-            require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
+            require_kind(model, ("sd",), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
             src, local = resolve_source(
                 ip_adapter, "IP-Adapter", f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/"
             )
@@ -302,3 +303,15 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         with torch.no_grad():  # diffusers' unconditional image: an all-zero (normalised) tensor
             zero = enc(torch.zeros_like(px[:1]), output_hidden_states=True).hidden_states[-2]
         return self._inputs(condition, n, branches, feats, zero)
+
+
+register_kind(
+    KindInfo(
+        "sd+ip-adapter",
+        "Stable Diffusion 1.x with an IP-Adapter Plus",
+        IPAdapterBackbone,
+        "diffsim-c",
+        base="sd",
+        option="ip_adapter",
+    )
+)

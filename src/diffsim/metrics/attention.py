@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 class AttentionMetric(FeatureMetric):
     """The Aligned Attention Score at attention layers of a diffusion backbone (see the module docstring)."""
 
-    settings: Any  # a settings class with layer, timestep, step, size, seed, single_branch, similarity, crop
+    settings: Any  # an AttentionSettings (.attention_settings): layer, timestep, step, size, seed, ..., crop
     #: the backbone class (``load(spec)`` -> an AttentionBackbone)
     backbone_class: ClassVar[Any]
     #: model kinds (:mod:`diffsim.backbones.detect`) it takes; another kind is a ConfigError naming the fitting

@@ -13,7 +13,6 @@ import dataclasses
 import torch
 
 from .. import aas
-from ..backbones.detect import SD
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
@@ -47,7 +46,7 @@ class DiffSimFeatures(AttentionMetric):
     default_model = DEFAULT_MODEL
     conditioning = TextConditioning()
     backbone_class = LazyStableDiffusion  # the DiffSim-S backbone (SD 1.x/2.x)
-    model_kinds = (SD,)
+    model_kinds = ("sd",)
 
     @property
     def feature_family(self) -> str:
