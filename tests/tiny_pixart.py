@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .tiny_builders import TinyBackbone, register_tiny
 from .tiny_spread import sharpen_attention, vae_carries_image
 from .tiny_t5 import tiny_t5_encoder, tiny_t5_tokenizer
 
@@ -93,3 +94,14 @@ def build_tiny_pixart(path: str | Path, seed: int = 0, variant: str = "sigma") -
     )
     pipe.save_pretrained(path)
     return path
+
+
+register_tiny(
+    TinyBackbone(
+        "pixart",
+        lambda folder, seed, paths: build_tiny_pixart(folder, seed=seed),
+        "pixart",
+        "block1",
+        settings={"layer": "block1"},
+    )
+)

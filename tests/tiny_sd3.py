@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .tiny_builders import TinyBackbone, register_tiny
 from .tiny_sd import _tokenizer_files
 from .tiny_spread import vae_carries_image
 from .tiny_t5 import tiny_t5_encoder, tiny_t5_tokenizer
@@ -118,3 +119,14 @@ def build_tiny_sd3(path: str | Path, seed: int = 0, variant: str = "sd3") -> Pat
     )
     pipe.save_pretrained(path)
     return path
+
+
+register_tiny(
+    TinyBackbone(
+        "sd3",
+        lambda folder, seed, paths: build_tiny_sd3(folder, seed=seed, variant="sd35"),
+        "sd3",
+        "block1",
+        settings={"layer": "block1"},
+    )
+)

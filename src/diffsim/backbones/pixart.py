@@ -24,6 +24,8 @@ from ..errors import ConfigError
 from ..models import shared_model
 from .blocks import block_aliases, block_layers, load_pipeline, resolve_blocks, skeleton_blocks
 from .capture import capture
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer
 from .protocol import TextCondition
@@ -88,6 +90,7 @@ class PixArtBackbone(LatentDiffusionBackbone):
         spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant)  # what PixArt reads
 
         def load() -> PixArtBackbone:
+            require_kind(spec.model, (PIXART,), "the PixArt backbone", spec.revision)
             logger.info("loading PixArt %s on %s (%s)", spec.model, dev, dt)
             kw: dict[str, Any] = {"torch_dtype": dt, "revision": spec.revision, "variant": spec.variant}
             pipe = load_pipeline(DiffusionPipeline, spec.model, "PixArt model", FOLDERS, "PixArtSigmaPipeline", **kw)
@@ -203,3 +206,19 @@ class PixArtBackbone(LatentDiffusionBackbone):
             return_dict=False,
             **inputs,
         )
+
+
+register_kind(
+    KindInfo(
+        PIXART,
+        "a PixArt-Sigma / PixArt-alpha pipeline (PixArtSigmaPipeline, PixArtAlphaPipeline)",
+        PixArtBackbone,
+        "diffsim-s-pixart",
+        pipelines=PIPELINES,
+        denoiser="transformer",
+        # the hub's PixArt-alpha configs still say Transformer2DModel (diffusers remaps it by its adaLN-single norm)
+        config_rule=lambda t: (
+            t.get("_class_name") == "PixArtTransformer2DModel" or t.get("norm_type") == "ada_norm_single"
+        ),
+    )
+)

@@ -30,6 +30,8 @@ from ..errors import ConfigError, TimestepError
 from ..models import shared_model
 from .blocks import block_aliases, block_layers, load_pipeline, resolve_blocks, skeleton_blocks
 from .capture import capture, project_qkv
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer
 from .protocol import TextCondition
@@ -102,6 +104,7 @@ class SD3Backbone(LatentDiffusionBackbone):
         spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant)  # what SD3 reads
 
         def load() -> SD3Backbone:
+            require_kind(spec.model, (SD3,), "the SD3 backbone", spec.revision)
             logger.info("loading SD3 %s on %s (%s)", spec.model, dev, dt)
             kw: dict[str, Any] = {"torch_dtype": dt, "revision": spec.revision, "variant": spec.variant}
             pipe = load_pipeline(StableDiffusion3Pipeline, spec.model, "SD3 model", FOLDERS, **kw)
@@ -227,3 +230,16 @@ class SD3Backbone(LatentDiffusionBackbone):
             return_dict=False,
             **inputs,
         )
+
+
+register_kind(
+    KindInfo(
+        SD3,
+        "a Stable Diffusion 3 / 3.5 pipeline (StableDiffusion3Pipeline)",
+        SD3Backbone,
+        "diffsim-s-sd3",
+        pipelines=("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+        denoiser="transformer",
+        config_rule=lambda t: t.get("_class_name") == "SD3Transformer2DModel",
+    )
+)
