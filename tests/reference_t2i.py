@@ -6,8 +6,9 @@ forward noising written out (SD3: ``(1 - sigma) z0 + sigma eps`` with ``sigma = 
 ``sqrt(abar_T) z0 + sqrt(1 - abar_T) eps`` with ``abar`` recomputed from the beta schedule), the text
 conditioning assembled by hand from the tokenizers and encoders (SD3: both CLIPs' penultimate states
 side by side, zero-padded to the T5 width, then the T5 states; pooled: both CLIP projections; PixArt: T5
-states with their attention mask), the *full* transformer forward with a pre-hook recording the attention
-module's input, and Q/K/V projected by hand (RMS qk-norm written out). Scores: :func:`.reference_backbones.pair_score`.
+states with their attention mask, the prompt lower-cased as the PixArt pipelines do), the *full*
+transformer forward with a pre-hook recording the attention module's input, and Q/K/V projected by hand
+(RMS qk-norm written out). Scores: :func:`.reference_backbones.pair_score`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def pixart_qkv(pipe, pixels: torch.Tensor, block: int, t: int, prompt: str, seed
     xt = math.sqrt(a) * z0 + math.sqrt(1 - a) * eps
     t5 = copy.deepcopy(pipe.text_encoder).double()
     states, masks = [], []
-    for p in ("", prompt):
+    for p in ("", prompt.lower().strip()):  # the pipelines lower-case prompts (clean_caption=False)
         enc = pipe.tokenizer([p], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
         states.append(t5(enc.input_ids, attention_mask=enc.attention_mask)[0])
         masks.append(enc.attention_mask)

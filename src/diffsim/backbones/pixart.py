@@ -4,7 +4,8 @@ For a batch of images at timestep T the extractor encodes each image with the pi
 as for Stable Diffusion (shared seeded ``eps_vae`` then ``eps``; ``x_t = sqrt(abar_T) z0 + sqrt(1 - abar_T)
 eps``: DDPM's ``add_noise`` on the model's own beta schedule), then runs the transformer with timestep T on
 the guidance pair ``["", prompt]`` from the pipeline's own ``encode_prompt`` (T5 states with their attention
-masks; the pipeline's own maximum length: 300 tokens for Sigma, 120 for alpha). Models with resolution /
+masks; the pipeline's own maximum length: 300 tokens for Sigma, 120 for alpha; the prompt lower-cased and
+stripped, as the pipeline does without ``clean_caption``). Models with resolution /
 aspect-ratio micro-conditioning (PixArt-alpha 1024) are told the real input size, as the alpha pipeline
 does. Q/K/V are taken at ``transformer_blocks.L.attn1`` (self-attention; its input is the block's
 adaLN-single-modulated ``norm1`` output); the pass stops after the last requested block. The paper's step
