@@ -101,6 +101,11 @@ def list_metrics(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def differentiable_metrics() -> list[str]:
+    """Registered metrics whose class has a differentiable path (``is_differentiable``): the ones ``as_loss`` takes."""
+    return [n for n in list_metrics() if getattr(_REGISTRY[n].metric_class, "is_differentiable", False)]
+
+
 def list_aliases() -> dict[str, str]:
     """{alias: metric name}."""
     return dict(_ALIASES)

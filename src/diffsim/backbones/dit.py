@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from ..aas import QKV
+from ..bounds import check_size
 from ..errors import ConfigError, LayerError, ModelNotFoundError
-from ..images import check_size
 from ..models import shared_model
 from .capture import capture
 from .detect import require_kind

@@ -92,6 +92,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
     """SD 1.x with an IP-Adapter Plus loaded into its U-Net; Q and IP K/V at cross-attention layers."""
 
     kind = "sd+ip-adapter"
+    explicit = False  # the hook path: Q is read against the IP K/V (:meth:`project`)
 
     def __init__(
         self,
@@ -261,18 +262,6 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             "encoder_hidden_states": guidance_pair(cond, uncond, n, branches),
             "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},  # one IP image
         }
-
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        return z0
-
-    @property
-    def copy_outputs(self) -> bool:
-        return False
-
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # hooks: Q against IP K/V
 
     # ------------------------------------------------------ differentiable path
     def run_differentiable(

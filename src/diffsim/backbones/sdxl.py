@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 
-from ..aas import QKV
 from ..errors import ModelNotFoundError
 from ..models import shared_model
 from .detect import require_kind
 from .kinds import KindInfo, register_kind
-from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
+from .latent_diffusion import guidance_pair
 from .latents import LatentEncoding
 from .loading import (
     SDComponents,
@@ -146,6 +145,7 @@ class SDXLBackbone(StableDiffusionBackbone):
     # ---------------------------------------------------------------- metadata
     default_size = 1024
     per_transformer = True  # aliases name every transformer block too: up0.a2.t9 (depth 2 and 10)
+    explicit = False  # extraction on the hook path (the explicit U-Net serves the differentiable path)
     # the VAE in its own dtype (float32 under a float16 U-Net), and Euler's add_noise + scale_model_input
     _encode = LatentEncoding._encode
     model_input = LatentEncoding.model_input
@@ -182,13 +182,6 @@ class SDXLBackbone(StableDiffusionBackbone):
             "added_cond_kwargs": {"text_embeds": text, "time_ids": ids.expand(text.shape[0], -1)},
         }
 
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        return z0
-
-    @property
-    def copy_outputs(self) -> bool:
-        return False
-
     @classmethod
     def unet_skeleton(cls, model: str | os.PathLike, revision: str | None) -> tuple[Any, int]:
         if classify(model) != "file":
@@ -205,14 +198,6 @@ class SDXLBackbone(StableDiffusionBackbone):
             "every transformer block also has an alias <block>.a<attention>.t<transformer> (e.g. "
             "up0.a2.t9 = up_blocks.0.attentions.2.transformer_blocks.9.attn1)",
         ]
-
-    def no_grad(self) -> Any:
-        return torch.no_grad()
-
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # the hook path
 
 
 register_kind(

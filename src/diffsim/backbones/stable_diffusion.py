@@ -31,7 +31,6 @@ import torch
 from ..aas import QKV
 from ..errors import ConfigError
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
 from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
@@ -88,6 +87,9 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
+    #: extraction through the explicit truncated U-Net where it serves (False: always the hook path; the
+    #: benchmarks switch it per instance)
+    explicit = True
 
     def __init__(
         self,
@@ -111,7 +113,6 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         self.passes = 0  # number of U-Net forward passes (for tests and benchmarks)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
-        self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
         self._runners: dict[tuple[str, ...], Any] = {}
@@ -217,7 +218,7 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         cls, model: str | os.PathLike, size: int | None, revision: str | None
     ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
         """(size, layers, aliases) of ``model`` read from its configs (meta device: no weights loaded)."""
-        from ..images import check_size
+        from ..bounds import check_size
 
         net, factor = cls.unet_skeleton(model, revision)
         size = size or cls.default_size
@@ -323,9 +324,7 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
             raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
             return {p: QKV(*raw[p]) for p in layers}
         self.last_path = "hooks"
-        with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
-            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
-        return store
+        return super().run(sample, t, layers, inputs, stop_early)
 
     def run_differentiable(
         self,

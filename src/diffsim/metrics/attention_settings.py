@@ -12,13 +12,12 @@ import dataclasses
 import os
 from typing import ClassVar
 
-from .. import aas
-from ..bounds import check_seed
+from ..aas import SIMILARITIES
+from ..bounds import check_crop, check_seed, one_of, path_like
 from ..defaults import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED
 from ..errors import ConfigError, LayerError
-from ..images import check_crop
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import compare_field, one_of, path_like, per_call_field, resolved_field
+from ..settings import compare_field, per_call_field, resolved_field
 from .base import FeatureSettings
 
 
@@ -50,7 +49,7 @@ class AttentionSettings(FeatureSettings):
         if self.timestep is not None and self.step is not None:
             raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         check_seed("seed", self.seed)
-        one_of("similarity", self.similarity, aas.SIMILARITIES)
+        one_of("similarity", self.similarity, SIMILARITIES)
         check_crop(self.crop)
 
     @property

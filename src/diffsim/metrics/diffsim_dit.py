@@ -13,8 +13,8 @@ import dataclasses
 import os
 
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
+from ..bounds import check_size
 from ..errors import ConfigError
-from ..images import check_size
 from ..settings import load_field, resolved_field
 from .attention import AttentionMetric
 from .attention_settings import AttentionSettings

@@ -11,10 +11,9 @@ import torch
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..backbones.stable_diffusion import compile_mode
-from ..bounds import MIN_LATENT_SIZE
+from ..bounds import MIN_LATENT_SIZE, check_size
 from ..defaults import DEFAULT_LAYER, DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_STEP  # re-exported (no torch there)
 from ..devices import resolve_dtype
-from ..images import check_size
 from ..settings import (
     compare_field,
     load_field,
