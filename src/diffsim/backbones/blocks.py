@@ -111,7 +111,7 @@ def skeleton_blocks(
     from diffusers import AutoencoderKL
 
     from ..errors import ModelNotFoundError
-    from ..images import check_size
+    from ..bounds import check_size
     from .loading import _first_line
 
     local = classify(model) == "folder"
