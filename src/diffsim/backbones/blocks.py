@@ -110,8 +110,8 @@ def skeleton_blocks(
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
 
-    from ..errors import ModelNotFoundError
     from ..bounds import check_size
+    from ..errors import ModelNotFoundError
     from .loading import _first_line
 
     local = classify(model) == "folder"
