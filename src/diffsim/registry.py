@@ -385,6 +385,27 @@ for _info in (
         {"layer": "block14", "step": 500, "class_label": 1},
     ),
     MetricInfo(
+        "diffsim-s-sd3",
+        _M + "diffsim_sd3:DiffSimSD3",
+        "DiffSim-S on SD3 / SD3.5 (MM-DiT): block12 joint attention, image-stream Q/K/V, step 500 (sigma 0.5), "
+        "native 1024 px",
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+        ("human-aligned",),
+        PAPER + " (AAS) on SD3, Esser et al., ICML 2024",
+        None,
+        {"layer": "block12", "step": 500, "prompt": "High quality image"},
+    ),
+    MetricInfo(
+        "diffsim-s-pixart",
+        _M + "diffsim_pixart:DiffSimPixArt",
+        "DiffSim-S on PixArt-Sigma (or alpha): block14 self-attention (attn1), T5 prompt, step 500, native 1024 px",
+        "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+        ("human-aligned",),
+        PAPER + " (AAS) on PixArt-Sigma, Chen et al., ECCV 2024",
+        None,
+        {"layer": "block14", "step": 500, "prompt": "High quality image"},
+    ),
+    MetricInfo(
         "diffsim-c",
         _M + "diffsim_c:DiffSimC",
         "DiffSim-C: SD 1.5 + IP-Adapter Plus, up0.cross queries against the image tokens (Eq. 11), scale 0.5",
