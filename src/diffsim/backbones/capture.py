@@ -104,10 +104,11 @@ def capture(
     return check_captured(store, paths, what)
 
 
-def capture_outputs(net: nn.Module, paths: list[str], *args: Any, what: str = "U-Net", **kwargs: Any) -> dict[str, Any]:
-    """Run ``net(*args, **kwargs)`` with the outputs of the modules at ``paths`` captured (a module that
-    returns a tuple: its first element), stopping after the last one (e.g. a U-Net up block's hidden
-    states, IntroStyle's features)."""
+@contextmanager
+def capture_outputs(net: nn.Module, paths: list[str], what: str = "U-Net") -> Iterator[dict[str, Any]]:
+    """Within the context, forward passes of ``net`` fill the yielded dict with the outputs of the modules at
+    ``paths`` (a module that returns a tuple: its first element) and stop (:class:`StopForward`) once all are
+    seen: e.g. a U-Net up block's hidden states, IntroStyle's features."""
     modules = dict(net.named_modules())
     missing = [p for p in paths if p not in modules]
     if missing:
@@ -125,8 +126,7 @@ def capture_outputs(net: nn.Module, paths: list[str], *args: Any, what: str = "U
 
     handles = [modules[p].register_forward_hook(make_hook(p)) for p in paths]
     try:
-        run_until_captured(net, *args, **kwargs)
+        yield store
     finally:
         for h in handles:
             h.remove()
-    return check_captured(store, paths, what)

@@ -300,10 +300,15 @@ class LatentDiffusionBackbone(LatentEncoding):
                 z0 = self.encode_differentiable(pixels, seed)
             n = z0.shape[0]
             sample, t, inputs = self._pass_inputs(z0, timestep, condition, seed, branches, pixels, grad)
-            with contextlib.nullcontext() if grad else self.no_grad():
-                store = capture_outputs(
-                    self.denoiser, list(modules), sample, t, what=self.denoiser_name, return_dict=False, **inputs
-                )
+            # the backbone's own denoiser call (its argument convention), every layer list empty: the output
+            # hooks stop the pass after the last module
+            with capture_outputs(self.denoiser, list(modules), self.denoiser_name) as store:
+                if grad:
+                    self.run_differentiable(sample, t, [], inputs, False, False)
+                else:
+                    with self.no_grad():
+                        self.run(sample, t, [], inputs, False)
+            check_captured(store, list(modules), self.denoiser_name)
         return {p: store[p].reshape(branches, n, *store[p].shape[1:]).transpose(0, 1) for p in modules}
 
     def _extract(
