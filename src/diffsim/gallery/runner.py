@@ -195,6 +195,7 @@ class LocalEngine:
             if last is not None:
                 yield Outcome(rows=last.rows)
         finally:
+            writer.discard()
             torch.set_num_threads(before)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..features import Features
-from .store import GalleryStore, Row, ShardRecord
+from .store import GalleryStore, PendingShard, Row, ShardRecord
 
 logger = logging.getLogger(__name__)
 
@@ -27,25 +27,35 @@ MAX_SHARD_IMAGES = 4096
 
 
 class ShardWriter:
-    """Buffers embedded images; writes a shard (and returns its record) when ``size`` images are waiting."""
+    """Streams embedded images into a shard file; writes it (and returns its record) when ``size`` are in.
+
+    Only one image is in memory at a time (:class:`~diffsim.gallery.store.PendingShard` spills to disk),
+    so the shard size bounds the file, not the memory."""
 
     def __init__(self, store: GalleryStore, size: int | None) -> None:
         self.store, self.size = store, size
-        self.items: list[tuple[str, str, str, Features, torch.Tensor]] = []
+        self.pending: PendingShard | None = None
 
     def add(self, id: str, path: str, hash_: str, feats: Features, pooled: torch.Tensor) -> ShardRecord | None:
         if self.size is None:  # shard size from the first image's feature bytes
             self.size = max(1, min(MAX_SHARD_IMAGES, SHARD_BYTES // max(1, feats.nbytes)))
-        self.items.append((id, path, hash_, feats, pooled))
-        return self.flush() if len(self.items) >= self.size else None
+        if self.pending is None:
+            self.pending = self.store.begin_shard()
+        self.pending.add(id, path, hash_, feats, pooled)
+        return self.flush() if len(self.pending) >= self.size else None
 
     def flush(self) -> ShardRecord | None:
-        """Write the buffered images as one shard (None when nothing waits)."""
-        if not self.items:
+        """Write the images added so far as one shard (None when nothing waits)."""
+        pending, self.pending = self.pending, None
+        if pending is None or not len(pending):
             return None
-        ids, paths, hashes, feats, pooled = zip(*self.items, strict=True)
-        self.items = []
-        return self.store.write_shard(list(ids), list(paths), list(hashes), Features.cat(feats), torch.cat(pooled))
+        return self.store.finish_shard(pending)
+
+    def discard(self) -> None:
+        """Drop the images not yet written (an interrupted build embeds them again)."""
+        if self.pending is not None:
+            self.pending.discard()
+            self.pending = None
 
 
 def shard_name(ids: Sequence[str], hashes: Sequence[str]) -> str:
