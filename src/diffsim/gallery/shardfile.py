@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-import numpy as np
 import torch
 
 #: safetensors dtype names
@@ -50,19 +49,23 @@ class ShardFile:
         self._spill: dict[str, tuple[IO[bytes], str, torch.dtype, tuple[int, ...]]] = {}
 
     def add(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Append one image: ``tensors`` are its tensors without the image dimension (same keys every time)."""
-        if self.count and set(tensors) != set(self._spill):
+        """Append images: ``tensors`` (same keys every time) have the images along their first dimension."""
+        if self._spill and set(tensors) != set(self._spill):
             raise ValueError(f"shard image keys changed: {sorted(tensors)} != {sorted(self._spill)}")
+        counts = {int(v.shape[0]) for v in tensors.values()}
+        if len(counts) != 1:
+            raise ValueError(f"shard tensors disagree on the number of images: {sorted(counts)}")
         for k, v in tensors.items():
             v = v.detach().cpu().contiguous()
             if k not in self._spill:
                 fd, path = tempfile.mkstemp(dir=self.folder, prefix=temp_prefix(), suffix=".tmp")
-                self._spill[k] = (os.fdopen(fd, "w+b"), path, v.dtype, tuple(v.shape))
+                self._spill[k] = (os.fdopen(fd, "w+b"), path, v.dtype, tuple(v.shape[1:]))
             fh, _, dtype, shape = self._spill[k]
-            if v.dtype != dtype or tuple(v.shape) != shape:
-                raise ValueError(f"shard tensor {k!r} changed from {dtype} {shape} to {v.dtype} {tuple(v.shape)}")
-            fh.write(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-        self.count += 1
+            if v.dtype != dtype or tuple(v.shape[1:]) != shape:
+                raise ValueError(f"shard tensor {k!r} changed from {dtype} {shape} to {v.dtype} {tuple(v.shape[1:])}")
+            if v.numel():
+                fh.write(memoryview(v.reshape(-1).view(torch.uint8).numpy()))
+        self.count += counts.pop()
 
     def finish(self, metadata: dict[str, str]) -> tuple[str, str, int]:
         """Write the shard to a new temporary file; returns (its path, SHA-256, bytes). Spill files are removed."""
@@ -104,8 +107,3 @@ class ShardFile:
             fh.close()
             Path(path).unlink(missing_ok=True)
         self._spill = {}
-
-
-def as_array(t: torch.Tensor) -> np.ndarray:
-    """A float32 numpy copy of a pooled vector tensor."""
-    return np.asarray(t.detach().cpu().float().numpy(), dtype=np.float32)

@@ -182,19 +182,29 @@ class PendingShard:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, id: str, path: str, hash_: str, feats: Features, pooled: torch.Tensor | np.ndarray) -> None:
-        """Append one image (``feats``: its features, one image; ``pooled``: its (D,) or (1, D) vector)."""
-        vec = np.asarray(torch.as_tensor(pooled).detach().cpu().float().reshape(-1).numpy(), dtype=np.float32)
-        if not np.isfinite(vec).all():
+    def add(
+        self,
+        ids: Sequence[str],
+        paths: Sequence[str],
+        hashes: Sequence[str],
+        feats: Features,
+        pooled: torch.Tensor | np.ndarray,
+    ) -> None:
+        """Append images (``feats``: their features; ``pooled``: their (N, D) vectors)."""
+        vecs = np.asarray(torch.as_tensor(pooled).detach().cpu().float().numpy(), dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(ids):
+            raise StoreError(f"refusing to store pooled vectors of shape {vecs.shape} for {len(ids)} images")
+        bad = np.flatnonzero(~np.isfinite(vecs).all(axis=1))
+        if len(bad):
             raise StoreError(
-                f"refusing to store a non-finite pooled vector (image {id!r}); the metric's pool() must give "
-                "finite (N, D) vectors"
+                f"refusing to store a non-finite pooled vector (image {ids[bad[0]]!r}, {len(bad)} of {len(ids)}); "
+                "the metric's pool() must give finite (N, D) vectors"
             )
-        self.file.add({**self.store.encode(feats), POOL_KEY: torch.from_numpy(vec)})
-        self.ids.append(id)
-        self.paths.append(path)
-        self.hashes.append(hash_)
-        self.pools.append(vec)
+        self.file.add({**self.store.encode(feats), POOL_KEY: torch.from_numpy(vecs)})
+        self.ids += list(ids)
+        self.paths += list(paths)
+        self.hashes += list(hashes)
+        self.pools += list(vecs)
 
     def discard(self) -> None:
         self.file.discard()
@@ -371,13 +381,9 @@ class GalleryStore:
                 f"write_shard needs equal, non-zero counts; got ids {n}, paths {len(paths)}, "
                 f"hashes {len(hashes)}, features {len(feats)}, pooled {len(pooled)}"
             )
-        pool = torch.as_tensor(np.asarray(pooled, dtype=np.float32))
-        if pool.dim() != 2:
-            raise StoreError(f"refusing to store pooled vectors of shape {tuple(pool.shape)}; expected (N, D)")
         shard = self.begin_shard()
         try:
-            for j in range(n):
-                shard.add(ids[j], paths[j], hashes[j], feats[j], pool[j])
+            shard.add(ids, paths, hashes, feats, pooled)
         except BaseException:
             shard.discard()
             raise
@@ -406,7 +412,7 @@ class GalleryStore:
         return ShardRecord(name, checksum, rows)
 
     def encode(self, feats: Features) -> dict[str, torch.Tensor]:
-        """One image's stored tensors (no image dimension) in the store's compact mode."""
+        """The stored tensors of ``feats`` in the store's compact mode (int8: one scale per image, head, channel)."""
         out: dict[str, torch.Tensor] = {}
         for k, v in feats.tensors.items():
             v = v.detach().cpu()
@@ -414,8 +420,7 @@ class GalleryStore:
                 v = v.to(torch.float16)
             elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
                 v, out[k + SCALE_SUFFIX] = quantise_int8(v)
-                out[k + SCALE_SUFFIX] = out[k + SCALE_SUFFIX][0]
-            out[k] = v[0]
+            out[k] = v
         return out
 
     def _place(self, tmp: str, name: str | None) -> str:

@@ -41,7 +41,7 @@ class ShardWriter:
             self.size = max(1, min(MAX_SHARD_IMAGES, SHARD_BYTES // max(1, feats.nbytes)))
         if self.pending is None:
             self.pending = self.store.begin_shard()
-        self.pending.add(id, path, hash_, feats, pooled)
+        self.pending.add([id], [path], [hash_], feats, pooled.reshape(1, -1))
         return self.flush() if len(self.pending) >= self.size else None
 
     def flush(self) -> ShardRecord | None:
