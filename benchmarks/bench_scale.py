@@ -27,14 +27,14 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread: a shared 2-core machine
     os.environ.setdefault(_var, "1")
 
-import resource
-import sys
-import tempfile
-import time
-from pathlib import Path
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -159,7 +159,7 @@ def part_c(ns: list[int], kind: str, queries: int, tmp: Path) -> list[tuple]:
         best = np.full((queries, 10), -np.inf, dtype=np.float32)
         best_i = np.zeros((queries, 10), dtype=np.int64)
         t0 = time.perf_counter()
-        for start, x, twins in gen:
+        for start, x, _twins in gen:
             m = len(x)
             ids = [f"{i:08d}" for i in range(start, start + m)]
             feats = Features({"placeholder": torch.zeros(m, 1, dtype=torch.uint8)}, {}, ids)
@@ -184,15 +184,29 @@ def part_c(ns: list[int], kind: str, queries: int, tmp: Path) -> list[tuple]:
         np.save(tmp / "q.npy", qvecs)
         out = subprocess.run(
             [sys.executable, "-c", QUERY_CHILD, str(ROOT / "src"), str(store.folder), str(tmp / "q.npy")],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         doc = json.loads(out.stdout.strip().splitlines()[-1])
         recall = np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact, doc["found"], strict=True)])
         disk = store.nbytes() + ann.read_info(store).bytes
         rows.append(
-            (n, doc["kind"], write_s, build_s, disk / 1e9, ann.read_info(store).bytes / 1e6, build_rss,
-             doc["rss_mb"], doc["open_s"], 1e3 * np.percentile(doc["single"], 50),
-             1e3 * np.percentile(doc["single"], 95), 1e3 * doc["batched"], recall)
+            (
+                n,
+                doc["kind"],
+                write_s,
+                build_s,
+                disk / 1e9,
+                ann.read_info(store).bytes / 1e6,
+                build_rss,
+                doc["rss_mb"],
+                doc["open_s"],
+                1e3 * np.percentile(doc["single"], 50),
+                1e3 * np.percentile(doc["single"], 95),
+                1e3 * doc["batched"],
+                recall,
+            )
         )
         print("C", rows[-1], file=sys.stderr, flush=True)
         import shutil
@@ -292,7 +306,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, nargs="+", default=[10, 50, 100])
     ap.add_argument("--dir", default=None, help="Where to write (default: a temporary folder)")
     ap.add_argument(
-        "--store-from", type=int, default=50_000,
+        "--store-from",
+        type=int,
+        default=50_000,
         help="N at and above this: part C (a real store written in chunks, index built from its shards)",
     )
     ap.add_argument("--store-kind", default="pcaivfpq", help="ANN kind of part C")
@@ -313,12 +329,18 @@ def main() -> None:
         print("| {} | {} | {:.1f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |".format(*r))
     if c:
         print(
-            "\n| N | kind | write s | index build s | disk GB | index MB | build peak RSS MB | query process peak RSS MB "
-            "| open s | query p50 ms | query p95 ms | batched ms/query | recall@10 of top-100 |"
+            "\n| N | kind | write s | index build s | disk GB | index MB | build peak RSS MB "
+            "| query process peak RSS MB | open s | query p50 ms | query p95 ms | batched ms/query "
+            "| recall@10 of top-100 |"
         )
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in c:
-            print("| {:,} | {} | {:.0f} | {:.0f} | {:.1f} | {:.0f} | {:.0f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |".format(*r))
+            print(
+                (
+                    "| {:,} | {} | {:.0f} | {:.0f} | {:.1f} | {:.0f} | {:.0f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} "
+                    "| {:.3f} | {:.3f} |"
+                ).format(*r)
+            )
     if b is not None:
         rows, mb, mbs = b
         print(

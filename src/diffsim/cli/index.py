@@ -9,10 +9,12 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, StoreError
+from .ann_echo import echo_ann
 from .merge import merge
 from .numbers import COUNT, NON_NEGATIVE
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
+from .state import set_command
 
 
 @click.group("index")
@@ -69,7 +71,8 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "pcaivfpq", "none"]),
     default=None,
     help="Kind of the store's persisted ANN index over pooled vectors (for --prefilter and dedup): auto picks "
-    "flat below 100k images, hnsw below 1M, pcaivfpq (PCA256,IVF,PQ) above; none: no index now (built when first needed). "
+    "flat below 100k images, hnsw below 1M, pcaivfpq (PCA256,IVF,PQ) above; none: no index now (built when "
+    "first needed). "
     "[default: the store's kind, or auto; none when faiss is not installed]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -108,7 +111,7 @@ def build(
     from ..gallery.store import SETTINGS_FILE, GalleryStore
     from ..scale.partition import bind_local_gpu, part_path, resolve_partition
 
-    _resumable()
+    set_command("index build")  # Ctrl-C says that a rerun resumes
     engine = opts.pop("engine")
     part = resolve_partition(num_shards, shard_index)
     if engine == "ray" and part is not None:
@@ -164,36 +167,7 @@ def build(
             inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
         )
         _report(store, out, report)
-        update_ann(store, ann_kind)
-
-
-def update_ann(store: Any, kind: str | None) -> None:
-    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto) and report it."""
-    import time
-
-    from ..gallery import ann
-
-    if kind == "none" or not len(store):
-        return
-    if kind is None:
-        try:
-            ann.require_faiss()
-        except ConfigError:
-            return  # no faiss: the index is built by the first prefiltered search
-    t0 = time.perf_counter()
-    index = ann.open_index(store, kind)
-    seconds = time.perf_counter() - t0
-    click.echo(
-        f"ANN index: {index.info.kind} over {index.info.n} vectors of {index.info.dim} dimensions, "
-        f"{index.info.bytes / 1e6:.2f} MB, ready in {seconds:.2f} s"
-    )
-
-
-def _resumable() -> None:
-    """Ctrl-C in a build says that a rerun resumes (the shards written so far are committed)."""
-    from .main import _STATE
-
-    _STATE["command"] = "index build"
+        echo_ann(store, ann_kind)
 
 
 def _report(store: Any, out: str, report: Any) -> None:

@@ -27,6 +27,7 @@ from .report import report
 from .reproduce import reproduce
 from .retrieve import retrieve
 from .score import score
+from .state import _STATE
 from .sweep import sweep
 
 
@@ -79,7 +80,6 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
             os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
-_STATE: dict[str, object] = {"verbose": 0, "command": None}
 RESUMABLE = ("bench", "sweep", "consistency", "reproduce", "index build")
 
 cli.add_command(score)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .ann_echo import echo_ann
+
 
 @click.command("merge")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -27,6 +29,4 @@ def merge(parts: tuple[str, ...], out: str) -> None:
         f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
         + (f", {len(store.errors())} unreadable" if store.errors() else "")
     )
-    from .index import update_ann
-
-    update_ann(store, None)
+    echo_ann(store, None)

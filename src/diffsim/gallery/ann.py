@@ -16,8 +16,9 @@ Kinds (``kind="auto"`` picks by size): ``flat`` (exact inner product; below 100k
 (graph, 32 links; 100k-1M), ``pcaivfpq`` (a PCA to 256 dimensions, then inverted lists of
 product-quantised codes: faiss's ``PCA256,IVF,PQ``; 1M and more), ``ivfpq`` (the same without the PCA)
 and ``ivf`` (inverted lists of full vectors). The vectors are read from the shards in chunks
-(:meth:`GalleryStore.pool_rows`): building needs one chunk and the training sample in memory. Opened for search, the index is memory-mapped where faiss
-allows (flat and HNSW codes in place, IVF lists on disk); updates read it into memory.
+(:meth:`GalleryStore.pool_rows`): building needs one chunk and the training sample in memory. Opened
+for search, the index is memory-mapped where faiss allows (flat and HNSW codes in place, IVF lists on
+disk); updates read it into memory.
 """
 
 from __future__ import annotations
@@ -343,6 +344,22 @@ def _try_save(make: Any, save: bool) -> AnnIndex:
     except OSError as exc:
         logger.warning("cannot write the ANN index (%s); using it in memory", exc)
         return make(False)
+
+
+def update(store: GalleryStore, kind: str | None) -> tuple[AnnIndex, float] | None:
+    """Bring the store's index up to date after a build or merge: (index, seconds), or None when ``kind``
+    is "none", the store is empty, or (``kind`` None) faiss is not installed (the first prefiltered
+    search builds it then)."""
+    if kind == "none" or not len(store):
+        return None
+    if kind is None:
+        try:
+            require_faiss()
+        except ConfigError:
+            return None
+    t0 = time.perf_counter()
+    index = open_index(store, kind)
+    return index, time.perf_counter() - t0
 
 
 def remove(store: GalleryStore) -> None:

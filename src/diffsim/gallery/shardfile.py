@@ -64,7 +64,7 @@ class ShardFile:
             if v.dtype != dtype or tuple(v.shape[1:]) != shape:
                 raise ValueError(f"shard tensor {k!r} changed from {dtype} {shape} to {v.dtype} {tuple(v.shape[1:])}")
             if v.numel():
-                fh.write(memoryview(v.reshape(-1).view(torch.uint8).numpy()))
+                fh.write(v.reshape(-1).view(torch.uint8).numpy().data)
         self.count += counts.pop()
 
     def finish(self, metadata: dict[str, str]) -> tuple[str, str, int]:

@@ -54,7 +54,7 @@ import torch
 from ..errors import ConfigError, StoreError
 from ..features import Features
 from ..settings import jsonable
-from .shardfile import ShardFile, temp_prefix
+from .shardfile import ShardFile
 
 logger = logging.getLogger(__name__)
 
