@@ -147,27 +147,23 @@ def build(
         metric = metric_for(existing, **_runtime(opts))
     else:
         metric = build_metric(ctx, metric_name, "diffsim-s", opts)
-    if engine == "ray":  # before the store is created with a dtype the workers cannot match
-        from ..scale.ray_engine import check_gpu_dtype
+    if engine == "ray":
+        from ..scale.ray_engine import RayEngine
 
-        check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
+        eng: Any = RayEngine(ray_options_from(opts, workers, shard_size), opts.get("batch_size"))
+    else:
+        from ..gallery.runner import LocalEngine
+
+        eng = LocalEngine(opts.get("batch_size"), workers, shard_size, threads=threads)
+    from ..gallery.runner import run_build
+
+    # run_build checks the metric (and the engine's needs) before it creates the store, and takes its lock
+    report = run_build(
+        inp, out, metric, eng, compact=compact, strict=strict, progress=not quiet, keep=part.holds if part else None
+    )
     with build_lock(out):
-        store = GalleryStore.open_or_create(out, metric, compact, root=root)
-        if engine == "ray":
-            from ..scale.ray_engine import RayEngine
-
-            eng: Any = RayEngine(ray_options_from(opts, workers, shard_size), opts.get("batch_size"))
-        else:
-            from ..gallery.runner import LocalEngine
-
-            eng = LocalEngine(opts.get("batch_size"), workers, shard_size, threads=threads)
-        from ..gallery.runner import run_build
-
-        report = run_build(
-            inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
-        )
-        _report(store, out, report)
-        echo_ann(store, ann_kind)
+        _report(report.store, out, report)
+        echo_ann(report.store, ann_kind)
 
 
 def _report(store: Any, out: str, report: Any) -> None:
@@ -175,6 +171,7 @@ def _report(store: Any, out: str, report: Any) -> None:
         f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
         f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
         + (f", {report.recovered} recovered" if report.recovered else "")
+        + (f", {report.damaged} re-embedded (their shard no longer matched its checksum)" if report.damaged else "")
         + (f", {report.removed} removed (no longer in the gallery)" if report.removed else "")
         + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else "")
     )
@@ -200,6 +197,14 @@ def info(store: str, as_json: bool) -> None:
     st = GalleryStore.open(store)
     n = len(st)
     rows = st.rows()
+    changed = st.changed_shards()
+    if changed:
+        click.echo(
+            f"warning: {len(changed)} shard file(s) changed or went missing since the table was written "
+            f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); check them with "
+            f"`diffsim index verify {store}`",
+            err=True,
+        )
     orphans = st.unindexed_shards()
     if orphans:
         click.echo(
@@ -226,3 +231,34 @@ def info(store: str, as_json: bool) -> None:
     for k, v in doc.items():
         if k != "features":
             click.echo(f"{k}: {v}")
+
+
+@index.command("verify")
+@click.argument("store", type=str)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Drop the rows of damaged shards (and delete the files): the next `index build` embeds those images again.",
+)
+def verify(store: str, repair: bool) -> None:
+    """Read every shard of STORE and check it against the checksum in the table."""
+    from ..gallery.store import GalleryStore
+
+    st = GalleryStore.open(store)
+    shards = len({r["shard"] for r in st.rows()})
+    bad = st.verify()
+    if not bad:
+        click.echo(f"{st.folder}: {shards} shard(s), {len(st)} images: every shard matches its checksum")
+        return
+    if not repair:
+        names = ", ".join(sorted(bad)[:3]) + (" ..." if len(bad) > 3 else "")
+        raise StoreError(
+            f"{len(bad)} of {shards} shard(s) of {st.folder} are damaged ({names}: "
+            f"{next(iter(bad.values())).split(': ', 1)[-1].split(';')[0]}); `diffsim index verify {store} --repair` "
+            "drops their rows, then `diffsim index build` embeds those images again"
+        )
+    dropped = st.drop_shards(bad)
+    click.echo(
+        f"{st.folder}: dropped {dropped} image(s) of {len(bad)} damaged shard(s); "
+        "`diffsim index build GALLERY --out STORE` embeds them again"
+    )

@@ -283,10 +283,11 @@ class GalleryStore:
     def open_or_create(
         cls, folder: str | os.PathLike, metric: Any, compact: str | None = None, root: str | None = None
     ) -> GalleryStore:
-        """Open the store at ``folder`` (checking the settings; ``compact`` None: the store's own mode) or
-        create it (``compact`` None: "none")."""
+        """Open the store at ``folder`` (``compact`` None: the store's own mode) or create it for ``metric``
+        (``compact`` None: "none"). An opened store's metric is checked by the build
+        (:func:`~diffsim.gallery.runner.run_build`), once."""
         if (Path(folder) / SETTINGS_FILE).exists():
-            return cls.open(folder, metric, compact)
+            return cls.open(folder, None, compact)
         return cls.create(folder, metric, compact or "none", root)
 
     def check_metric(self, metric: Any) -> None:
@@ -725,6 +726,49 @@ class GalleryStore:
                 "its images"
             )
         self._verified[name] = stamp
+
+    def changed_shards(self) -> list[str]:
+        """Committed shards whose file is missing or was modified after the table was last written (the
+        cheap check a build makes; :meth:`verify` reads every byte)."""
+        try:
+            table_time = (self.folder / INDEX_FILE).stat().st_mtime_ns
+        except OSError:
+            return []
+        out = []
+        for name in self._checksums():
+            stamp = self._stamp(self.shard_path(name))
+            if stamp is None or stamp[1] > table_time:
+                out.append(name)
+        return sorted(out)
+
+    def verify(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """{shard: what is wrong} for the committed shards (``names``: only these) whose file is missing or
+        does not match its checksum; every byte is read (streamed)."""
+        bad = {}
+        for name in sorted(self._checksums() if names is None else names):
+            self._verified.pop(name, None)
+            try:
+                self._verify(name, self.shard_path(name))
+            except StoreError as exc:
+                bad[name] = str(exc)
+        return bad
+
+    def drop_shards(self, names: Iterable[str]) -> int:
+        """Drop the rows of ``names`` and delete their files (a build then embeds those images again);
+        commits, returns the number of rows dropped."""
+        import pyarrow as pa
+
+        gone = set(names)
+        if not gone:
+            return 0
+        table = self._read_table()
+        keep = np.array([s not in gone for s in table.column("shard").to_pylist()], dtype=bool)
+        self._table = table.filter(pa.array(keep))
+        self.commit()
+        for name in gone:
+            self.shard_path(name).unlink(missing_ok=True)
+            self._verified.pop(name, None)
+        return int((~keep).sum())
 
     def unindexed_shards(self) -> list[str]:
         """Shard files on disk that no committed row uses (e.g. a store whose table was lost)."""
