@@ -49,13 +49,29 @@ class ShardWriter:
         pending, self.pending = self.pending, None
         if pending is None or not len(pending):
             return None
-        return self.store.finish_shard(pending)
+        record = self.store.finish_shard(pending)
+        release_freed_memory()
+        return record
 
     def discard(self) -> None:
         """Drop the images not yet written (an interrupted build embeds them again)."""
         if self.pending is not None:
             self.pending.discard()
             self.pending = None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed since the last shard back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    The batches' feature tensors come and go in sizes above glibc's (adaptive) mmap threshold; without a
+    trim the heap keeps the freed pages and a long build's RSS creeps up (measured: ~90 MB over 20,000
+    images at 256 px)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def shard_name(ids: Sequence[str], hashes: Sequence[str]) -> str:
