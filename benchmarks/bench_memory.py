@@ -90,7 +90,7 @@ class SyntheticEngine:
 
 inp = GalleryInput("files", ("synthetic",), root=None, total=n)
 report = run_build(inp, out, metric, SyntheticEngine())
-ann.update(report.store, None)
+ann.update_index(report.store, None)
 roll = {l.split()[0].rstrip(":"): int(l.split()[1]) // 1024 for l in open("/proc/self/smaps_rollup") if l.split()[0]
         in ("Rss:", "Anonymous:", "Pss_File:")}
 hwm = next(int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -9,12 +9,11 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, StoreError
-from .ann_echo import echo_ann
 from .merge import merge
 from .numbers import COUNT, NON_NEGATIVE
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
-from .state import set_command
+from .state import STATE
 
 
 @click.group("index")
@@ -111,7 +110,7 @@ def build(
     from ..gallery.store import SETTINGS_FILE, GalleryStore
     from ..scale.partition import bind_local_gpu, part_path, resolve_partition
 
-    set_command("index build")  # Ctrl-C says that a rerun resumes
+    STATE["command"] = "index build"  # Ctrl-C says that a rerun resumes
     engine = opts.pop("engine")
     part = resolve_partition(num_shards, shard_index)
     if engine == "ray" and part is not None:
@@ -161,9 +160,13 @@ def build(
     report = run_build(
         inp, out, metric, eng, compact=compact, strict=strict, progress=not quiet, keep=part.holds if part else None
     )
+    from ..gallery.ann import update_index
+
     with build_lock(out):
         _report(report.store, out, report)
-        echo_ann(report.store, ann_kind)
+        line = update_index(report.store, ann_kind)
+        if line is not None:
+            click.echo(line)
 
 
 def _report(store: Any, out: str, report: Any) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .ann_echo import echo_ann
-
 
 @click.command("merge")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -29,4 +27,8 @@ def merge(parts: tuple[str, ...], out: str) -> None:
         f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
         + (f", {len(store.errors())} unreadable" if store.errors() else "")
     )
-    echo_ann(store, None)
+    from ..gallery.ann import update_index
+
+    line = update_index(store, None)
+    if line is not None:
+        click.echo(line)

@@ -286,6 +286,25 @@ def _read(path: Path, kind: str, mmap: bool) -> Any:
     return faiss.read_index(str(path))
 
 
+def update_index(store: GalleryStore, kind: str | None) -> str | None:
+    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto); returns a one-line
+    report, or None when none was built (``kind="none"``, an empty store, or no faiss with ``kind`` None:
+    the first prefiltered search builds it)."""
+    if kind == "none" or not len(store):
+        return None
+    if kind is None:
+        try:
+            require_faiss()
+        except ConfigError:
+            return None
+    t0 = time.perf_counter()
+    info = open_index(store, kind).info
+    return (
+        f"ANN index: {info.kind} over {info.n} vectors of {info.dim} dimensions, "
+        f"{info.bytes / 1e6:.2f} MB, ready in {time.perf_counter() - t0:.2f} s"
+    )
+
+
 def open_index(store: GalleryStore, kind: str | None = None, save: bool = True) -> AnnIndex:
     """The store's index, up to date with its table: loaded (memory-mapped), extended with appended
     rows, or (re)built when missing, stale, corrupt or of another kind than ``kind`` asks.
@@ -344,22 +363,6 @@ def _try_save(make: Any, save: bool) -> AnnIndex:
     except OSError as exc:
         logger.warning("cannot write the ANN index (%s); using it in memory", exc)
         return make(False)
-
-
-def update(store: GalleryStore, kind: str | None) -> tuple[AnnIndex, float] | None:
-    """Bring the store's index up to date after a build or merge: (index, seconds), or None when ``kind``
-    is "none", the store is empty, or (``kind`` None) faiss is not installed (the first prefiltered
-    search builds it then)."""
-    if kind == "none" or not len(store):
-        return None
-    if kind is None:
-        try:
-            require_faiss()
-        except ConfigError:
-            return None
-    t0 = time.perf_counter()
-    index = open_index(store, kind)
-    return index, time.perf_counter() - t0
 
 
 def remove(store: GalleryStore) -> None:
