@@ -6,6 +6,12 @@ feature once and reads none back, so its peak must not grow with the number of i
 
     python benchmarks/bench_memory.py                       # 100 and 2,000 images
     python benchmarks/bench_memory.py --images 100 500      # quicker
+    python benchmarks/bench_memory.py --images 100 --synthetic 100 2000 20000 --size 128
+
+``--synthetic N``: the build's runner, shard writer, table and ANN index (the real code from `run_build`
+on), fed with random features of the tiny model's real shapes at ``--size`` instead of the network (which
+holds one batch whatever N): a row at 20,000 images in minutes on a CPU. Its peak RSS is read from
+``/proc/self/status`` (``VmHWM``) and the anonymous/file split from ``/proc/self/smaps_rollup``.
 
 Prints a Markdown table.
 """
@@ -44,6 +50,70 @@ def peak_mb(cmd: list[str]) -> tuple[float, float]:
     return int(out.stdout.strip().splitlines()[-1]) / 1024, time.perf_counter() - t0
 
 
+SYNTHETIC = """
+import sys, json
+import torch
+from diffsim import create_metric
+from diffsim.gallery import ann
+from diffsim.gallery.readers import GalleryInput
+from diffsim.gallery.runner import Outcome, run_build
+from diffsim.gallery.writer import ShardWriter
+
+model, size, n, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+metric = create_metric("diffsim-s", model=model, size=size, device="cpu", dtype="float32", cache_bytes=0)
+one = metric.embed([torch.rand(3, size, size)])  # the real shapes, once
+
+
+class SyntheticEngine:
+    name, commit_every = "synthetic", 30.0
+
+    def check(self, metric):
+        pass
+
+    def run(self, inp, store, metric, known, keep):
+        writer = ShardWriter(store, None)
+        g = torch.Generator().manual_seed(0)
+        for s in range(0, n, 8):
+            ids = [f"{i:06d}" for i in range(s, min(n, s + 8))]
+            feats = one.__class__({k: torch.randn(len(ids), *v.shape[1:], generator=g) for k, v in one.tensors.items()},
+                                  one.config, ids)
+            pooled = metric.pool(feats)
+            out = Outcome(embedded=len(ids))
+            for j, i in enumerate(ids):
+                rec = writer.add(i, i, "h" + i, feats[j], pooled[j : j + 1])
+                out.rows += rec.rows if rec is not None else []
+            yield out
+        last = writer.flush()
+        if last is not None:
+            yield Outcome(rows=last.rows)
+
+
+inp = GalleryInput("files", ("synthetic",), root=None, total=n)
+report = run_build(inp, out, metric, SyntheticEngine())
+ann.update_index(report.store, None)
+roll = {l.split()[0].rstrip(":"): int(l.split()[1]) // 1024 for l in open("/proc/self/smaps_rollup") if l.split()[0]
+        in ("Rss:", "Anonymous:", "Pss_File:")}
+hwm = next(int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"peak": hwm, **roll, "mb_per_image": report.store.nbytes() / n / 1e6}))
+"""
+
+
+def synthetic_peak(model: Path, size: int, n: int, out: Path) -> tuple[dict, float]:
+    """(the synthetic build's memory figures, seconds) in a fresh process."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", SYNTHETIC, str(model), str(size), str(n), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(r.stdout.strip().splitlines()[-1]), time.perf_counter() - t0
+
+
 def make_gallery(folder: Path, n: int, size: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +126,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, nargs="+", default=[100, 2000])
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--synthetic", type=int, nargs="*", default=[], help="synthetic-feature build rows (see above)")
+    ap.add_argument("--skip-queries", action="store_true", help="build rows only (no retrieve / dedup)")
     args = ap.parse_args()
     cli = [sys.executable, "-m", "diffsim"]
     rows = []
@@ -67,9 +139,12 @@ def main() -> None:
             store = str(Path(tmp) / f"s{n}")
             build, t_build = peak_mb([*cli, "index", "build", str(gallery), "--out", store, *flags, "-q"])
             query = str(gallery / "00000.png")
-            ret, _ = peak_mb([*cli, "retrieve", query, "--index", store, "--prefilter", "auto"])
-            dd, _ = peak_mb([*cli, "dedup", "--index", store, "--threshold", "0.99", "--neighbours", "5"])
+            ret = dd = float("nan")
+            if not args.skip_queries:
+                ret, _ = peak_mb([*cli, "retrieve", query, "--index", store, "--prefilter", "auto"])
+                dd, _ = peak_mb([*cli, "dedup", "--index", store, "--threshold", "0.99", "--neighbours", "5"])
             rows.append((n, build, t_build, ret, dd))
+        synth = [(n, *synthetic_peak(model, args.size, n, Path(tmp) / f"syn{n}")) for n in args.synthetic]
     print(
         f"peak RSS (MB), {args.size} px, tiny calibrated SD-layout model, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}\n"
@@ -78,6 +153,15 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     for n, b, t, r, d in rows:
         print(f"| {n} | {b:.0f} | {t:.0f} | {r:.0f} | {d:.0f} |")
+    if synth:
+        print(f"\nsynthetic features of the tiny model's shapes at {args.size} px through run_build (no network):\n")
+        print("| images | peak RSS MB | RSS at end MB | anonymous MB | file-backed MB | store MB per image | seconds |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for n, d, t in synth:
+            print(
+                f"| {n} | {d['peak']} | {d['Rss']} | {d['Anonymous']} | {d['Pss_File']} "
+                f"| {d['mb_per_image']:.3f} | {t:.0f} |"
+            )
 
 
 if __name__ == "__main__":

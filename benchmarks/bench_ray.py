@@ -37,9 +37,10 @@ def main() -> None:
 
     from diffsim.gallery import GalleryStore, collect
     from diffsim.gallery.build import build_index
+    from diffsim.gallery.runner import run_build
     from diffsim.registry import create_metric
     from diffsim.scale.inputs import ray_input
-    from diffsim.scale.ray_engine import RayOptions, build_index_ray
+    from diffsim.scale.ray_engine import RayEngine, RayOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     model = build_discriminative_pipeline(tmp / "model")
@@ -73,9 +74,9 @@ def main() -> None:
 
         t = time.perf_counter()
         store = GalleryStore.create(tmp / f"ray{workers}", metric, root=src.root)
-        rep = build_index_ray(ray_input(str(tmp / "gallery")), store, metric,
-                              RayOptions(workers=workers, gpus_per_worker=gpus, shard_size=args.shard_size),
-                              batch_size=args.batch_size, on_batch=seen)
+        engine = RayEngine(RayOptions(workers=workers, gpus_per_worker=gpus, shard_size=args.shard_size),
+                           args.batch_size)
+        rep = run_build(ray_input(str(tmp / "gallery")), store, metric, engine, on_batch=seen)
         end = time.perf_counter()
         steady = (rep.embedded - first[0][1]) / (end - first[0][0]) if first and end > first[0][0] else None
         rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", rep.embedded, end - t, steady))

@@ -84,6 +84,14 @@ def tiny_dinov2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_dinov3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DINOv3ViTModel folder (3 layers, 4 heads, 2 registers, RoPE, 32 px, patch 8)."""
+    from .tiny_vit import build_tiny_dinov3
+
+    return build_tiny_dinov3(tmp_path_factory.mktemp("tiny-dinov3") / "model")
+
+
+@pytest.fixture(scope="session")
 def sharp_sd_path(tiny_sd_path: Path, image_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline with latents that carry the image and peaked attention (scores spread out)."""
     from .tiny_sharp import sharpen_pipeline
@@ -132,10 +140,18 @@ def tiny_backbone_paths(tiny_backbone: Callable[[str], Path]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_paths(tiny_backbone_paths, tiny_clip_path, tiny_dinov2_path, tiny_peers) -> dict[str, str]:
+def tiny_model_paths(
+    tiny_backbone_paths, tiny_clip_path, tiny_dinov2_path, tiny_dinov3_path, tiny_peers
+) -> dict[str, str]:
     """Every tiny model by key (the backbones, the ViTs, the peers), as
     ``tests/test_every_metric.py::tiny_overrides`` reads them."""
-    return {**tiny_peers, **tiny_backbone_paths, "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path)}
+    return {
+        **tiny_peers,
+        **tiny_backbone_paths,
+        "clip": str(tiny_clip_path),
+        "dino": str(tiny_dinov2_path),
+        "dino3": str(tiny_dinov3_path),
+    }
 
 
 # ------------------------------------------------------------------ CI notices skips

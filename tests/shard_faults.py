@@ -6,8 +6,8 @@ Usage: ``python tests/shard_faults.py MODE N index build ...`` with MODE
 * ``interrupt``: SIGINT (Ctrl-C) right after its N-th shard;
 * ``slow``: sleep N seconds after its first shard (keeps a build running, e.g. while another one starts).
 
-The library has no test hook: this wrapper patches :meth:`GalleryStore.write_shard` before handing the
-arguments to the real CLI.
+The library has no test hook: this wrapper patches :meth:`GalleryStore.finish_shard` before handing the
+arguments to the real CLI (every shard, written whole or image by image, ends in ``finish_shard``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from diffsim.cli.main import main
 from diffsim.gallery.store import GalleryStore
 
 _written = 0
-_write_shard = GalleryStore.write_shard
+_finish_shard = GalleryStore.finish_shard
 
 
 def _write_with_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - a wrapper of anything
     global _written
-    record = _write_shard(self, *args, **kwargs)
+    record = _finish_shard(self, *args, **kwargs)
     _written += 1
     mode, n = sys.argv[1], float(sys.argv[2])
     if mode == "slow":
@@ -38,5 +38,5 @@ def _write_with_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, A
 
 
 if __name__ == "__main__":
-    GalleryStore.write_shard = _write_with_fault  # type: ignore[method-assign]
+    GalleryStore.finish_shard = _write_with_fault  # type: ignore[method-assign]
     sys.exit(main(sys.argv[3:]))

@@ -60,7 +60,9 @@ def test_every_kind_finds_the_true_neighbours(tmp_path, disc_metric, kind):  # n
 
 def test_auto_kind_follows_the_size(monkeypatch):
     assert (
-        ann.choose_kind(10) == "flat" and ann.choose_kind(200_000) == "hnsw" and ann.choose_kind(5_000_000) == "ivfpq"
+        ann.choose_kind(10) == "flat"
+        and ann.choose_kind(200_000) == "hnsw"
+        and ann.choose_kind(5_000_000) == "pcaivfpq"
     )
 
 

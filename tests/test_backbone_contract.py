@@ -187,3 +187,20 @@ def test_cli_cache_never_reuses_numbers_of_other_weights(
     code, out, err = run(capsys, *_cli_args(kind, b_dir, tiny_backbone_paths, tmp_path / "fresh", image_files))
     assert code == 0, err
     assert abs(second - first) > 1e-6 and abs(second - float(out.split()[-1])) < 1e-6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_extract_outputs_batch_equals_single(kind, weights, tiny_backbone_paths):
+    """A module's output (IntroStyle reads an up block's) through the same encode / noise / conditioning as
+    ``extract``: (N, branches, ...), one pass per call, the batch equal to each image alone."""
+    bb = load(kind, weights[kind][0], tiny_backbone_paths)
+    path = bb.resolve([tiny(kind).layer], kind=layer_kind(kind))[0]
+    t = bb.timestep(step=500)
+    x = pixels(2)
+    before = bb.passes
+    batch = bb.extract_outputs(x, [path], t, condition(kind), 3, branches=2)[path]
+    assert bb.passes - before == 1 and batch.shape[:2] == (2, 2)
+    for i in range(2):
+        bb.clear_caches()
+        one = bb.extract_outputs(x[i : i + 1], [path], t, condition(kind), 3, branches=2)[path]
+        assert torch.allclose(batch[i], one[0], atol=5e-5 * float(one.abs().max()) + 1e-6)

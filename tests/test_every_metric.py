@@ -26,6 +26,7 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
     sd = {"model": paths["sd"], "size": SIZE, **CPU}
     clip = {"model": paths["clip"], "size": VIT_SIZE, **CPU}
     dino = {"model": paths["dino"], "size": VIT_SIZE, **CPU}
+    dino3 = {"model": paths["dino3"], "size": VIT_SIZE, **CPU}
     table = {
         **{
             n: sd
@@ -45,6 +46,8 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "dinov2-aas": dino,
         "dinov2": dino,
         "dinov2-feat": dino,
+        "dinov3-aas": dino3,
+        "dinov3": dino3,
         "ffa": dino,
         "lpips-vgg": {"weights": None, "size": 32, "device": "cpu"},
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
@@ -52,6 +55,7 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},
         # each backbone kind's default metric on its tiny model (tests/tiny_builders.py)
         **{row.metric: row.metric_overrides(paths, SIZE) for row in tiny_backbones().values()},
+        "introstyle": {**sd, "ensemble": 2},
         **{
             f"dreamsim{'-' + v.replace('_', '-') if v != 'ensemble' else ''}": {
                 "model": paths[f"dreamsim:{v}"],

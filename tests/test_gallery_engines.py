@@ -188,7 +188,8 @@ def test_decode_workers_split_the_records_without_changing_the_store(
 
 def test_ray_engine_equals_the_local_engine_for_every_reader(local_store, mixed, containers, metric, tmp_path):
     ray = pytest.importorskip("ray")
-    from diffsim.scale.ray_engine import RayOptions, build_index_ray
+    from diffsim.gallery.runner import run_build
+    from diffsim.scale.ray_engine import RayEngine, RayOptions
 
     started = not ray.is_initialized()
     if started:
@@ -197,7 +198,7 @@ def test_ray_engine_equals_the_local_engine_for_every_reader(local_store, mixed,
         for n, gallery in enumerate([mixed, *containers]):
             inp = open_gallery(str(gallery))
             store = GalleryStore.create(tmp_path / f"ray{n}", metric, root=inp.root)
-            report = build_index_ray(inp, store, metric, RayOptions(workers=1, shard_size=3))
+            report = run_build(inp, store, metric, RayEngine(RayOptions(workers=1, shard_size=3)))
             assert report.embedded == len(GOOD) and len(report.failures) == len(BAD)
             assert_same(local_store, store)
     finally:

@@ -17,8 +17,9 @@ ray = pytest.importorskip("ray")
 from diffsim.cli.main import cli  # noqa: E402
 from diffsim.gallery import GalleryStore, collect  # noqa: E402
 from diffsim.gallery.build import build_index  # noqa: E402
+from diffsim.gallery.runner import run_build  # noqa: E402
 from diffsim.scale.inputs import ray_input  # noqa: E402
-from diffsim.scale.ray_engine import RayOptions, build_index_ray  # noqa: E402
+from diffsim.scale.ray_engine import RayEngine, RayOptions  # noqa: E402
 from diffsim.scale.worker import EmbedWorker  # noqa: E402
 
 from .scale_fixtures import assert_same_store, make_gallery, shard_files  # noqa: E402
@@ -62,7 +63,7 @@ def ray_store(gallery, metric, tmp_path_factory):
     """The gallery built by two embedding actors, 3 images per shard; (store, report)."""
     src = collect(str(gallery))
     store = GalleryStore.create(tmp_path_factory.mktemp("ray") / "store", metric, root=src.root)
-    report = build_index_ray(ray_input(str(gallery)), store, metric, RayOptions(workers=2, shard_size=3))
+    report = run_build(ray_input(str(gallery)), store, metric, RayEngine(RayOptions(workers=2, shard_size=3)))
     return store, report
 
 
@@ -86,14 +87,14 @@ def test_rerun_skips_stored_images_and_embeds_new_or_changed_ones(ray_store, gal
     shutil.copytree(gallery, gal)
     copy = GalleryStore.open(folder)
     before = {p.name: p.stat().st_mtime_ns for p in copy.shard_dir.glob("*.safetensors")}
-    again = build_index_ray(ray_input(str(gal)), copy, metric, RayOptions(workers=1, shard_size=3))
+    again = run_build(ray_input(str(gal)), copy, metric, RayEngine(RayOptions(workers=1, shard_size=3)))
     assert again.embedded == 0 and again.skipped == len(local_store)
     assert {p.name: p.stat().st_mtime_ns for p in copy.shard_dir.glob("*.safetensors")} == before
     # one new image and one changed image: only those two are embedded
     Image.new("RGB", (64, 64), (200, 40, 40)).save(gal / "a" / "new.png")
     changed = sorted((gal / "b").glob("*.png"))[0]
     Image.new("RGB", (64, 64), (40, 40, 200)).save(changed)
-    third = build_index_ray(ray_input(str(gal)), copy, metric, RayOptions(workers=1, shard_size=3))
+    third = run_build(ray_input(str(gal)), copy, metric, RayEngine(RayOptions(workers=1, shard_size=3)))
     assert third.embedded == 2 and third.skipped == len(local_store) - 1
     ids = copy.ids()
     assert len(ids) == len(set(ids)) == len(local_store) + 1
@@ -135,7 +136,7 @@ def test_killed_worker_batch_is_redone_without_lost_or_doubled_rows(
     monkeypatch.setattr(engine, "EmbedWorker", killing_worker(str(marker)))
     src = collect(str(gallery))
     store = GalleryStore.create(tmp_path / "store", metric, root=src.root)
-    report = build_index_ray(ray_input(str(gallery)), store, metric, RayOptions(workers=1, shard_size=4))
+    report = run_build(ray_input(str(gallery)), store, metric, RayEngine(RayOptions(workers=1, shard_size=4)))
     assert marker.exists(), "the actor was not killed: the test proves nothing"
     assert report.embedded == len(local_store)
     assert_same_store(local_store, store, atol=1e-4)  # every image once, features right
@@ -292,3 +293,28 @@ def test_parquet_without_the_named_columns_is_refused(tmp_path):
     pq.write_table(pa.table({"name": ["x"], "png": [b"\x89PNG"]}), tmp_path / "t.parquet")
     with pytest.raises(ConfigError, match=r"no column 'id' \(columns: name, png\).*--id-column"):
         read_dataset(ray_input(str(tmp_path / "t.parquet")))
+
+
+def test_a_ray_failure_says_what_failed_in_one_line(gallery, tiny_sd_path, tmp_path, capsys, monkeypatch):
+    """Ray exiting (or failing) while it starts is one `error:` line naming it, exit 2, never a silent exit 1."""
+    from diffsim.cli.main import main
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    def dies(*_a, **_k):
+        raise SystemExit(1)
+
+    monkeypatch.setattr(ray, "init", dies)
+    args = ["index", "build", str(gallery), "--out", str(tmp_path / "s"), "--engine", "ray", "--workers", "1"]
+    args += ["--model", str(tiny_sd_path), "--size", str(SIZE), "--device", "cpu", "--dtype", "float32", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: starting Ray failed: Ray exited (status 1)"), err
+
+    def breaks(*_a, **_k):
+        raise RuntimeError("Failed to start the GCS\nmore detail")
+
+    monkeypatch.setattr(ray, "init", breaks)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "starting Ray failed: RuntimeError: Failed to start the GCS;" in err[0], err

@@ -52,3 +52,28 @@ def build_tiny_dinov2(folder: Path) -> Path:
     )
     Dinov2Model(cfg).eval().save_pretrained(folder)
     return folder
+
+
+def build_tiny_dinov3(folder: Path) -> Path:
+    """A tiny DINOv3ViTModel (2 register tokens, RoPE, layer scale), Q/K weights scaled x3 so that scores
+    spread out (at default init every pair scores ~0.999)."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    cfg = DINOv3ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=VIT_SIZE,
+        patch_size=8,
+        num_register_tokens=2,
+        layerscale_value=1.0,
+    )
+    model = DINOv3ViTModel(cfg).eval()
+    with torch.no_grad():
+        for layer in model.model.layer:
+            layer.attention.q_proj.weight.mul_(3.0)
+            layer.attention.k_proj.weight.mul_(3.0)
+    model.save_pretrained(folder)
+    return folder

@@ -18,6 +18,10 @@ def _parts(model, family: str, layer: int):
         lay = model.vision_model.encoder.layers[layer]
         a = lay.self_attn
         return lay.layer_norm1, a.q_proj, a.k_proj, a.v_proj, a.out_proj, a.num_heads
+    if family == "dinov3":
+        lay = model.model.layer[layer]
+        a = lay.attention
+        return lay.norm1, a.q_proj, a.k_proj, a.v_proj, a.o_proj, a.num_heads
     lay = model.encoder.layer[layer]
     a = lay.attention
     return lay.norm1, a.q_proj, a.k_proj, a.v_proj, a.o_proj, a.num_attention_heads
@@ -45,13 +49,36 @@ def _heads(y: torch.Tensor, heads: int) -> torch.Tensor:
     return y.view(t, heads, c // heads).transpose(0, 1).double()
 
 
+def rope_2d(x: torch.Tensor, side: int, base: float, prefix: int) -> torch.Tensor:
+    """DINOv3's 2-D rotary embedding on (heads, T, D), float64, written from the method: patch centres at
+    ((i + 0.5) / side) * 2 - 1 per axis (row-major patches), D/4 frequencies base^-(4j/D) per axis, angle
+    2*pi*coord*freq, each angle used for the pair (j, j + D/2) ("rotate half"); the first ``prefix`` tokens
+    (CLS, registers) are not rotated."""
+    d = x.shape[-1]
+    freqs = base ** (-torch.arange(0, d // 4, dtype=torch.float64) * 4 / d)
+    centres = (torch.arange(side, dtype=torch.float64) + 0.5) / side * 2 - 1
+    ys, xs = centres.repeat_interleave(side), centres.repeat(side)
+    angles = torch.cat([ys[:, None] * freqs, xs[:, None] * freqs], dim=1) * 2 * math.pi  # (T, D/2)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    head, tail = x[:, :prefix], x[:, prefix:].double()
+    a, b = tail[..., : d // 2], tail[..., d // 2 :]
+    rotated = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+    return torch.cat([head.double(), rotated], dim=1)
+
+
 @torch.no_grad()
 def qkv(model, family: str, unit: torch.Tensor, layer: int, qkv_input: str):
     norm, q, k, v, out, heads = _parts(model, family, layer)
     x = layer_input(model, family, unit, layer)
     if qkv_input == "normed":
         x = norm(x)
-    return _heads(q(x), heads), _heads(k(x), heads), _heads(v(x), heads)
+    qh, kh, vh = _heads(q(x), heads), _heads(k(x), heads), _heads(v(x), heads)
+    if family == "dinov3":
+        cfg = model.config
+        side = unit.shape[-1] // cfg.patch_size
+        prefix = 1 + cfg.num_register_tokens
+        qh, kh = rope_2d(qh, side, cfg.rope_theta, prefix), rope_2d(kh, side, cfg.rope_theta, prefix)
+    return qh, kh, vh
 
 
 def attention(q, k, v):

@@ -174,6 +174,7 @@ PAPER = "Song et al., DiffSim, ICCV 2025"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _CLIP = "openai/clip-vit-base-patch32"
 _DINO = "facebook/dinov2-small"
+_DINO3 = "facebook/dinov3-vits16-pretrain-lvd1689m"
 _LPIPS = "Zhang et al., LPIPS, CVPR 2018"
 _M = "diffsim.metrics."
 
@@ -245,6 +246,16 @@ for _info in (
         {"layer": -1, "size": 224, "resize": 256, "qkv_input": "normed", "out_proj": False},
     ),
     MetricInfo(
+        "dinov3-aas",
+        _M + "vit_aas:DINOv3AAS",
+        "AAS in a DINOv3 self-attention layer (the paper's ViT AAS on DINOv3; CLS + registers kept, RoPE on Q/K)",
+        _DINO3,
+        ("style", "instance", "human-aligned"),
+        PAPER + " (ViT AAS) on Simeoni et al., DINOv3, 2025",
+        None,
+        {"layer": -1, "size": 224, "qkv_input": "normed", "out_proj": False},
+    ),
+    MetricInfo(
         "clip-i",
         _M + "vit_embed:CLIPI",
         "cosine of CLIP image embeddings (x100 with scale=100)",
@@ -263,6 +274,16 @@ for _info in (
         "Oquab et al., DINOv2, TMLR 2024",
         "DINO v2",
         {"size": 224, "resize": 256},
+    ),
+    MetricInfo(
+        "dinov3",
+        _M + "vit_embed:DINOv3",
+        "cosine of DINOv3 CLS tokens (x100 with scale=100)",
+        _DINO3,
+        ("instance", "human-aligned"),
+        "Simeoni et al., DINOv3, 2025",
+        None,
+        {"size": 224},
     ),
     MetricInfo(
         "clip-feat",
@@ -364,6 +385,27 @@ for _info in (
         {"layer": "block14", "step": 500, "class_label": 1},
     ),
     MetricInfo(
+        "diffsim-s-sd3",
+        _M + "diffsim_sd3:DiffSimSD3",
+        "DiffSim-S on SD3 / SD3.5 (MM-DiT): block12 joint attention, image-stream Q/K/V, step 500 (sigma 0.5), "
+        "native 1024 px",
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+        ("human-aligned",),
+        PAPER + " (AAS) on SD3, Esser et al., ICML 2024",
+        None,
+        {"layer": "block12", "step": 500, "prompt": "High quality image"},
+    ),
+    MetricInfo(
+        "diffsim-s-pixart",
+        _M + "diffsim_pixart:DiffSimPixArt",
+        "DiffSim-S on PixArt-Sigma (or alpha): block14 self-attention (attn1), T5 prompt, step 500, native 1024 px",
+        "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+        ("human-aligned",),
+        PAPER + " (AAS) on PixArt-Sigma, Chen et al., ECCV 2024",
+        None,
+        {"layer": "block14", "step": 500, "prompt": "High quality image"},
+    ),
+    MetricInfo(
         "diffsim-c",
         _M + "diffsim_c:DiffSimC",
         "DiffSim-C: SD 1.5 + IP-Adapter Plus, up0.cross queries against the image tokens (Eq. 11), scale 0.5",
@@ -376,7 +418,7 @@ for _info in (
 ):
     register_metric(_info)
 
-# ------------------------------------------- peers: DreamSim, CSD, DISTS, SSCD (docs/peers.md)
+# ------------------------------------------- peers: DreamSim, CSD, DISTS, SSCD, IntroStyle (docs/peers.md)
 _DREAMSIM = "Fu et al., DreamSim, NeurIPS 2023"
 for _name, _variant, _backbone in (
     ("dreamsim", "ensemble", "DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP ViT-B/16, LoRA"),
@@ -417,6 +459,18 @@ for _info in (
         "Ding et al., DISTS, TPAMI 2020",
         None,
         {"size": 256},
+        polarity="lower",
+    ),
+    MetricInfo(
+        "introstyle",
+        _M + "introstyle:IntroStyle",
+        "IntroStyle style distance: 2-Wasserstein between channel mean/std of an SD U-Net up block's output "
+        "(up block 1, T=25, prompt 'a photo of', 4 noise draws; the DiffSim-S backbone)",
+        SD15,
+        ("style",),
+        "Kumar et al., IntroStyle, ICCV 2025",
+        None,
+        {"up_block": 1, "timestep": 25, "prompt": "a photo of", "ensemble": 4, "size": 512, "crop": "center"},
         polarity="lower",
     ),
     MetricInfo(

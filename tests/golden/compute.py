@@ -97,11 +97,12 @@ def compute(paths: dict[str, str], metrics: list[str]) -> dict[str, Any]:
 def build_paths(root: Path) -> dict[str, str]:
     """Build the tiny models (as the conftest fixtures do) under ``root``; returns the path table."""
     from ..tiny_peers import make_peers
-    from ..tiny_vit import build_tiny_clip, build_tiny_dinov2
+    from ..tiny_vit import build_tiny_clip, build_tiny_dinov2, build_tiny_dinov3
 
     return {
         **make_peers(root / "tiny-peers"),
         **build_all(root),
         "clip": str(build_tiny_clip(root / "tiny-clip" / "model")),
         "dino": str(build_tiny_dinov2(root / "tiny-dinov2" / "model")),
+        "dino3": str(build_tiny_dinov3(root / "tiny-dinov3" / "model")),
     }

@@ -1,4 +1,4 @@
-"""Capture Q/K/V at attention modules during a forward pass, and stop the pass early.
+"""Capture Q/K/V at attention modules (or whole modules' outputs) during a forward pass, and stop early.
 
 A forward *pre*-hook on each chosen attention module receives that module's input (for a U-Net
 transformer block's ``attn1``: the ``norm1`` output; for ``attn2``: the ``norm2`` output and the encoder
@@ -117,3 +117,31 @@ def capture(
     with capture_qkv(net, paths, stop_early=stop_early, project=project) as store:
         run_until_captured(net, *args, **kwargs)
     return check_captured(store, paths, what)
+
+
+@contextmanager
+def capture_outputs(net: nn.Module, paths: list[str], what: str = "U-Net") -> Iterator[dict[str, Any]]:
+    """Within the context, forward passes of ``net`` fill the yielded dict with the outputs of the modules at
+    ``paths`` (a module that returns a tuple: its first element) and stop (:class:`StopForward`) once all are
+    seen: e.g. a U-Net up block's hidden states, IntroStyle's features."""
+    modules = dict(net.named_modules())
+    missing = [p for p in paths if p not in modules]
+    if missing:
+        raise RuntimeError(f"no modules {missing} in the {what}")
+    store: dict[str, Any] = {}
+    wanted = set(paths)
+
+    def make_hook(path: str):
+        def hook(module: nn.Module, args: tuple, output: Any):
+            store[path] = output[0] if isinstance(output, tuple) else output
+            if wanted.issubset(store):
+                raise StopForward
+
+        return hook
+
+    handles = [modules[p].register_forward_hook(make_hook(p)) for p in paths]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from ..aas import QKV
 from ..errors import ConfigError
-from .capture import capture, check_captured, self_attention_qkv
+from .capture import capture, capture_outputs, check_captured, self_attention_qkv
 from .latents import LatentEncoding, Noise
 from .protocol import Condition, as_condition, check_branches
 from .unet_forward import ExplicitRunner, gradient_checkpointing, run_checkpointed
@@ -83,6 +83,11 @@ class LatentDiffusionBackbone(LatentEncoding):
     def denoiser(self) -> nn.Module:
         """The network whose attention layers are read (U-Net or DiT transformer)."""
         raise NotImplementedError
+
+    @property
+    def denoiser_config(self) -> Any:
+        """The denoiser's config (block types, channels): what can be read without running it."""
+        return self.denoiser.config
 
     def no_grad(self) -> contextlib.AbstractContextManager:
         """The context of the denoiser pass (``torch.no_grad``; SD may use inference mode)."""
@@ -220,6 +225,75 @@ class LatentDiffusionBackbone(LatentEncoding):
         conditions on the image itself (the IP-Adapter) needs the ``pixels`` too."""
         return self._extract(z0, layers, timestep, condition, seed, branches, stop_early, pixels, None)
 
+    def _pass_inputs(
+        self,
+        z0: torch.Tensor,
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int,
+        pixels: torch.Tensor | None,
+        grad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(sample, t, conditioning inputs) of one denoiser pass from clean latents (counted in ``passes``)."""
+        cond = self.check_condition(as_condition(condition))
+        m = z0.shape[0]
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            xt = self.model_input(z0, timestep, seed).to(self.dtype)
+            if grad:
+                inputs = self.conditioning_differentiable(cond, m, branches, z0, pixels)
+            else:
+                inputs = self.conditioning(cond, m, branches, z0, pixels)
+        sample = xt if branches == 1 else torch.cat([xt, xt])
+        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
+        self.passes += 1
+        return sample, t, inputs
+
+    def extract_outputs(
+        self,
+        pixels: torch.Tensor,
+        modules: list[str],
+        timestep: int,
+        condition: Any,
+        seed: int,
+        branches: int = 1,
+        *,
+        grad: bool = False,
+        noise: Noise | None = None,
+        checkpoint: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The outputs (hidden states) of denoiser modules ``modules`` (e.g. ``up_blocks.1``, a whole U-Net
+        block) for pixels (N, 3, H, W) in [-1, 1]: each ``(N, branches, ...)`` in the model dtype.
+
+        The same encoding, seeded noise and conditioning as :meth:`extract`; the pass runs on forward hooks
+        and stops after the last module. ``grad=True`` keeps the graph to the pixels (``noise``: an explicit
+        ``(eps_vae, eps)``, as for :meth:`extract`; ``checkpoint``: gradient checkpointing in the denoiser and VAE).
+        """
+        branches = check_branches(branches)
+        if not grad:
+            if noise is not None or checkpoint:
+                raise ConfigError("noise= and checkpoint= apply to the differentiable path (grad=True)")
+            z0 = self.encode(pixels, seed)
+        side = pixels.shape[-1] // self.latent_factor
+        with (
+            self._differentiable(noise if grad else None, side),
+            gradient_checkpointing(self.denoiser, self.vae, enabled=checkpoint),
+        ):
+            if grad:
+                z0 = self.encode_differentiable(pixels, seed)
+            n = z0.shape[0]
+            sample, t, inputs = self._pass_inputs(z0, timestep, condition, seed, branches, pixels, grad)
+            # the backbone's own denoiser call (its argument convention), every layer list empty: the output
+            # hooks stop the pass after the last module
+            with capture_outputs(self.denoiser, list(modules), self.denoiser_name) as store:
+                if grad:
+                    self.run_differentiable(sample, t, [], inputs, False, False)
+                else:
+                    with self.no_grad():
+                        self.run(sample, t, [], inputs, False)
+            check_captured(store, list(modules), self.denoiser_name)
+        return {p: store[p].reshape(branches, n, *store[p].shape[1:]).transpose(0, 1) for p in modules}
+
     def _extract(
         self,
         z0: torch.Tensor,
@@ -234,21 +308,12 @@ class LatentDiffusionBackbone(LatentEncoding):
     ) -> dict[str, QKV]:
         """The pass from clean latents; ``checkpoint`` None: the cached path (no graph), else differentiable."""
         grad = checkpoint is not None
-        cond = self.check_condition(as_condition(condition))
-        branches = check_branches(branches)
         n = z0.shape[0]
         layers = list(layers)
         z0 = z0 if grad or self.runner is None else self.runner.pad(z0, layers, stop_early)
         m = z0.shape[0]
-        with contextlib.nullcontext() if grad else torch.no_grad():
-            xt = self.model_input(z0, timestep, seed).to(self.dtype)
-            if grad:
-                inputs = self.conditioning_differentiable(cond, m, branches, z0, pixels)
-            else:
-                inputs = self.conditioning(cond, m, branches, z0, pixels)
-        sample = xt if branches == 1 else torch.cat([xt, xt])
-        t = torch.full((sample.shape[0],), timestep, dtype=torch.long, device=self.device)
-        self.passes += 1
+        branches = check_branches(branches)
+        sample, t, inputs = self._pass_inputs(z0, timestep, condition, seed, branches, pixels, grad)
         if grad:
             store = self.run_differentiable(sample, t, layers, inputs, stop_early, bool(checkpoint))
         else:

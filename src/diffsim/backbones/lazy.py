@@ -112,6 +112,11 @@ class LazyStableDiffusion:
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         return resolve_layers(self._unet(), names, kind)
 
+    @property
+    def denoiser_config(self) -> Any:
+        """The U-Net's config (from the folder while the weights are not loaded)."""
+        return self._unet().config
+
     def _unet(self) -> Any:
         return self._skeleton if self._real is None else self._real.unet
 

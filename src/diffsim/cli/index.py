@@ -13,6 +13,7 @@ from .merge import merge
 from .numbers import COUNT, NON_NEGATIVE
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
+from .state import STATE
 
 
 @click.group("index")
@@ -66,10 +67,11 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--ann",
     "ann_kind",
-    type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "none"]),
+    type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "pcaivfpq", "none"]),
     default=None,
     help="Kind of the store's persisted ANN index over pooled vectors (for --prefilter and dedup): auto picks "
-    "flat below 100k images, hnsw below 1M, ivfpq above; none: no index now (built when first needed). "
+    "flat below 100k images, hnsw below 1M, pcaivfpq (PCA256,IVF,PQ) above; none: no index now (built when "
+    "first needed). "
     "[default: the store's kind, or auto; none when faiss is not installed]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -108,7 +110,7 @@ def build(
     from ..gallery.store import SETTINGS_FILE, GalleryStore
     from ..scale.partition import bind_local_gpu, part_path, resolve_partition
 
-    _resumable()
+    STATE["command"] = "index build"  # Ctrl-C says that a rerun resumes
     engine = opts.pop("engine")
     part = resolve_partition(num_shards, shard_index)
     if engine == "ray" and part is not None:
@@ -144,38 +146,27 @@ def build(
         metric = metric_for(existing, **_runtime(opts))
     else:
         metric = build_metric(ctx, metric_name, "diffsim-s", opts)
-    if engine == "ray":  # before the store is created with a dtype the workers cannot match
-        from ..scale.ray_engine import check_gpu_dtype
+    if engine == "ray":
+        from ..scale.ray_engine import RayEngine
 
-        check_gpu_dtype(getattr(metric.settings, "dtype", ""), ray_options_from(opts, workers, shard_size))
+        eng: Any = RayEngine(ray_options_from(opts, workers, shard_size), opts.get("batch_size"))
+    else:
+        from ..gallery.runner import LocalEngine
+
+        eng = LocalEngine(opts.get("batch_size"), workers, shard_size, threads=threads)
+    from ..gallery.runner import run_build
+
+    # run_build checks the metric (and the engine's needs) before it creates the store, and takes its lock
+    report = run_build(
+        inp, out, metric, eng, compact=compact, strict=strict, progress=not quiet, keep=part.holds if part else None
+    )
+    from ..gallery.ann import update_index
+
     with build_lock(out):
-        store = GalleryStore.open_or_create(out, metric, compact, root=root)
-        if engine == "ray":
-            from ..scale.ray_engine import RayEngine
-
-            eng: Any = RayEngine(ray_options_from(opts, workers, shard_size), opts.get("batch_size"))
-        else:
-            from ..gallery.runner import LocalEngine
-
-            eng = LocalEngine(opts.get("batch_size"), workers, shard_size, threads=threads)
-        from ..gallery.runner import run_build
-
-        report = run_build(
-            inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
-        )
-        _report(store, out, report)
-        from ..gallery.ann import update_index
-
-        line = update_index(store, ann_kind)
+        _report(report.store, out, report)
+        line = update_index(report.store, ann_kind)
         if line is not None:
             click.echo(line)
-
-
-def _resumable() -> None:
-    """Ctrl-C in a build says that a rerun resumes (the shards written so far are committed)."""
-    from .state import STATE
-
-    STATE["command"] = "index build"
 
 
 def _report(store: Any, out: str, report: Any) -> None:
@@ -183,6 +174,7 @@ def _report(store: Any, out: str, report: Any) -> None:
         f"{store.folder}: {len(store)} images ({store.nbytes() / 1e6:.1f} MB); this build embedded "
         f"{report.embedded} ({report.images_per_second:.1f} images/s), {report.skipped} already stored"
         + (f", {report.recovered} recovered" if report.recovered else "")
+        + (f", {report.damaged} re-embedded (their shard no longer matched its checksum)" if report.damaged else "")
         + (f", {report.removed} removed (no longer in the gallery)" if report.removed else "")
         + (f", {len(report.failures)} unreadable (see {Path(out) / 'errors.json'})" if report.failures else "")
     )
@@ -208,6 +200,14 @@ def info(store: str, as_json: bool) -> None:
     st = GalleryStore.open(store)
     n = len(st)
     rows = st.rows()
+    changed = st.changed_shards()
+    if changed:
+        click.echo(
+            f"warning: {len(changed)} shard file(s) changed or went missing since the table was written "
+            f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); check them with "
+            f"`diffsim index verify {store}`",
+            err=True,
+        )
     orphans = st.unindexed_shards()
     if orphans:
         click.echo(
@@ -234,3 +234,34 @@ def info(store: str, as_json: bool) -> None:
     for k, v in doc.items():
         if k != "features":
             click.echo(f"{k}: {v}")
+
+
+@index.command("verify")
+@click.argument("store", type=str)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Drop the rows of damaged shards (and delete the files): the next `index build` embeds those images again.",
+)
+def verify(store: str, repair: bool) -> None:
+    """Read every shard of STORE and check it against the checksum in the table."""
+    from ..gallery.store import GalleryStore
+
+    st = GalleryStore.open(store)
+    shards = len({r["shard"] for r in st.rows()})
+    bad = st.verify()
+    if not bad:
+        click.echo(f"{st.folder}: {shards} shard(s), {len(st)} images: every shard matches its checksum")
+        return
+    if not repair:
+        names = ", ".join(sorted(bad)[:3]) + (" ..." if len(bad) > 3 else "")
+        raise StoreError(
+            f"{len(bad)} of {shards} shard(s) of {st.folder} are damaged ({names}: "
+            f"{next(iter(bad.values())).split(': ', 1)[-1].split(';')[0]}); `diffsim index verify {store} --repair` "
+            "drops their rows, then `diffsim index build` embeds those images again"
+        )
+    dropped = st.drop_shards(bad)
+    click.echo(
+        f"{st.folder}: dropped {dropped} image(s) of {len(bad)} damaged shard(s); "
+        "`diffsim index build GALLERY --out STORE` embeds them again"
+    )

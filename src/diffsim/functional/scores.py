@@ -18,7 +18,6 @@ from ..aas import QKV
 from ..aas import score as aas_score
 from ..backbones.protocol import ClassCondition, Condition, TextCondition
 from ..backbones.torchvision_nets import SCALE, SHIFT
-from ..backbones.vit import RESIZE
 from ..errors import ImageError
 from .diffusion import Noise, diffusion_qkv, materialise
 from .resize import check_batch, resize_crop, resize_square
@@ -191,15 +190,15 @@ def vit_aas(
     qkv_input: str = "normed",
     out_proj: bool = False,
 ) -> torch.Tensor:
-    """CLIP / DINOv2 AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
+    """ViT AAS scores (N,) in encoder layer ``layer`` of a :class:`~diffsim.backbones.vit.ViTBackbone`.
 
-    ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP 1,
-    DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
+    ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP and DINOv3
+    1, DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
     """
     x, y = check_batch(x, "x"), check_batch(y, "y")
     pair_counts(x, y)
     index = backbone.layer_index(layer)
-    side = resize if resize is not None else max(size, RESIZE[backbone.family] * size // 224)
+    side = resize if resize is not None else backbone.row.resize(size)
 
     def feats(images: torch.Tensor) -> dict[str, QKV]:
         unit = resize_crop(images.to(backbone.device), side, size)

@@ -13,9 +13,12 @@ the index is opened (a mismatch rebuilds it, with a warning), as shards are chec
 Both files are written through temporary files and ``os.replace``, the index first.
 
 Kinds (``kind="auto"`` picks by size): ``flat`` (exact inner product; below 100k vectors), ``hnsw``
-(graph, 32 links; 100k-1M), ``ivfpq`` (inverted lists of product-quantised codes; 1M and more) and
-``ivf`` (inverted lists of full vectors). Opened for search, the index is memory-mapped where faiss
-allows (flat and HNSW codes in place, IVF lists on disk); updates read it into memory.
+(graph, 32 links; 100k-1M), ``pcaivfpq`` (a PCA to 256 dimensions, then inverted lists of
+product-quantised codes: faiss's ``PCA256,IVF,PQ``; 1M and more), ``ivfpq`` (the same without the PCA)
+and ``ivf`` (inverted lists of full vectors). The vectors are read from the shards in chunks
+(:meth:`GalleryStore.pool_rows`): building needs one chunk and the training sample in memory. Opened
+for search, the index is memory-mapped where faiss allows (flat and HNSW codes in place, IVF lists on
+disk); updates read it into memory.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ logger = logging.getLogger(__name__)
 ANN_DIR = "ann"
 INDEX_FILE = "index.faiss"
 META_FILE = "ann.json"
-KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+KINDS = ("flat", "ivf", "hnsw", "ivfpq", "pcaivfpq")
+#: dimensions the ``pcaivfpq`` kind keeps (a PCA fitted on the training sample)
+PCA_DIM = 256
+IVF_KINDS = ("ivf", "ivfpq", "pcaivfpq")
 #: below this many vectors ``auto`` keeps an exact flat index; at and above ``PQ_FROM``, IVF-PQ
 FLAT_BELOW = 100_000
 PQ_FROM = 1_000_000
@@ -65,7 +71,7 @@ def choose_kind(n: int) -> str:
     """The kind ``auto`` gives ``n`` vectors."""
     if n < FLAT_BELOW:
         return "flat"
-    return "hnsw" if n < PQ_FROM else "ivfpq"
+    return "hnsw" if n < PQ_FROM else "pcaivfpq"
 
 
 def _digest(ids: Sequence[str]) -> str:
@@ -111,6 +117,16 @@ def _new_index(kind: str, dim: int, n: int) -> tuple[Any, dict[str, int]]:
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
         return faiss.IndexIVFFlat(quantizer, dim, nlist, ip), {"nlist": nlist}
+    if kind == "pcaivfpq":
+        # PCA does not keep inner products of centred data, but it keeps L2 distances: on the L2-normalised
+        # pooled vectors (all of one length) the L2 order is the inner-product order. The PCA itself is
+        # fitted in _train (it wraps this index)
+        p = min(PCA_DIM, dim)
+        _, bits = _pq_shape(p, min(n, TRAIN_MAX))
+        m = next(m for m in (32, 16, 8, 4, 2, 1) if p % m == 0)  # 8 dimensions per code: 4-dimension codes
+        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(p), p, nlist, m, bits, faiss.METRIC_L2)  # train 10x slower
+        index.cp.niter = index.pq.cp.niter = 10
+        return index, {"pca": p, "nlist": nlist, "m": m, "bits": bits}
     m, bits = _pq_shape(dim, min(n, TRAIN_MAX))
     return faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, ip), {"nlist": nlist, "m": m, "bits": bits}
 
@@ -147,7 +163,7 @@ class AnnIndex:
         faiss = require_faiss()
         n = max(1, min(int(n), len(self.ids)))
         q = np.ascontiguousarray(vectors, dtype=np.float32)
-        inner = faiss.extract_index_ivf(self.index) if self.info.kind in ("ivf", "ivfpq") else None
+        inner = faiss.extract_index_ivf(self.index) if self.info.kind in IVF_KINDS else None
         if inner is not None:  # lists visited: enough to hold ~4n vectors, at least 16
             nlist = int(inner.nlist)
             inner.nprobe = int(min(nlist, max(16, math.ceil(4 * n * nlist / max(1, len(self.ids))))))
@@ -177,31 +193,46 @@ def read_info(store: GalleryStore) -> AnnInfo | None:
         return None
 
 
-def _pool_rows(store: GalleryStore, start: int, stop: int) -> np.ndarray:
-    """Pooled vectors of table rows ``start:stop`` (float32, C order)."""
-    return _as_matrix(store.table().column("pool").slice(start, stop - start))
-
-
-def _as_matrix(col: Any) -> np.ndarray:
-    dim = col.type.list_size
-    flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat, dtype=np.float32).reshape(-1, dim)
-
-
 def _add(index: Any, store: GalleryStore, start: int, stop: int) -> None:
     for s in range(start, stop, CHUNK):
-        index.add(_pool_rows(store, s, min(stop, s + CHUNK)))
+        index.add(store.pool_rows(s, min(stop, s + CHUNK)))
 
 
-def _train(index: Any, store: GalleryStore, n: int, seed: int = 0) -> None:
+def _train(index: Any, store: GalleryStore, n: int, seed: int = 0) -> Any:
+    """Train ``index`` on a sample of the pooled vectors; an index over fewer dimensions than the vectors
+    (``pcaivfpq``) is returned wrapped behind a PCA fitted on that sample."""
     if index.is_trained:
-        return
+        return index
     if n <= TRAIN_MAX:
-        sample = _pool_rows(store, 0, n)
+        sample = store.pool_rows(0, n)
     else:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=TRAIN_MAX, replace=False))
-        sample = _as_matrix(store.table().column("pool").take(rows))
+        sample = store.pool_take(np.sort(np.random.default_rng(seed).choice(n, size=TRAIN_MAX, replace=False)))
+    if index.d < sample.shape[1]:
+        faiss = require_faiss()
+        pca = fit_pca(sample, index.d, seed)
+        index = faiss.IndexPreTransform(pca, index)
     index.train(sample)
+    return index
+
+
+def fit_pca(sample: np.ndarray, dim: int, seed: int = 0, fit_max: int = 16_384) -> Any:
+    """A faiss ``LinearTransform``: centring, then projection on the top ``dim`` principal directions of
+    (up to ``fit_max`` rows of) ``sample``, by a randomized SVD in float32 (seconds, where an exact
+    eigendecomposition of a 5120 x 5120 covariance takes minutes on one core)."""
+    faiss = require_faiss()
+    rows = sample[: min(len(sample), fit_max)]
+    mean = rows.mean(axis=0)
+    x = rows - mean
+    g = np.random.default_rng(seed).standard_normal((x.shape[1], min(x.shape[1], dim + 16))).astype(np.float32)
+    q, _ = np.linalg.qr(x @ g)
+    q, _ = np.linalg.qr(x @ (x.T @ q))  # one power iteration
+    _, _, vt = np.linalg.svd(q.T @ x, full_matrices=False)
+    a = np.ascontiguousarray(vt[:dim], dtype=np.float32)
+    lt = faiss.LinearTransform(x.shape[1], dim, True)
+    faiss.copy_array_to_vector(a.ravel(), lt.A)
+    faiss.copy_array_to_vector((-a @ mean).astype(np.float32), lt.b)
+    lt.is_trained = True
+    return lt
 
 
 def _save(store: GalleryStore, index: Any, info: AnnInfo) -> AnnInfo:
@@ -232,10 +263,10 @@ def build(store: GalleryStore, kind: str = "auto", save: bool = True) -> AnnInde
     n = len(ids)
     if n == 0:
         raise ConfigError(f"store {store.folder} is empty: no vector to index")
-    dim = store.table().column("pool").type.list_size
+    dim = store.pool_dim()
     chosen = choose_kind(n) if kind == "auto" else kind
     index, params = _new_index(chosen, dim, n)
-    _train(index, store, n)
+    index = _train(index, store, n)
     _add(index, store, 0, n)
     info = AnnInfo(chosen, kind, n, dim, _digest(ids), "", time.perf_counter() - t0, 0, params)
     if save:
@@ -247,7 +278,7 @@ def build(store: GalleryStore, kind: str = "auto", save: bool = True) -> AnnInde
 def _read(path: Path, kind: str, mmap: bool) -> Any:
     faiss = require_faiss()
     if mmap:
-        flag = faiss.IO_FLAG_MMAP if kind in ("ivf", "ivfpq") else getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+        flag = faiss.IO_FLAG_MMAP if kind in IVF_KINDS else getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
         try:
             return faiss.read_index(str(path), flag)
         except RuntimeError as exc:  # a faiss without memory-mapping for this kind

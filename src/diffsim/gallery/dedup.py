@@ -34,13 +34,13 @@ def candidate_pairs(gallery: Gallery, neighbours: int) -> set[tuple[str, str]]:
 
     The store's persisted ANN index answers, a chunk of stored vectors at a time: never all pairs.
     """
-    from .ann import CHUNK, _pool_rows
+    from .ann import CHUNK
 
     ann = gallery.ann_index()
     ids = ann.ids
     pairs = set()
     for start in range(0, len(ids), CHUNK):
-        vecs = _pool_rows(gallery.store, start, min(len(ids), start + CHUNK))
+        vecs = gallery.store.pool_rows(start, min(len(ids), start + CHUNK))
         for i, row in enumerate(ann.search_rows(vecs, neighbours + 1), start):
             for j in row:
                 if j >= 0 and j != i:
@@ -60,10 +60,10 @@ def pair_bytes(one: Features) -> int:
 
 def exact_scores(gallery: Gallery, pairs: set[tuple[str, str]]) -> list[tuple[str, str, float]]:
     """Exact metric scores of the pairs, loading one shard of first members at a time."""
-    shard_of = {i: s for s, (ids, _) in gallery.store.by_shard().items() for i in ids}
+    where = gallery.store.locate()
     by_shard: dict[str, list[tuple[str, str]]] = {}
     for a, b in sorted(pairs):
-        by_shard.setdefault(shard_of[a], []).append((a, b))
+        by_shard.setdefault(where[a][0], []).append((a, b))
     out = []
     dev = gallery.metric.device
     chunk = gallery.block

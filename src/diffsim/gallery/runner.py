@@ -18,6 +18,7 @@ Every engine decodes with :func:`~diffsim.gallery.decode.decode_record`, embeds 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..errors import ImageError
+from ..errors import ImageError, StoreError
 from ..images import max_pixels
 from .decode import EMBED, FAIL, SKIP, Decoded, decode_record
 from .lock import build_lock
@@ -46,10 +47,12 @@ class BuildReport:
     embedded: int = 0  # images run through the network by this build
     skipped: int = 0  # already stored with the same content
     recovered: int = 0  # taken from shards an interrupted build had written
+    damaged: int = 0  # stored images whose shard no longer matched its checksum: embedded again
     removed: int = 0  # stored images no longer in the gallery, dropped from the table
     shards: list[str] = field(default_factory=list)  # shards written by this build
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
+    store: Any = None  # the GalleryStore built
 
     @property
     def images_per_second(self) -> float:
@@ -71,6 +74,9 @@ class Engine(Protocol):
 
     name: str
     commit_every: float
+
+    def check(self, metric: Any) -> None:
+        """Refuse, before any store is created, a metric this engine cannot run as the store records it."""
 
     def run(
         self,
@@ -152,6 +158,9 @@ class LocalEngine:
         self.batch_size, self.num_workers, self.shard_size = batch_size, num_workers, shard_size
         self.commit_every, self.threads = commit_every, threads
 
+    def check(self, metric: Any) -> None:
+        """Nothing to refuse: this process runs the metric as given."""
+
     def run(
         self,
         inp: GalleryInput,
@@ -195,33 +204,53 @@ class LocalEngine:
             if last is not None:
                 yield Outcome(rows=last.rows)
         finally:
+            writer.discard()
             torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------- the runner
+def _drop_damaged(store: GalleryStore) -> int:
+    """Verify the shards changed since the table was written; drop the rows of damaged ones (re-embedded)."""
+    bad = store.verify(store.changed_shards())
+    for why in bad.values():
+        logger.warning("%s; its images are embedded again", why.split(";")[0])
+    return store.drop_shards(bad)
+
+
 def run_build(
     inp: GalleryInput,
-    store: GalleryStore,
+    store: GalleryStore | str | os.PathLike,
     metric: Any,
     engine: Engine,
     *,
+    compact: str | None = None,
     strict: bool = False,
     progress: bool = False,
     keep: Callable[[str], bool] | None = None,
     prune: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> BuildReport:
-    """Embed the images of ``inp`` (those ``keep`` accepts) that ``store`` lacks or that changed.
+    """The one build entry point: embed the images of ``inp`` (those ``keep`` accepts) that ``store``
+    lacks or that changed.
 
-    ``strict``: stop at the first unreadable image instead of recording it; ``prune``: drop the rows of
-    stored images that are not in ``inp`` (default: when ``inp`` is a whole gallery, not loose image
-    paths); ``on_batch(embedded)`` is called as results arrive.
+    ``store``: an open store, or a folder (opened, or created with ``compact`` and ``inp.root`` only after
+    the checks pass). The metric is checked against the store and by the engine (e.g. a GPU dtype) here,
+    once. ``strict``: stop at the first unreadable image instead of recording it; ``prune``: drop the rows
+    of stored images that are not in ``inp`` (default: when ``inp`` is a whole gallery, not loose image
+    paths); ``on_batch(embedded)`` is called as results arrive. ``report.store`` is the store built.
     """
+    engine.check(metric)
+    if not isinstance(store, GalleryStore):
+        with build_lock(store):
+            store = GalleryStore.open_or_create(store, metric, compact, root=inp.root)
+    elif compact is not None and compact != store.compact:
+        raise StoreError(f"store {store.folder} was built with compact={store.compact!r}, not {compact!r}")
     t0 = time.perf_counter()
-    report = BuildReport(total=inp.total or 0)
+    report = BuildReport(total=inp.total or 0, store=store)
     store.check_metric(metric)
     with build_lock(store.folder):
         report.recovered = store.recover()
+        report.damaged = _drop_damaged(store)
         known = store.hashes()
         table = TableWriter(store, engine.commit_every)
         present: set[str] = set()

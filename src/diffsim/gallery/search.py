@@ -83,6 +83,8 @@ def metric_for(store: GalleryStore, **runtime: Any) -> Any:
 
 #: feature bytes of the stored images compared in one call (``block=None``)
 BLOCK_BYTES = 256 * 1024**2
+#: queries re-ranked together: one read of each candidate shard per block
+QUERY_BLOCK = 64
 
 
 def _topk(scores: torch.Tensor, k: int, higher: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,11 +237,22 @@ class Gallery:
         return n, exact
 
     def rerank(self, fq: Features, candidates: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        """Exact scores of each query against its own candidates only, one shard at a time; top-k."""
-        where = {}
-        for shard, (ids, rows) in self.store.by_shard().items():
-            for i, r in zip(ids, rows, strict=False):
-                where[i] = (shard, r)
+        """Exact scores of each query against its own candidates only; top-k.
+
+        Queries go in blocks of :data:`QUERY_BLOCK`: each block reads each shard its candidates are in
+        once (the rows of the whole block), so many queries share a read, and memory holds one block's
+        candidates."""
+        where = self.store.locate()
+        higher = self.higher_is_better
+        out: list[list[tuple[str, float]]] = []
+        for b in range(0, len(candidates), QUERY_BLOCK):
+            found = self._rerank_block(fq[b : b + QUERY_BLOCK], candidates[b : b + QUERY_BLOCK], where)
+            out += [sorted(f, key=lambda t: -t[1] if higher else t[1])[:k] for f in found]
+        return out
+
+    def _rerank_block(
+        self, fq: Features, candidates: Sequence[Sequence[str]], where: dict[str, tuple[str, int]]
+    ) -> list[list[tuple[str, float]]]:
         need: dict[str, dict[int, list[str]]] = {}  # shard -> query -> ids
         for q, cands in enumerate(candidates):
             for c in cands:
@@ -258,8 +271,7 @@ class Gallery:
                     fb = feats[[pos[c] for c in part]].to(dev)
                     scores = self.metric.compare_matrix(fq[q], fb).float().cpu()[0].tolist()
                     found[q] += list(zip(part, scores, strict=False))
-        higher = self.higher_is_better
-        return [sorted(f, key=lambda t: -t[1] if higher else t[1])[:k] for f in found]
+        return found
 
     # ------------------------------------------------------------------ search
     def search(

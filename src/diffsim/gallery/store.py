@@ -6,7 +6,7 @@ Format (version 1), a folder::
       settings.json          {"format": "diffsim-gallery", "version": 1, "metric": NAME,
                               "settings": metric settings (runtime ones left out), "config": metric.config,
                               "features": metric.feature_config(), "compact": "none" | "fp16" | "int8", "root": ...}
-      index.parquet          one row per image: id, path, hash, shard, row, checksum, pool
+      index.parquet          one row per image: id, path, hash, shard, row, checksum
       errors.json            [{"path": ..., "reason": ...}] images that could not be read
       shards/shard-00000.safetensors
       shards/shard-00001.safetensors ...
@@ -14,8 +14,10 @@ Format (version 1), a folder::
 
 * ``id``: the image's stable id (path relative to the gallery root, or absolute); ``path``: the file as
   read; ``hash``: BLAKE2b-128 of the file's bytes; ``shard`` / ``row``: where its features are;
-  ``checksum``: SHA-256 of the whole shard file; ``pool``: ``metric.pool`` of its features (float32,
-  L2-normalised) for approximate search.
+  ``checksum``: SHA-256 of the whole shard file. The image's pooled vector (``metric.pool`` of its
+  features, float32, L2-normalised, for approximate search) is in its shard only (``__pool__``), so the
+  table's memory does not grow with the vector size; version-1 stores also kept it in the table: that
+  column is ignored (and dropped at the next commit).
 * A shard holds the features of up to N images: each feature tensor of ``Features`` stacked along the
   first dimension (float16 with ``compact="fp16"``; with ``compact="int8"`` int8 codes plus ``KEY#scale``,
   one float16 scale per image, head and channel), plus ``__pool__`` (N, D) float32. Its metadata
@@ -52,11 +54,14 @@ import torch
 from ..errors import ConfigError, StoreError
 from ..features import Features
 from ..settings import jsonable
+from .shardfile import ShardFile
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "diffsim-gallery"
-VERSION = 1
+VERSION = 2
+#: versions this code opens (1: the table also held the pooled vectors)
+READABLE_VERSIONS = (1, 2)
 SETTINGS_FILE = "settings.json"
 INDEX_FILE = "index.parquet"
 ERRORS_FILE = "errors.json"
@@ -163,6 +168,48 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+class PendingShard:
+    """A shard being written image by image: spill files on disk, the small per-image fields in memory."""
+
+    def __init__(self, store: GalleryStore) -> None:
+        self.store = store
+        self.file = ShardFile(store.shard_dir)
+        self.ids: list[str] = []
+        self.paths: list[str] = []
+        self.hashes: list[str] = []
+        self.pools: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(
+        self,
+        ids: Sequence[str],
+        paths: Sequence[str],
+        hashes: Sequence[str],
+        feats: Features,
+        pooled: torch.Tensor | np.ndarray,
+    ) -> None:
+        """Append images (``feats``: their features; ``pooled``: their (N, D) vectors)."""
+        vecs = np.asarray(torch.as_tensor(pooled).detach().cpu().float().numpy(), dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(ids):
+            raise StoreError(f"refusing to store pooled vectors of shape {vecs.shape} for {len(ids)} images")
+        bad = np.flatnonzero(~np.isfinite(vecs).all(axis=1))
+        if len(bad):
+            raise StoreError(
+                f"refusing to store a non-finite pooled vector (image {ids[bad[0]]!r}, {len(bad)} of {len(ids)}); "
+                "the metric's pool() must give finite (N, D) vectors"
+            )
+        self.file.add({**self.store.encode(feats), POOL_KEY: torch.from_numpy(vecs)})
+        self.ids += list(ids)
+        self.paths += list(paths)
+        self.hashes += list(hashes)
+        self.pools += list(vecs)
+
+    def discard(self) -> None:
+        self.file.discard()
+
+
 class GalleryStore:
     """A feature store folder (see the module docstring for the format)."""
 
@@ -174,6 +221,8 @@ class GalleryStore:
         self._pending: dict[str, Row] = {}  # id -> row added since the last commit
         self._known_shards: set[str] = set()
         self._verified: dict[str, tuple[int, int] | None] = {}  # shard -> (size, mtime) when its checksum matched
+        self._sums: tuple[Any, dict[str, str]] | None = None  # (table, {shard: checksum}) cache
+        self._where: tuple[Any, dict[str, tuple[str, int]]] | None = None  # (table, locate()) cache
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -215,9 +264,9 @@ class GalleryStore:
             settings = json.loads(sfile.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read {sfile}: {exc}") from exc
-        if settings.get("format") != FORMAT or settings.get("version") != VERSION:
+        if settings.get("format") != FORMAT or settings.get("version") not in READABLE_VERSIONS:
             raise StoreError(
-                f"{sfile} is not a {FORMAT} store of version {VERSION} "
+                f"{sfile} is not a {FORMAT} store of a version this diffsim reads {READABLE_VERSIONS} "
                 f"(format {settings.get('format')!r}, version {settings.get('version')!r})"
             )
         store = cls(path, settings)
@@ -234,10 +283,11 @@ class GalleryStore:
     def open_or_create(
         cls, folder: str | os.PathLike, metric: Any, compact: str | None = None, root: str | None = None
     ) -> GalleryStore:
-        """Open the store at ``folder`` (checking the settings; ``compact`` None: the store's own mode) or
-        create it (``compact`` None: "none")."""
+        """Open the store at ``folder`` (``compact`` None: the store's own mode) or create it for ``metric``
+        (``compact`` None: "none"). An opened store's metric is checked by the build
+        (:func:`~diffsim.gallery.runner.run_build`), once."""
         if (Path(folder) / SETTINGS_FILE).exists():
-            return cls.open(folder, metric, compact)
+            return cls.open(folder, None, compact)
         return cls.create(folder, metric, compact or "none", root)
 
     def check_metric(self, metric: Any) -> None:
@@ -306,6 +356,11 @@ class GalleryStore:
         ]
         return max(nums) + 1 if nums else 0
 
+    def begin_shard(self) -> PendingShard:
+        """A shard to fill one image at a time (:meth:`PendingShard.add`), then :meth:`finish_shard`."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        return PendingShard(self)
+
     def write_shard(
         self,
         ids: Sequence[str],
@@ -327,50 +382,47 @@ class GalleryStore:
                 f"write_shard needs equal, non-zero counts; got ids {n}, paths {len(paths)}, "
                 f"hashes {len(hashes)}, features {len(feats)}, pooled {len(pooled)}"
             )
-        from safetensors.torch import save
+        shard = self.begin_shard()
+        try:
+            shard.add(ids, paths, hashes, feats, pooled)
+        except BaseException:
+            shard.discard()
+            raise
+        return self.finish_shard(shard, name)
 
-        pool = torch.as_tensor(np.asarray(pooled, dtype=np.float32))
-        bad = (~torch.isfinite(pool)).any(dim=1).nonzero().flatten().tolist() if pool.dim() == 2 else []
-        if bad or pool.dim() != 2:
-            raise StoreError(
-                f"refusing to store a non-finite pooled vector (image {ids[bad[0]] if bad else ids[0]!r}, "
-                f"{len(bad)} of {n}); the metric's pool() must give finite (N, D) vectors"
-            )
-        tensors = {}
-        for k, v in feats.tensors.items():
-            v = v.detach().cpu()
-            if self.compact == "fp16" and v.is_floating_point():
-                v = v.to(torch.float16)
-            elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
-                v, tensors[k + SCALE_SUFFIX] = quantise_int8(v)
-            tensors[k] = v.contiguous()
-        tensors[POOL_KEY] = pool.contiguous()
+    def finish_shard(self, shard: PendingShard, name: str | None = None) -> ShardRecord:
+        """Write a filled :class:`PendingShard` into place (see :meth:`write_shard` for ``name``)."""
         meta = {
             "format": FORMAT,
-            "ids": json.dumps(list(ids)),
-            "paths": json.dumps(list(paths)),
-            "hashes": json.dumps(list(hashes)),
+            "ids": json.dumps(shard.ids),
+            "paths": json.dumps(shard.paths),
+            "hashes": json.dumps(shard.hashes),
         }
-        data = save(tensors, metadata=meta)
-        checksum = hashlib.sha256(data).hexdigest()
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.shard_dir, prefix=f".{socket.gethostname()}.{os.getpid()}.", suffix=".tmp")
+        tmp, checksum, nbytes = shard.file.finish(meta)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             share_mode(tmp)
             name = self._place(tmp, name)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         rows = [
-            Row(i, p, h, name, r, checksum, pool[r].numpy())
-            for r, (i, p, h) in enumerate(zip(ids, paths, hashes, strict=False))
+            Row(i, p, h, name, r, checksum, v)
+            for r, (i, p, h, v) in enumerate(zip(shard.ids, shard.paths, shard.hashes, shard.pools, strict=True))
         ]
-        logger.debug("wrote %s (%d images, %d bytes)", name, n, len(data))
+        logger.debug("wrote %s (%d images, %d bytes)", name, len(rows), nbytes)
         return ShardRecord(name, checksum, rows)
+
+    def encode(self, feats: Features) -> dict[str, torch.Tensor]:
+        """The stored tensors of ``feats`` in the store's compact mode (int8: one scale per image, head, channel)."""
+        out: dict[str, torch.Tensor] = {}
+        for k, v in feats.tensors.items():
+            v = v.detach().cpu()
+            if self.compact == "fp16" and v.is_floating_point():
+                v = v.to(torch.float16)
+            elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
+                v, out[k + SCALE_SUFFIX] = quantise_int8(v)
+            out[k] = v
+        return out
 
     def _place(self, tmp: str, name: str | None) -> str:
         """Move the finished temp file to its final name without ever overwriting a shard."""
@@ -407,7 +459,9 @@ class GalleryStore:
             ipath = self.folder / INDEX_FILE
             if ipath.exists():
                 try:
-                    self._table = pq.read_table(ipath)
+                    names = pq.read_schema(ipath).names
+                    # tables written before version 2 held the pooled vectors too: they are in the shards
+                    self._table = pq.read_table(ipath, columns=[c for c in names if c != "pool"])
                 except Exception as exc:  # noqa: BLE001 - any parquet error: name the file
                     raise StoreError(
                         f"cannot read the store table {ipath} ({exc}); the features are safe in "
@@ -441,10 +495,7 @@ class GalleryStore:
             new = _rows_to_table(list(self._pending.values()))
             if table.num_rows:
                 keep = np.array([i not in self._pending for i in table.column("id").to_pylist()], dtype=bool)
-                table = table.filter(pa.array(keep))
-                if table.schema.field("pool").type != new.schema.field("pool").type:
-                    new = new.cast(table.schema)
-                table = pa.concat_tables([table, new])
+                table = pa.concat_tables([table.filter(pa.array(keep)), new])
             else:
                 table = new
         sink = pa.BufferOutputStream()
@@ -576,18 +627,48 @@ class GalleryStore:
 
     def rows(self) -> list[dict[str, Any]]:
         """The committed rows as dicts (without the pooled vectors)."""
-        t = self._read_table().drop_columns(["pool"])
-        return t.to_pylist()
+        return self._read_table().to_pylist()
 
     def pooled(self) -> tuple[list[str], np.ndarray]:
-        """(ids, (N, D) float32) of the committed rows, in table order."""
+        """(ids, (N, D) float32) of the committed rows, in table order (small stores: see :meth:`pool_rows`)."""
+        n = len(self)
+        return self.ids(), self.pool_rows(0, n) if n else np.zeros((0, 0), dtype=np.float32)
+
+    def pool_rows(self, start: int, stop: int) -> np.ndarray:
+        """Pooled vectors (float32, C order) of table rows ``start:stop``, read from the shards."""
+        return self.pool_take(np.arange(start, stop))
+
+    def pool_take(self, positions: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Pooled vectors of the given table rows (in that order), each shard's rows read memory-mapped."""
+        from safetensors import safe_open
+
         t = self._read_table()
-        if t.num_rows == 0:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        col = t.column("pool").combine_chunks()
-        dim = col.type.list_size
-        flat = col.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        return t.column("id").to_pylist(), flat.reshape(-1, dim)
+        pos = np.asarray(positions, dtype=np.int64)
+        if len(pos) == 0:
+            return np.zeros((0, self.pool_dim()), dtype=np.float32)
+        shards = t.column("shard").take(pos).to_pylist()
+        rows = t.column("row").take(pos).to_numpy()
+        groups: dict[str, list[int]] = {}
+        for j, sh in enumerate(shards):
+            groups.setdefault(sh, []).append(j)
+        out: np.ndarray | None = None
+        for sh, js in groups.items():
+            path = self.shard_path(sh)
+            self._verify(sh, path)
+            try:
+                with safe_open(str(path), framework="pt") as fh:
+                    got = _read_rows(fh.get_slice(POOL_KEY), [int(rows[j]) for j in js]).float().numpy()
+            except Exception as exc:  # noqa: BLE001 - any parse error: name the file
+                raise StoreError(f"corrupt shard {path}: {exc}") from exc
+            if out is None:
+                out = np.empty((len(pos), got.shape[1]), dtype=np.float32)
+            out[js] = got
+        assert out is not None
+        return out
+
+    def pool_dim(self) -> int:
+        """Dimensions of the pooled vectors (0 for an empty store)."""
+        return int(self.pool_rows(0, 1).shape[1]) if len(self) else 0
 
     def load_shard(self, name: str, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """The feature tensors of one shard, or of its ``rows`` only (float32 when stored compact).
@@ -646,6 +727,49 @@ class GalleryStore:
             )
         self._verified[name] = stamp
 
+    def changed_shards(self) -> list[str]:
+        """Committed shards whose file is missing or was modified after the table was last written (the
+        cheap check a build makes; :meth:`verify` reads every byte)."""
+        try:
+            table_time = (self.folder / INDEX_FILE).stat().st_mtime_ns
+        except OSError:
+            return []
+        out = []
+        for name in self._checksums():
+            stamp = self._stamp(self.shard_path(name))
+            if stamp is None or stamp[1] > table_time:
+                out.append(name)
+        return sorted(out)
+
+    def verify(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """{shard: what is wrong} for the committed shards (``names``: only these) whose file is missing or
+        does not match its checksum; every byte is read (streamed)."""
+        bad = {}
+        for name in sorted(self._checksums() if names is None else names):
+            self._verified.pop(name, None)
+            try:
+                self._verify(name, self.shard_path(name))
+            except StoreError as exc:
+                bad[name] = str(exc)
+        return bad
+
+    def drop_shards(self, names: Iterable[str]) -> int:
+        """Drop the rows of ``names`` and delete their files (a build then embeds those images again);
+        commits, returns the number of rows dropped."""
+        import pyarrow as pa
+
+        gone = set(names)
+        if not gone:
+            return 0
+        table = self._read_table()
+        keep = np.array([s not in gone for s in table.column("shard").to_pylist()], dtype=bool)
+        self._table = table.filter(pa.array(keep))
+        self.commit()
+        for name in gone:
+            self.shard_path(name).unlink(missing_ok=True)
+            self._verified.pop(name, None)
+        return int((~keep).sum())
+
     def unindexed_shards(self) -> list[str]:
         """Shard files on disk that no committed row uses (e.g. a store whose table was lost)."""
         self._read_table()
@@ -662,7 +786,9 @@ class GalleryStore:
 
     def _checksums(self) -> dict[str, str]:
         t = self._read_table()
-        return dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist(), strict=False))
+        if self._sums is None or self._sums[0] is not t:
+            self._sums = (t, dict(zip(t.column("shard").to_pylist(), t.column("checksum").to_pylist(), strict=False)))
+        return self._sums[1]
 
     def by_shard(self) -> dict[str, tuple[list[str], list[int]]]:
         """{shard: (ids, rows)} of the committed rows, shards in first-use order."""
@@ -675,6 +801,14 @@ class GalleryStore:
             ids.append(i)
             rows.append(r)
         return out
+
+    def locate(self) -> dict[str, tuple[str, int]]:
+        """{id: (shard, row)} of the committed rows (cached until the table changes)."""
+        t = self._read_table()
+        if self._where is None or self._where[0] is not t:
+            ids, shards, rows = (t.column(c).to_pylist() for c in ("id", "shard", "row"))
+            self._where = (t, {i: (s, r) for i, s, r in zip(ids, shards, rows, strict=True)})
+        return self._where[1]
 
     def iter_shards(self) -> Iterator[tuple[str, Features]]:
         """(shard name, Features of its current rows, names = ids), one shard in memory at a time."""
@@ -689,7 +823,7 @@ class GalleryStore:
             if ids_rows is None:
                 raise StoreError(f"store {self.folder} has no shard {shard!r}")
             return Features(self.load_shard(shard, ids_rows[1]), self.feature_config, list(ids_rows[0]))
-        where = {i: (s, r) for s, (ii, rr) in self.by_shard().items() for i, r in zip(ii, rr, strict=False)}
+        where = self.locate()
         wanted = list(where) if ids is None else list(ids)
         if not wanted:
             raise StoreError(f"store {self.folder} is empty")
@@ -768,15 +902,9 @@ def _read_rows(sl: Any, rows: list[int]) -> torch.Tensor:
 
 
 def _rows_to_table(rows: list[Row]) -> Any:
+    """The table of ``rows`` (their pooled vectors stay in the shards)."""
     import pyarrow as pa
 
-    dim = int(rows[0].pool.shape[0]) if rows else 0
-    flat = np.concatenate([np.asarray(r.pool, dtype=np.float32) for r in rows]) if rows else np.zeros(0, np.float32)
-    pool = (
-        pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim)
-        if rows
-        else pa.array([], type=pa.list_(pa.float32(), 0))
-    )
     return pa.table(
         {
             "id": pa.array([r.id for r in rows], type=pa.string()),
@@ -785,6 +913,5 @@ def _rows_to_table(rows: list[Row]) -> Any:
             "shard": pa.array([r.shard for r in rows], type=pa.string()),
             "row": pa.array([r.row for r in rows], type=pa.int32()),
             "checksum": pa.array([r.checksum for r in rows], type=pa.string()),
-            "pool": pool,
         }
     )

@@ -1,8 +1,10 @@
-"""Shared base of the metrics on a CLIP / DINOv2 image encoder: settings, preprocessing, loading.
+"""Shared base of the metrics on a CLIP / DINOv2 / DINOv3 image encoder: settings, preprocessing, loading.
 
 Preprocessing (documented, as in the official processors): shortest side to ``resize`` with bicubic
 resampling, centre crop ``size`` x ``size``, then the family's mean/std (CLIP: 224 / 224 with the
-CLIP mean/std; DINOv2: 256 / 224 with ImageNet mean/std).
+CLIP mean/std; DINOv2: 256 / 224 with ImageNet mean/std; DINOv3: 224 / 224 with ImageNet mean/std, the
+geometry of its processor's 224 x 224 view on square images, bicubic where the processor is bilinear).
+The ratios are data of the family rows (:mod:`diffsim.backbones.vit_families`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from ..backbones.vit import RESIZE, ViTBackbone
+from ..backbones.vit import ViTBackbone
+from ..backbones.vit_families import family
 from ..bounds import check_size_range, positive_int
 from ..errors import ConfigError
 from ..preprocess import ResizeCrop
@@ -20,10 +23,10 @@ from .base import FeatureMetric, FeatureSettings
 
 @dataclasses.dataclass(frozen=True)
 class ViTSettings(FeatureSettings):
-    """Settings of every CLIP / DINOv2 metric (``model=None``: the metric's default checkpoint)."""
+    """Settings of every CLIP / DINOv2 / DINOv3 metric (``model=None``: the metric's default checkpoint)."""
 
     size: int = 224  # centre-crop size
-    resize: int | None = None  # shortest side before the crop; None: the family's ratio (CLIP 1, DINOv2 256/224)
+    resize: int | None = None  # shortest side before the crop; None: the family's ratio (DINOv2 256/224, else 1)
     batch_size: int = runtime_field(16)
 
     def validate(self) -> None:
@@ -38,7 +41,7 @@ class ViTSettings(FeatureSettings):
 
 
 class ViTMetric(FeatureMetric):
-    """Base of the CLIP / DINOv2 metrics: subclasses define :meth:`forward` and :meth:`compare`."""
+    """Base of the CLIP / DINOv2 / DINOv3 metrics: subclasses define :meth:`forward` and :meth:`compare`."""
 
     Settings = ViTSettings
     settings: ViTSettings
@@ -61,7 +64,7 @@ class ViTMetric(FeatureMetric):
     @property
     def resize(self) -> int:
         s = self.settings
-        return s.resize if s.resize is not None else max(s.size, RESIZE[self.family] * s.size // 224)
+        return s.resize if s.resize is not None else family(self.family).resize(s.size)
 
     @property
     def preprocessor(self) -> ResizeCrop:

@@ -25,7 +25,7 @@ import torch
 from ..aas import QKV
 from ..aas import score as aas_score
 from ..aas import score_matrix as aas_score_matrix
-from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, QKV_INPUTS
+from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, DEFAULT_DINOV3, QKV_INPUTS
 from ..bounds import check_int, one_of
 from ..features import Features
 from ..functional.scores import vit_aas
@@ -114,3 +114,15 @@ class DINOv2AAS(ViTAAS):
     default_name = "dinov2-aas"
     family = "dinov2"
     default_model = DEFAULT_DINOV2
+
+
+class DINOv3AAS(ViTAAS):
+    """AAS in a DINOv3 layer (default ``facebook/dinov3-vits16-pretrain-lvd1689m``, last layer, 224 px).
+
+    Every token the layer's attention sees takes part, as DINOv2 AAS keeps CLS: CLS, the register
+    tokens and the patch tokens, with Q/K of the patch tokens rotated by the model's RoPE.
+    """
+
+    default_name = "dinov3-aas"
+    family = "dinov3"
+    default_model = DEFAULT_DINOV3

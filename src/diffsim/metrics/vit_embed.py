@@ -1,8 +1,9 @@
-"""CLIP-I and DINOv2: cosine similarity of global image embeddings.
+"""CLIP-I, DINOv2 and DINOv3: cosine similarity of global image embeddings.
 
 * ``clip-i``: the projected CLIP image embedding (``get_image_features``), cosine in [-1, 1]. The
   authors report ``100 * cosine``; pass ``scale=100`` to get their numbers.
 * ``dinov2``: the CLS token after DINOv2's final LayerNorm, cosine in [-1, 1] (authors: ``100 *``).
+* ``dinov3``: the CLS token after DINOv3's final LayerNorm (its ``pooler_output``), cosine in [-1, 1].
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 
 import torch
 
-from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
+from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, DEFAULT_DINOV3
 from ..errors import ConfigError
 from ..features import Features
 from ..settings import compare_field
@@ -62,3 +63,11 @@ class DINOv2(EmbeddingCosine):
     default_name = "dinov2"
     family = "dinov2"
     default_model = DEFAULT_DINOV2
+
+
+class DINOv3(EmbeddingCosine):
+    """DINOv3 CLS cosine (default ``facebook/dinov3-vits16-pretrain-lvd1689m``)."""
+
+    default_name = "dinov3"
+    family = "dinov3"
+    default_model = DEFAULT_DINOV3

@@ -14,10 +14,10 @@ from typing import Any
 
 from ..errors import ConfigError, ImageError
 from ..features import Features
+from ..gallery.runner import run_build
 from ..gallery.sources import Source, Sources
-from ..gallery.store import GalleryStore
 from .inputs import ray_input
-from .ray_engine import RayOptions, build_index_ray, check_gpu_dtype
+from .ray_engine import RayEngine, RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,9 @@ def ray_embed_fn(
     if not present:
         raise ImageError(f"none of the {len(paths)} images of {ts.dataset} exists under {root}")
     sources = Sources(tuple(Source(p, p) for p in present), None)
-    check_gpu_dtype(getattr(metric.settings, "dtype", ""), opts)
-    store = GalleryStore.open_or_create(Path(out_dir) / "features", metric)
-    report = build_index_ray(
-        ray_input(present, "files", sources), store, metric, opts, batch_size=batch_size, progress=progress
-    )
+    inp = ray_input(present, "files", sources)
+    report = run_build(inp, Path(out_dir) / "features", metric, RayEngine(opts, batch_size), progress=progress)
+    store = report.store
     logger.info(
         "%s: %d images embedded with Ray, %d already in %s", ts.dataset, report.embedded, report.skipped, store.folder
     )

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError, DiffSimError
 from ..gallery.readers import GalleryInput
-from ..gallery.runner import BuildReport, Outcome, run_build
+from ..gallery.runner import Outcome
 from ..gallery.store import GalleryStore, Row
 from ..images import max_pixels
 from .inputs import read_dataset
@@ -127,6 +127,8 @@ def connect(address: str | None) -> Any:
                     f"cannot reach the Ray cluster at {address!r}: {exc} (start one with "
                     "`ray start --head`, or leave --address out for a local one)"
                 ) from None
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - Ray's own failure: say it, in one line
+                raise ray_failure("starting Ray", exc) from exc
     return ray
 
 
@@ -173,6 +175,19 @@ def worker_error(exc: BaseException) -> DiffSimError | None:
             return cls(f"on a Ray worker: {lines[0] if lines else cls.__name__}")
         e = e.__cause__ or cause
     return None
+
+
+def ray_failure(what: str, exc: BaseException) -> DiffSimError:
+    """One line naming what failed in Ray (Ray may exit, or log its reason where we silenced it)."""
+    if isinstance(exc, SystemExit):
+        detail = f"Ray exited (status {exc.code!r}) without a message"
+    else:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    return DiffSimError(
+        f"{what} failed: {detail}; the shards written so far are kept (rerun to resume); "
+        "rerun with -v for Ray's own log lines"
+    )
 
 
 def configure_context(ray: Any) -> None:
@@ -231,6 +246,10 @@ class RayEngine:
         self.batch_size = batch_size
         self.commit_every = self.opts.commit_every
 
+    def check(self, metric: Any) -> None:
+        """GPU workers need the dtype given (see :func:`check_gpu_dtype`)."""
+        check_gpu_dtype(getattr(metric.settings, "dtype", ""), self.opts)
+
     def run(
         self,
         inp: GalleryInput,
@@ -243,7 +262,6 @@ class RayEngine:
             raise ConfigError("--engine ray spreads one build over the cluster itself: it builds no part")
         opts = self.opts
         ray = connect(opts.address)
-        check_gpu_dtype(store.metric_settings.get("dtype", ""), opts)
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         if opts.gpus_per_worker > gpus:  # Ray would wait for them for ever
             raise ConfigError(
@@ -280,29 +298,8 @@ class RayEngine:
             with quiet_ray():
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     yield _outcome(batch)
-        except Exception as exc:  # noqa: BLE001 - a worker's diffsim error becomes one line
-            err = worker_error(exc)
-            if err is None or err is exc:
-                raise
-            raise err from exc
-
-
-def build_index_ray(
-    inp: GalleryInput,
-    store: GalleryStore,
-    metric: Any,
-    opts: RayOptions | None = None,
-    batch_size: int | None = None,
-    strict: bool = False,
-    progress: bool = False,
-    on_batch: Callable[[int], None] | None = None,
-    prune: bool | None = None,
-) -> BuildReport:
-    """Embed the images of ``inp`` that ``store`` lacks (or that changed) on a Ray actor pool.
-
-    ``metric``: the store's metric (checked here; each actor builds its own from the store's settings);
-    ``batch_size``: images per network pass in an actor (default: the metric's); ``on_batch(embedded)``
-    is called as each batch's results arrive. The one build loop: :func:`diffsim.gallery.runner.run_build`.
-    """
-    engine = RayEngine(opts, batch_size)
-    return run_build(inp, store, metric, engine, strict=strict, progress=progress, prune=prune, on_batch=on_batch)
+        except DiffSimError:
+            raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a worker's diffsim error, or Ray's: one line
+            err = worker_error(exc) if isinstance(exc, Exception) else None
+            raise (err or ray_failure("the Ray build", exc)) from exc
