@@ -47,14 +47,19 @@ def project(attn: Any, hidden: torch.Tensor, context: torch.Tensor | None) -> QK
     return q, k, v
 
 
+def project_qkv(attn: nn.Module, hidden: torch.Tensor, context: torch.Tensor | None = None) -> QKV:
+    """Q from ``hidden`` and K/V from ``context`` (or ``hidden``), as ``(B, heads, T, D)``."""
+    if hidden.dim() == 4:  # (B, C, H, W) -> (B, HW, C)
+        hidden = hidden.flatten(2).transpose(1, 2)
+    return QKV(*project(attn, hidden, context))
+
+
 def self_attention_qkv(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
     """Q/K/V of an attention module from the arguments it is called with (K/V from the encoder states
     when it gets them: an ``attn2``'s text keys)."""
     hidden = args[0] if args else kwargs["hidden_states"]
-    if hidden.dim() == 4:  # (B, C, H, W) -> (B, HW, C)
-        hidden = hidden.flatten(2).transpose(1, 2)
     context = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
-    return QKV(*project(module, hidden, context))
+    return project_qkv(module, hidden, context)
 
 
 Projector = Callable[[nn.Module, tuple, dict[str, Any]], QKV]
