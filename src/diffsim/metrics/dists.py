@@ -30,6 +30,7 @@ from ..errors import ModelNotFoundError
 from ..features import Features
 from ..preprocess import Resize
 from ..settings import load_field, path_like, positive_int
+from ..similarity import pin_identity, same_rows
 from .base import FeatureMetric, RunSettings
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -160,4 +161,5 @@ class DISTS(FeatureMetric):
             v = s @ self.alpha[k] + t @ self.beta[k]
             total = v if total is None else total + v
         assert total is not None
-        return 1 - total
+        same = torch.stack([same_rows(a.tensors[f"f{k}"], b.tensors[f"f{k}"]) for k in range(len(CHANNELS))]).all(0)
+        return pin_identity((1 - total).clamp_min(0.0), same, 0.0)  # >= 0; exactly 0 for the same features

@@ -40,6 +40,7 @@ from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
 from ..settings import load_field, one_of, positive_int, runtime_field
+from ..similarity import unit_dot_matrix, unit_dot_rows
 from .base import FeatureMetric, FeatureSettings
 
 logger = logging.getLogger(__name__)
@@ -270,11 +271,11 @@ class DreamSim(FeatureMetric):
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return 1 - (a.tensors["embedding"].float() * b.tensors["embedding"].float()).sum(dim=1)
+        return 1 - unit_dot_rows(a.tensors["embedding"], b.tensors["embedding"])  # in [0, 2], 0 for itself
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return 1 - a.tensors["embedding"].float() @ b.tensors["embedding"].float().T
+        return 1 - unit_dot_matrix(a.tensors["embedding"], b.tensors["embedding"])
 
     def pool(self, feats: Features) -> torch.Tensor:
         return feats.tensors["embedding"].float()
