@@ -33,7 +33,7 @@ SD_FILES: tuple[tuple[str, ...], ...] = (
     (f"vae/{_ST}", f"vae/{_BIN}"),
 )
 VIT_FILES: tuple[tuple[str, ...], ...] = (("config.json",), ("model.safetensors", "pytorch_model.bin"))
-TORCHVISION = {"lpips-vgg": "vgg16", "lpips-alex": "alexnet", "gram": "vgg19"}
+TORCHVISION = {"lpips-vgg": "vgg16", "lpips-vgg-512": "vgg16", "lpips-alex": "alexnet", "gram": "vgg19"}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ package) or else from the teacher backbone of the zip's ``dino_vitb16_pretrain.p
 DINO's backbone-only release is its teacher). Each tower gets its LoRA adapter
 (``<tag>_lora/adapter_config.json`` + ``adapter_model.*``) merged into its weights (``W += alpha / r * B A``).
 The embedding is centred and unit-normalised; the distance is ``1 - cosine``. Images are resized to 224 x 224
-(Lanczos here; the package uses bicubic) and normalised per tower (ImageNet for DINO, CLIP statistics for CLIP
+(bicubic, as the package) and normalised per tower (ImageNet for DINO, CLIP statistics for CLIP
 / OpenCLIP).
 """
 
@@ -257,7 +257,7 @@ class DreamSim(FeatureMetric):
 
     @property
     def preprocessor(self) -> Resize:
-        return Resize(self.settings.size)
+        return Resize(self.settings.size, resample="bicubic")  # the package's Resize((224, 224), BICUBIC)
 
     def resolved(self) -> dict[str, Any]:
         return {"towers": [t.name for t in self.backbone.towers]}
