@@ -270,7 +270,11 @@ def _check_range(x: torch.Tensor, what: str) -> None:
         raise ImageError(f"{what} contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-4 or hi > 1 + 1e-4:
-        hint = " (it looks like [-1, 1]: pass (x + 1) / 2)" if lo < 0 else " (it looks like [0, 255]: divide by 255)"
+        hint = ""
+        if lo >= -1 - 1e-4 and hi <= 1 + 1e-4:
+            hint = " (it looks like [-1, 1]: pass (x + 1) / 2)"
+        elif lo >= -1e-4 and 16 < hi <= 255 + 1e-3:  # a max of 2 is not an 8-bit picture
+            hint = " (it looks like [0, 255]: divide by 255)"
         raise ImageError(f"{what} must hold values in [0, 1]; got min {lo:.4g}, max {hi:.4g}{hint}")
 
 

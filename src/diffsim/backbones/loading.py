@@ -28,6 +28,13 @@ T = TypeVar("T")
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: the file each part is read from first (diffusers / transformers)
+CONFIG_FILES = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "scheduler": "scheduler_config.json",
+}
 
 
 @dataclass
@@ -156,6 +163,14 @@ def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
             f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}"
             + hint
         )
+    for sub in needed:  # a part without its config: name the part, not the model root
+        cfg = CONFIG_FILES.get(sub)
+        if cfg is not None and not (path / sub / cfg).is_file():
+            found = sorted(x.name for x in (path / sub).iterdir())[:12]
+            raise ModelNotFoundError(
+                f"{path / sub}/ has no {cfg}: the {sub}/ part of {path} is incomplete "
+                f"(found: {', '.join(found) or 'nothing'}); copy the whole {sub}/ folder of the model"
+            )
 
 
 def _load_scheduler(model: str, **kw: Any) -> Any:
