@@ -108,3 +108,17 @@ def test_store_of_another_metric_says_the_metric_first(capsys, tiny_model_paths,
     code, _, err = run(capsys, "index", "build", str(gallery), "--out", str(store), "--metric", "clip-i", "-m", clip)
     line = one_line_error(code, err)
     assert "holds diffsim-s features, not clip-i" in line and "--metric diffsim-s" in line
+
+
+def test_float64_is_a_public_dtype_on_cpu(tiny_sd_path, image_files):
+    from diffsim import ConfigError, DiffSim
+    from diffsim.devices import resolve_dtype
+
+    m = DiffSim.from_pretrained(str(tiny_sd_path), dtype=torch.float64, device="cpu", size=SIZE)
+    assert m.dtype == torch.float64
+    f = m.embed([str(image_files[0]), str(image_files[1])])
+    assert all(t.dtype == torch.float64 for t in f.tensors.values())
+    s = m.compare(f[0], f[1])
+    assert 0 < float(s) < 1 and m.compare(f[0], f[0]).tolist() == [1.0]
+    with pytest.raises(ConfigError, match="float64 runs on the CPU only"):
+        resolve_dtype("float64", torch.device("cuda"))
