@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from diffsim import ImageError, create_metric
+from diffsim import ImageError, ModelNotFoundError, create_metric
 from diffsim.cli.main import main
 
 from .conftest import SIZE
@@ -122,3 +122,29 @@ def test_float64_is_a_public_dtype_on_cpu(tiny_sd_path, image_files):
     assert 0 < float(s) < 1 and m.compare(f[0], f[0]).tolist() == [1.0]
     with pytest.raises(ConfigError, match="float64 runs on the CPU only"):
         resolve_dtype("float64", torch.device("cuda"))
+
+
+def test_16_bit_runs_load_the_fp16_variant_where_present(tiny_sd_path, tmp_path, caplog):
+    """A model saved with ``variant="fp16"`` beside its full files: float16 / bfloat16 runs read the fp16 files,
+    float32 the full ones; a part without fp16 files falls back to its full files."""
+    from diffusers import UNet2DConditionModel
+
+    from diffsim.backbones.loading import load_components
+
+    model = shutil.copytree(tiny_sd_path, tmp_path / "m")
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.mul_(2.0)  # the fp16 files differ from the full ones, so the test sees which were read
+    unet.to(torch.float16).save_pretrained(model / "unet", variant="fp16")
+    assert (model / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    full = next(UNet2DConditionModel.from_pretrained(model / "unet").parameters())
+    for dtype in (torch.float16, torch.bfloat16):
+        parts = load_components(model, dtype=dtype)
+        got = next(parts.unet.parameters())
+        assert got.dtype == dtype and torch.allclose(got.float(), (2 * full).to(dtype).float(), atol=1e-2)
+        assert parts.vae.dtype == dtype  # vae/ has no fp16 files: its full files, cast
+    got32 = next(load_components(model, dtype=torch.float32).unet.parameters())
+    assert torch.equal(got32, full)
+    with pytest.raises(ModelNotFoundError, match="fp16"):  # an explicit variant is strict: vae/ lacks it
+        load_components(model, dtype=torch.float16, variant="fp16")
