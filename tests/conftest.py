@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,30 @@ import pytest
 import torch
 from PIL import Image
 
-from .tiny_sd import build_tiny_pipeline
+from .tiny_builders import build_tiny, tiny_backbones
 
 SIZE = 64  # image size used with the tiny pipeline (latent 8 x 8)
 
 
 @pytest.fixture(scope="session")
-def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``tiny_backbone(key)``: the tiny model of a row of ``tests/tiny_builders.py``, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-backbones")
+    built: dict[str, str] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            row = next(r for r in tiny_backbones().values() if r.key == key)
+            built[key] = str(build_tiny(row, root, 0, built))
+        return Path(built[key])
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tiny_backbone: Callable[[str], Path]) -> Path:
     """A diffusers folder with the SD 1.5 block layout and random weights."""
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd") / "model")
+    return tiny_backbone("sd")
 
 
 @pytest.fixture(scope="session")
@@ -84,27 +100,21 @@ def sharp_metric(sharp_sd_path: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_sdxl_path(tiny_backbone: Callable[[str], Path]) -> Path:
     """A tiny random StableDiffusionXLPipeline folder (text_time U-Net, two text encoders, Euler)."""
-    from .tiny_sdxl import build_tiny_sdxl
-
-    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "model")
+    return tiny_backbone("sdxl")
 
 
 @pytest.fixture(scope="session")
-def tiny_dit_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_dit_path(tiny_backbone: Callable[[str], Path]) -> Path:
     """A tiny random DiTPipeline folder in the hub layout (3 blocks, 1000 classes, native 64 px)."""
-    from .tiny_dit import build_tiny_dit
-
-    return build_tiny_dit(tmp_path_factory.mktemp("tiny-dit") / "model")
+    return tiny_backbone("dit")
 
 
 @pytest.fixture(scope="session")
-def tiny_ip_adapter_path(tmp_path_factory: pytest.TempPathFactory, tiny_sd_path: Path) -> Path:
+def tiny_ip_adapter_path(tiny_backbone: Callable[[str], Path]) -> Path:
     """A tiny random IP-Adapter Plus for the tiny SD pipeline, in the h94/IP-Adapter layout."""
-    from .tiny_ip_adapter import build_tiny_ip_adapter
-
-    return build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip") / "IP-Adapter", tiny_sd_path)
+    return tiny_backbone("ip")
 
 
 @pytest.fixture(scope="session")
@@ -116,19 +126,16 @@ def tiny_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_paths(
-    tiny_sd_path, tiny_clip_path, tiny_dinov2_path, tiny_sdxl_path, tiny_dit_path, tiny_ip_adapter_path, tiny_peers
-) -> dict[str, str]:
-    """Every tiny model by key, as ``tests/test_every_metric.py::tiny_overrides`` reads them."""
-    return {
-        **tiny_peers,
-        "sd": str(tiny_sd_path),
-        "clip": str(tiny_clip_path),
-        "dino": str(tiny_dinov2_path),
-        "sdxl": str(tiny_sdxl_path),
-        "dit": str(tiny_dit_path),
-        "ip": str(tiny_ip_adapter_path),
-    }
+def tiny_backbone_paths(tiny_backbone: Callable[[str], Path]) -> dict[str, str]:
+    """The tiny model of every row of ``tests/tiny_builders.py`` by key."""
+    return {row.key: str(tiny_backbone(row.key)) for row in tiny_backbones().values()}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_paths(tiny_backbone_paths, tiny_clip_path, tiny_dinov2_path, tiny_peers) -> dict[str, str]:
+    """Every tiny model by key (the backbones, the ViTs, the peers), as
+    ``tests/test_every_metric.py::tiny_overrides`` reads them."""
+    return {**tiny_peers, **tiny_backbone_paths, "clip": str(tiny_clip_path), "dino": str(tiny_dinov2_path)}
 
 
 # ------------------------------------------------------------------ CI notices skips

@@ -11,66 +11,56 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffsim.backbones.dit import DiTBackbone
-from diffsim.backbones.ip_adapter import IPAdapterBackbone
+from diffsim.backbones.kinds import kind_info, usable_kinds
 from diffsim.backbones.lazy import LazyStableDiffusion
-from diffsim.backbones.protocol import AttentionBackbone, ClassCondition, TextCondition
-from diffsim.backbones.sdxl import SDXLBackbone
+from diffsim.backbones.protocol import AttentionBackbone
 from diffsim.backbones.spec import LoadSpec
-from diffsim.backbones.stable_diffusion import StableDiffusionBackbone
 from diffsim.models import clear_models
+from diffsim.registry import metric_info
 
 from .conftest import SIZE
 from .test_cli import run
-from .tiny_dit import build_tiny_dit
-from .tiny_ip_adapter import build_tiny_ip_adapter
-from .tiny_sd import build_tiny_pipeline
-from .tiny_sdxl import build_tiny_sdxl
+from .tiny_builders import TinyBackbone, tiny_backbones
 
-KINDS = ("sd", "sdxl", "dit", "ip")
+KINDS = tuple(tiny_backbones())  # every kind with a tiny model (tests/tiny_builders.py)
 CPU = {"device": "cpu", "dtype": "float32"}
 
 
-def _build(kind: str, folder: Path, seed: int, sd: Path) -> Path:
-    if kind == "sd":
-        return build_tiny_pipeline(folder, seed=seed)
-    if kind == "sdxl":
-        return build_tiny_sdxl(folder, seed=seed)
-    if kind == "dit":
-        return build_tiny_dit(folder, seed=seed)
-    return build_tiny_ip_adapter(folder, sd, seed=seed)
+def tiny(kind: str) -> TinyBackbone:
+    return tiny_backbones()[kind]
+
+
+def build_pair(kind: str, root: Path, paths: dict[str, str]) -> tuple[Path, Path]:
+    """Two folders of the same name (``.../a/model``, ``.../b/model``) with other weights (for the IP-Adapter
+    the adapter folder; the models it needs are the session's tiny ones in ``paths``)."""
+    row = tiny(kind)
+    return row.build(root / "a" / "model", 0, paths), row.build(root / "b" / "model", 1, paths)
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, tiny_sd_path):
-    """Per kind: two folders of the same name (``.../a/model``, ``.../b/model``) with other weights
-    (for ``ip`` the adapter folder; the SD model is the tiny one)."""
-    out = {}
-    for kind in KINDS:
-        root = tmp_path_factory.mktemp(f"contract-{kind}")
-        out[kind] = (
-            _build(kind, root / "a" / "model", 0, tiny_sd_path),
-            _build(kind, root / "b" / "model", 1, tiny_sd_path),
-        )
-    return out
+def weights(tmp_path_factory, tiny_backbone_paths):
+    return {kind: build_pair(kind, tmp_path_factory.mktemp(f"contract-{kind}"), tiny_backbone_paths) for kind in KINDS}
 
 
-def load(kind: str, folder: Path, sd: Path):
-    if kind == "sd":
-        return StableDiffusionBackbone.from_pretrained(folder, **CPU)
-    if kind == "sdxl":
-        return SDXLBackbone.from_pretrained(folder, **CPU)
-    if kind == "dit":
-        return DiTBackbone.from_pretrained(folder, **CPU)
-    return IPAdapterBackbone.from_pretrained(sd, ip_adapter=folder, **CPU)
+def load(kind: str, folder: Path, paths: dict[str, str]):
+    """The kind's backbone class (the kinds table) loaded through its real ``load``."""
+    spec = tiny(kind).spec(str(folder), paths)
+    return kind_info(kind).backbone_class.load(LoadSpec(**spec, **CPU))
 
 
 def condition(kind: str):
-    return ClassCondition(1) if kind == "dit" else TextCondition("a photo")
+    return tiny(kind).condition
 
 
 def layer_kind(kind: str) -> str:
-    return "cross" if kind == "ip" else "self"
+    """What the kind's default metric reads: "self" or "cross"."""
+    return metric_info(tiny(kind).metric).metric_class.layer_kind
+
+
+def test_every_kind_has_a_tiny_model():
+    """A usable kind (diffsim.backbones.kinds) without a row in tests/tiny_builders.py would escape the contract
+    and golden tests."""
+    assert {k.name for k in usable_kinds()} == set(KINDS)
 
 
 def entry_module(bb) -> torch.nn.Module:
@@ -85,8 +75,8 @@ def pixels(n: int = 3) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_protocol_shapes_aliases_and_steps(kind, weights, tiny_sd_path):
-    bb = load(kind, weights[kind][0], tiny_sd_path)
+def test_protocol_shapes_aliases_and_steps(kind, weights, tiny_backbone_paths):
+    bb = load(kind, weights[kind][0], tiny_backbone_paths)
     assert isinstance(bb, AttentionBackbone)
     assert bb.identity and isinstance(bb.device, torch.device) and bb.dtype == torch.float32
     assert SIZE % bb.latent_factor == 0 and bb.default_size > 0
@@ -102,7 +92,7 @@ def test_protocol_shapes_aliases_and_steps(kind, weights, tiny_sd_path):
         assert bb.timestep(step=k) == table[k]
     assert bb.timestep(timestep=321) == 321
     rows = {r.path: r for r in bb.layers(SIZE)}
-    paths = bb.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+    paths = bb.resolve([tiny(kind).layer], kind=layer_kind(kind))
     for branches in (1, 2):
         out = bb.extract(pixels(2), paths, bb.timestep(step=500), condition(kind), 0, branches)
         f = out[paths[0]]
@@ -113,9 +103,9 @@ def test_protocol_shapes_aliases_and_steps(kind, weights, tiny_sd_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_batch_equals_single_with_counted_passes(kind, weights, tiny_sd_path):
-    bb = load(kind, weights[kind][0], tiny_sd_path)
-    paths = bb.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+def test_batch_equals_single_with_counted_passes(kind, weights, tiny_backbone_paths):
+    bb = load(kind, weights[kind][0], tiny_backbone_paths)
+    paths = bb.resolve([tiny(kind).layer], kind=layer_kind(kind))
     t = bb.timestep(step=500)
     calls = [0]
     handle = entry_module(bb).register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
@@ -138,20 +128,20 @@ def test_batch_equals_single_with_counted_passes(kind, weights, tiny_sd_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_identity_follows_the_weights(kind, weights, tiny_sd_path, tmp_path):
+def test_identity_follows_the_weights(kind, weights, tiny_backbone_paths, tmp_path):
     a_dir, b_dir = weights[kind]
     assert a_dir.name == b_dir.name
-    a, b = load(kind, a_dir, tiny_sd_path), load(kind, b_dir, tiny_sd_path)
+    a, b = load(kind, a_dir, tiny_backbone_paths), load(kind, b_dir, tiny_backbone_paths)
     assert a is not b and a.identity != b.identity  # same folder name, other weights: another model
-    assert load(kind, a_dir, tiny_sd_path) is a  # the same weights: the shared model
-    paths = a.resolve(["up0.cross" if kind == "ip" else ("block1" if kind == "dit" else "up0")], kind=layer_kind(kind))
+    assert load(kind, a_dir, tiny_backbone_paths) is a  # the same weights: the shared model
+    paths = a.resolve([tiny(kind).layer], kind=layer_kind(kind))
     t = a.timestep(step=500)
     fa = a.extract(pixels(1), paths, t, condition(kind), 0)[paths[0]]
     fb = b.extract(pixels(1), paths, t, condition(kind), 0)[paths[0]]
     assert not torch.allclose(fa.q, fb.q)
     # weights replaced in place (same path): a new identity
     moved = shutil.copytree(a_dir, tmp_path / "model", copy_function=shutil.copy)
-    spec = LoadSpec(tiny_sd_path, ip_adapter=moved) if kind == "ip" else LoadSpec(moved)
+    spec = LoadSpec(**tiny(kind).spec(str(moved), tiny_backbone_paths))
     before = spec.identity()
     shutil.rmtree(moved)
     shutil.copytree(b_dir, moved, copy_function=shutil.copy)
@@ -166,42 +156,34 @@ def test_lazy_sd_fulfils_the_protocol_without_loading(weights):
     assert not lazy.weights_loaded and lazy.passes == 0  # every member but extract answers from the configs
 
 
-def _cli_args(kind: str, model: Path, sd: Path, cache: Path, images: list[Path]) -> list[str]:
-    args = [
-        "score",
-        str(images[0]),
-        str(images[1]),
-        "--size",
-        str(SIZE),
-        "--device",
-        "cpu",
-        "-q",
-        "--cache",
-        str(cache),
-    ]
-    if kind == "ip":
-        return [*args, "--metric", "diffsim-c", "--model", str(sd), "--set", f"ip_adapter={model}"]
-    if kind == "dit":
-        return [*args, "--metric", "diffsim-dit", "--layer", "block1", "--model", str(model)]
-    return [*args, "--model", str(model)]
+def _cli_args(kind: str, model: Path, paths: dict[str, str], cache: Path, images: list[Path]) -> list[str]:
+    row = tiny(kind)
+    spec = row.spec(str(model), paths)
+    args = [str(images[0]), str(images[1]), "--size", str(SIZE), "--device", "cpu", "-q", "--cache", str(cache)]
+    args += ["--metric", row.metric, "--layer", row.layer, "--model", str(spec.pop("model"))]
+    for k, v in spec.items():
+        args += ["--set", f"{k}={v}"]
+    return ["score", *args]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cli_cache_never_reuses_numbers_of_other_weights(kind, weights, tiny_sd_path, image_files, tmp_path, capsys):
+def test_cli_cache_never_reuses_numbers_of_other_weights(
+    kind, weights, tiny_backbone_paths, image_files, tmp_path, capsys
+):
     """``diffsim score --cache C`` on a folder, then the same folder with other weights: a new number, the
     one a fresh run on those weights gives (not the cached one)."""
     a_dir, b_dir = weights[kind]
     folder = shutil.copytree(a_dir, tmp_path / "w" / "model", copy_function=shutil.copy)
     cache = tmp_path / "cache"
-    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_sd_path, cache, image_files))
+    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_backbone_paths, cache, image_files))
     assert code == 0, err
     first = float(out.split()[-1])
     shutil.rmtree(folder)
     shutil.copytree(b_dir, folder, copy_function=shutil.copy)
-    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_sd_path, cache, image_files))
+    code, out, err = run(capsys, *_cli_args(kind, folder, tiny_backbone_paths, cache, image_files))
     assert code == 0, err
     second = float(out.split()[-1])
     clear_models()
-    code, out, err = run(capsys, *_cli_args(kind, b_dir, tiny_sd_path, tmp_path / "fresh", image_files))
+    code, out, err = run(capsys, *_cli_args(kind, b_dir, tiny_backbone_paths, tmp_path / "fresh", image_files))
     assert code == 0, err
     assert abs(second - first) > 1e-6 and abs(second - float(out.split()[-1])) < 1e-6

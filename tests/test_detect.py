@@ -12,13 +12,15 @@ from diffsim.errors import ConfigError, ModelNotFoundError
 
 
 def test_kind_from_configs():
-    assert kind_from_configs({"_class_name": "StableDiffusionXLPipeline"}, None, None) == "sdxl"
-    assert kind_from_configs({"_class_name": "DiTPipeline"}, None, None) == "dit"
-    assert kind_from_configs({"_class_name": "StableDiffusionPipeline"}, None, None) == "sd"
-    assert kind_from_configs(None, {"addition_embed_type": "text_time"}, None) == "sdxl"
-    assert kind_from_configs(None, {"addition_embed_type": None}, None) == "sd"
-    assert kind_from_configs(None, None, {"_class_name": "Transformer2DModel", "norm_type": "ada_norm_zero"}) == "dit"
-    assert kind_from_configs(None, None, None) is None
+    assert kind_from_configs({"_class_name": "StableDiffusionXLPipeline"}) == "sdxl"
+    assert kind_from_configs({"_class_name": "DiTPipeline"}) == "dit"
+    assert kind_from_configs({"_class_name": "StableDiffusionPipeline"}) == "sd"
+    assert kind_from_configs(None, {"unet": {"addition_embed_type": "text_time"}}) == "sdxl"
+    assert kind_from_configs(None, {"unet": {"addition_embed_type": None}}) == "sd"
+    dit = {"_class_name": "Transformer2DModel", "norm_type": "ada_norm_zero"}
+    assert kind_from_configs(None, {"unet": None, "transformer": dit}) == "dit"
+    assert kind_from_configs(None, {"transformer": {"norm_type": "layer_norm"}}) is None
+    assert kind_from_configs(None) is None
 
 
 def test_folders(tiny_sd_path, tmp_path):

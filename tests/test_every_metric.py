@@ -7,18 +7,16 @@ registry, ``with_settings`` keeping the class and every setting, and a JSON-seri
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import pytest
 import torch
 
-from diffsim import ConfigError, ImageError, create_metric, list_metrics, metric_info
+from diffsim import create_metric, list_metrics
 
 from .conftest import SIZE
+from .tiny_builders import tiny_backbones
 from .tiny_peers import PEER_SIZE
 from .tiny_vit import VIT_SIZE
-from .zoo_props import check_properties
+from .zoo_props import check_registered_metric
 
 CPU = {"device": "cpu", "dtype": "float32"}
 
@@ -53,9 +51,8 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
         "gram": {"weights": None, "size": 32, "device": "cpu"},
         "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},
-        "diffsim-s-sdxl": {"model": paths["sdxl"], "size": SIZE, **CPU},
-        "diffsim-dit": {"model": paths["dit"], "size": SIZE, "layer": "block1", "timestep": 150, **CPU},
-        "diffsim-c": {**sd, "ip_adapter": paths["ip"]},
+        # each backbone kind's default metric on its tiny model (tests/tiny_builders.py)
+        **{row.metric: row.metric_overrides(paths, SIZE) for row in tiny_backbones().values()},
         **{
             f"dreamsim{'-' + v.replace('_', '-') if v != 'ensemble' else ''}": {
                 "model": paths[f"dreamsim:{v}"],
@@ -90,31 +87,7 @@ def test_every_registered_metric(name, paths, images):
         over = tiny_overrides(name, paths)
     except KeyError:
         pytest.fail(f"registered metric {name!r} has no tiny-model row in tiny_overrides(): add one")
-    metric = create_metric(name, **over)
-    info = metric_info(name)
-    assert metric.name == name and type(metric) is info.metric_class
-    assert metric.higher_is_better == info.higher_is_better  # polarity: registry == instance
-    json.dumps(metric.config)  # JSON-serialisable
-    assert metric.config["metric"] == name
-    check_properties(metric, images)
-    with pytest.raises(ImageError, match="no images"):
-        metric.embed([])
-
-    if metric.votes:  # the ensemble: rebuilt from its members' names through the registry
-        again = metric.with_settings()
-        assert type(again) is type(metric) and again.settings == metric.settings
-        return
-    # with_settings: same class, every setting kept (and the loaded model shared)
-    same = metric.with_settings()
-    assert type(same) is type(metric) and same.settings == metric.settings and same.backbone is metric.backbone
-    field = "size" if "size" in metric.settings.names() else None
-    if field:
-        changed = metric.with_settings(size=metric.settings.size * 2)
-        assert type(changed) is type(metric) and changed.settings.size == metric.settings.size * 2
-        rest = {f.name for f in dataclasses.fields(metric.settings)} - {"size"}
-        assert all(getattr(changed.settings, f) == getattr(metric.settings, f) for f in rest)
-    with pytest.raises(ConfigError, match="unknown setting 'no_such_setting'"):
-        metric.with_settings(no_such_setting=1)
+    check_registered_metric(name, over, images)
 
 
 def test_polarity_follows_settings(paths):

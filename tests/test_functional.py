@@ -36,7 +36,7 @@ def test_functional_equals_cached_score_on_the_same_pixels(metric):
     x, y = _pair(metric)
     cached = metric.score(x, y)
     with torch.no_grad():
-        got = DF.metric_scores(metric, x, y)
+        got = metric.differentiable_scores(x, y)
     assert got.shape == (2,) and got.dtype == torch.float32
     tol = TOLERANCE.get(metric.name, 1e-6)
     assert torch.allclose(got, cached, atol=tol, rtol=0), (metric.name, got, cached)
@@ -46,7 +46,7 @@ def test_functional_equals_cached_score_on_the_same_pixels(metric):
 def test_functional_leaves_the_feature_cache_alone(metric):
     x, y = _pair(metric, seed=5)
     before = (len(metric.cache), metric.cache.hits, metric.cache.misses)
-    DF.metric_scores(metric, x, y)
+    metric.differentiable_scores(x, y)
     assert (len(metric.cache), metric.cache.hits, metric.cache.misses) == before
     metric.score(x, y)  # the cached path does use it (so the check above can fail)
     assert len(metric.cache) == before[0] + 4
@@ -55,11 +55,11 @@ def test_functional_leaves_the_feature_cache_alone(metric):
 def test_one_image_broadcasts_and_bad_counts_fail(metric):
     x, y = _pair(metric, n=3)
     with torch.no_grad():
-        one = DF.metric_scores(metric, x[:1], y)
-        each = torch.cat([DF.metric_scores(metric, x[:1], y[i : i + 1]) for i in range(3)])
+        one = metric.differentiable_scores(x[:1], y)
+        each = torch.cat([metric.differentiable_scores(x[:1], y[i : i + 1]) for i in range(3)])
     assert torch.allclose(one, each, atol=1e-5)
     with pytest.raises(ImageError, match="cannot pair 3 images with 2"):
-        DF.metric_scores(metric, x, y[:2])
+        metric.differentiable_scores(x, y[:2])
 
 
 def test_gradient_matches_finite_differences_in_float64(metric):
@@ -70,11 +70,11 @@ def test_gradient_matches_finite_differences_in_float64(metric):
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     v = v / v.norm()  # a unit step: small enough not to cross ReLU / max-pool kinks (LPIPS)
     xr = x.clone().requires_grad_(True)
-    DF.metric_scores(m64, xr, y).sum().backward()
+    m64.differentiable_scores(xr, y).sum().backward()
     analytic = float((xr.grad * v).sum())
     eps = 1e-6
     with torch.no_grad():
-        hi, lo = DF.metric_scores(m64, x + eps * v, y), DF.metric_scores(m64, x - eps * v, y)
+        hi, lo = m64.differentiable_scores(x + eps * v, y), m64.differentiable_scores(x - eps * v, y)
     numeric = float((hi - lo).sum()) / (2 * eps)
     assert abs(analytic) > 1e-7, metric.name  # a real gradient, not a detached zero
     assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9), metric.name
@@ -106,7 +106,7 @@ def test_gradcheck_fast_mode_every_kind(kind, request):
     x = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.rand(1, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, b: DF.metric_scores(m64, a, b), (x, y), eps=1e-6, atol=1e-8, rtol=1e-4, fast_mode=True
+        lambda a, b: m64.differentiable_scores(a, b), (x, y), eps=1e-6, atol=1e-8, rtol=1e-4, fast_mode=True
     )
 
 
@@ -137,7 +137,7 @@ def test_functional_equals_cached_score_when_resizing_too(request):
     metric = build("sd", request)
     x, y = _smooth(96, 80, seed=1), _smooth(72, 88, seed=2)
     with torch.no_grad():
-        got = DF.metric_scores(metric, x[None], y[None])
+        got = metric.differentiable_scores(x[None], y[None])
     assert abs(float(got[0]) - metric.score(x, y)) < 2e-6
 
 
@@ -154,9 +154,9 @@ def test_resize_runs_on_uint8_files_decoded_the_same_way():
 
 def test_bad_tensors_name_what_was_expected(tiny_metric):
     with pytest.raises(ImageError, match=r"x must have shape \(N, 3, H, W\)"):
-        DF.metric_scores(tiny_metric, torch.rand(2, 5, 64, 64), torch.rand(2, 3, 64, 64))
+        tiny_metric.differentiable_scores(torch.rand(2, 5, 64, 64), torch.rand(2, 3, 64, 64))
     with pytest.raises(ImageError, match="floating-point"):
-        DF.metric_scores(tiny_metric, torch.zeros(1, 3, 64, 64, dtype=torch.uint8), torch.rand(1, 3, 64, 64))
+        tiny_metric.differentiable_scores(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), torch.rand(1, 3, 64, 64))
 
 
 # ------------------------------------------------------------------------------- the backbone contract

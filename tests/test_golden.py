@@ -20,13 +20,13 @@ from .golden.compute import (
     FILE,
     PAIRS,
     QKV_ATOL,
-    QKV_METRICS,
     REGEN,
     SCORE_ATOL,
     SCORE_RTOL,
     backbone_qkv,
     fixture_images,
     metric_scores,
+    qkv_metrics,
 )
 
 GOLDEN = json.loads(FILE.read_text())
@@ -67,10 +67,10 @@ def test_metric_scores_match_golden(name, paths, images):
     assert not bad, f"{name} drifted from its golden scores:\n" + "\n".join(bad) + f"\nIf intended: {REGEN}"
 
 
-@pytest.mark.parametrize("backbone", sorted(QKV_METRICS))
+@pytest.mark.parametrize("backbone", sorted(qkv_metrics()))
 def test_backbone_qkv_matches_golden(backbone, paths, images):
     want = GOLDEN["qkv"][backbone]
-    got = backbone_qkv(QKV_METRICS[backbone], paths, images)
+    got = backbone_qkv(qkv_metrics()[backbone], paths, images)
     for part in ("q", "k", "v"):
         assert got[part]["shape"] == want[part]["shape"], f"{backbone} {part} shape; if intended: {REGEN}"
         pairs = [*zip(got[part]["values"], want[part]["values"], strict=True)]

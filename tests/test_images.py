@@ -107,7 +107,7 @@ def test_bad_array_and_type():
 
 
 def test_bad_size_and_crop():
-    from diffsim.images import check_crop, check_size
+    from diffsim.bounds import check_crop, check_size
 
     with pytest.raises(ConfigError, match="multiple of 8"):
         check_size(100)

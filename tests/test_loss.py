@@ -134,7 +134,9 @@ def test_multi_layer_metric_and_mse_distance(request):
 
 def test_metrics_without_a_differentiable_path_say_so(tiny_clip_path):
     m = create_metric("clip-i", model=tiny_clip_path, device="cpu", dtype="float32", size=32)
-    with pytest.raises(ConfigError, match="clip-i cannot be a loss; supported: diffsim-s"):
+    with pytest.raises(
+        ConfigError, match="clip-i cannot be a loss; differentiable: clip-aas, diffsim-c, diffsim-dit, diffsim-s"
+    ):
         m.as_loss()
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+from diffsim.backbones.protocol import ClassCondition
+
+from .tiny_builders import TinyBackbone, register_tiny
 from .tiny_spread import sharpen_attention, vae_carries_image
 
 DIT_SCHEDULER_CONFIG = {
@@ -82,3 +85,15 @@ def build_tiny_dit(path: str | Path, seed: int = 0, legacy_class_name: bool = Tr
         (path / "transformer" / "config.json").write_text(json.dumps(cfg, indent=2))
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
+
+
+register_tiny(
+    TinyBackbone(
+        "dit",
+        lambda folder, seed, paths: build_tiny_dit(folder, seed=seed),
+        "dit",
+        "block1",
+        condition=ClassCondition(1),
+        settings={"layer": "block1", "timestep": 150},
+    )
+)

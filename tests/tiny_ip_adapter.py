@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_builders import TinyBackbone, register_tiny
+
 NUM_TOKENS = 16  # IP-Adapter Plus: 16 image tokens
 RESAMPLER_DIM = 64  # diffusers infers heads = dim // 64
 DEPTH = 4
@@ -89,3 +91,16 @@ def build_tiny_ip_adapter(path: str | Path, sd_path: str | Path, seed: int = 0, 
     sd = ip_adapter_plus_state_dict(unet, encoder.config.hidden_size, seed=seed, k_gain=k_gain)
     save_file(sd, str(path / "models" / "ip-adapter-plus_sd15.safetensors"))
     return path
+
+
+register_tiny(
+    TinyBackbone(
+        "sd+ip-adapter",
+        lambda folder, seed, paths: build_tiny_ip_adapter(folder, paths["sd"], seed=seed),
+        "ip",
+        "up0.cross",
+        golden="ip-adapter",
+        needs=("sd",),
+        spec=lambda folder, paths: {"model": paths["sd"], "ip_adapter": folder},
+    )
+)

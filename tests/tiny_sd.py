@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_builders import TinyBackbone, register_tiny
+
 SD15_UNET_CONFIG = {
     "act_fn": "silu",
     "attention_head_dim": 8,
@@ -159,3 +161,6 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") 
         )
     )
     return path
+
+
+register_tiny(TinyBackbone("sd", lambda folder, seed, paths: build_tiny_pipeline(folder, seed=seed), "sd", "up0"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .tiny_builders import TinyBackbone, register_tiny
 from .tiny_sd import _tokenizer_files
 from .tiny_spread import sharpen_attention, vae_carries_image
 
@@ -96,3 +97,6 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_promp
     )
     pipe.save_pretrained(path)
     return path
+
+
+register_tiny(TinyBackbone("sdxl", lambda folder, seed, paths: build_tiny_sdxl(folder, seed=seed), "sdxl", "up0"))

@@ -1,10 +1,11 @@
-"""Numeric bounds checked before anything heavy runs, and one message for every allocation failure.
+"""The one home of value checks (run before anything heavy), and one message for every allocation failure.
 
-Validators raise :class:`~diffsim.errors.ConfigError` naming the value and what was expected; the CLI
-and the Python API share them. :func:`check_fits` refuses a working size whose estimated activation
-memory exceeds what the device has free (``--size 100000`` once allocated ~22 GB before the kernel
-killed it); :func:`out_of_memory` turns ``MemoryError``, ``torch.OutOfMemoryError`` and the CPU
-allocator's ``RuntimeError`` into one :class:`ResourceError` line, whatever the size.
+Validators raise :class:`~diffsim.errors.ConfigError` naming the value and what was expected; settings,
+images, the functional layer and the CLI's option types (:mod:`diffsim.cli.numbers`) share them.
+:func:`check_fits` refuses a working size whose estimated activation memory exceeds what the device has
+free (``--size 100000`` once allocated ~22 GB before the kernel killed it); :func:`out_of_memory` turns
+``MemoryError``, ``torch.OutOfMemoryError`` and the CPU allocator's ``RuntimeError`` into one
+:class:`ResourceError` line, whatever the size.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ MAX_SIZE = 4096
 MIN_LATENT_SIZE = 64
 #: seeds torch, numpy and Python's random all accept
 SEED_LIMIT = 2**63
-
-
-__all__ = ["ResourceError", "check_fits", "check_float", "check_int", "check_seed", "check_size_range"]
+#: square crops before resizing: none (squash) or the centred square
+CROPS = ("none", "center")
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -36,6 +36,32 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}; got {value}")
     return value
+
+
+def positive_int(name: str, value: Any) -> None:
+    """``value`` must be an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+def one_of(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def path_like(name: str, value: Any, optional: bool = True) -> None:
+    """``value`` must be a string or a path (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a hub id or a local path; got {type(value).__name__}")
+
+
+def check_crop(crop: str) -> str:
+    """``crop`` must be one of :data:`CROPS`."""
+    one_of("crop", crop, CROPS)
+    return crop
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -68,6 +94,14 @@ def check_size_range(size: int, minimum: int, why: str = "") -> int:
             f"{gib:,.1f} GiB as float32, before any activation)"
         )
     return size
+
+
+def check_size(size: int, multiple: int = 8, minimum: int = 1, why: str = "") -> int:
+    """Validate the working resolution: a multiple of ``multiple``, at least ``minimum`` (``why`` says
+    why, e.g. the latent grid), at most :data:`MAX_SIZE`."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
+        raise ConfigError(f"size must be a positive multiple of {multiple} (e.g. 512); got {size!r}")
+    return check_size_range(size, max(minimum, multiple), why)
 
 
 # ----------------------------------------------------------------------------- memory

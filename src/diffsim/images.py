@@ -25,8 +25,6 @@ from .extensions import IMAGE_EXTENSIONS  # noqa: F401 - re-exported
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 ImagesLike = ImageLike | Sequence[ImageLike]
 
-CROPS = ("none", "center")
-
 
 # ------------------------------------------------------------------ pixel limit
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; a 16-bit or float image of that size needs ~1.2 GB as float32
@@ -434,22 +432,6 @@ def to_unit_resized(
     else:
         top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
     return x[:, top : top + crop, left : left + crop].contiguous()
-
-
-def check_size(size: int, multiple: int = 8, minimum: int = 1, why: str = "") -> int:
-    """Validate the working resolution: a multiple of ``multiple``, at least ``minimum`` (``why`` says
-    why, e.g. the latent grid), at most :data:`diffsim.bounds.MAX_SIZE`."""
-    from .bounds import check_size_range
-
-    if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
-        raise ConfigError(f"size must be a positive multiple of {multiple} (e.g. 512); got {size!r}")
-    return check_size_range(size, max(minimum, multiple), why)
-
-
-def check_crop(crop: str) -> str:
-    if crop not in CROPS:
-        raise ConfigError(f"crop must be one of {', '.join(CROPS)}; got {crop!r}")
-    return crop
 
 
 def content_hash(pixels: torch.Tensor) -> str:

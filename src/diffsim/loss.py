@@ -5,8 +5,9 @@
     loss.backward()                                              # gradients reach x and y
 
 ``1 - score`` for similarities (DiffSim-S / -C on SD, SDXL and DiT, CLIP / DINOv2 AAS), the distance
-itself for distances (LPIPS, ``similarity="mse"``). Scores come from :mod:`diffsim.functional` (no
-cache, no Pillow): on pixels at the metric's working size they are the cached ``metric.score``. The
+itself for distances (LPIPS, ``similarity="mse"``). Any metric declaring ``is_differentiable`` can be a
+loss: scores come from its own ``differentiable_scores`` (built on :mod:`diffsim.functional`: no cache,
+no Pillow), which on pixels at the metric's working size are the cached ``metric.score``. The
 backbone stays frozen (``requires_grad=False``) and in eval mode whatever ``train()`` is called; it is
 not a submodule (the loss has no parameters and an empty ``state_dict``), and ``.to(device)`` /
 ``.to(dtype)`` re-create the metric there (:meth:`~diffsim.metrics.base.FeatureMetric.with_settings`,
@@ -25,9 +26,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .backbones.latent_diffusion import LatentDiffusionBackbone
 from .errors import ConfigError
 from .functional.diffusion import Noise, fresh_noise, materialise
-from .functional.metric import SUPPORTED, metric_scores, supports
+from .registry import differentiable_metrics
 
 REDUCTIONS = ("mean", "sum", "none")
 NOISE = ("fixed", "fresh")
@@ -36,6 +38,8 @@ NOISE = ("fixed", "fresh")
 def backbone_modules(backbone: Any) -> list[nn.Module]:
     """Every ``nn.Module`` a backbone runs (U-Net / transformer, VAE, encoders, pipeline components)."""
     bb = materialise(backbone)
+    if bb is None:  # a metric without a network
+        return []
     found: dict[int, nn.Module] = {}
     for name in ("unet", "vae", "transformer", "model", "features"):
         m = getattr(bb, name, None)
@@ -77,10 +81,9 @@ class DiffSimLoss(nn.Module):
             raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         if noise not in NOISE:
             raise ConfigError(f"noise must be one of {', '.join(NOISE)}; got {noise!r}")
-        if not supports(metric):
-            raise ConfigError(
-                f"{getattr(metric, 'name', type(metric).__name__)} cannot be a loss; supported: {SUPPORTED}"
-            )
+        if not getattr(metric, "is_differentiable", False):
+            name = getattr(metric, "name", type(metric).__name__)
+            raise ConfigError(f"{name} cannot be a loss; differentiable: {', '.join(differentiable_metrics())}")
         self.reduction = reduction
         self.noise = noise
         self.checkpoint = bool(checkpoint)
@@ -91,15 +94,13 @@ class DiffSimLoss(nn.Module):
         self.generator = torch.Generator("cpu").manual_seed(base)
 
     def _set_metric(self, metric: Any) -> None:
-        from .metrics.attention import AttentionMetric
-
         object.__setattr__(self, "metric", metric)  # not a submodule: no parameters, no state_dict entries
-        self._diffusion = isinstance(metric, AttentionMetric)
+        self._diffusion = isinstance(materialise(getattr(metric, "backbone", None)), LatentDiffusionBackbone)
         self.freeze()
 
     def freeze(self) -> None:
         """Backbone in eval mode with ``requires_grad=False`` on every parameter."""
-        for m in backbone_modules(self.metric.backbone):
+        for m in backbone_modules(getattr(self.metric, "backbone", None)):
             m.eval().requires_grad_(False)
 
     @property
@@ -142,7 +143,7 @@ class DiffSimLoss(nn.Module):
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The metric's per-pair scores (N,), differentiable."""
-        return metric_scores(self.metric, x, y, noise=self._noise(), checkpoint=self.checkpoint)
+        return self.metric.differentiable_scores(x, y, noise=self._noise(), checkpoint=self.checkpoint)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s = self.scores(x, y)

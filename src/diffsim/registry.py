@@ -80,6 +80,13 @@ def register_metric(info: MetricInfo, overwrite: bool = False) -> MetricInfo:
     return info
 
 
+def unregister_metric(name: str) -> None:
+    """Remove a registered metric and the aliases naming it (e.g. a throw-away metric of a test)."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, target in _ALIASES.items() if target == name]:
+        del _ALIASES[alias]
+
+
 def register_alias(alias: str, target: str) -> None:
     """Let ``alias`` name the registered metric ``target``."""
     if target not in _REGISTRY:
@@ -92,6 +99,11 @@ def register_alias(alias: str, target: str) -> None:
 def list_metrics(pattern: str = "*") -> list[str]:
     """Registered metric names (not aliases) matching a glob pattern, sorted."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def differentiable_metrics() -> list[str]:
+    """Registered metrics whose class has a differentiable path (``is_differentiable``): the ones ``as_loss`` takes."""
+    return [n for n in list_metrics() if getattr(_REGISTRY[n].metric_class, "is_differentiable", False)]
 
 
 def list_aliases() -> dict[str, str]:
@@ -116,37 +128,34 @@ def metric_info(name: str) -> MetricInfo:
     return _REGISTRY[resolve_name(name)]
 
 
-#: the metric ``create_metric("auto", model=...)`` / :func:`load` builds for each model kind
-#: (:func:`diffsim.backbones.detect.detect_kind`); an SD model with ``ip_adapter=`` gets DiffSim-C
-METRIC_FOR_KIND = {"sd": "diffsim-s", "sdxl": "diffsim-s-sdxl", "dit": "diffsim-dit"}
 AUTO = "auto"
 
 
-def metric_for_model(model: Any, revision: str | None = None, ip_adapter: bool = False) -> str:
-    """The registered metric for ``model``'s kind (read from its metadata, no weights loaded)."""
+def metric_for_model(model: Any, revision: str | None = None, options: Any = ()) -> str:
+    """The registered metric for ``model``'s kind (read from its metadata, no weights loaded; the table of
+    :mod:`diffsim.backbones.kinds`); a load option in ``options`` may pick a derived kind (``ip_adapter``)."""
     from .backbones.detect import describe_kind, detect_kind
+    from .backbones.kinds import DEFAULT_KIND, find_kind, kinds, usable_kinds
 
-    kind = detect_kind(model, revision)
-    if kind is None:  # unreadable metadata: DiffSim-S, whose loader says what is wrong
-        return METRIC_FOR_KIND["sd"]
-    if kind not in METRIC_FOR_KIND:
-        raise ConfigError(
-            f"no metric for {model}: it is {describe_kind(kind)}; DiffSim takes "
-            "Stable Diffusion 1.x/2.x, SDXL or DiT models"
-        )
-    return "diffsim-c" if ip_adapter and kind == "sd" else METRIC_FOR_KIND[kind]
+    kind = detect_kind(model, revision) or DEFAULT_KIND  # unreadable metadata: the default kind's loader says why
+    info = find_kind(kind)
+    if info is None or info.metric is None:
+        takes = ", ".join(k.description for k in usable_kinds() if k.base is None)
+        raise ConfigError(f"no metric for {model}: it is {describe_kind(kind)}; DiffSim takes {takes}")
+    derived = [k for k in kinds() if k.base == kind and k.option in options and k.metric]
+    return derived[0].metric if derived else info.metric  # type: ignore[return-value]
 
 
 def create_metric(name: str, **overrides: Any) -> Metric:
     """Build metric ``name`` with its registered defaults, updated by ``overrides``.
 
     ``name="auto"`` (with ``model=``) builds the metric for the model's kind: DiffSim-S for SD 1.x/2.x
-    (DiffSim-C with ``ip_adapter=``), DiffSim-S on SDXL, DiffSim on DiT (:data:`METRIC_FOR_KIND`).
+    (DiffSim-C with ``ip_adapter=``), DiffSim-S on SDXL, DiffSim on DiT (:mod:`diffsim.backbones.kinds`).
     """
     if name == AUTO:
         if overrides.get("model") is None:
             raise ConfigError('create_metric("auto") needs model= (a hub id, folder or single file)')
-        name = metric_for_model(overrides["model"], overrides.get("revision"), "ip_adapter" in overrides)
+        name = metric_for_model(overrides["model"], overrides.get("revision"), set(overrides))
     info = metric_info(name)
     klass = info.metric_class
     if getattr(klass, "votes", False) and hasattr(klass, "build"):  # an ensemble: members from this registry

@@ -216,30 +216,3 @@ class Settings:
     def non_default(self) -> dict[str, Any]:
         """Settings that differ from their defaults (for a short ``repr``)."""
         return {n: getattr(self, n) for n in self.names() if jsonable(getattr(self, n)) != jsonable(self.default(n))}
-
-
-# ---------------------------------------------------------------------- shared validators
-def positive_int(name: str, value: Any) -> None:
-    """``value`` must be an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
-
-
-def one_of(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """``value`` must be one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-
-
-def is_int(name: str, value: Any) -> None:
-    """``value`` must be an integer (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer; got {value!r}")
-
-
-def path_like(name: str, value: Any, optional: bool = True) -> None:
-    """``value`` must be a string or a path (or None when ``optional``)."""
-    if value is None and optional:
-        return
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(f"{name} must be a hub id or a local path; got {type(value).__name__}")

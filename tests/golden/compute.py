@@ -16,6 +16,7 @@ from diffsim import create_metric
 
 from ..conftest import SIZE
 from ..test_every_metric import tiny_overrides
+from ..tiny_builders import build_all, golden_name, tiny_backbones
 
 FILE = Path(__file__).with_name("fingerprints.json")
 REGEN = "python -m tests.golden.regenerate"
@@ -25,8 +26,10 @@ QKV_ATOL = 1e-4  # absolute tolerance on a Q/K/V value
 GLOBAL_SEED = 19  # torch's global RNG before each metric is built
 QKV_VALUES = 6  # values kept per Q, K and V tensor (evenly spaced over the flattened tensor)
 
-# metric -> the backbone whose Q/K/V it fingerprints (one metric per attention backbone)
-QKV_METRICS = {"sd": "diffsim-s", "sdxl": "diffsim-s-sdxl", "dit": "diffsim-dit", "ip-adapter": "diffsim-c"}
+
+def qkv_metrics() -> dict[str, str]:
+    """Backbone -> the metric whose Q/K/V fingerprints it: each kind's default metric (tests/tiny_builders.py)."""
+    return {golden_name(row): row.metric for row in tiny_backbones().values()}
 
 
 def fixture_images() -> list[torch.Tensor]:
@@ -83,30 +86,22 @@ def backbone_qkv(name: str, paths: dict[str, str], images: list[torch.Tensor]) -
 
 
 def compute(paths: dict[str, str], metrics: list[str]) -> dict[str, Any]:
-    """The fingerprints of ``metrics`` and of every backbone in :data:`QKV_METRICS`."""
+    """The fingerprints of ``metrics`` and of every backbone of :func:`qkv_metrics`."""
     images = fixture_images()
     return {
         "scores": {name: metric_scores(name, paths, images) for name in metrics},
-        "qkv": {bb: backbone_qkv(m, paths, images) for bb, m in QKV_METRICS.items()},
+        "qkv": {bb: backbone_qkv(m, paths, images) for bb, m in sorted(qkv_metrics().items())},
     }
 
 
 def build_paths(root: Path) -> dict[str, str]:
     """Build the tiny models (as the conftest fixtures do) under ``root``; returns the path table."""
-    from ..tiny_dit import build_tiny_dit
-    from ..tiny_ip_adapter import build_tiny_ip_adapter
     from ..tiny_peers import make_peers
-    from ..tiny_sd import build_tiny_pipeline
-    from ..tiny_sdxl import build_tiny_sdxl
     from ..tiny_vit import build_tiny_clip, build_tiny_dinov2
 
-    sd = build_tiny_pipeline(root / "tiny-sd" / "model")
     return {
         **make_peers(root / "tiny-peers"),
-        "sd": str(sd),
+        **build_all(root),
         "clip": str(build_tiny_clip(root / "tiny-clip" / "model")),
         "dino": str(build_tiny_dinov2(root / "tiny-dinov2" / "model")),
-        "sdxl": str(build_tiny_sdxl(root / "tiny-sdxl" / "model")),
-        "dit": str(build_tiny_dit(root / "tiny-dit" / "model")),
-        "ip": str(build_tiny_ip_adapter(root / "tiny-ip" / "IP-Adapter", sd)),
     }

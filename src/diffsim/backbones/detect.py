@@ -1,12 +1,12 @@
-"""Which kind of diffusion model a hub id, folder or single checkpoint is (SD 1.x/2.x, SDXL, DiT).
+"""Which kind of diffusion model a hub id, folder or single checkpoint is (a row of :mod:`.kinds`).
 
-The kind is read from the model's own metadata, cheaply (no weights are loaded):
+The kind is read from the model's own metadata, cheaply (no weights are loaded), with the rules of the
+kinds table:
 
-* a diffusers folder or hub id: ``model_index.json``'s ``_class_name`` (``StableDiffusionPipeline``,
-  ``StableDiffusionXLPipeline``, ``DiTPipeline``, ...), else the ``unet/config.json``
-  (``addition_embed_type="text_time"`` is SDXL) or ``transformer/config.json`` (``ada_norm_zero``: DiT);
+* a diffusers folder or hub id: ``model_index.json``'s ``_class_name`` (a row's ``pipelines``), else the
+  first denoiser config found (``unet/config.json``, ``transformer/config.json``: a row's ``config_rule``);
 * a single ``.safetensors`` file: its tensor names, with diffusers' own key table
-  (``CHECKPOINT_KEY_NAMES``: ``xl_base`` is SDXL).
+  (``CHECKPOINT_KEY_NAMES``: a row's ``file_keys``).
 
 A model of the wrong kind for a metric gets :func:`require_kind`'s :class:`ConfigError`, which says
 what was found, what was expected and which metric fits the model.
@@ -21,28 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .kinds import denoiser_folders, find_kind, kinds
 from .loading import classify, load_cache_first
 
 logger = logging.getLogger(__name__)
-
-SD, SDXL, DIT = "sd", "sdxl", "dit"
-DESCRIPTIONS = {
-    SD: "a Stable Diffusion 1.x/2.x pipeline (StableDiffusionPipeline)",
-    SDXL: "a Stable Diffusion XL pipeline (StableDiffusionXLPipeline)",
-    DIT: "a DiT pipeline (DiTPipeline)",
-    "sdxl-refiner": "a Stable Diffusion XL refiner (no first text encoder: not supported)",
-}
-METRIC_FOR = {SD: "diffsim-s (or diffsim-c with an IP-Adapter)", SDXL: "diffsim-s-sdxl", DIT: "diffsim-dit"}
-
-_PIPELINE_KINDS = {
-    "StableDiffusionPipeline": SD,
-    "StableDiffusionImg2ImgPipeline": SD,
-    "StableDiffusionInpaintPipeline": SD,
-    "StableDiffusionXLPipeline": SDXL,
-    "StableDiffusionXLImg2ImgPipeline": SDXL,
-    "StableDiffusionXLInpaintPipeline": SDXL,
-    "DiTPipeline": DIT,
-}
 
 
 def _read_json(model: str, name: str, local: bool, revision: str | None) -> dict[str, Any] | None:
@@ -84,18 +66,17 @@ def _parse(path: Path) -> dict[str, Any] | None:
 
 
 def kind_from_configs(
-    index: dict[str, Any] | None, unet: dict[str, Any] | None, transformer: dict[str, Any] | None
+    index: dict[str, Any] | None, configs: dict[str, dict[str, Any] | None] | None = None
 ) -> str | None:
-    """The kind from a ``model_index.json`` and the denoiser configs (any may be None)."""
+    """The kind from a ``model_index.json`` and the denoiser configs ({subfolder: config}; any may be None)."""
     name = (index or {}).get("_class_name")
-    if name in _PIPELINE_KINDS:
-        return _PIPELINE_KINDS[name]
-    if unet is not None:
-        return SDXL if unet.get("addition_embed_type") == "text_time" else SD
-    if transformer is not None and (
-        transformer.get("_class_name") == "DiTTransformer2DModel" or transformer.get("norm_type") == "ada_norm_zero"
-    ):
-        return DIT
+    for k in kinds():
+        if name in k.pipelines:
+            return k.name
+    for k in kinds():
+        config = (configs or {}).get(k.denoiser)
+        if config is not None and k.config_rule is not None and k.config_rule(config):
+            return k.name
     return None
 
 
@@ -111,29 +92,30 @@ def _kind_of_file(path: Path) -> str | None:
     except Exception as exc:  # corrupt or not safetensors: the loader reports it with its own message
         logger.debug("cannot read tensor names of %s: %s", path, exc)
         return None
-    if CHECKPOINT_KEY_NAMES["xl_base"] in keys:
-        return SDXL
-    if CHECKPOINT_KEY_NAMES["xl_refiner"] in keys:
-        return "sdxl-refiner"
-    if CHECKPOINT_KEY_NAMES["v1"] in keys or CHECKPOINT_KEY_NAMES["v2"] in keys:
-        return SD
+    for k in kinds():
+        if any(CHECKPOINT_KEY_NAMES.get(key) in keys for key in k.file_keys):
+            return k.name
     return None
 
 
 def detect_kind(model: str | os.PathLike, revision: str | None = None) -> str | None:
-    """'sd', 'sdxl', 'dit' (or 'sdxl-refiner'); None when the metadata cannot be read."""
+    """The registered kind (:mod:`.kinds`: 'sd', 'sdxl', 'dit', ...); 'other:<pipeline class>' for an unknown
+    pipeline; None when the metadata cannot be read."""
     where = classify(model)
     text = str(Path(str(model)).expanduser()) if where != "hub" else str(model)
     if where == "file":
         return _kind_of_file(Path(text))
     local = where == "folder"
     index = _read_json(text, "model_index.json", local, revision)
-    kind = kind_from_configs(index, None, None)
+    kind = kind_from_configs(index)
     if kind is not None:
         return kind
-    unet = _read_json(text, "unet/config.json", local, revision)
-    transformer = None if unet is not None else _read_json(text, "transformer/config.json", local, revision)
-    kind = kind_from_configs(index, unet, transformer)
+    configs: dict[str, dict[str, Any] | None] = {}
+    for folder in denoiser_folders():  # the first denoiser config found decides
+        configs[folder] = _read_json(text, f"{folder}/config.json", local, revision)
+        if configs[folder] is not None:
+            break
+    kind = kind_from_configs(index, configs)
     if kind is None and index is not None:
         logger.debug("unknown pipeline class %r in %s", index.get("_class_name"), text)
         return "other:" + str(index.get("_class_name"))
@@ -143,7 +125,8 @@ def detect_kind(model: str | os.PathLike, revision: str | None = None) -> str | 
 def describe_kind(kind: str | None) -> str:
     if kind is not None and kind.startswith("other:"):
         return f"a {kind[6:]} (not a model DiffSim can use)"
-    return DESCRIPTIONS.get(kind or "", "an unknown kind of model")
+    info = find_kind(kind)
+    return info.description if info else "an unknown kind of model"
 
 
 def require_kind(
@@ -153,7 +136,8 @@ def require_kind(
     kind = detect_kind(model, revision)
     if kind is None or kind in expected:
         return kind
-    want = " or ".join(DESCRIPTIONS[k] for k in expected)
-    fit = METRIC_FOR.get(kind)
+    want = " or ".join(describe_kind(k) for k in expected)
+    info = find_kind(kind)
+    fit = info.fitting_metric if info else None
     hint = f"; for this model use {fit} (diffsim.load(model) picks it)" if fit else ""
     raise ConfigError(f"{metric} cannot use {model}: it is {describe_kind(kind)}, expected {want}{hint}")

@@ -24,13 +24,15 @@ from typing import Any
 import torch
 
 from ..aas import QKV
-from ..errors import ConfigError, LayerError
+from ..bounds import check_size
+from ..errors import ConfigError, LayerError, ModelNotFoundError
 from ..models import shared_model
 from .capture import capture
-from .detect import DIT, require_kind
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer
-from .loading import classify, diffusers_errors_only, load_cache_first
+from .loading import _first_line, classify, diffusers_errors_only, load_cache_first
 from .protocol import ClassCondition
 from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
@@ -92,7 +94,7 @@ def dit_layers(transformer: Any, latent_size: int) -> list[AttentionLayer]:
 class DiTBackbone(LatentDiffusionBackbone):
     """Holds a DiT pipeline's modules; turns pixel batches into per-block Q/K/V features."""
 
-    kind = DIT
+    kind = "dit"
     condition_type = ClassCondition
     denoiser_name = "DiT"
     weights_loaded = True  # loaded eagerly (as the SD backbone; the lazy SD loader says False until it loads)
@@ -130,7 +132,7 @@ class DiTBackbone(LatentDiffusionBackbone):
         spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision)  # what a DiT reads
 
         def load() -> DiTBackbone:
-            require_kind(spec.model, (DIT,), "the DiT backbone", spec.revision)
+            require_kind(spec.model, ("dit",), "the DiT backbone", spec.revision)
             logger.info("loading DiT %s on %s (%s)", spec.model, dev, dt)
             pipe = _load_pipeline(spec.model, dt, spec.revision)
             return cls(pipe, str(spec.model), dev, dt, spec.identity())
@@ -167,22 +169,51 @@ class DiTBackbone(LatentDiffusionBackbone):
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         """Module paths for ``blockL`` aliases, block indices or ``transformer_blocks.L.attn1`` paths."""
+        return list(dict.fromkeys(self._resolve_one(n) for n in names))
+
+    def _resolve_one(self, n: str | int) -> str:
         aliases = self.aliases()
         paths = set(aliases.values())
-        out: list[str] = []
-        for n in names:
-            key = f"block{n}" if isinstance(n, int) or str(n).isdigit() else str(n)
-            p = aliases.get(key, key)
-            if p not in paths:
-                close = difflib.get_close_matches(str(n), list(aliases) + sorted(paths), n=3, cutoff=0.6)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise LayerError(
-                    f"unknown DiT layer {n!r}.{hint} DiT layers are block0..block{len(aliases) - 1} "
-                    "(transformer_blocks.L.attn1)"
-                )
-            if p not in out:
-                out.append(p)
-        return out
+        key = f"block{n}" if isinstance(n, int) or str(n).isdigit() else str(n)
+        p = aliases.get(key, key)
+        if p not in paths:
+            close = difflib.get_close_matches(str(n), list(aliases) + sorted(paths), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise LayerError(
+                f"unknown DiT layer {n!r}.{hint} DiT layers are block0..block{len(aliases) - 1} "
+                "(transformer_blocks.L.attn1)"
+            )
+        return p
+
+    @classmethod
+    def skeleton_layers(
+        cls, model: str | os.PathLike, size: int | None, revision: str | None
+    ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
+        """(size, layers, aliases) of ``model`` read from its configs (meta device: no weights loaded)."""
+        from accelerate import init_empty_weights
+        from diffusers import AutoencoderKL, DiTTransformer2DModel
+
+        local = classify(model) == "folder"
+        text = str(Path(model).expanduser()) if local else str(model)
+        kw: dict[str, Any] = {"revision": revision} if revision else {}
+        if local:
+            kw["local_files_only"] = True
+        try:
+            cfg = DiTTransformer2DModel.load_config(text, subfolder="transformer", **kw)
+            vcfg = AutoencoderKL.load_config(text, subfolder="vae", **kw)
+        except Exception as exc:
+            raise ModelNotFoundError(f"could not read the DiT configs of {text!r}: {_first_line(exc)}") from exc
+        with init_empty_weights():
+            net = DiTTransformer2DModel.from_config(cfg)
+        factor = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
+        size = size or int(net.config.sample_size) * factor
+        check_size(size, factor * int(net.config.patch_size))
+        rows = dit_layers(net, size // factor)
+        return size, rows, {r.alias: r.path for r in rows if r.alias}
+
+    @staticmethod
+    def alias_notes(aliases: dict[str, str]) -> list[str]:
+        return [f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.attn1"]
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         """The actual T from ``timestep`` or from ``step`` K (T = scheduler.timesteps[K]; DDIM: 999 - K)."""
@@ -236,3 +267,16 @@ class DiTBackbone(LatentDiffusionBackbone):
             return_dict=False,
             **inputs,
         )
+
+
+register_kind(
+    KindInfo(
+        "dit",
+        "a DiT pipeline (DiTPipeline)",
+        DiTBackbone,
+        "diffsim-dit",
+        pipelines=("DiTPipeline",),
+        denoiser="transformer",
+        config_rule=lambda t: t.get("_class_name") == "DiTTransformer2DModel" or t.get("norm_type") == "ada_norm_zero",
+    )
+)

@@ -39,7 +39,8 @@ from ..aas import QKV
 from ..errors import ConfigError, ModelNotFoundError
 from ..models import shared_model
 from ..preprocess import ProcessorView, split_views
-from .detect import SD, require_kind
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .loading import DEFAULT_MODEL, diffusers_errors_only, load_cache_first, load_components, resolve_source
 from .protocol import TextCondition
@@ -91,6 +92,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
     """SD 1.x with an IP-Adapter Plus loaded into its U-Net; Q and IP K/V at cross-attention layers."""
 
     kind = "sd+ip-adapter"
+    explicit = False  # the hook path: Q is read against the IP K/V (:meth:`project`)
 
     def __init__(
         self,
@@ -135,7 +137,7 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         single_file_config = spec.single_file_config
 
         def load() -> IPAdapterBackbone:
-            require_kind(model, (SD,), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
+            require_kind(model, ("sd",), "DiffSim-C (SD 1.5 + IP-Adapter Plus)", revision)
             src, local = resolve_source(
                 ip_adapter, "IP-Adapter", f"{subfolder}/{weight_name} and {subfolder}/{image_encoder_folder}/"
             )
@@ -261,18 +263,6 @@ class IPAdapterBackbone(StableDiffusionBackbone):
             "added_cond_kwargs": {"image_embeds": [guidance_pair(feats, zero, n, branches)[:, None]]},  # one IP image
         }
 
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        return z0
-
-    @property
-    def copy_outputs(self) -> bool:
-        return False
-
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # hooks: Q against IP K/V
-
     # ------------------------------------------------------ differentiable path
     def run_differentiable(
         self,
@@ -302,3 +292,15 @@ class IPAdapterBackbone(StableDiffusionBackbone):
         with torch.no_grad():  # diffusers' unconditional image: an all-zero (normalised) tensor
             zero = enc(torch.zeros_like(px[:1]), output_hidden_states=True).hidden_states[-2]
         return self._inputs(condition, n, branches, feats, zero)
+
+
+register_kind(
+    KindInfo(
+        "sd+ip-adapter",
+        "Stable Diffusion 1.x with an IP-Adapter Plus",
+        IPAdapterBackbone,
+        "diffsim-c",
+        base="sd",
+        option="ip_adapter",
+    )
+)

@@ -169,3 +169,8 @@ def resolve_layer(unet: nn.Module, name: str, kind: str = "self", per_transforme
             f"layer, e.g. {path[:-1]}2 (or an alias with '.cross': up0.cross)"
         )
     return path
+
+
+def resolve_layers(unet: nn.Module, names: list[str], kind: str = "self", per_transformer: bool = False) -> list[str]:
+    """:func:`resolve_layer` of each name (order kept, duplicates dropped)."""
+    return list(dict.fromkeys(resolve_layer(unet, n, kind, per_transformer) for n in names))

@@ -19,7 +19,7 @@ import torch
 from ..aas import QKV
 from ..errors import ModelNotFoundError
 from ..models import loaded_models, shared_model
-from .layers import alias_table, list_attention_layers, resolve_layer
+from .layers import alias_table, list_attention_layers, resolve_layers
 from .loading import _check_folder, _first_line, _load_scheduler, classify, load_unet_skeleton, quiet_loading
 from .spec import LoadSpec
 from .stable_diffusion import StableDiffusionBackbone
@@ -110,13 +110,7 @@ class LazyStableDiffusion:
         return self._scheduler if self._real is None else self._real.scheduler
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
-        unet = self._unet()
-        out: list[str] = []
-        for n in names:
-            p = resolve_layer(unet, n, kind)
-            if p not in out:
-                out.append(p)
-        return out
+        return resolve_layers(self._unet(), names, kind)
 
     def _unet(self) -> Any:
         return self._skeleton if self._real is None else self._real.unet

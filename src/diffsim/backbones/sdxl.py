@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from ..aas import QKV
 from ..errors import ModelNotFoundError
 from ..models import shared_model
-from .detect import SDXL, require_kind
-from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
+from .detect import require_kind
+from .kinds import KindInfo, register_kind
+from .latent_diffusion import guidance_pair
 from .latents import LatentEncoding
 from .loading import (
     SDComponents,
@@ -102,7 +102,7 @@ def _load_pipeline(
 class SDXLBackbone(StableDiffusionBackbone):
     """Holds an SDXL pipeline's modules; turns pixel batches into per-layer Q/K/V features."""
 
-    kind = SDXL
+    kind = "sdxl"
 
     def __init__(
         self,
@@ -135,7 +135,7 @@ class SDXLBackbone(StableDiffusionBackbone):
         spec = spec.replace(ip_adapter=None)
 
         def load() -> SDXLBackbone:
-            require_kind(spec.model, (SDXL,), "the SDXL backbone", spec.revision)
+            require_kind(spec.model, ("sdxl",), "the SDXL backbone", spec.revision)
             logger.info("loading SDXL %s on %s (%s)", spec.model, dev, dt)
             pipe = _load_pipeline(spec.model, dt, spec.revision, spec.variant, spec.single_file_config, spec.vae)
             return cls(pipe, str(spec.model), dev, dt, fixed_vae=spec.vae is not None, identity=spec.identity())
@@ -145,6 +145,7 @@ class SDXLBackbone(StableDiffusionBackbone):
     # ---------------------------------------------------------------- metadata
     default_size = 1024
     per_transformer = True  # aliases name every transformer block too: up0.a2.t9 (depth 2 and 10)
+    explicit = False  # extraction on the hook path (the explicit U-Net serves the differentiable path)
     # the VAE in its own dtype (float32 under a float16 U-Net), and Euler's add_noise + scale_model_input
     _encode = LatentEncoding._encode
     model_input = LatentEncoding.model_input
@@ -181,17 +182,39 @@ class SDXLBackbone(StableDiffusionBackbone):
             "added_cond_kwargs": {"text_embeds": text, "time_ids": ids.expand(text.shape[0], -1)},
         }
 
-    def pad_latents(self, z0: torch.Tensor, layers: tuple[str, ...], stop_early: bool) -> torch.Tensor:
-        return z0
+    @classmethod
+    def unet_skeleton(cls, model: str | os.PathLike, revision: str | None) -> tuple[Any, int]:
+        if classify(model) != "file":
+            return super().unet_skeleton(model, revision)
+        from diffusers import StableDiffusionXLPipeline
 
-    @property
-    def copy_outputs(self) -> bool:
-        return False
+        pipe = StableDiffusionXLPipeline.from_single_file(str(model))
+        return pipe.unet, 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
-    def no_grad(self) -> Any:
-        return torch.no_grad()
+    @staticmethod
+    def alias_notes(aliases: dict[str, str]) -> list[str]:
+        return [
+            *StableDiffusionBackbone.alias_notes(aliases),
+            "every transformer block also has an alias <block>.a<attention>.t<transformer> (e.g. "
+            "up0.a2.t9 = up_blocks.0.attentions.2.transformer_blocks.9.attn1)",
+        ]
 
-    def run(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return LatentDiffusionBackbone.run(self, sample, t, layers, inputs, stop_early)  # the hook path
+
+register_kind(
+    KindInfo(
+        "sdxl",
+        "a Stable Diffusion XL pipeline (StableDiffusionXLPipeline)",
+        SDXLBackbone,
+        "diffsim-s-sdxl",
+        pipelines=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+        config_rule=lambda unet: unet.get("addition_embed_type") == "text_time",
+        file_keys=("xl_base",),
+    )
+)
+register_kind(
+    KindInfo(
+        "sdxl-refiner",
+        "a Stable Diffusion XL refiner (no first text encoder: not supported)",
+        file_keys=("xl_refiner",),
+    )
+)

@@ -31,11 +31,11 @@ import torch
 from ..aas import QKV
 from ..errors import ConfigError
 from ..models import shared_model
-from .capture import capture_qkv, run_until_captured
 from .identity import model_identity
+from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, gradient_checkpointing, guidance_pair
-from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layer
-from .loading import DEFAULT_MODEL, SDComponents, load_components
+from .layers import AttentionLayer, alias_table, list_attention_layers, resolve_layers
+from .loading import DEFAULT_MODEL, SDComponents, load_components, load_unet_skeleton
 from .protocol import TextCondition
 from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
@@ -87,6 +87,9 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
     default_size = 512  # the paper's setting for SD 1.x (and this library's default for SD 2.x)
     per_transformer = False  # aliases for every transformer block (SDXL)
     weights_loaded = True  # (a LazyStableDiffusion says False until it loads)
+    #: extraction through the explicit truncated U-Net where it serves (False: always the hook path; the
+    #: benchmarks switch it per instance)
+    explicit = True
 
     def __init__(
         self,
@@ -110,7 +113,6 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
         self.passes = 0  # number of U-Net forward passes (for tests and benchmarks)
         self.last_path = ""  # "explicit" or "hooks": how the last U-Net pass ran (for tests and benchmarks)
         self.compile = compile_mode(compile)
-        self.explicit = True  # False: always the hook path (the pre-explicit behaviour, for comparisons)
         self.channels_last = bool(channels_last)
         self.inference_mode = bool(inference_mode)
         self._runners: dict[tuple[str, ...], Any] = {}
@@ -164,11 +166,11 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
 
         return shared_model(cls.shared_key(spec), load, share)
 
-    @staticmethod
-    def shared_key(spec: LoadSpec) -> tuple:
-        """The shared-model key: weights identity, device, dtype and the speed options."""
+    @classmethod
+    def shared_key(cls, spec: LoadSpec) -> tuple:
+        """The shared-model key: the kind, weights identity, device, dtype and the speed options."""
         options = (compile_mode(spec.compile), bool(spec.channels_last), bool(spec.inference_mode))
-        return spec.replace(vae=None, ip_adapter=None).key("stable-diffusion", *options)
+        return spec.replace(vae=None, ip_adapter=None).key(cls.kind, *options)
 
     @classmethod
     def find_loaded(cls, spec: LoadSpec) -> StableDiffusionBackbone | None:
@@ -209,12 +211,36 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         """Module paths for layer names or aliases (order kept, duplicates dropped)."""
-        out: list[str] = []
-        for n in names:
-            p = resolve_layer(self.unet, n, kind, self.per_transformer)
-            if p not in out:
-                out.append(p)
-        return out
+        return resolve_layers(self.unet, names, kind, self.per_transformer)
+
+    @classmethod
+    def skeleton_layers(
+        cls, model: str | os.PathLike, size: int | None, revision: str | None
+    ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
+        """(size, layers, aliases) of ``model`` read from its configs (meta device: no weights loaded)."""
+        from ..bounds import check_size
+
+        net, factor = cls.unet_skeleton(model, revision)
+        size = size or cls.default_size
+        check_size(size, factor)
+        return (
+            size,
+            list_attention_layers(net, size // factor, cls.per_transformer),
+            alias_table(net, cls.per_transformer),
+        )
+
+    @classmethod
+    def unet_skeleton(cls, model: str | os.PathLike, revision: str | None) -> tuple[Any, int]:
+        return load_unet_skeleton(model, revision)
+
+    @staticmethod
+    def alias_notes(aliases: dict[str, str]) -> list[str]:
+        """What ``diffsim layers`` prints under the table about the aliases."""
+        short = {a: p for a, p in aliases.items() if not a.endswith(".cross") and ".a" not in a}
+        return [
+            "aliases (the last self-attention of each block; add '.cross' for its attn2): "
+            + ", ".join(f"{a}={p}" for a, p in short.items())
+        ]
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         """The actual timestep T from either ``timestep`` or the paper's ``step`` index."""
@@ -298,9 +324,7 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
             raw = self._timed_call("truncated U-Net", runner, sample, t, emb)
             return {p: QKV(*raw[p]) for p in layers}
         self.last_path = "hooks"
-        with capture_qkv(self.unet, layers, stop_early=stop_early) as store:
-            run_until_captured(self.unet, sample, t, encoder_hidden_states=emb, return_dict=False)
-        return store
+        return super().run(sample, t, layers, inputs, stop_early)
 
     def run_differentiable(
         self,
@@ -383,3 +407,18 @@ class StableDiffusionBackbone(LatentDiffusionBackbone):
             self.extract(torch.zeros(b, 3, size, size), layers, t, "", 0, 1 if single_branch else 2)
 
         return auto_batch_size(probe, self.device, fallback=fallback, limit=limit)
+
+
+register_kind(
+    KindInfo(
+        "sd",
+        "a Stable Diffusion 1.x/2.x pipeline (StableDiffusionPipeline)",
+        StableDiffusionBackbone,
+        "diffsim-s",
+        "diffsim-s (or diffsim-c with an IP-Adapter)",
+        pipelines=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+        config_rule=lambda unet: True,  # any other U-Net (after SDXL's rule)
+        file_keys=("v1", "v2"),
+        fallback=True,
+    )
+)

@@ -25,6 +25,9 @@ from .loading import quiet_loading
 logger = logging.getLogger(__name__)
 
 ARCHS = ("vgg16", "vgg19", "alexnet")
+#: LPIPS' scaling layer on inputs in [-1, 1]: ``(x - SHIFT) / SCALE`` per channel
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
 
 
 def _build(arch: str, weights: str | os.PathLike | None) -> nn.Module:

@@ -40,6 +40,8 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FAMILIES = ("clip", "dinov2")
 QKV_INPUTS = ("normed", "residual")
+#: shortest side before the 224 crop, per family (scaled with the crop size): CLIP 224, DINOv2 256
+RESIZE = {"clip": 224, "dinov2": 256}
 
 
 @dataclass

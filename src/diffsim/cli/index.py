@@ -164,36 +164,18 @@ def build(
             inp, store, metric, eng, strict=strict, progress=not quiet, keep=part.holds if part else None
         )
         _report(store, out, report)
-        update_ann(store, ann_kind)
+        from ..gallery.ann import update_index
 
-
-def update_ann(store: Any, kind: str | None) -> None:
-    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto) and report it."""
-    import time
-
-    from ..gallery import ann
-
-    if kind == "none" or not len(store):
-        return
-    if kind is None:
-        try:
-            ann.require_faiss()
-        except ConfigError:
-            return  # no faiss: the index is built by the first prefiltered search
-    t0 = time.perf_counter()
-    index = ann.open_index(store, kind)
-    seconds = time.perf_counter() - t0
-    click.echo(
-        f"ANN index: {index.info.kind} over {index.info.n} vectors of {index.info.dim} dimensions, "
-        f"{index.info.bytes / 1e6:.2f} MB, ready in {seconds:.2f} s"
-    )
+        line = update_index(store, ann_kind)
+        if line is not None:
+            click.echo(line)
 
 
 def _resumable() -> None:
     """Ctrl-C in a build says that a rerun resumes (the shards written so far are committed)."""
-    from .main import _STATE
+    from .state import STATE
 
-    _STATE["command"] = "index build"
+    STATE["command"] = "index build"
 
 
 def _report(store: Any, out: str, report: Any) -> None:

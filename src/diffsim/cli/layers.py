@@ -18,12 +18,12 @@ from .options import model_option
     "--size",
     type=SIZE,
     default=None,
-    help="Image size the token counts refer to [default: 512; SDXL 1024; DiT its native size].",
+    help="Image size the token counts refer to [default: the model kind's: SD 512, SDXL 1024, DiT its native size].",
 )
 @click.option("--kind", type=click.Choice(["self", "cross", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per layer.")
 def layers(model: str | None, size: int | None, kind: str, as_json: bool) -> None:
-    """List the model's attention layers: SD 1.x/2.x, SDXL or DiT (read from its configs: no weights loaded)."""
+    """List the model's attention layers: SD 1.x/2.x, SDXL, DiT, ... (read from its configs: no weights loaded)."""
     from ..backbones.loading import DEFAULT_MODEL
     from ..backbones.skeleton import model_layers
 
@@ -62,18 +62,7 @@ def layers(model: str | None, size: int | None, kind: str, as_json: bool) -> Non
         )
     console = Console(width=max(Console().width, 120))
     console.print(table)
-    if model_kind == "dit":
-        console.print(f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.attn1", soft_wrap=True)
-        return
-    short = {a: p for a, p in aliases.items() if not a.endswith(".cross") and ".a" not in a}
-    console.print(
-        "aliases (the last self-attention of each block; add '.cross' for its attn2): "
-        + ", ".join(f"{a}={p}" for a, p in short.items()),
-        soft_wrap=True,
-    )
-    if model_kind == "sdxl":
-        console.print(
-            "every transformer block also has an alias <block>.a<attention>.t<transformer> (e.g. "
-            "up0.a2.t9 = up_blocks.0.attentions.2.transformer_blocks.9.attn1)",
-            soft_wrap=True,
-        )
+    from ..backbones.kinds import reader_of
+
+    for note in reader_of(model_kind).backbone_class.alias_notes(aliases):
+        console.print(note, soft_wrap=True)

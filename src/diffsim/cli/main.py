@@ -27,6 +27,7 @@ from .report import report
 from .reproduce import reproduce
 from .retrieve import retrieve
 from .score import score
+from .state import STATE
 from .sweep import sweep
 
 
@@ -58,7 +59,7 @@ class _StderrHandler(logging.StreamHandler):
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
     """Visual similarity from the attention layers of pretrained diffusion models (DiffSim)."""
-    _STATE.update(verbose=verbose, command=ctx.invoked_subcommand)
+    STATE.update(verbose=verbose, command=ctx.invoked_subcommand)
     if max_pixels is not None:
         from ..images import set_max_pixels
 
@@ -79,7 +80,6 @@ def cli(ctx: click.Context, verbose: int, max_pixels: int | None) -> None:
             os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
-_STATE: dict[str, object] = {"verbose": 0, "command": None}
 RESUMABLE = ("bench", "sweep", "consistency", "reproduce", "index build")
 
 cli.add_command(score)
@@ -101,7 +101,7 @@ cli.add_command(download_models)
 
 
 def _interrupted() -> str:
-    if _STATE["command"] in RESUMABLE:
+    if STATE["command"] in RESUMABLE:
         return (
             "interrupted: finished work is saved in the output folder; rerun the same command to resume "
             "where it stopped"
@@ -110,7 +110,7 @@ def _interrupted() -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    if _STATE["verbose"]:
+    if STATE["verbose"]:
         traceback.print_exc()
     click.echo(f"error: {message}", err=True)
     return code
@@ -119,7 +119,7 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI. Expected failures print one line ``error: ...`` on stderr and return 2
     (``-v`` adds the traceback); an unexpected exception prints one line too and returns 1."""
-    _STATE.update(verbose=0, command=None)
+    STATE.update(verbose=0, command=None)
     use_cli_hints(True)
     try:
         cli.main(args=argv, prog_name="diffsim", standalone_mode=False)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, the traceback with -v
         if is_out_of_memory(exc):  # MemoryError, torch.OutOfMemoryError, "can't allocate memory": one message
             return _fail(out_of_memory(exc).for_cli(), 2)
-        hint = "" if _STATE["verbose"] else " (rerun with -v for the traceback)"
+        hint = "" if STATE["verbose"] else " (rerun with -v for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
     finally:
         use_cli_hints(False)

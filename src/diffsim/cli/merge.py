@@ -27,6 +27,8 @@ def merge(parts: tuple[str, ...], out: str) -> None:
         f"{store.folder}: {len(store)} images from {len(parts)} part(s) ({store.nbytes() / 1e6:.1f} MB)"
         + (f", {len(store.errors())} unreadable" if store.errors() else "")
     )
-    from .index import update_ann
+    from ..gallery.ann import update_index
 
-    update_ann(store, None)
+    line = update_index(store, None)
+    if line is not None:
+        click.echo(line)

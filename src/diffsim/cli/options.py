@@ -186,7 +186,7 @@ def build_metric(
 
     if name is None and auto and opts.get("model"):
         sets = parse_sets(opts.get("set_items", ()))
-        name = metric_for_model(opts["model"], sets.get("revision"), "ip_adapter" in sets)
+        name = metric_for_model(opts["model"], sets.get("revision"), set(sets))
     info = metric_info(name or default)
     valid = set(info.settings_names())
     over: dict[str, Any] = {}

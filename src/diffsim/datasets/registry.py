@@ -8,21 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
-from . import cute, dreambench, ipbench, nights, style, tid2013, tiktok
 from .base import DatasetSpec, TripletSet, VideoSet
+from .cute import SPEC as CUTE
+from .dreambench import SPEC as DREAMBENCH
+from .ipbench import SPEC as IPBENCH
+from .nights import SPEC as NIGHTS
+from .style import INSTANTSTYLE, SREF
+from .tid2013 import SPEC as TID2013
+from .tiktok import SPEC as TIKTOK
 
 _DATASETS: dict[str, DatasetSpec] = {
-    s.name: s
-    for s in (
-        nights.SPEC,
-        dreambench.SPEC,
-        cute.SPEC,
-        ipbench.SPEC,
-        tid2013.SPEC,
-        style.SREF,
-        style.INSTANTSTYLE,
-        tiktok.SPEC,
-    )
+    s.name: s for s in (NIGHTS, DREAMBENCH, CUTE, IPBENCH, TID2013, SREF, INSTANTSTYLE, TIKTOK)
 }
 
 

@@ -8,16 +8,14 @@ batches inside a training loop. On pixels already at the working size the scores
 
     from diffsim import functional as DF
     s = DF.diffsim_s(x, y, metric.backbone, layer="up0", step=500, prompt="High quality image", seed=2334)
-    s = DF.metric_scores(metric, x, y)   # any supported metric, with its own settings
+    s = metric.differentiable_scores(x, y)   # a metric with is_differentiable, with its own settings
 """
 
 from .diffusion import diffusion_qkv, fresh_noise, gradient_checkpointing, seeded_noise
-from .metric import SUPPORTED, metric_scores, supports
 from .resize import resize_crop, resize_square
 from .scores import diffsim_c, diffsim_s, diffusion_features, lpips, vit_aas
 
 __all__ = [
-    "SUPPORTED",
     "diffsim_c",
     "diffsim_s",
     "diffusion_features",
@@ -25,10 +23,8 @@ __all__ = [
     "fresh_noise",
     "gradient_checkpointing",
     "lpips",
-    "metric_scores",
     "resize_crop",
     "resize_square",
     "seeded_noise",
-    "supports",
     "vit_aas",
 ]

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..bounds import check_crop
 from ..errors import ConfigError, ImageError
-from ..images import check_crop
 
 
 def check_batch(x: torch.Tensor, what: str = "images") -> torch.Tensor:

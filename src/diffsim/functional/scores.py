@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
-from .. import aas
 from ..aas import QKV
+from ..aas import score as aas_score
 from ..backbones.protocol import ClassCondition, Condition, TextCondition
+from ..backbones.torchvision_nets import SCALE, SHIFT
+from ..backbones.vit import RESIZE
 from ..errors import ImageError
 from .diffusion import Noise, diffusion_qkv, materialise
 from .resize import check_batch, resize_crop, resize_square
@@ -153,7 +155,7 @@ def diffsim_s(
         )
 
     fx, fy = _both(feats, x, y)
-    scores = [aas.score(fx[p], fy[p], similarity, dtype=compare_dtype) for p in paths]
+    scores = [aas_score(fx[p], fy[p], similarity, dtype=compare_dtype) for p in paths]
     return scores[0] if len(scores) == 1 else torch.stack(scores).mean(0)
 
 
@@ -194,8 +196,6 @@ def vit_aas(
     ``resize``: shortest side before the centred ``size`` crop (None: the family's ratio, CLIP 1,
     DINOv2 256/224), as :class:`diffsim.metrics.vit.ViTSettings`.
     """
-    from ..metrics.vit import RESIZE
-
     x, y = check_batch(x, "x"), check_batch(y, "y")
     pair_counts(x, y)
     index = backbone.layer_index(layer)
@@ -215,7 +215,7 @@ def vit_aas(
             w, b = lin.weight.to(t.dtype), None if lin.bias is None else lin.bias.to(t.dtype)
             return torch.nn.functional.linear(t.transpose(1, 2).reshape(n, k, h * d), w, b)
 
-    return aas.score(fx["qkv"], fy["qkv"], post=post)
+    return aas_score(fx["qkv"], fy["qkv"], post=post)
 
 
 def lpips(
@@ -229,8 +229,6 @@ def lpips(
 ) -> torch.Tensor:
     """LPIPS distances (N,) with a torchvision ``features`` stack, the five linear heads ``lin`` and the
     ReLU indices ``taps`` (:data:`diffsim.metrics.lpips.NETS`); ``size=None`` keeps the input size."""
-    from ..metrics.lpips import SCALE, SHIFT
-
     x, y = check_batch(x, "x"), check_batch(y, "y")
     pair_counts(x, y)
     p = next(features.parameters())

@@ -255,6 +255,25 @@ def _read(path: Path, kind: str, mmap: bool) -> Any:
     return faiss.read_index(str(path))
 
 
+def update_index(store: GalleryStore, kind: str | None) -> str | None:
+    """Bring the store's ANN index up to date (``kind`` None: the store's, or auto); returns a one-line
+    report, or None when none was built (``kind="none"``, an empty store, or no faiss with ``kind`` None:
+    the first prefiltered search builds it)."""
+    if kind == "none" or not len(store):
+        return None
+    if kind is None:
+        try:
+            require_faiss()
+        except ConfigError:
+            return None
+    t0 = time.perf_counter()
+    info = open_index(store, kind).info
+    return (
+        f"ANN index: {info.kind} over {info.n} vectors of {info.dim} dimensions, "
+        f"{info.bytes / 1e6:.2f} MB, ready in {time.perf_counter() - t0:.2f} s"
+    )
+
+
 def open_index(store: GalleryStore, kind: str | None = None, save: bool = True) -> AnnIndex:
     """The store's index, up to date with its table: loaded (memory-mapped), extended with appended
     rows, or (re)built when missing, stale, corrupt or of another kind than ``kind`` asks.

@@ -28,8 +28,8 @@ import torch
 
 from .._optional import require
 from ..errors import ConfigError, ImageError
-from ..functional.metric import SUPPORTED, metric_scores, supports
 from ..images import _check_range, _int_to_unit
+from ..registry import differentiable_metrics
 
 require("torchmetrics", "torchmetrics", "diffsim.integrations.torchmetrics")
 from torchmetrics import Metric as TorchMetric  # noqa: E402
@@ -76,9 +76,11 @@ class DiffSimScore(TorchMetric):
             raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
         self._metric = _build(model, metric, settings)
-        self.functional = supports(self._metric)
+        self.functional = bool(getattr(self._metric, "is_differentiable", False))
         if as_loss and not self.functional:
-            raise ConfigError(f"as_loss=True needs a differentiable metric; supported: {SUPPORTED}")
+            raise ConfigError(
+                f"as_loss=True needs a differentiable metric; differentiable: {', '.join(differentiable_metrics())}"
+            )
         self.as_loss = bool(as_loss)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
 
@@ -120,14 +122,14 @@ class DiffSimScore(TorchMetric):
         if not self.functional:
             return torch.as_tensor(self._metric.score(preds.detach(), target.detach()))
         if self.as_loss:
-            return metric_scores(self._metric, preds, target)
+            return self._metric.differentiable_scores(preds, target)
         pair = []
         for name, x in (("preds", preds), ("target", target)):
             x = _int_to_unit(x.detach(), name)  # uint8 / uint16 / bool batches are scaled to [0, 1]
             _check_range(x, name)
             pair.append(x)
         with torch.no_grad():
-            return metric_scores(self._metric, pair[0], pair[1])
+            return self._metric.differentiable_scores(pair[0], pair[1])
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor) -> Any:
         """This batch's score (accumulated too); with ``as_loss=True`` it keeps its autograd graph."""

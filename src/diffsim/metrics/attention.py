@@ -20,15 +20,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from .. import aas
-from ..aas import QKV
+from ..aas import QKV, attend, token_map
+from ..aas import score as aas_score
+from ..aas import score_matrix as aas_score_matrix
 from ..backbones.detect import require_kind
 from ..backbones.spec import LoadSpec
+from ..bounds import check_size
 from ..defaults import DEFAULT_STEP
 from ..devices import resolve_dtype
 from ..errors import ConfigError, LayerError
 from ..features import Features
-from ..images import ImageLike, check_size
+from ..functional.scores import diffsim_s
+from ..images import ImageLike
 from ..preprocess import Resize
 from ..settings import RESOLVED
 from .base import FeatureMetric, Preprocessor
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 class AttentionMetric(FeatureMetric):
     """The Aligned Attention Score at attention layers of a diffusion backbone (see the module docstring)."""
 
-    settings: Any  # a settings class with layer, timestep, step, size, seed, single_branch, similarity, crop
+    settings: Any  # an AttentionSettings (.attention_settings): layer, timestep, step, size, seed, ..., crop
     #: the backbone class (``load(spec)`` -> an AttentionBackbone)
     backbone_class: ClassVar[Any]
     #: model kinds (:mod:`diffsim.backbones.detect`) it takes; another kind is a ConfigError naming the fitting
@@ -132,6 +135,37 @@ class AttentionMetric(FeatureMetric):
     def finish(self, feats: Features, images: list[ImageLike], *args: Any, **options: Any) -> Features:
         return self.conditioning.finish(self, feats, images, **options)
 
+    is_differentiable = True
+
+    def differentiable_scores(
+        self, x: torch.Tensor, y: torch.Tensor, noise: Any = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """:func:`diffsim.functional.diffsim_s` with this metric's settings (the mean over its layers)."""
+        if getattr(self.settings, "auto_masks", False):
+            raise ConfigError(f"{self.name}: foreground masks (auto_masks) are not offered on the differentiable path")
+        condition = self.conditioning.condition(self)  # the metric's own strategy (prompt, size, scale, class)
+        scores = [
+            diffsim_s(
+                x,
+                y,
+                self.backbone,
+                path,
+                self.timestep,
+                condition,
+                self.seed,
+                size=self.size,
+                crop=self.crop,
+                similarity=self.similarity,
+                single_branch=self.single_branch,
+                noise=noise,
+                checkpoint=checkpoint,
+                layer_kind=self.layer_kind,
+                compare_dtype=self.compare_dtype,
+            )
+            for path in self.layers
+        ]
+        return scores[0] if len(scores) == 1 else torch.stack(scores).mean(0)
+
     # ---------------------------------------------------------------- compare
     def _layer(self, layer: str | None) -> str:
         if layer is None:
@@ -159,7 +193,7 @@ class AttentionMetric(FeatureMetric):
     def compare(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """Symmetric DiffSim-S scores of paired features, (N,) float32."""
         self.check_pair(a, b)
-        return aas.score(
+        return aas_score(
             self.qkv(a, layer),
             self.qkv(b, layer),
             self.similarity,
@@ -170,7 +204,7 @@ class AttentionMetric(FeatureMetric):
     def compare_matrix(self, a: Features, b: Features, layer: str | None = None) -> torch.Tensor:
         """All-pairs scores (len(a), len(b)); cost grows with N*M attention products only."""
         self.check_pair(a, b)
-        return aas.score_matrix(
+        return aas_score_matrix(
             self.qkv(a, layer),
             self.qkv(b, layer),
             self.similarity,
@@ -204,7 +238,7 @@ class AttentionMetric(FeatureMetric):
         parts = []
         for path in self.layers:
             qkv = self.qkv(feats, path)
-            own = aas.attend(qkv.q, qkv.k, qkv.v)
+            own = attend(qkv.q, qkv.k, qkv.v)
             n = own.shape[0]
             parts += [
                 torch.nn.functional.normalize(own.mean(dim=-2).reshape(n, -1), dim=1),
@@ -217,7 +251,7 @@ class AttentionMetric(FeatureMetric):
         self.check_pair(a, b)
         qa, qb = self.qkv(a, layer), self.qkv(b, layer)
         side = int(round(qa.q.shape[-2] ** 0.5))
-        ma, mb = aas.token_map(qa, qb), aas.token_map(qb, qa)
+        ma, mb = token_map(qa, qb), token_map(qb, qa)
         return ma.reshape(-1, side, side), mb.reshape(-1, side, side)
 
     def similarity_map(

@@ -28,12 +28,12 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from ..bounds import check_fits, is_out_of_memory, out_of_memory
+from ..bounds import check_fits, is_out_of_memory, out_of_memory, path_like, positive_int
 from ..cache import DEFAULT_MEMORY_BYTES, FeatureCache, config_key
 from ..errors import ConfigError, ImageError
 from ..features import Features
 from ..images import ImageLike, ImagesLike, as_list, content_hash, describe, is_single
-from ..settings import Settings, jsonable, load_field, path_like, positive_int, runtime_field
+from ..settings import Settings, jsonable, load_field, runtime_field
 from ..settings import Settings as AnySettings  # in the class bodies below, ``Settings`` is the ClassVar
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class Metric(ABC):
     accepts_prompt: ClassVar[bool] = False
     accepts_masks: ClassVar[bool] = False
     votes: ClassVar[bool] = False
+    #: ``differentiable_scores`` is implemented: the metric can be a training loss (``as_loss``)
+    is_differentiable: ClassVar[bool] = False
 
     def __init__(self, settings: AnySettings | None = None, *, name: str | None = None) -> None:
         if settings is None:
@@ -141,6 +143,19 @@ class Metric(ABC):
             return self.compare_matrix(fa, fa)
         fa, fb = self._embed_both(a, b, **options)
         return self.compare_matrix(fa, fb)
+
+    def differentiable_scores(
+        self, x: torch.Tensor, y: torch.Tensor, noise: Any = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """Per-pair scores (N,) of image tensors (N, 3, H, W) in [0, 1], differentiable in ``x`` and ``y``
+        (no cache, no Pillow; equal to ``score`` on pixels at the working size). Metrics that implement it
+        set ``is_differentiable = True``. ``noise``: (eps_vae, eps) replacing a diffusion metric's seeded
+        draw; ``checkpoint``: gradient checkpointing."""
+        from ..registry import differentiable_metrics
+
+        raise ConfigError(
+            f"{self.name} has no differentiable path; differentiable: {', '.join(differentiable_metrics())}"
+        )
 
     def as_loss(self, reduction: str = "mean", **options: Any) -> Any:
         """This metric as a differentiable loss module, :class:`diffsim.loss.DiffSimLoss` (``1 - score``

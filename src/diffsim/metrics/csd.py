@@ -26,12 +26,13 @@ import torch
 from ..backbones.identity import local_identity
 from ..backbones.peer_weights import weight_file
 from ..backbones.plain_vit import PlainViT, clip_to_dino, from_dino_state
+from ..bounds import one_of, positive_int
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import ResizeCrop
-from ..settings import compare_field, one_of, positive_int, runtime_field
+from ..settings import compare_field, runtime_field
 from .base import FeatureMetric, FeatureSettings
 from .cosine import VectorCosine
 from .dreamsim import CLIP_MEAN, CLIP_STD

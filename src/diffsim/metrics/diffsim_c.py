@@ -23,9 +23,10 @@ import os
 
 from ..backbones.ip_adapter import DEFAULT_IP_ADAPTER, IP_IMAGE_ENCODER, IP_SUBFOLDER, IP_WEIGHTS, IPAdapterBackbone
 from ..backbones.loading import DEFAULT_MODEL, resolve_source
+from ..bounds import one_of, path_like
 from ..errors import ConfigError
 from ..preprocess import WithView
-from ..settings import load_field, one_of, path_like, resolved_field, setting
+from ..settings import load_field, resolved_field, setting
 from .attention import AttentionMetric
 from .base import Preprocessor
 from .conditioning import TextConditioning

@@ -11,68 +11,40 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import ClassVar
 
-from .. import aas
 from ..backbones.dit import DEFAULT_CLASS, DEFAULT_DIT, DiTBackbone
-from ..bounds import check_seed
-from ..defaults import DEFAULT_SEED
-from ..errors import ConfigError, LayerError
-from ..images import check_crop, check_size
-from ..settings import compare_field, load_field, one_of, resolved_field
+from ..bounds import check_size
+from ..errors import ConfigError
+from ..settings import load_field, resolved_field
 from .attention import AttentionMetric
-from .base import FeatureSettings
+from .attention_settings import AttentionSettings
 from .conditioning import ClassConditioning
 
 DEFAULT_DIT_LAYER = "block14"  # the middle of DiT-XL/2's 28 blocks (the authors published no setting)
 
 
 @dataclasses.dataclass(frozen=True)
-class DiTSettings(FeatureSettings):
-    """Settings of DiffSim on a DiT."""
+class DiTSettings(AttentionSettings):
+    """Settings of DiffSim on a DiT: the attention settings plus the class label."""
 
     model: str | os.PathLike | None = load_field(DEFAULT_DIT)
     layer: str | tuple[str, ...] = resolved_field(DEFAULT_DIT_LAYER)  # blockL, an index, or transformer_blocks.L.attn1
-    timestep: int | None = resolved_field(None)  # the actual T of the DiT's schedule
-    step: int | None = resolved_field(None)  # the paper's index K: T = scheduler.timesteps[K] (DDIM: 999 - K)
     class_label: int | str = resolved_field(DEFAULT_CLASS)  # ImageNet id or label name
     size: int | None = resolved_field(None)  # None: the model's native size (256 or 512)
-    seed: int = DEFAULT_SEED
-    single_branch: bool = False  # the class branch only (no null-class branch)
-    similarity: str = compare_field("cosine")
-    crop: str = "none"
-
-    exclusive: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"timestep", "step"}),)
 
     def normalise(self) -> None:
         if isinstance(self.layer, (list, tuple)):
             self._set("layer", tuple(str(x) for x in self.layer))
         elif isinstance(self.layer, int) and not isinstance(self.layer, bool):
             self._set("layer", f"block{self.layer}")
-        self._set("single_branch", bool(self.single_branch))
+        super().normalise()
 
     def validate(self) -> None:
         super().validate()
-        names = (self.layer,) if isinstance(self.layer, str) else self.layer
-        if not names or not all(isinstance(n, str) for n in names):
-            raise LayerError(f"layer must be a layer name or a list of layer names; got {self.layer!r}")
-        if self.timestep is not None and self.step is not None:
-            raise ConfigError("give either timestep (the actual T) or step (the paper's index), not both")
         if isinstance(self.class_label, bool) or not isinstance(self.class_label, (int, str)):
             raise ConfigError(f"class_label must be an ImageNet class id or label name; got {self.class_label!r}")
         if self.size is not None:
             check_size(self.size, 1, 32, "the latent must give at least 2 x 2 patches")
-        check_seed("seed", self.seed)
-        one_of("similarity", self.similarity, aas.SIMILARITIES)
-        check_crop(self.crop)
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.similarity == "cosine"
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [self.layer] if isinstance(self.layer, str) else list(self.layer)
 
 
 class DiffSimDiT(AttentionMetric):

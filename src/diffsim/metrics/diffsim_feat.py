@@ -12,8 +12,7 @@ import dataclasses
 
 import torch
 
-from .. import aas
-from ..backbones.detect import SD
+from ..aas import attend
 from ..backbones.lazy import LazyStableDiffusion
 from ..backbones.loading import DEFAULT_MODEL
 from ..errors import ConfigError
@@ -47,7 +46,8 @@ class DiffSimFeatures(AttentionMetric):
     default_model = DEFAULT_MODEL
     conditioning = TextConditioning()
     backbone_class = LazyStableDiffusion  # the DiffSim-S backbone (SD 1.x/2.x)
-    model_kinds = (SD,)
+    model_kinds = ("sd",)
+    is_differentiable = False  # the functional path computes the AAS, not this metric's output cosine
 
     @property
     def feature_family(self) -> str:
@@ -57,7 +57,7 @@ class DiffSimFeatures(AttentionMetric):
         """The layer's attention output per image, (N, branches, T, C) float32."""
         path = self._layer(layer)
         f = self.qkv(feats, layer)
-        ctx = aas.attend(f.q, f.k, f.v)  # (N, B, H, T, D)
+        ctx = attend(f.q, f.k, f.v)  # (N, B, H, T, D)
         n, b, h, t, d = ctx.shape
         x = ctx.permute(0, 1, 3, 2, 4).reshape(n, b, t, h * d)
         if self.settings.out_proj:

@@ -13,8 +13,9 @@ import dataclasses
 import os
 
 from ..backbones.sdxl import DEFAULT_SDXL, SDXLBackbone
+from ..bounds import path_like
 from ..errors import ConfigError
-from ..settings import load_field, path_like
+from ..settings import load_field
 from .attention import AttentionMetric
 from .conditioning import TextConditioning
 from .diffsim_s import DiffSimSettings

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from ..backbones.peer_weights import weight_file
 from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
+from ..bounds import path_like, positive_int
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..preprocess import Resize, ShorterSide
-from ..settings import load_field, path_like, positive_int
+from ..settings import load_field
 from ..similarity import pin_identity, same_rows
 from .base import FeatureMetric, RunSettings
 

@@ -34,12 +34,13 @@ from ..backbones.identity import model_identity
 from ..backbones.peer_weights import weight_folder
 from ..backbones.plain_vit import PlainViT, from_dino_state
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
+from ..bounds import one_of, positive_int
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
-from ..settings import load_field, one_of, positive_int, runtime_field
+from ..settings import load_field, runtime_field
 from ..similarity import unit_dot_matrix, unit_dot_rows
 from .base import FeatureMetric, FeatureSettings
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 
+from ..bounds import path_like
 from ..features import Features
 from ..images import ImageLike, ImagesLike
 from ..masks import MaskLike, load_masks, to_tokens
 from ..segment import DEFAULT_MASK_PROMPT, DEFAULT_SEGMENTER
-from ..settings import compare_field, path_like
+from ..settings import compare_field
 from .automask import AutoMasks, Prompts
 from .cosine import VectorCosine
 from .vit import ViTMetric, ViTSettings

@@ -18,11 +18,11 @@ import torch.nn as nn
 
 from ..backbones.torchvision_nets import TorchvisionBackbone
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
-from ..bounds import check_size_range
+from ..bounds import check_size_range, one_of, positive_int
 from ..errors import LayerError
 from ..features import Features
 from ..preprocess import ResizeCrop
-from ..settings import compare_field, load_field, one_of, positive_int
+from ..settings import compare_field, load_field
 from .base import FeatureMetric, RunSettings
 from .cosine import VectorCosine
 

@@ -19,17 +19,16 @@ from typing import Any
 
 import torch
 
-from ..backbones.torchvision_nets import TorchvisionBackbone
-from ..bounds import check_size_range
+from ..backbones.torchvision_nets import SCALE, SHIFT, TorchvisionBackbone
+from ..bounds import check_size_range, one_of, path_like, positive_int
 from ..errors import ModelNotFoundError
 from ..features import Features
+from ..functional.scores import lpips
 from ..preprocess import Resize, ShorterSide
-from ..settings import load_field, one_of, path_like, positive_int
+from ..settings import load_field
 from .base import FeatureMetric, RunSettings
 
 NETS = {"vgg": ("vgg16", (3, 8, 15, 22, 29)), "alex": ("alexnet", (1, 4, 7, 9, 11))}
-SHIFT = (-0.030, -0.088, -0.188)
-SCALE = (0.458, 0.448, 0.450)
 
 
 def lpips_weights_path(net: str) -> Path:
@@ -121,6 +120,14 @@ class LPIPS(FeatureMetric):
                 f = x.float()
                 out[f"f{k}"] = (f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)).to(self.dtype)
         return Features(out)
+
+    is_differentiable = True
+
+    def differentiable_scores(
+        self, x: torch.Tensor, y: torch.Tensor, noise: Any = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """:func:`diffsim.functional.lpips` with this metric's network, heads and size (``noise``: unused)."""
+        return lpips(x, y, self.backbone.features, self.lin, self.taps, size=self.settings.size)
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from ..backbones.identity import local_identity
 from ..backbones.peer_weights import download_file, weight_file
 from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
+from ..bounds import positive_int
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelNotFoundError
 from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
-from ..settings import compare_field, positive_int, runtime_field
+from ..settings import compare_field, runtime_field
 from .base import FeatureMetric, FeatureSettings
 from .cosine import VectorCosine
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from ..backbones.vit import ViTBackbone
-from ..bounds import check_size_range
+from ..backbones.vit import RESIZE, ViTBackbone
+from ..bounds import check_size_range, positive_int
 from ..errors import ConfigError
 from ..preprocess import ResizeCrop
-from ..settings import positive_int, runtime_field
+from ..settings import runtime_field
 from .base import FeatureMetric, FeatureSettings
-
-RESIZE = {"clip": 224, "dinov2": 256}
 
 
 @dataclasses.dataclass(frozen=True)

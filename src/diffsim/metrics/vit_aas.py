@@ -22,11 +22,14 @@ from typing import Any
 
 import torch
 
-from .. import aas
 from ..aas import QKV
+from ..aas import score as aas_score
+from ..aas import score_matrix as aas_score_matrix
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2, QKV_INPUTS
+from ..bounds import check_int, one_of
 from ..features import Features
-from ..settings import compare_field, is_int, one_of
+from ..functional.scores import vit_aas
+from ..settings import compare_field
 from .vit import ViTMetric, ViTSettings
 
 
@@ -38,7 +41,7 @@ class ViTAASSettings(ViTSettings):
 
     def validate(self) -> None:
         super().validate()
-        is_int("layer", self.layer)
+        check_int("layer", self.layer)
         one_of("qkv_input", self.qkv_input, QKV_INPUTS)
         self._set("out_proj", bool(self.out_proj))
 
@@ -77,13 +80,24 @@ class ViTAAS(ViTMetric):
 
         return post
 
+    is_differentiable = True
+
+    def differentiable_scores(
+        self, x: torch.Tensor, y: torch.Tensor, noise: Any = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """:func:`diffsim.functional.vit_aas` with this metric's settings (``noise``, ``checkpoint``: unused)."""
+        s = self.settings
+        return vit_aas(
+            x, y, self.backbone, self.layer, size=s.size, resize=self.resize, qkv_input=s.qkv_input, out_proj=s.out_proj
+        )
+
     def compare(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return aas.score(self.qkv(a), self.qkv(b), post=self._post())
+        return aas_score(self.qkv(a), self.qkv(b), post=self._post())
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return aas.score_matrix(self.qkv(a), self.qkv(b), post=self._post())
+        return aas_score_matrix(self.qkv(a), self.qkv(b), post=self._post())
 
 
 class CLIPAAS(ViTAAS):

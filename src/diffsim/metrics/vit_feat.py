@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from .. import aas
+from ..aas import attend
 from ..backbones.vit import DEFAULT_CLIP, DEFAULT_DINOV2
+from ..bounds import check_int, one_of
 from ..features import Features
-from ..settings import is_int, one_of
 from .cosine import VectorCosine
 from .vit import ViTMetric, ViTSettings
 
@@ -29,7 +29,7 @@ class ViTFeatureSettings(ViTSettings):
 
     def validate(self) -> None:
         super().validate()
-        is_int("layer", self.layer)
+        check_int("layer", self.layer)
         if self.feature is not None:
             one_of("feature", self.feature, FEATURES)
 
@@ -53,7 +53,7 @@ class ViTFeatures(VectorCosine, ViTMetric):
         if self.feature == "output":
             return Features({"feat": cap.output})
         f = self.backbone.qkv(cap, self.layer, "normed")
-        ctx = aas.attend(f.q, f.k, f.v)  # (N, H, T, D)
+        ctx = attend(f.q, f.k, f.v)  # (N, H, T, D)
         n, h, t, d = ctx.shape
         return Features({"feat": ctx.transpose(1, 2).reshape(n, t, h * d).to(cap.output.dtype)})
 
