@@ -50,6 +50,7 @@ def tiny_overrides(name: str, paths: dict[str, str]) -> dict:
         "dinov3": dino3,
         "ffa": dino,
         "lpips-vgg": {"weights": None, "size": 32, "device": "cpu"},
+        "lpips-vgg-512": {"weights": None, "size": 32, "device": "cpu"},
         "lpips-alex": {"weights": None, "size": 32, "device": "cpu"},
         "gram": {"weights": None, "size": 32, "device": "cpu"},
         "ensemble": {"overrides": {"diffsim-s": sd, "clip-i": clip, "dinov2": dino}},

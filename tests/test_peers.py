@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffsim import create_metric
-from diffsim.errors import ModelNotFoundError
+from diffsim.errors import ImageError, ModelNotFoundError
 
 from .tiny_peers import DIM, PEER_SIZE, make_csd_checkpoint, make_dists_weights, make_dreamsim_folder, make_sscd
 
@@ -37,8 +37,8 @@ def images(n: int = 4, size: int = PEER_SIZE, seed: int = 5) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- DreamSim
-@pytest.mark.parametrize("variant", ["ensemble", "clip_vitb32", "open_clip_vitb32", "dino_vitb16"])
-def test_dreamsim_matches_the_dreamsim_package(variant, tmp_path, monkeypatch):
+def _dreamsim_reference(variant: str, tmp_path: Path, monkeypatch) -> tuple:
+    """The `dreamsim` package's own model and `preprocess` on a tiny checkpoint folder: (model, preprocess, folder)."""
     import dreamsim  # the parity reference (test extra; never skipped)
     import dreamsim.feature_extraction.load_clip_as_dino as clip_mod
     import dreamsim.feature_extraction.load_open_clip_as_dino as open_clip_mod
@@ -69,8 +69,14 @@ def test_dreamsim_matches_the_dreamsim_package(variant, tmp_path, monkeypatch):
     monkeypatch.setattr(clip_mod, "vit_base", tiny)
     monkeypatch.setattr(open_clip_mod, "vit_base", tiny)
     monkeypatch.setattr(torch.hub, "load", hub_load)
-    ref, _ = dreamsim.dreamsim(pretrained=True, device="cpu", cache_dir=str(folder), dreamsim_type=variant)
+    monkeypatch.setitem(dreamsim.model.dreamsim_args, "img_size", PEER_SIZE)  # its preprocess: 224 -> the tiny size
+    ref, preprocess = dreamsim.dreamsim(pretrained=True, device="cpu", cache_dir=str(folder), dreamsim_type=variant)
+    return ref, preprocess, folder
 
+
+@pytest.mark.parametrize("variant", ["ensemble", "clip_vitb32", "open_clip_vitb32", "dino_vitb16"])
+def test_dreamsim_matches_the_dreamsim_package(variant, tmp_path, monkeypatch):
+    ref, _, folder = _dreamsim_reference(variant, tmp_path, monkeypatch)
     name = "dreamsim" if variant == "ensemble" else "dreamsim-" + variant.replace("_", "-")
     ours = create_metric(name, model=folder, size=PEER_SIZE, **CPU)
     x = images()
@@ -457,3 +463,124 @@ def test_peers_page_commands_and_metrics_exist():
         re.findall(r"`(dreamsim[\w-]*|csd|dists|sscd)`", text)
     )
     assert {"dreamsim", "csd", "dists", "sscd"} <= used and used <= set(list_metrics())
+
+
+# ------------------------------------------------------------------ from image files, as each package reads them
+def _picture(path: Path, width: int, height: int, seed: int) -> str:
+    """A smooth random 8-bit RGB picture of ``width x height`` written as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    low = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    Image.fromarray(low).resize((width, height), Image.BICUBIC).save(path)
+    return str(path)
+
+
+def _pictures(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [_picture(folder / f"{i}.png", w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+
+
+def _rgb(path: str):
+    from PIL import Image
+
+    return Image.open(path).convert("RGB")
+
+
+#: square, and non-square with a long side that rounds and truncates differently (47 / 31 * 32 = 48.5)
+FILE_SIZES = [(40, 40), (47, 31), (31, 47), (64, 64)]
+
+
+def test_dreamsim_from_files_matches_the_package(tmp_path, monkeypatch):
+    """The package's ``preprocess`` (bicubic squash) on the same files: one distance to 1e-5."""
+    ref, preprocess, folder = _dreamsim_reference("ensemble", tmp_path, monkeypatch)
+    files = _pictures(tmp_path / "img", FILE_SIZES)
+    ours = create_metric("dreamsim", model=folder, size=PEER_SIZE, **CPU)
+    x = torch.cat([preprocess(_rgb(f)) for f in files])
+    pairs = [(0, 1), (1, 2), (2, 3), (0, 3)]
+    with torch.no_grad():
+        want = ref(x[[a for a, _ in pairs]], x[[b for _, b in pairs]])
+    got = torch.tensor([ours.score(files[a], files[b]) for a, b in pairs])
+    assert torch.allclose(got, want, atol=1e-5), (got, want)
+    assert float(want.min()) > 1e-3
+
+
+def test_csd_from_files_matches_torchvision_resize_and_crop(tmp_path):
+    """CSD's own transform (torchvision ``Resize(size, bicubic)``, ``CenterCrop``, CLIP statistics) on files."""
+    from open_clip.transformer import QuickGELU, VisionTransformer
+    from torchvision import transforms
+
+    ckpt = make_csd_checkpoint(tmp_path / "checkpoint.pth")
+    state = torch.load(ckpt, weights_only=False)["model_state_dict"]
+    ref = VisionTransformer(PEER_SIZE, 8, DIM, 2, DIM // 64, 4.0, output_dim=32, act_layer=QuickGELU)
+    tower = {k.removeprefix("module.backbone."): v for k, v in state.items() if k.startswith("module.backbone.")}
+    ref.load_state_dict({**tower, "proj": state["module.last_layer_style"]}, strict=True)
+    t = transforms.Compose(
+        [
+            transforms.Resize(PEER_SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(PEER_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(CLIP_MEAN.flatten().tolist(), CLIP_STD.flatten().tolist()),
+        ]
+    )
+    files = _pictures(tmp_path / "img", FILE_SIZES)
+    with torch.no_grad():
+        e = F.normalize(ref.eval()(torch.stack([t(_rgb(f)) for f in files])), dim=1)
+    ours = create_metric("csd", model=ckpt, size=PEER_SIZE, **CPU)
+    want = e @ e.T
+    got = ours.matrix(files)
+    assert torch.allclose(got, want, atol=1e-5), (got, want)
+
+
+def test_dists_from_files_matches_the_authors_prepare_image(dists_files, monkeypatch, tmp_path):
+    """The authors' ``prepare_image(resize=True)`` (shorter side to 256, aspect kept) on files of one size."""
+    from DISTS_pytorch import DISTS_pt
+
+    vgg, weights = dists_files
+    monkeypatch.setattr(DISTS_pt.models, "vgg16", _random_vgg(vgg))
+    ref = DISTS_pt.DISTS(load_weights=False)
+    w = torch.load(weights, weights_only=True)
+    ref.alpha.data, ref.beta.data = w["alpha"], w["beta"]
+    ours = create_metric("dists", weights=vgg, dists_weights=weights, device="cpu")
+    for sizes in ([(300, 300)] * 3, [(301, 270)] * 3):  # square, and non-square (301 x 270 -> 285 x 256)
+        files = _pictures(tmp_path / f"{sizes[0][0]}", sizes)
+        x = [DISTS_pt.prepare_image(_rgb(f), resize=True) for f in files]
+        with torch.no_grad():
+            want = torch.stack([ref(x[0], x[i], batch_average=False).reshape(-1)[0] for i in (1, 2)])
+        got = torch.tensor([ours.score(files[0], files[i]) for i in (1, 2)])
+        assert torch.allclose(got, want, atol=1e-5), (sizes, got, want)
+
+
+def test_dists_pairs_of_two_sizes_need_a_size(dists_files, tmp_path):
+    vgg, weights = dists_files
+    files = _pictures(tmp_path / "img", [(40, 40), (48, 40)])
+    ours = create_metric("dists", weights=vgg, dists_weights=weights, device="cpu")
+    with pytest.raises(ImageError, match=r"different sizes.*--set size=N"):
+        ours.score(files[0], files[1])
+    assert ours.with_settings(size=32).score(files[0], files[1]) > 0  # squashed: any sizes compare
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_lpips_from_files_matches_the_lpips_package(net, tmp_path):
+    """``lpips.im2tensor`` of the file's RGB pixels (``lpips.load_image`` reads them with cv2, not installed here)
+    at the native resolution, the default of lpips-vgg / lpips-alex."""
+    import lpips
+    import numpy as np
+
+    from diffsim.backbones.torchvision_nets import TorchvisionBackbone
+    from diffsim.metrics.lpips import LPIPS, lpips_weights_path
+
+    ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    mods = [m for s in ("slice1", "slice2", "slice3", "slice4", "slice5") for m in getattr(ref.net, s)]
+    state = torch.load(lpips_weights_path(net), map_location="cpu", weights_only=True)
+    lin = [state[f"lin{i}.model.1.weight"].reshape(-1).float() for i in range(5)]
+    feats = nn.Sequential(*mods).eval()
+    backbone = TorchvisionBackbone(feats, f"ref-{net}", torch.device("cpu"), torch.float32, {"lin": lin})
+    ours = LPIPS(LPIPS.Settings(net=net), backbone=backbone)
+    for sizes in ([(48, 48)] * 3, [(72, 40)] * 3):
+        files = _pictures(tmp_path / f"{sizes[0][0]}", sizes)
+        x = [lpips.im2tensor(np.asarray(_rgb(f))) for f in files]
+        with torch.no_grad():
+            want = torch.stack([ref(x[0], x[i]).flatten()[0] for i in (1, 2)])
+        got = torch.tensor([ours.score(files[0], files[i]) for i in (1, 2)])
+        assert torch.allclose(got, want, atol=1e-5), (sizes, got, want)

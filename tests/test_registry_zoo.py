@@ -11,7 +11,7 @@ from diffsim import ConfigError, create_metric, list_metrics, metric_info
 from diffsim.cli.main import cli, main
 
 PAPER_TABLES = [
-    "lpips-vgg",
+    "lpips-vgg-512",
     "gram",
     "clip-i",
     "dinov2",
@@ -59,7 +59,7 @@ def test_cli_list_table_and_json():
         assert n in r.output
     r = CliRunner().invoke(cli, ["list", "--json", "lpips*"])
     rows = json.loads(r.output)
-    assert {x["name"] for x in rows} == {"lpips-alex", "lpips-vgg"}
+    assert {x["name"] for x in rows} == {"lpips-alex", "lpips-vgg", "lpips-vgg-512"}
     assert [x["aliases"] for x in rows if x["name"] == "lpips-vgg"] == [["lpips"]]
     assert all(x["higher_is_better"] is False for x in rows)
     assert main(["list", "nomatch*"]) == 0

@@ -161,7 +161,7 @@ def test_offline_refuses_before_running_when_a_model_is_missing(root, config_fil
 
 def test_download_check_with_local_models(config_file, capsys):
     argv = ["download", "--config", str(config_file), "--check"]
-    for m in ("diffsim-s-nights", "clip-i", "lpips-vgg"):
+    for m in ("diffsim-s-nights", "clip-i", "lpips-vgg-512"):
         argv += ["--metric", m]
     assert main(argv) == 0
     assert "model(s) present" in capsys.readouterr().out
@@ -190,7 +190,7 @@ def test_needs_and_allow_patterns_name_only_the_files_loaded():
         ("hub", "openai/clip-vit-base-patch32"),
         ("hub", "facebook/dinov2-small"),
     }
-    assert {(n.kind, n.repo) for n in needs("lpips-vgg")} == {("torchvision", "vgg16"), ("package", "lpips")}
+    assert {(n.kind, n.repo) for n in needs("lpips-vgg-512")} == {("torchvision", "vgg16"), ("package", "lpips")}
     assert needs("clip-i", {"model": "/some/local/folder"}) == [Need("folder", "/some/local/folder")]
 
 

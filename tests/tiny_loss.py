@@ -1,8 +1,8 @@
 """Tiny real-class metrics for the functional / loss tests: one builder per differentiable metric kind.
 
 Every metric loads through the library's real path (``create_metric``) on the tiny random-weight
-models of ``tests/tiny_*.py``; :func:`float64_copy` turns a backbone into an unshared float64 copy for
-``torch.autograd.gradcheck``.
+models of ``tests/tiny_*.py``; :func:`float64_copy` is the metric with ``dtype="float64"`` (the public setting)
+for ``torch.autograd.gradcheck``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
 
 from diffsim import create_metric
-from diffsim.loss import backbone_modules
 
 from .conftest import SIZE
 from .tiny_vit import VIT_SIZE
@@ -54,23 +52,5 @@ def working_size(metric: Any) -> int:
 
 
 def float64_copy(metric: Any) -> Any:
-    """The same metric on an unshared float64 copy of its backbone (for gradcheck)."""
-    import copy
-
-    from diffsim.functional.diffusion import materialise
-
-    bb = copy.deepcopy(materialise(metric.backbone))
-    for m in backbone_modules(bb):
-        m.double()
-    if hasattr(bb, "clear_caches"):
-        bb.clear_caches()  # cached prompt embeddings were float32
-    if hasattr(bb, "_pooled"):
-        bb._pooled.clear()
-    object.__setattr__(bb, "dtype", torch.float64)  # (the torchvision backbone is a frozen dataclass)
-    if hasattr(bb, "mean") and torch.is_tensor(getattr(bb, "mean", None)):
-        bb.mean, bb.std = bb.mean.double(), bb.std.double()
-    out = copy.copy(metric)
-    out.backbone = bb
-    if hasattr(metric, "lin"):
-        out.lin = [w.double() for w in metric.lin]
-    return out
+    """The same metric in float64 on the CPU (its own float64 model, loaded through the public dtype setting)."""
+    return metric.with_settings(dtype="float64", device="cpu")

@@ -9,9 +9,10 @@ All reductions run in float32, whatever dtype the features were computed in. ``d
 bfloat16, for GPUs) runs only the attention products in that precision; their outputs are cast back to
 float32 before any reduction.
 
-Identity is exact: where B's keys and values (and key mask) are bitwise those of A, the aligned
-attention *is* A's own attention, so that pair scores exactly 1.0 (cosine) or 0.0 (mse) rather than
-a float32 rounding of it (0.99999988). Other pairs are computed as before.
+Cosines are clamped to [-1, 1] (float32 rounding may leave the range by a few ulps; more on large
+float16 features), and mse is >= 0 by construction. Identity is exact: where B's keys and values (and
+key mask) are bitwise those of A, the aligned attention *is* A's own attention, so that pair scores
+exactly 1.0 (cosine) or 0.0 (mse) rather than a float32 rounding of it (0.99999988).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _reduce(
         raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
     if weights is None:
         if similarity == "cosine":
-            return F.cosine_similarity(_flat(aligned), _flat(own), dim=1, eps=1e-12)
+            return F.cosine_similarity(_flat(aligned), _flat(own), dim=1, eps=1e-12).clamp(-1.0, 1.0)
         return (_flat(aligned) - _flat(own)).pow(2).mean(dim=1)
     # token-weighted versions: weights (N, T) >= 0 on the query tokens; all-ones gives the plain score
     x, y = _tokens(aligned), _tokens(own)
@@ -89,7 +90,7 @@ def _reduce(
     if similarity == "cosine":
         dot = (w * (x * y).sum(-1)).sum(-1)
         nx, ny = (w * x.pow(2).sum(-1)).sum(-1), (w * y.pow(2).sum(-1)).sum(-1)
-        return dot / (nx * ny).sqrt().clamp_min(1e-12)
+        return (dot / (nx * ny).sqrt().clamp_min(1e-12)).clamp(-1.0, 1.0)
     return (w * (x - y).pow(2).sum(-1)).sum(-1) / (w.sum(-1) * x.shape[-1]).clamp_min(1e-12)
 
 
@@ -226,4 +227,4 @@ def token_map(a: QKV, b: QKV) -> torch.Tensor:
     n = max(a.q.shape[0], b.k.shape[0])
     aligned = attend(_batch(a.q, n), _batch(b.k, n), _batch(b.v, n))
     own = attend(a.q, a.k, a.v).expand_as(aligned)
-    return F.cosine_similarity(_tokens(aligned), _tokens(own), dim=-1, eps=1e-12)
+    return F.cosine_similarity(_tokens(aligned), _tokens(own), dim=-1, eps=1e-12).clamp(-1.0, 1.0)

@@ -15,6 +15,9 @@ _DTYPES = {
     "half": torch.float16,
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
+    "float64": torch.float64,  # CPU only: reference runs and gradcheck
+    "fp64": torch.float64,
+    "double": torch.float64,
 }
 
 
@@ -84,12 +87,19 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
-            raise ConfigError(f"unsupported dtype {dtype}: expected float32, float16 or bfloat16")
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}: expected one of float32, float16, bfloat16 (or fp32, fp16, bf16)")
-    return _DTYPES[key]
+            raise ConfigError(f"unsupported dtype {dtype}: expected float32, float16, bfloat16 or float64 (CPU)")
+        out = dtype
+    else:
+        key = str(dtype).lower().removeprefix("torch.")
+        if key not in _DTYPES:
+            raise ConfigError(
+                f"unknown dtype {dtype!r}: expected one of float32, float16, bfloat16, float64 "
+                "(or fp32, fp16, bf16, fp64)"
+            )
+        out = _DTYPES[key]
+    if out == torch.float64 and device.type != "cpu":
+        raise ConfigError(f"dtype float64 runs on the CPU only (for reference runs and gradcheck); got device {device}")
+    return out
 
 
 def dtype_name(dtype: torch.dtype) -> str:

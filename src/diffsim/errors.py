@@ -73,3 +73,30 @@ class StoreError(DiffSimError, OSError):
 class ResourceError(DiffSimError, MemoryError):
     """The machine or device has not enough memory for the requested size and batch (an estimate refused it,
     or an allocation failed)."""
+
+
+#: the fix for a download that could not reach the Hugging Face Hub
+NETWORK_HINT = (
+    "check the network connection, or point HF_ENDPOINT at a Hub mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)"
+)
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed transfer raises (OSError, and the HTTP clients' errors where installed)."""
+    import contextlib
+    import importlib
+
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx", "HTTPError"), ("httpx2", "HTTPError"), ("requests", "RequestException")):
+        with contextlib.suppress(ImportError, AttributeError):  # huggingface_hub talks through one of these
+            found.append(getattr(importlib.import_module(module), name))
+    return tuple(found)
+
+
+def download_failure(what: str, exc: BaseException) -> str:
+    """One line for a failed download of ``what``: the first line of the cause (the Hub's follow-up lines dropped)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    cause = (lines[0] if lines else "").removeprefix("Got: ")
+    name = type(exc).__name__
+    detail = cause if name in cause or not cause else f"{name}: {cause}"
+    return f"downloading {what} failed ({detail})"

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import ImageError
+
 
 @dataclass
 class Features:
@@ -56,6 +58,14 @@ class Features:
         if not parts:
             raise ValueError("cannot concatenate an empty list of features")
         keys = parts[0].tensors.keys()
+        for k in keys:
+            shapes = {tuple(p.tensors[k].shape[1:]) for p in parts}
+            if len(shapes) > 1:
+                raise ImageError(
+                    f"features of different shapes {' and '.join(map(str, sorted(shapes)[:2]))}: images of "
+                    "different sizes at their own resolution cannot be compared; give a size (--set size=N) "
+                    "to resize them to one"
+                )
         tensors = {k: torch.cat([p.tensors[k] for p in parts]) for k in keys}
         return Features(tensors, parts[0].config, [n for p in parts for n in p.names])
 

@@ -214,10 +214,18 @@ def _square(im: Image.Image, crop: str) -> Image.Image:
     return im
 
 
-def _pil_to_unit(im: Image.Image, size: int, crop: str) -> torch.Tensor:
+#: resampling filters by name (Pillow's; torchvision's ``Resize`` on a PIL image calls these)
+RESAMPLE = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+}
+
+
+def _pil_to_unit(im: Image.Image, size: int, crop: str, resample: str = "lanczos") -> torch.Tensor:
     im = _square(im.convert("RGB"), crop)
     if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.LANCZOS)
+        im = im.resize((size, size), RESAMPLE[resample])
     arr = np.asarray(im, dtype=np.float32) / 255.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -243,8 +251,8 @@ def _resize_float(x: torch.Tensor, width: int, height: int, resample: Image.Resa
     return torch.from_numpy(np.stack([_resize_channel(c, width, height, resample) for c in chans]))
 
 
-def _float_to_unit(x: torch.Tensor, size: int, crop: str, what: str) -> torch.Tensor:
-    """(3,H,W) float in [0,1] -> (3,size,size) with a float Lanczos resize (no uint8 quantisation)."""
+def _float_to_unit(x: torch.Tensor, size: int, crop: str, what: str, resample: str = "lanczos") -> torch.Tensor:
+    """(3,H,W) float in [0,1] -> (3,size,size) with a float resize (no uint8 quantisation)."""
     if tuple(x.shape[1:]) == (size, size):
         return x.float()
     if crop == "center":
@@ -252,7 +260,7 @@ def _float_to_unit(x: torch.Tensor, size: int, crop: str, what: str) -> torch.Te
         s = min(w, h)
         top, left = (h - s) // 2, (w - s) // 2
         x = x[:, top : top + s, left : left + s]
-    return _resize_float(x, size, size, Image.Resampling.LANCZOS)
+    return _resize_float(x, size, size, RESAMPLE[resample])
 
 
 def _check_range(x: torch.Tensor, what: str) -> None:
@@ -260,7 +268,11 @@ def _check_range(x: torch.Tensor, what: str) -> None:
         raise ImageError(f"{what} contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-4 or hi > 1 + 1e-4:
-        hint = " (it looks like [-1, 1]: pass (x + 1) / 2)" if lo < 0 else " (it looks like [0, 255]: divide by 255)"
+        hint = ""
+        if lo >= -1 - 1e-4 and hi <= 1 + 1e-4:
+            hint = " (it looks like [-1, 1]: pass (x + 1) / 2)"
+        elif lo >= -1e-4 and 16 < hi <= 255 + 1e-3:  # a max of 2 is not an 8-bit picture
+            hint = " (it looks like [0, 255]: divide by 255)"
         raise ImageError(f"{what} must hold values in [0, 1]; got min {lo:.4g}, max {hi:.4g}{hint}")
 
 
@@ -344,12 +356,33 @@ def is_single(images: ImagesLike) -> bool:
     return False
 
 
-def to_unit_tensor(image: ImageLike, size: int, crop: str = "none", index: int = 0) -> torch.Tensor:
-    """One image to a (3, size, size) float32 tensor in [0, 1]."""
+def to_unit_tensor(
+    image: ImageLike, size: int, crop: str = "none", index: int = 0, resample: str = "lanczos"
+) -> torch.Tensor:
+    """One image to a (3, size, size) float32 tensor in [0, 1] (``resample``: a :data:`RESAMPLE` name)."""
     item = _load_item(image, index)
     if isinstance(item, Image.Image):
-        return _pil_to_unit(item, size, crop)
-    return _float_to_unit(item, size, crop, describe(image, index))
+        return _pil_to_unit(item, size, crop, resample)
+    return _float_to_unit(item, size, crop, describe(image, index), resample)
+
+
+def to_unit_shorter_side(
+    image: ImageLike, side: int | None, resample: str = "bilinear", index: int = 0
+) -> torch.Tensor:
+    """One image to (3, H, W) in [0, 1], the aspect ratio kept: the shorter side to ``side`` where it is
+    longer (torchvision ``resize(image, side)`` geometry: the long side truncated), else unchanged; ``side=None``
+    keeps the native resolution."""
+    item = _load_item(image, index)
+    w, h = item.size if isinstance(item, Image.Image) else (item.shape[2], item.shape[1])
+    nw, nh = w, h
+    if side is not None and min(w, h) > side:
+        nw, nh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+    if isinstance(item, Image.Image):
+        im = item.convert("RGB")
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), RESAMPLE[resample])
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return item.float() if (nw, nh) == (w, h) else _resize_float(item, nw, nh, RESAMPLE[resample])
 
 
 def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
@@ -371,25 +404,33 @@ def _load_item(image: ImageLike, index: int) -> Image.Image | torch.Tensor:
     )
 
 
-def to_unit_resized(image: ImageLike, resize: int, crop: int, index: int = 0) -> torch.Tensor:
+def to_unit_resized(
+    image: ImageLike, resize: int, crop: int, index: int = 0, torchvision: bool = False
+) -> torch.Tensor:
     """One image to (3, crop, crop) in [0, 1]: shortest side to ``resize`` (bicubic), then a centred crop.
 
-    The CLIP / DINOv2 processors' geometry, applied with PIL for files and uint8 data and with an
-    float Pillow bicubic (clipped between passes as the 8-bit path is) for 16-bit and float data.
+    The CLIP / DINOv2 processors' geometry (the long side rounded), or with ``torchvision`` that of
+    torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` (the long side truncated, the crop offset rounded),
+    applied with PIL for files and uint8 data and with an float Pillow bicubic (clipped between passes as the
+    8-bit path is) for 16-bit and float data.
     """
     item = _load_item(image, index)
-    if isinstance(item, Image.Image):
-        w, h = item.size
+    w, h = item.size if isinstance(item, Image.Image) else (item.shape[2], item.shape[1])
+    if torchvision:
+        nw = resize if w <= h else int(resize * w / h)
+        nh = resize if h <= w else int(resize * h / w)
+    else:
         s = resize / min(w, h)
         nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
+    if isinstance(item, Image.Image):
         item = item.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
         x = torch.from_numpy(np.asarray(item, dtype=np.float32) / 255.0).permute(2, 0, 1)
     else:
-        h, w = item.shape[1:]
-        s = resize / min(w, h)
-        nw, nh = max(crop, round(w * s)), max(crop, round(h * s))
         x = _resize_float(item, nw, nh, Image.Resampling.BICUBIC)
-    top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
+    if torchvision:
+        top, left = int(round((x.shape[1] - crop) / 2.0)), int(round((x.shape[2] - crop) / 2.0))
+    else:
+        top, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
     return x[:, top : top + crop, left : left + crop].contiguous()
 
 

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 
 from .errors import ConfigError
-from .images import ImageLike, _load_item, to_unit_resized, to_unit_tensor
+from .images import ImageLike, _load_item, to_unit_resized, to_unit_shorter_side, to_unit_tensor
 
 Preprocess = Callable[[ImageLike, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Resize:
-    """Resize to ``size x size`` with Lanczos (``crop="center"`` cuts the centred square first).
+    """Resize to ``size x size`` with Lanczos, or ``resample`` (``crop="center"`` cuts the centred square first).
 
     ``signed=True`` maps [0, 1] to [-1, 1] (the VAE's input range).
     """
@@ -32,21 +32,36 @@ class Resize:
     size: int
     crop: str = "none"
     signed: bool = False
+    resample: str = "lanczos"
 
     def __call__(self, image: ImageLike, index: int = 0) -> torch.Tensor:
-        x = to_unit_tensor(image, self.size, self.crop, index)
+        x = to_unit_tensor(image, self.size, self.crop, index, self.resample)
         return x * 2.0 - 1.0 if self.signed else x
 
 
 @dataclass(frozen=True)
 class ResizeCrop:
-    """Shortest side to ``resize`` (bicubic), then a centred ``size`` crop, in [0, 1] (CLIP / DINOv2)."""
+    """Shortest side to ``resize`` (bicubic), then a centred ``size`` crop, in [0, 1] (CLIP / DINOv2;
+    ``torchvision=True``: torchvision's ``Resize`` + ``CenterCrop`` rounding, as CSD)."""
 
     resize: int
     size: int
+    torchvision: bool = False
 
     def __call__(self, image: ImageLike, index: int = 0) -> torch.Tensor:
-        return to_unit_resized(image, self.resize, self.size, index)
+        return to_unit_resized(image, self.resize, self.size, index, self.torchvision)
+
+
+@dataclass(frozen=True)
+class ShorterSide:
+    """The aspect ratio kept: the shorter side to ``side`` where it is longer, else unchanged (``side=None``:
+    the native resolution); (3, H, W) in [0, 1]. Batches hold images of one size only."""
+
+    side: int | None
+    resample: str = "bilinear"
+
+    def __call__(self, image: ImageLike, index: int = 0) -> torch.Tensor:
+        return to_unit_shorter_side(image, self.side, self.resample, index)
 
 
 @dataclass(frozen=True)

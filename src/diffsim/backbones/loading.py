@@ -28,6 +28,13 @@ T = TypeVar("T")
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: the file each part is read from first (diffusers / transformers)
+CONFIG_FILES = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "scheduler": "scheduler_config.json",
+}
 
 
 @dataclass
@@ -156,6 +163,14 @@ def _check_folder(path: Path, needed: tuple[str, ...] = SUBFOLDERS) -> None:
             f"(found: {', '.join(present) or 'nothing'}); expected subfolders {', '.join(s + '/' for s in needed)}"
             + hint
         )
+    for sub in needed:  # a part without its config: name the part, not the model root
+        cfg = CONFIG_FILES.get(sub)
+        if cfg is not None and not (path / sub / cfg).is_file():
+            found = sorted(x.name for x in (path / sub).iterdir())[:12]
+            raise ModelNotFoundError(
+                f"{path / sub}/ has no {cfg}: the {sub}/ part of {path} is incomplete "
+                f"(found: {', '.join(found) or 'nothing'}); copy the whole {sub}/ folder of the model"
+            )
 
 
 def _load_scheduler(model: str, **kw: Any) -> Any:
@@ -177,13 +192,58 @@ def _from_parts(
     kw: dict[str, Any] = {"revision": revision} if revision else {}
     if local_only:
         kw["local_files_only"] = True
-    wkw = dict(kw, torch_dtype=dtype, variant=variant)
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **wkw)
-    vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **wkw)
-    text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **wkw)
+    else:
+        _log_download_size(model, revision, variant or _auto_variant(dtype))
+    wkw = dict(kw, torch_dtype=dtype)
+    unet = _weights(UNet2DConditionModel, model, "unet", variant, wkw)
+    vae = _weights(AutoencoderKL, model, "vae", variant, wkw)
+    text_encoder = _weights(CLIPTextModel, model, "text_encoder", variant, wkw)
     tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", **kw)
     scheduler = _load_scheduler(model, **kw)
     return SDComponents(vae, unet, text_encoder, tokenizer, scheduler, model)
+
+
+def _auto_variant(dtype: torch.dtype) -> str | None:
+    """The weight-file variant a 16-bit run fetches when none is given: ``fp16`` (about half the bytes)."""
+    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _weights(cls: Any, model: str, subfolder: str, variant: str | None, kw: dict[str, Any]) -> Any:
+    """One part's weights: ``variant`` if given; with a 16-bit dtype and none given, the ``fp16`` files where the
+    model has them, else the full files."""
+    auto = variant is None and _auto_variant(kw["torch_dtype"])
+    if not auto:
+        return cls.from_pretrained(model, subfolder=subfolder, variant=variant, **kw)
+    try:
+        return cls.from_pretrained(model, subfolder=subfolder, variant="fp16", **kw)
+    except (OSError, ValueError) as exc:  # no fp16 files (diffusers: OSError, transformers: OSError/ValueError)
+        logger.debug("%s/%s: no fp16 variant (%s); loading the full weights", model, subfolder, _first_line(exc))
+        return cls.from_pretrained(model, subfolder=subfolder, **kw)
+
+
+def _log_download_size(model: str, revision: str | None, variant: str | None) -> None:
+    """Log how much a Hub download of the weights will fetch (best effort: nothing when the Hub is unreachable)."""
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(model, revision=revision, files_metadata=True)
+    except Exception:  # only a log line; the download itself reports its failures
+        return
+    files = {f.rfilename: f.size or 0 for f in info.siblings or []}
+    total = 0
+    for part in ("unet", "vae", "text_encoder"):
+        weights = {n: b for n, b in files.items() if n.startswith(part + "/") and _is_weight(n)}
+        tagged = {n: b for n, b in weights.items() if variant and f".{variant}." in n}
+        plain = {n: b for n, b in weights.items() if not any(f".{v}." in n for v in ("fp16", "bf16", "non_ema", "ema"))}
+        chosen = tagged or plain
+        safe = {n: b for n, b in chosen.items() if n.endswith(".safetensors")}
+        total += sum((safe or chosen).values())
+    if total:
+        logger.info("%s: downloading about %.2f GB of weights (%s files)", model, total / 1e9, variant or "full")
+
+
+def _is_weight(name: str) -> bool:
+    return name.endswith((".safetensors", ".bin"))
 
 
 def _offline() -> bool:

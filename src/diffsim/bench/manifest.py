@@ -50,6 +50,8 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise DatasetError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"cannot read {what} {path}: not a JSON text file (binary data)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise DatasetError(f"cannot read {what} {path}: {exc}") from None
 

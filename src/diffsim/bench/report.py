@@ -28,7 +28,7 @@ def load_results(paths: list[str | os.PathLike], skipped: list[str] | None = Non
                 skipped.append(f"{p} is a sweep (sweep.json, sweep.csv, heatmap.png): not a single result, skipped")
             continue
         r = read_json(f, "results file")
-        if "dataset" not in r or "metric" not in r:
+        if not isinstance(r, dict) or "dataset" not in r or "metric" not in r:
             raise DatasetError(f"{f} is not a diffsim results.json")
         r["_run"] = str(f.parent)
         out.append(r)

@@ -33,7 +33,7 @@ SD_FILES: tuple[tuple[str, ...], ...] = (
     (f"vae/{_ST}", f"vae/{_BIN}"),
 )
 VIT_FILES: tuple[tuple[str, ...], ...] = (("config.json",), ("model.safetensors", "pytorch_model.bin"))
-TORCHVISION = {"lpips-vgg": "vgg16", "lpips-alex": "alexnet", "gram": "vgg19"}
+TORCHVISION = {"lpips-vgg": "vgg16", "lpips-vgg-512": "vgg16", "lpips-alex": "alexnet", "gram": "vgg19"}
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,14 @@ def prefetch(need: Need, cache_dir: str | None = None) -> str:
         return f"torchvision {need.repo}: {_torchvision_file(need.repo)}"
     from huggingface_hub import HfApi, snapshot_download
 
+    from ..errors import NETWORK_HINT, ModelNotFoundError, download_failure, network_errors
+
     patterns = None
-    if need.files:
-        available = HfApi().list_repo_files(need.repo)
-        patterns = allow_patterns(need, available)
-    path = snapshot_download(need.repo, allow_patterns=patterns, cache_dir=cache_dir)
+    try:
+        if need.files:
+            available = HfApi().list_repo_files(need.repo)
+            patterns = allow_patterns(need, available)
+        path = snapshot_download(need.repo, allow_patterns=patterns, cache_dir=cache_dir)
+    except network_errors() as exc:
+        raise ModelNotFoundError(download_failure(need.repo, exc), hint=NETWORK_HINT) from None
     return f"{need.repo}: {len(patterns) if patterns else 'all'} file(s) in {path}"

@@ -32,6 +32,10 @@ def map_command(
 
     One layer (default up0: 16 x 16 tokens at 512 px; --layer up1 / up2 are finer).
     """
+    if vmin is not None and vmax is not None and vmin >= vmax:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--vmin ({vmin:g}) must be below --vmax ({vmax:g})")
     from .._optional import require
 
     require("matplotlib", "plots", "diffsim map")

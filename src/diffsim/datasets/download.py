@@ -32,7 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatasetError
+from ..errors import NETWORK_HINT, DatasetError, download_failure, network_errors
 from .sources import Part, Source, source
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,10 @@ def _install_hub(src: Source, root: Path, force: bool) -> dict[str, Any]:
     staging = Path(tempfile.mkdtemp(prefix=f".{src.dataset}-", dir=root))
     try:
         layout = staging / "layout"
-        snapshot_download(repo_id=str(src.hub_repo), repo_type="dataset", local_dir=str(layout))
+        try:
+            snapshot_download(repo_id=str(src.hub_repo), repo_type="dataset", local_dir=str(layout))
+        except network_errors() as exc:
+            raise DownloadError(download_failure(f"dataset {src.hub_repo}", exc), hint=NETWORK_HINT) from None
         shutil.rmtree(layout / ".cache", ignore_errors=True)  # huggingface_hub's local-dir metadata
         record = {"dataset": src.dataset, "hub_repo": src.hub_repo}
         (layout / RECORD).write_text(json.dumps(record, indent=1) + "\n")

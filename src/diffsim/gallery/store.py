@@ -296,6 +296,11 @@ class GalleryStore:
         if isinstance(mine.get("config"), dict):  # stores written before models were recorded absolute
             _absolute_model(mine["config"], mine.get("features") or {})
         theirs = {k: v for k, v in _store_settings(metric, self.compact).items() if k in mine}
+        if mine.get("metric") != theirs.get("metric"):  # another metric: say that, not its every setting
+            raise StoreError(
+                f"store {self.folder} holds {mine.get('metric')} features, not {theirs.get('metric')}: "
+                f"use --metric {mine.get('metric')} with it, or build another store for {theirs.get('metric')}"
+            )
         diff = _diff(mine, json.loads(json.dumps(theirs)))
         if diff:
             shown = ", ".join(

@@ -13,7 +13,8 @@ processes before ``compute`` (the mean is over all pairs of all processes, not a
 Generated batches go through the functional path (:mod:`diffsim.functional`) for the metrics it
 serves (DiffSim-S / -C on SD, SDXL, DiT, CLIP / DINOv2 AAS, LPIPS): on the metric's device, no
 feature cache (every batch is new), and images not at the working size are resized on the device
-(antialiased bicubic, not Pillow's Lanczos: docs/loss.md gives the difference). Other metrics use
+(Pillow's Lanczos as two matrix products, the functional default: docs/loss.md gives the difference to
+the cached pixels). Other metrics use
 ``metric.score``. With ``as_loss=True``, ``m(preds, target)`` returns the batch score with its autograd
 graph (``is_differentiable`` is then True; the accumulated states are detached); for a loss to
 minimise use ``1 - m(preds, target)`` or ``metric.as_loss()``.

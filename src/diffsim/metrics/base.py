@@ -359,7 +359,10 @@ class FeatureMetric(Metric):
                 len(found),
                 len(found) + len(todo),
             )
-        batches = list(_chunks(list(todo.items()), self.settings.batch_size))
+        by_shape: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
+        for item in todo.items():  # one batch holds one size (native-resolution steps keep each image's own)
+            by_shape.setdefault(tuple(item[1].shape), []).append(item)
+        batches = [b for group in by_shape.values() for b in _chunks(group, self.settings.batch_size)]
         if batches:  # an estimate first: a size that cannot fit is refused before the first allocation
             side = getattr(self.settings, "size", None) or int(pixels[0].shape[-1])  # packed inputs: the working size
             check_fits(int(side), len(batches[0]), self.device, self.dtype.itemsize)

@@ -3,8 +3,8 @@
 Architecture of the CSD release: the OpenAI CLIP ViT-L/14 image tower (fine-tuned) without its
 projection, then two projection heads ``last_layer_style`` and ``last_layer_content`` (1024 x 768); each
 embedding is L2-normalised. ``head="style"`` (default) compares style embeddings, ``head="content"``
-content ones; both are cached per image. Images: shortest side to 224 (bicubic), centre crop 224, CLIP
-mean/std.
+content ones; both are cached per image. Images: torchvision ``Resize(224)`` (bicubic, the long side
+truncated), ``CenterCrop(224)``, CLIP mean/std, as the authors' transform.
 
 ``model`` is a hub repo id (default ``tomg-group-umd/CSD-ViT-L``, the authors' ``model.safetensors`` with
 keys ``backbone.conv1.weight`` ..., ``last_layer_style``, ``last_layer_content``), CSD's training
@@ -123,7 +123,7 @@ class CSD(VectorCosine, FeatureMetric):
 
     @property
     def preprocessor(self) -> ResizeCrop:
-        return ResizeCrop(self.settings.size, self.settings.size)
+        return ResizeCrop(self.settings.size, self.settings.size, torchvision=True)  # CSD's Resize + CenterCrop
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> Features:

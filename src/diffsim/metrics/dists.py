@@ -7,8 +7,10 @@ texture ``(2 cov_xy + c) / (var_x + var_y + c)`` over the spatial positions; the
 (structure) and beta (texture) are divided by their total, and ``DISTS = 1 - sum(alpha S + beta T)``.
 alpha / beta come from the authors' ``weights.pt`` (the MIT ``DISTS_pytorch`` wheel ships it: extra
 ``diffsim-metric[dists]``) or ``dists_weights=PATH`` (theirs, or piq's ``dists_weights.pt``).
-Images are resized to ``size`` x ``size`` (256), so that they batch; the authors' example resizes the
-shorter side to 256 and keeps the aspect ratio, which agrees for square images.
+Images are prepared as the authors' ``prepare_image(resize=True)`` does by default (``size=None``): the
+shorter side to 256 where it is longer (bilinear, torchvision ``resize``: the aspect ratio kept, the long side
+truncated), else the image as it is; the two images of a pair must then have one size, as theirs must.
+``size=N`` squashes every image to N x N instead (any sizes compare; this project's default before 0.x).
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from ..backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from ..bounds import path_like, positive_int
 from ..errors import ModelNotFoundError
 from ..features import Features
-from ..preprocess import Resize
+from ..preprocess import Resize, ShorterSide
 from ..settings import load_field
+from ..similarity import pin_identity, same_rows
 from .base import FeatureMetric, RunSettings
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
 TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in VGG16.features
 POOLS = (4, 9, 16, 23)
 C = 1e-6
+SIDE = 256  # the authors' prepare_image(resize=True): the shorter side to 256 where it is longer
 WEIGHT_FILES = ("weights.pt", "dists_weights.pt")  # the authors' name, piq's name (in a folder or hub repo)
 
 
@@ -96,12 +100,13 @@ class DISTSSettings(RunSettings):
         "imagenet"
     )  # VGG16: torchvision ImageNet, a .pth file, or None (random)
     dists_weights: str | os.PathLike | None = load_field(None)  # alpha/beta .pt; None: the DISTS_pytorch wheel's
-    size: int = 256
+    size: int | None = None  # None: the authors' shorter side to 256, aspect kept; N: squash to N x N
 
     def validate(self) -> None:
         super().validate()
         path_like("dists_weights", self.dists_weights)
-        positive_int("size", self.size)
+        if self.size is not None:
+            positive_int("size", self.size)
 
     @property
     def higher_is_better(self) -> bool:
@@ -129,8 +134,8 @@ class DISTS(FeatureMetric):
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     @property
-    def preprocessor(self) -> Resize:
-        return Resize(self.settings.size)
+    def preprocessor(self) -> Resize | ShorterSide:
+        return ShorterSide(SIDE) if self.settings.size is None else Resize(self.settings.size)
 
     def feature_resolved(self) -> dict[str, Any]:
         return {"backbone": self.backbone.identity}
@@ -161,4 +166,5 @@ class DISTS(FeatureMetric):
             v = s @ self.alpha[k] + t @ self.beta[k]
             total = v if total is None else total + v
         assert total is not None
-        return 1 - total
+        same = torch.stack([same_rows(a.tensors[f"f{k}"], b.tensors[f"f{k}"]) for k in range(len(CHANNELS))]).all(0)
+        return pin_identity((1 - total).clamp_min(0.0), same, 0.0)  # >= 0; exactly 0 for the same features

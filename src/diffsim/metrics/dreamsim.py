@@ -12,7 +12,7 @@ package) or else from the teacher backbone of the zip's ``dino_vitb16_pretrain.p
 DINO's backbone-only release is its teacher). Each tower gets its LoRA adapter
 (``<tag>_lora/adapter_config.json`` + ``adapter_model.*``) merged into its weights (``W += alpha / r * B A``).
 The embedding is centred and unit-normalised; the distance is ``1 - cosine``. Images are resized to 224 x 224
-(Lanczos here; the package uses bicubic) and normalised per tower (ImageNet for DINO, CLIP statistics for CLIP
+(bicubic, as the package) and normalised per tower (ImageNet for DINO, CLIP statistics for CLIP
 / OpenCLIP).
 """
 
@@ -41,6 +41,7 @@ from ..features import Features
 from ..models import shared_model
 from ..preprocess import Resize
 from ..settings import load_field, runtime_field
+from ..similarity import unit_dot_matrix, unit_dot_rows
 from .base import FeatureMetric, FeatureSettings
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class DreamSim(FeatureMetric):
 
     @property
     def preprocessor(self) -> Resize:
-        return Resize(self.settings.size)
+        return Resize(self.settings.size, resample="bicubic")  # the package's Resize((224, 224), BICUBIC)
 
     def resolved(self) -> dict[str, Any]:
         return {"towers": [t.name for t in self.backbone.towers]}
@@ -271,11 +272,11 @@ class DreamSim(FeatureMetric):
 
     def compare(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return 1 - (a.tensors["embedding"].float() * b.tensors["embedding"].float()).sum(dim=1)
+        return 1 - unit_dot_rows(a.tensors["embedding"], b.tensors["embedding"])  # in [0, 2], 0 for itself
 
     def compare_matrix(self, a: Features, b: Features) -> torch.Tensor:
         self.check_pair(a, b)
-        return 1 - a.tensors["embedding"].float() @ b.tensors["embedding"].float().T
+        return 1 - unit_dot_matrix(a.tensors["embedding"], b.tensors["embedding"])
 
     def pool(self, feats: Features) -> torch.Tensor:
         return feats.tensors["embedding"].float()

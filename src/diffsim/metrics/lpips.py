@@ -4,7 +4,9 @@ Re-implemented on torchvision VGG16 / AlexNet: the input in [-1, 1] goes through
 layer; at five ReLU outputs the activations are unit-normalised over channels; the distance is the sum
 over layers of the spatial mean of ``sum_c w_c (f_a - f_b)^2``, with the official v0.1 linear weights
 ``w`` read from the BSD-2 ``lpips`` wheel (extra ``diffsim-metric[lpips]``) or from ``lin_weights=PATH``.
-The authors use ``net='vgg'`` at 512 x 512 (Lanczos), which are the defaults here.
+By default (``size=None``) images are compared at their own resolution, as the ``lpips`` package and
+torchmetrics do (the two images of a pair must have one size, as there); ``size=N`` squashes both to N x N
+(Lanczos). The DiffSim paper's protocol, VGG at 512 x 512, is the preset ``lpips-vgg-512`` (its Table 1 row).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..bounds import check_size_range, one_of, path_like, positive_int
 from ..errors import ModelNotFoundError
 from ..features import Features
 from ..functional.scores import lpips
-from ..preprocess import Resize
+from ..preprocess import Resize, ShorterSide
 from ..settings import load_field
 from .base import FeatureMetric, RunSettings
 
@@ -63,14 +65,15 @@ class LPIPSSettings(RunSettings):
     net: str = load_field("vgg")  # or "alex"
     weights: str | os.PathLike | None = load_field("imagenet")  # torchvision ImageNet, a .pth file, or None (random)
     lin_weights: str | os.PathLike | None = load_field(None)  # None: the v0.1 heads shipped in the lpips wheel
-    size: int = 512
+    size: int | None = None  # None: the native resolution (the lpips package); N: squash to N x N
 
     def validate(self) -> None:
         super().validate()
         one_of("net", self.net, tuple(NETS))
         path_like("lin_weights", self.lin_weights)
-        positive_int("size", self.size)
-        check_size_range(self.size, 1)
+        if self.size is not None:
+            positive_int("size", self.size)
+            check_size_range(self.size, 1)
 
     @property
     def higher_is_better(self) -> bool:
@@ -99,8 +102,8 @@ class LPIPS(FeatureMetric):
         self.scale = torch.tensor(SCALE, device=self.device).view(1, 3, 1, 1)
 
     @property
-    def preprocessor(self) -> Resize:
-        return Resize(self.settings.size)
+    def preprocessor(self) -> Resize | ShorterSide:
+        return ShorterSide(None) if self.settings.size is None else Resize(self.settings.size)
 
     def feature_resolved(self) -> dict[str, Any]:
         return {"backbone": self.backbone.source}
