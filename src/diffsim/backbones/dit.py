@@ -18,19 +18,17 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..bounds import check_size
-from ..errors import ConfigError, LayerError, ModelNotFoundError
+from ..errors import ConfigError
 from ..models import shared_model
+from .blocks import block_aliases, block_layers, load_pipeline, resolve_blocks, skeleton_blocks
 from .detect import require_kind
 from .kinds import KindInfo, register_kind
 from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
 from .layers import AttentionLayer
-from .loading import _first_line, classify, diffusers_errors_only, load_cache_first
 from .protocol import ClassCondition
 from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
@@ -44,49 +42,8 @@ DEFAULT_CLASS = 1  # goldfish, as the authors used
 def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str | None) -> Any:
     from diffusers import DiTPipeline
 
-    where = classify(model)
-    if where == "file":
-        raise ConfigError(
-            f"DiT needs a DiTPipeline folder or hub id (transformer/, vae/, scheduler/, "
-            f"model_index.json); got the single file {model}"
-        )
-    text = str(Path(str(model)).expanduser()) if where == "folder" else str(model)
     kw: dict[str, Any] = {"torch_dtype": dtype, **({"revision": revision} if revision else {})}
-
-    def attempt(local_files_only: bool = False) -> Any:
-        with diffusers_errors_only():
-            return DiTPipeline.from_pretrained(text, local_files_only=local_files_only, **kw)
-
-    return load_cache_first(
-        attempt,
-        text,
-        where == "folder",
-        "DiT model",
-        "model='/path/to/DiTPipeline-folder'",
-        cli_fix="a local DiTPipeline folder with --model PATH",
-        local_hint=" (expected a DiTPipeline folder: model_index.json, transformer/, vae/, scheduler/)",
-    )
-
-
-def dit_layers(transformer: Any, latent_size: int) -> list[AttentionLayer]:
-    """``transformer_blocks.L.attn1`` of a DiT with heads, channels and the patch grid (alias ``blockL``)."""
-    side = latent_size // int(transformer.config.patch_size)
-    out = []
-    for i, block in enumerate(transformer.transformer_blocks):
-        a = block.attn1
-        inner = a.to_q.out_features
-        out.append(
-            AttentionLayer(
-                f"transformer_blocks.{i}.attn1",
-                "self",
-                a.heads,
-                a.to_q.in_features,
-                inner // a.heads,
-                (side, side),
-                f"block{i}",
-            )
-        )
-    return out
+    return load_pipeline(DiTPipeline, model, "DiT model", "model_index.json, transformer/, vae/, scheduler/", **kw)
 
 
 class DiTBackbone(LatentDiffusionBackbone):
@@ -160,54 +117,23 @@ class DiTBackbone(LatentDiffusionBackbone):
 
     def layers(self, size: int) -> list[AttentionLayer]:
         """Every block's self-attention with its heads, channels and token grid at image size ``size``."""
-        return dit_layers(self.transformer, size // self.latent_factor)
+        return block_layers(self.transformer, "attn1", size // self.latent_factor)
 
     def aliases(self) -> dict[str, str]:
-        return {f"block{i}": f"transformer_blocks.{i}.attn1" for i in range(len(self.transformer.transformer_blocks))}
+        return block_aliases(self.transformer, "attn1")
 
     def resolve(self, names: list[str], kind: str = "self") -> list[str]:
         """Module paths for ``blockL`` aliases, block indices or ``transformer_blocks.L.attn1`` paths."""
-        return list(dict.fromkeys(self._resolve_one(n) for n in names))
-
-    def _resolve_one(self, n: str | int) -> str:
-        aliases = self.aliases()
-        paths = set(aliases.values())
-        key = f"block{n}" if isinstance(n, int) or str(n).isdigit() else str(n)
-        p = aliases.get(key, key)
-        if p not in paths:
-            close = difflib.get_close_matches(str(n), list(aliases) + sorted(paths), n=3, cutoff=0.6)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise LayerError(
-                f"unknown DiT layer {n!r}.{hint} DiT layers are block0..block{len(aliases) - 1} "
-                "(transformer_blocks.L.attn1)"
-            )
-        return p
+        return resolve_blocks(self.aliases(), names, "DiT")
 
     @classmethod
     def skeleton_layers(
         cls, model: str | os.PathLike, size: int | None, revision: str | None
     ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
         """(size, layers, aliases) of ``model`` read from its configs (meta device: no weights loaded)."""
-        from accelerate import init_empty_weights
-        from diffusers import AutoencoderKL, DiTTransformer2DModel
+        from diffusers import DiTTransformer2DModel
 
-        local = classify(model) == "folder"
-        text = str(Path(model).expanduser()) if local else str(model)
-        kw: dict[str, Any] = {"revision": revision} if revision else {}
-        if local:
-            kw["local_files_only"] = True
-        try:
-            cfg = DiTTransformer2DModel.load_config(text, subfolder="transformer", **kw)
-            vcfg = AutoencoderKL.load_config(text, subfolder="vae", **kw)
-        except Exception as exc:
-            raise ModelNotFoundError(f"could not read the DiT configs of {text!r}: {_first_line(exc)}") from exc
-        with init_empty_weights():
-            net = DiTTransformer2DModel.from_config(cfg)
-        factor = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
-        size = size or int(net.config.sample_size) * factor
-        check_size(size, factor * int(net.config.patch_size))
-        rows = dit_layers(net, size // factor)
-        return size, rows, {r.alias: r.path for r in rows if r.alias}
+        return skeleton_blocks(DiTTransformer2DModel, "attn1", model, size, revision, "DiT")
 
     @staticmethod
     def alias_notes(aliases: dict[str, str]) -> list[str]:
