@@ -189,7 +189,8 @@ class ViTBackbone:
 
     # ----------------------------------------------------------------- compute
     def normalise(self, unit: torch.Tensor) -> torch.Tensor:
-        return ((unit.to(self.device) - self.mean) / self.std).to(self.dtype)
+        """Images in [0, 1] -> the encoder's input (mean/std in ``unit``'s dtype, then the model's dtype)."""
+        return ((unit.to(self.device) - self.mean.to(unit.dtype)) / self.std.to(unit.dtype)).to(self.dtype)
 
     def capture(self, unit: torch.Tensor, index: int, grad: bool = False) -> LayerCapture:
         """Run the encoder up to layer ``index`` (included) on images in [0, 1] and stop

@@ -21,7 +21,6 @@ from ..backbones.torchvision_nets import SCALE, SHIFT
 from ..errors import ImageError
 from .diffusion import Noise, diffusion_qkv, materialise
 from .resize import check_batch, resize_crop, resize_square
-from .vit import capture
 
 #: DiffSim's defaults (as :class:`diffsim.metrics.diffsim_s.DiffSimSettings`)
 DEFAULT_PROMPT = "High quality image"
@@ -202,7 +201,7 @@ def vit_aas(
 
     def feats(images: torch.Tensor) -> dict[str, QKV]:
         unit = resize_crop(images.to(backbone.device), side, size)
-        return {"qkv": backbone.qkv(capture(backbone, unit, index), index, qkv_input)}
+        return {"qkv": backbone.qkv(backbone.capture(unit, index, grad=True), index, qkv_input)}
 
     fx, fy = _both(feats, x, y)
     post = None
