@@ -132,20 +132,70 @@ def skeleton_blocks(
     return size, block_layers(net, attr, size // factor), block_aliases(net, attr)
 
 
-class TransformerPipelineBackbone(LatentDiffusionBackbone):
+class BlockTransformerBackbone(LatentDiffusionBackbone):
+    """A latent diffusion backbone whose denoiser is a patch transformer read at ``transformer_blocks.L.<attn>``
+    (DiT, SD3, PixArt): the ``blockL`` layer table, aliases and metadata."""
+
+    transformer: Any
+    #: the attention read in each block (``transformer_blocks.L.<attn_name>``)
+    attn_name: ClassVar[str]
+    #: what messages call the model
+    model_name: ClassVar[str]
+    #: the diffusers transformer class (read from its config by ``diffsim layers``)
+    transformer_class: ClassVar[str]
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def denoiser(self) -> Any:
+        return self.transformer
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.transformer.config.patch_size)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.latent_factor * self.patch_size
+
+    @property
+    def default_size(self) -> int:
+        return int(self.transformer.config.sample_size) * self.latent_factor
+
+    def layers(self, size: int) -> list[AttentionLayer]:
+        """Every block's attention with heads, channels and the patch grid at image size ``size``."""
+        return block_layers(self.transformer, self.attn_name, size // self.latent_factor)
+
+    def aliases(self) -> dict[str, str]:
+        return block_aliases(self.transformer, self.attn_name)
+
+    def resolve(self, names: list[str], kind: str = "self") -> list[str]:
+        """Module paths for ``blockL`` aliases, block indices or ``transformer_blocks.L.<attn>`` paths."""
+        return resolve_blocks(self.aliases(), names, self.model_name)
+
+    @classmethod
+    def skeleton_layers(
+        cls, model: str | os.PathLike, size: int | None, revision: str | None
+    ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
+        """(size, layers, aliases) of ``model`` read from its configs (no weights loaded; size None: native)."""
+        import diffusers
+
+        net = getattr(diffusers, cls.transformer_class)
+        return skeleton_blocks(net, cls.attn_name, model, size, revision, cls.model_name)
+
+    @classmethod
+    def alias_notes(cls, aliases: dict[str, str]) -> list[str]:
+        return [f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.{cls.attn_name}"]
+
+
+class TransformerPipelineBackbone(BlockTransformerBackbone):
     """Base of the SD3 and PixArt backbones (see the module docstring)."""
 
     condition_type = TextCondition
     weights_loaded = True
-    #: the attention read in each block (``transformer_blocks.L.<attn_name>``)
-    attn_name: ClassVar[str]
-    #: what messages call the model; the pipeline classes it loads; what its folder holds
-    model_name: ClassVar[str]
+    #: the pipeline classes it loads; what its folder holds
     pipelines: ClassVar[tuple[str, ...]]
     folders: ClassVar[str]
     default_model: ClassVar[str]
-    #: the diffusers transformer class (read from its config by ``diffsim layers``)
-    transformer_class: ClassVar[str]
     #: the pipeline's text encoders (attribute names; a missing one, e.g. SD3 without T5, is skipped)
     text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder",)
 
@@ -202,48 +252,6 @@ class TransformerPipelineBackbone(LatentDiffusionBackbone):
         """Forget cached prompt embeddings, noise and clean latents."""
         self._text.clear()
         super().clear_caches()
-
-    # ---------------------------------------------------------------- metadata
-    @property
-    def denoiser(self) -> Any:
-        return self.transformer
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.transformer.config.patch_size)
-
-    @property
-    def size_multiple(self) -> int:
-        return self.latent_factor * self.patch_size
-
-    @property
-    def default_size(self) -> int:
-        return int(self.transformer.config.sample_size) * self.latent_factor
-
-    def layers(self, size: int) -> list[AttentionLayer]:
-        """Every block's attention with heads, channels and the patch grid at image size ``size``."""
-        return block_layers(self.transformer, self.attn_name, size // self.latent_factor)
-
-    def aliases(self) -> dict[str, str]:
-        return block_aliases(self.transformer, self.attn_name)
-
-    def resolve(self, names: list[str], kind: str = "self") -> list[str]:
-        """Module paths for ``blockL`` aliases, block indices or ``transformer_blocks.L.<attn>`` paths."""
-        return resolve_blocks(self.aliases(), names, self.model_name)
-
-    @classmethod
-    def skeleton_layers(
-        cls, model: str | os.PathLike, size: int | None, revision: str | None
-    ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
-        """(size, layers, aliases) of ``model`` read from its configs (no weights loaded; size None: native)."""
-        import diffusers
-
-        net = getattr(diffusers, cls.transformer_class)
-        return skeleton_blocks(net, cls.attn_name, model, size, revision, cls.model_name)
-
-    @classmethod
-    def alias_notes(cls, aliases: dict[str, str]) -> list[str]:
-        return [f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.{cls.attn_name}"]
 
     # ----------------------------------------------------------------- inputs
     def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, ...]:

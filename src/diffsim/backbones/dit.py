@@ -24,11 +24,10 @@ import torch
 
 from ..errors import ConfigError
 from ..models import shared_model
-from .blocks import block_aliases, block_layers, load_pipeline, resolve_blocks, skeleton_blocks
+from .blocks import BlockTransformerBackbone, load_pipeline
 from .detect import require_kind
 from .kinds import KindInfo, register_kind
-from .latent_diffusion import LatentDiffusionBackbone, guidance_pair
-from .layers import AttentionLayer
+from .latent_diffusion import guidance_pair
 from .protocol import ClassCondition
 from .spec import LoadSpec
 from .timesteps import resolve_timestep, step_table
@@ -46,12 +45,14 @@ def _load_pipeline(model: str | os.PathLike, dtype: torch.dtype, revision: str |
     return load_pipeline(DiTPipeline, model, "DiT model", "model_index.json, transformer/, vae/, scheduler/", **kw)
 
 
-class DiTBackbone(LatentDiffusionBackbone):
+class DiTBackbone(BlockTransformerBackbone):
     """Holds a DiT pipeline's modules; turns pixel batches into per-block Q/K/V features."""
 
     kind = "dit"
     condition_type = ClassCondition
-    denoiser_name = "DiT"
+    denoiser_name = model_name = "DiT"
+    attn_name = "attn1"
+    transformer_class = "DiTTransformer2DModel"
     weights_loaded = True  # loaded eagerly (as the SD backbone; the lazy SD loader says False until it loads)
 
     def __init__(
@@ -96,48 +97,8 @@ class DiTBackbone(LatentDiffusionBackbone):
 
     # ---------------------------------------------------------------- metadata
     @property
-    def denoiser(self) -> Any:
-        return self.transformer
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.transformer.config.patch_size)
-
-    @property
-    def size_multiple(self) -> int:
-        return self.latent_factor * self.patch_size
-
-    @property
     def num_classes(self) -> int:
         return int(self.transformer.config.num_embeds_ada_norm)
-
-    @property
-    def default_size(self) -> int:
-        return int(self.transformer.config.sample_size) * self.latent_factor
-
-    def layers(self, size: int) -> list[AttentionLayer]:
-        """Every block's self-attention with its heads, channels and token grid at image size ``size``."""
-        return block_layers(self.transformer, "attn1", size // self.latent_factor)
-
-    def aliases(self) -> dict[str, str]:
-        return block_aliases(self.transformer, "attn1")
-
-    def resolve(self, names: list[str], kind: str = "self") -> list[str]:
-        """Module paths for ``blockL`` aliases, block indices or ``transformer_blocks.L.attn1`` paths."""
-        return resolve_blocks(self.aliases(), names, "DiT")
-
-    @classmethod
-    def skeleton_layers(
-        cls, model: str | os.PathLike, size: int | None, revision: str | None
-    ) -> tuple[int, list[AttentionLayer], dict[str, str]]:
-        """(size, layers, aliases) of ``model`` read from its configs (meta device: no weights loaded)."""
-        from diffusers import DiTTransformer2DModel
-
-        return skeleton_blocks(DiTTransformer2DModel, "attn1", model, size, revision, "DiT")
-
-    @staticmethod
-    def alias_notes(aliases: dict[str, str]) -> list[str]:
-        return [f"aliases: block0..block{len(aliases) - 1} = transformer_blocks.L.attn1"]
 
     def timestep(self, timestep: int | None = None, step: int | None = None) -> int:
         """The actual T from ``timestep`` or from ``step`` K (T = scheduler.timesteps[K]; DDIM: 999 - K)."""
