@@ -56,7 +56,7 @@ def test_cpu_and_default_device_resolve():
             {"unet/config.json": '{"_class_name": "UNet2DConditionModel", "block_out_channels": "x"}'},
             "could not read the U-Net of the diffusers folder",
         ),
-        ({"unet/weights.bin": "x"}, "could not read the U-Net"),  # no config at all
+        ({"unet/weights.bin": "x"}, "unet/ has no config.json"),  # no config at all: the part is named (#29)
         ({"vae/config.json": "{}"}, "missing unet/"),
         ({"model.safetensors": "junk"}, "could not read the single-file checkpoint"),
     ],

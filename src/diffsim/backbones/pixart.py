@@ -92,7 +92,7 @@ class PixArtBackbone(TransformerPipelineBackbone):
             "added_cond_kwargs": self.micro_conditioning(latents.shape[-2] * f, latents.shape[-1] * f, states.shape[0]),
         }
 
-    def run(
+    def hooked(
         self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
         return capture(

@@ -120,7 +120,7 @@ class SD3Backbone(TransformerPipelineBackbone):
             "pooled_projections": guidance_pair(pooled, uncond_pooled, n, branches),
         }
 
-    def run(
+    def hooked(
         self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
         return capture(
