@@ -139,54 +139,92 @@ for v in q:
 t0 = time.perf_counter()
 index.search_rows(q, 100)
 batched = (time.perf_counter() - t0) / len(q)
+sweep = []  # recall@10 of C candidates for PQ shortlists of F x C (F = 1: the PQ order alone), same lists
+refine = ann._refine_of(index.index)
+for c in (50, 100, 200):
+    for f in (1, 4, 8, 16) if refine is not None else (1,):
+        got, lat = [], []
+        for v in q:
+            index.search_rows(v[None], c)  # sets nprobe and the default factor
+            if refine is not None:
+                refine.k_factor = float(f)
+            t0 = time.perf_counter()
+            got.append(index.index.search(v[None], c)[1][0].tolist())
+            lat.append(time.perf_counter() - t0)
+        sweep.append((c, f, got, float(np.median(lat))))
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"open_s": open_s, "single": single, "batched": batched, "found": found,
-                  "rss_mb": hwm / 1024, "kind": index.info.kind}))
+                  "rss_mb": hwm / 1024, "kind": index.info.kind, "sweep": sweep}))
 """
 
 
-def part_c(ns: list[int], kind: str, queries: int, tmp: Path) -> list[tuple]:
+def _write_c(n: int, queries: int, where: Path, tmp: Path) -> tuple:
+    """A store of ``n`` synthetic vectors at ``where``; (store, query vectors, exact top-10 rows, seconds)."""
+    from diffsim import create_metric
+    from diffsim.features import Features
+    from diffsim.gallery import GalleryStore
+
+    model = build_discriminative_pipeline(tmp / "model-c")
+    metric = create_metric("diffsim-s", model=str(model), size=64, device="cpu", dtype="float32", cache_bytes=0)
+    store = GalleryStore.create(where, metric)
+    gen = ChunkedVectors(n, DIM)
+    qvecs = gen.block(queries, np.random.default_rng((1, n)))  # new images of the same distribution
+    best = np.full((queries, 10), -np.inf, dtype=np.float32)
+    best_i = np.zeros((queries, 10), dtype=np.int64)
+    t0 = time.perf_counter()
+    for start, x, _twins in gen:
+        m = len(x)
+        ids = [f"{i:08d}" for i in range(start, start + m)]
+        feats = Features({"placeholder": torch.zeros(m, 1, dtype=torch.uint8)}, {}, ids)
+        store.add_shard(store.write_shard(ids, ids, ["h"] * m, feats, x))
+        # running exact top-10 of the queries
+        cat_s = np.concatenate([best, qvecs @ x.T], 1)
+        top = np.argpartition(-cat_s, 9, axis=1)[:, :10]  # the set is what recall needs, not its order
+        best = np.take_along_axis(cat_s, top, 1)
+        best_i = np.where(top < 10, np.take_along_axis(best_i, np.minimum(top, 9), 1), top - 10 + start)
+        shard_no = start // gen.chunk
+        if shard_no % 64 == 0:  # as a build's TableWriter commits every 30 s
+            store.commit()
+        if shard_no % 8 == 0:
+            print(
+                f"C wrote {start + m} of {n} in {time.perf_counter() - t0:.0f} s (load {os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+                flush=True,
+            )
+        del x
+    store.commit()
+    write_s = time.perf_counter() - t0
+    return store, qvecs, best_i, write_s
+
+
+def part_c(
+    ns: list[int], kind: str, queries: int, tmp: Path, keep: Path | None = None, write_only: bool = False
+) -> list[tuple]:
     """Real stores of N synthetic pooled vectors, written in shards of 4,096; the ANN index built from the
     shards; then a fresh process opens the store and queries it (its peak RSS is the query's memory)."""
     import json
     import subprocess
 
-    from diffsim import create_metric
-    from diffsim.features import Features
     from diffsim.gallery import GalleryStore, ann
 
-    model = build_discriminative_pipeline(tmp / "model-c")
-    metric = create_metric("diffsim-s", model=str(model), size=64, device="cpu", dtype="float32", cache_bytes=0)
     rows = []
     for n in ns:
-        store = GalleryStore.create(tmp / f"c{n}", metric)
-        gen = ChunkedVectors(n, DIM)
-        qvecs = gen.block(queries, np.random.default_rng((1, n)))  # new images of the same distribution
-        best = np.full((queries, 10), -np.inf, dtype=np.float32)
-        best_i = np.zeros((queries, 10), dtype=np.int64)
-        t0 = time.perf_counter()
-        for start, x, _twins in gen:
-            m = len(x)
-            ids = [f"{i:08d}" for i in range(start, start + m)]
-            feats = Features({"placeholder": torch.zeros(m, 1, dtype=torch.uint8)}, {}, ids)
-            store.add_shard(store.write_shard(ids, ids, ["h"] * m, feats, x))
-            # running exact top-10 of the queries
-            cat_s = np.concatenate([best, qvecs @ x.T], 1)
-            top = np.argpartition(-cat_s, 9, axis=1)[:, :10]  # the set is what recall needs, not its order
-            best = np.take_along_axis(cat_s, top, 1)
-            best_i = np.where(top < 10, np.take_along_axis(best_i, np.minimum(top, 9), 1), top - 10 + start)
-            shard_no = start // gen.chunk
-            if shard_no % 64 == 0:  # as a build's TableWriter commits every 30 s
-                store.commit()
-            if shard_no % 8 == 0:
-                print(
-                    f"C wrote {start + m} of {n} in {time.perf_counter() - t0:.0f} s (load {os.getloadavg()[0]:.1f})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            del x
-        store.commit()
-        write_s = time.perf_counter() - t0
+        where = (keep or tmp) / f"c{n}"
+        truth = where / "bench_truth.npz"
+        if truth.is_file():  # a kept store (--keep): its queries and exact top-10 were saved with it
+            saved = np.load(truth)
+            store, qvecs, best_i, write_s = (
+                GalleryStore.open(where),
+                saved["q"],
+                saved["exact"],
+                float(saved["write_s"]),
+            )
+            print(f"C reusing the store of {n} in {where}", file=sys.stderr, flush=True)
+        else:
+            store, qvecs, best_i, write_s = _write_c(n, queries, where, tmp)
+            np.savez(truth, q=qvecs, exact=best_i, write_s=write_s)
+        if write_only:
+            continue
         exact = best_i.tolist()
         print(f"C wrote {n} in {write_s:.0f} s; building the index", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -223,9 +261,13 @@ def part_c(ns: list[int], kind: str, queries: int, tmp: Path) -> list[tuple]:
             )
         )
         print("C", rows[-1], file=sys.stderr, flush=True)
-        import shutil
+        for c, f, got, med in doc["sweep"]:
+            r = np.mean([len(set(e) & set(g)) / 10 for e, g in zip(exact, got, strict=True)])
+            print(f"C sweep N={n} candidates={c} pq_shortlist={f}x recall@10={r:.3f} p50_ms={1e3 * med:.2f}")
+        if keep is None:
+            import shutil
 
-        shutil.rmtree(store.folder)
+            shutil.rmtree(store.folder)
     return rows
 
 
@@ -338,11 +380,14 @@ def main() -> None:
         help="N at and above this: part C (a real store written in chunks, index built from its shards)",
     )
     ap.add_argument("--store-kind", default="pcaivfpq", help="ANN kind of part C")
+    ap.add_argument("--keep", default=None, help="Part C: keep its stores here (reused, not rewritten, next time)")
+    ap.add_argument("--write-only", action="store_true", help="Part C: write (and keep) the stores, no index")
     args = ap.parse_args()
     small = [n for n in args.n if n < args.store_from]
     big = [n for n in args.n if n >= args.store_from]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        c = part_c(big, args.store_kind, args.queries, Path(tmp)) if big else []
+        keep = Path(args.keep) if args.keep else None
+        c = part_c(big, args.store_kind, args.queries, Path(tmp), keep, args.write_only) if big else []
         a = part_a(small, args.kinds, args.queries, Path(tmp)) if small else []
         b = part_b(args.images, args.candidates, 5, Path(tmp)) if args.images else None
     print(f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}\n")

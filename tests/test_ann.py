@@ -206,3 +206,24 @@ def test_searches_run_without_a_feature_cache(built):  # noqa: F811
     metric = metric_for(built, device="cpu")
     assert metric.settings.cache_bytes == 0 and metric.cache.max_bytes == 0
     assert metric_for(built, device="cpu", cache_bytes=1024).settings.cache_bytes == 1024
+
+
+def test_pcaivfpq_reranks_its_pq_shortlist_with_scalar_codes(tmp_path, disc_metric):  # noqa: F811
+    """pcaivfpq = PCA, IVF-PQ, then 8-bit scalar codes re-rank REFINE_FACTOR x the vectors asked for: the
+    order of the candidates is the (projected) exact order, where PQ codes alone blur it."""
+    store, vecs = synthetic_store(tmp_path, disc_metric, 3000, dim=320)  # > PCA_DIM: the PCA is fitted
+    assert ann.build(store, "pcaivfpq").info.params["refine_bytes"] == ann.PCA_DIM
+    index = ann.open_index(GalleryStore.open(store.folder))  # reopened as a search opens it (memory-mapped)
+    refine = ann._refine_of(index.index)
+    assert index.info.kind == "pcaivfpq" and refine is not None
+    queries = vecs[:50] + 0.05 * np.random.default_rng(1).standard_normal((50, 320)).astype(np.float32)
+    truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+    found = index.search_rows(queries, 20)
+    assert refine.k_factor == ann.REFINE_FACTOR
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=False)])
+    assert recall >= 0.9, recall
+    assert (found[:, 0] == truth[:, 0]).mean() >= 0.9
+    refine.k_factor = 1.0  # the PQ order alone, same lists (the index before the re-rank: 0.69 here)
+    _, pq_only = index.index.search(np.ascontiguousarray(queries), 20)
+    pq_recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, pq_only, strict=False)])
+    assert recall >= pq_recall + 0.15, (recall, pq_recall)

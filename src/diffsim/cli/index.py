@@ -70,8 +70,8 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq", "pcaivfpq", "none"]),
     default=None,
     help="Kind of the store's persisted ANN index over pooled vectors (for --prefilter and dedup): auto picks "
-    "flat below 100k images, hnsw below 1M, pcaivfpq (PCA256,IVF,PQ) above; none: no index now (built when "
-    "first needed). "
+    "flat below 100k images, hnsw below 1M, pcaivfpq (PCA256,IVF,PQ32, re-ranked by SQ8 codes) above; "
+    "none: no index now (built when first needed). "
     "[default: the store's kind, or auto; none when faiss is not installed]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

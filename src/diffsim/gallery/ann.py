@@ -14,7 +14,9 @@ Both files are written through temporary files and ``os.replace``, the index fir
 
 Kinds (``kind="auto"`` picks by size): ``flat`` (exact inner product; below 100k vectors), ``hnsw``
 (graph, 32 links; 100k-1M), ``pcaivfpq`` (a PCA to 256 dimensions, then inverted lists of
-product-quantised codes: faiss's ``PCA256,IVF,PQ``; 1M and more), ``ivfpq`` (the same without the PCA)
+product-quantised codes whose shortlist of :data:`REFINE_FACTOR` x the vectors asked for is re-ranked
+by 8-bit scalar codes of the projected vectors: faiss's ``PCA256,IVF,PQ32,Refine(SQ8)``; 1M and more),
+``ivfpq`` (IVF-PQ without the PCA or the re-rank)
 and ``ivf`` (inverted lists of full vectors). The vectors are read from the shards in chunks
 (:meth:`GalleryStore.pool_rows`): building needs one chunk and the training sample in memory. Opened
 for search, the index is memory-mapped where faiss allows (flat and HNSW codes in place, IVF lists on
@@ -54,6 +56,8 @@ FLAT_BELOW = 100_000
 PQ_FROM = 1_000_000
 #: vectors used to train IVF / PQ quantisers (a random sample of the table)
 TRAIN_MAX = 65_536
+#: ``pcaivfpq``: the IVF-PQ search proposes this many times the vectors asked for; 8-bit scalar codes re-rank them
+REFINE_FACTOR = 8
 #: vectors added (or searched, by dedup) per call
 CHUNK = 16_384
 
@@ -72,6 +76,13 @@ def choose_kind(n: int) -> str:
     if n < FLAT_BELOW:
         return "flat"
     return "hnsw" if n < PQ_FROM else "pcaivfpq"
+
+
+def _refine_of(index: Any) -> Any:
+    """The ``IndexRefine`` inside ``index`` (a ``pcaivfpq`` index: PCA, then refine over IVF-PQ), or None."""
+    faiss = require_faiss()
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    return inner if isinstance(inner, faiss.IndexRefine) else None
 
 
 def _digest(ids: Sequence[str]) -> str:
@@ -126,7 +137,10 @@ def _new_index(kind: str, dim: int, n: int) -> tuple[Any, dict[str, int]]:
         m = next(m for m in (32, 16, 8, 4, 2, 1) if p % m == 0)  # 8 dimensions per code: 4-dimension codes
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(p), p, nlist, m, bits, faiss.METRIC_L2)  # train 10x slower
         index.cp.niter = index.pq.cp.niter = 10
-        return index, {"pca": p, "nlist": nlist, "m": m, "bits": bits}
+        # the PQ shortlist is re-ranked by exact L2 over 8-bit scalar codes of the projected vectors (p bytes
+        # each): 32-byte PQ codes blur the top of a dense cloud (recall@10 of 100 fell to 0.76 at 1M)
+        refine = faiss.IndexRefine(index, faiss.IndexScalarQuantizer(p, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2))
+        return refine, {"pca": p, "nlist": nlist, "m": m, "bits": bits, "refine_bytes": p}
     m, bits = _pq_shape(dim, min(n, TRAIN_MAX))
     return faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, ip), {"nlist": nlist, "m": m, "bits": bits}
 
@@ -163,10 +177,13 @@ class AnnIndex:
         faiss = require_faiss()
         n = max(1, min(int(n), len(self.ids)))
         q = np.ascontiguousarray(vectors, dtype=np.float32)
-        inner = faiss.extract_index_ivf(self.index) if self.info.kind in IVF_KINDS else None
-        if inner is not None:  # lists visited: enough to hold ~4n vectors, at least 16
+        if self.info.kind in IVF_KINDS:  # lists visited: enough to hold ~4n vectors, at least 16
+            inner = faiss.extract_index_ivf(self.index)
             nlist = int(inner.nlist)
             inner.nprobe = int(min(nlist, max(16, math.ceil(4 * n * nlist / max(1, len(self.ids))))))
+            refine = _refine_of(self.index)
+            if refine is not None:  # the IVF-PQ search proposes REFINE_FACTOR x n, the scalar codes keep n
+                refine.k_factor = float(REFINE_FACTOR)
         if self.info.kind == "hnsw":
             self.index.hnsw.efSearch = int(max(64, 2 * n))
         _, nn = self.index.search(q, n)
