@@ -95,5 +95,6 @@ register_tiny(
         "block1",
         condition=ClassCondition(1),
         settings={"layer": "block1", "timestep": 150},
+        loss={"timestep": 400},
     )
 )

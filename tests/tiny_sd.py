@@ -163,4 +163,13 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") 
     return path
 
 
-register_tiny(TinyBackbone("sd", lambda folder, seed, paths: build_tiny_pipeline(folder, seed=seed), "sd", "up0"))
+register_tiny(
+    TinyBackbone(
+        "sd",
+        lambda folder, seed, paths: build_tiny_pipeline(folder, seed=seed),
+        "sd",
+        "up0",
+        loss={"layer": "up1"},
+        loss_model="sharp_sd_path",
+    )
+)

@@ -99,4 +99,12 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_promp
     return path
 
 
-register_tiny(TinyBackbone("sdxl", lambda folder, seed, paths: build_tiny_sdxl(folder, seed=seed), "sdxl", "up0"))
+register_tiny(
+    TinyBackbone(
+        "sdxl",
+        lambda folder, seed, paths: build_tiny_sdxl(folder, seed=seed),
+        "sdxl",
+        "up0",
+        loss={"layer": "up0", "timestep": 300, "seed": 3},
+    )
+)
