@@ -143,6 +143,34 @@ class BlockTransformerBackbone(LatentDiffusionBackbone):
     model_name: ClassVar[str]
     #: the diffusers transformer class (read from its config by ``diffsim layers``)
     transformer_class: ClassVar[str]
+    #: the pipeline's text encoders (attribute names; a missing one, e.g. SD3 without T5, is skipped)
+    text_encoders: ClassVar[tuple[str, ...]] = ()
+    #: keep the VAE in float32 under float16 (the SD3 / SDXL VAEs overflow in fp16; diffusers upcasts them too)
+    upcast_vae: ClassVar[bool] = False
+
+    def __init__(
+        self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
+    ) -> None:
+        """Hold ``pipe``'s transformer, VAE encoder, scheduler and text encoders, frozen on ``device`` in ``dtype``;
+        ``identity``: the weights actually loaded (hub commit, or resolved path + file digest), the cache key."""
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.scheduler = pipe.scheduler
+        self.vae.decoder = None  # never decode
+        if hasattr(self.vae, "post_quant_conv"):
+            self.vae.post_quant_conv = None
+        encoders = [getattr(pipe, name, None) for name in self.text_encoders]
+        for m in [self.vae, self.transformer, *[e for e in encoders if e is not None]]:
+            if next(m.parameters()).dtype != dtype:
+                m.to(dtype=dtype)
+            m.to(device=device).eval().requires_grad_(False)
+        if self.upcast_vae and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", True):
+            self.vae.to(dtype=torch.float32)
+        self.device, self.dtype, self.source = device, dtype, source
+        self.identity = identity or LoadSpec(source).identity()
+        self.init_latent_state()
+        self.passes = 0
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -196,30 +224,14 @@ class TransformerPipelineBackbone(BlockTransformerBackbone):
     pipelines: ClassVar[tuple[str, ...]]
     folders: ClassVar[str]
     default_model: ClassVar[str]
-    #: the pipeline's text encoders (attribute names; a missing one, e.g. SD3 without T5, is skipped)
-    text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    text_encoders = ("text_encoder",)
+    upcast_vae = True
 
     def __init__(
         self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
     ) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.scheduler = pipe.scheduler
-        self.vae.decoder = None  # never decode
-        self.vae.post_quant_conv = None
-        encoders = [getattr(pipe, name, None) for name in self.text_encoders]
-        for m in [self.vae, self.transformer, *[e for e in encoders if e is not None]]:
-            if next(m.parameters()).dtype != dtype:
-                m.to(dtype=dtype)
-            m.to(device=device).eval().requires_grad_(False)
-        if dtype == torch.float16 and getattr(self.vae.config, "force_upcast", True):
-            self.vae.to(dtype=torch.float32)  # the SD3 / SDXL VAEs overflow in fp16 (diffusers upcasts them too)
-        self.device, self.dtype, self.source = device, dtype, source
-        self.identity = identity or LoadSpec(source).identity()
+        super().__init__(pipe, source, device, dtype, identity)
         self._text: dict[str, tuple[torch.Tensor, ...]] = {}
-        self.init_latent_state()
-        self.passes = 0
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, share: bool = True, **spec: Any) -> Any:
