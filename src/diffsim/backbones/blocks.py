@@ -24,7 +24,7 @@ from .latent_diffusion import LatentDiffusionBackbone
 from .layers import AttentionLayer
 from .loading import classify, diffusers_errors_only, load_cache_first
 from .protocol import TextCondition
-from .spec import LoadSpec
+from .spec import LoadSpec, check_options
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +224,15 @@ class TransformerPipelineBackbone(BlockTransformerBackbone):
     pipelines: ClassVar[tuple[str, ...]]
     folders: ClassVar[str]
     default_model: ClassVar[str]
-    text_encoders = ("text_encoder",)
+    text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder",)
     upcast_vae = True
+    #: the backbone's own load options and their defaults (``LoadSpec.options``; see :func:`.spec.check_options`)
+    load_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def pipeline_kwargs(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments for the checked load ``options`` (none by default)."""
+        return {}
 
     def __init__(
         self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
@@ -246,12 +253,14 @@ class TransformerPipelineBackbone(BlockTransformerBackbone):
         from diffusers import DiffusionPipeline
 
         dev, dt = spec.torch_device, spec.torch_dtype
-        spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant)  # what is read
+        options = check_options(spec.options, cls.load_options, f"the {cls.model_name} backbone")
+        spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant, options=spec.options)
 
         def load() -> TransformerPipelineBackbone:
             require_kind(spec.model, (cls.kind,), f"the {cls.model_name} backbone", spec.revision)
             logger.info("loading %s %s on %s (%s)", cls.model_name, spec.model, dev, dt)
             kw: dict[str, Any] = {"torch_dtype": dt, "revision": spec.revision, "variant": spec.variant}
+            kw.update(cls.pipeline_kwargs(options))
             what = f"{cls.model_name} model"
             pipe = load_pipeline(DiffusionPipeline, spec.model, what, cls.folders, cls.pipelines[0], **kw)
             if type(pipe).__name__ not in cls.pipelines:
