@@ -16,6 +16,13 @@ from .tiny_builders import build_tiny, tiny_backbones
 SIZE = 64  # image size used with the tiny pipeline (latent 8 x 8)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread in the test process (``DIFFSIM_TEST_THREADS`` sets another count): the tiny models' ops
+    are too small to split, and on a busy 2-core machine a second OpenMP thread spin-waits for a descheduled
+    peer (tests/test_sd3.py: 20 s with one thread, 81 s with two). Subprocesses keep their own defaults."""
+    torch.set_num_threads(int(os.environ.get("DIFFSIM_TEST_THREADS", "1")))
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """``tiny_backbone(key)``: the tiny model of a row of ``tests/tiny_builders.py``, built once per session."""
