@@ -14,23 +14,6 @@ from PIL import Image
 from .tiny_builders import build_tiny, tiny_backbones
 
 SIZE = 64  # image size used with the tiny pipeline (latent 8 x 8)
-TORCH_THREADS = torch.get_num_threads()  # torch's own default, before pytest_configure
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """One torch thread in the test process (``DIFFSIM_TEST_THREADS`` sets another count): the tiny models' ops
-    are too small to split, and on a busy 2-core machine a second OpenMP thread spin-waits for a descheduled
-    peer (tests/test_sd3.py: 20 s with one thread, 81 s with two). Subprocesses keep their own defaults."""
-    torch.set_num_threads(int(os.environ.get("DIFFSIM_TEST_THREADS", "1")))
-
-
-@pytest.fixture()
-def torch_default_threads():
-    """torch's default thread count for one test (inductor compiles its CPU kernels for the count it sees)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

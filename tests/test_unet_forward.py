@@ -198,7 +198,7 @@ def test_traces_as_one_graph(tiny_metric):
 
 
 @pytest.mark.slow
-def test_inductor_compiled_equals_eager(tiny_sd_path, image_files, torch_default_threads):
+def test_inductor_compiled_equals_eager(tiny_sd_path, image_files):
     """compile=True (inductor) on CPU: same scores as eager within float32 rounding."""
     from diffsim import DiffSim
 
