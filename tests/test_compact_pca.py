@@ -62,6 +62,7 @@ def test_full_rank_projection_reconstructs_up_to_the_int8_step():
     assert (err <= bound + 1e-5).all() and err.max() > 0
     lossy = Projection.fit("pca3-int8", [feats])
     assert lossy.dims == {"l/q": 3}
+    assert torch.equal(proj.truncate("pca3-int8").bases["l/q"], lossy.bases["l/q"])  # what eval-compact reuses
     a = lossy.reconstruct("l/q", lossy.project("l/q", x))
     assert (a - x).abs().max() > 0.1  # fewer components lose information
 
@@ -168,13 +169,16 @@ def test_cli_eval_compact_prints_the_table_and_refuses_bad_input(capsys, tmp_pat
     assert set(rows) == {"mode", "none (float32, exact)", "int8", MODE}
     top = float(rows["int8"].split("|")[4])
     assert 0.9 <= top <= 1.0  # int8 keeps (almost) every top-7 of the 8-image sample
-    assert "8 images sampled" in text
+    assert "8 images sampled, each a query" in text
+    code, text, err = run(capsys, "index", "eval-compact", built.folder, "--sample", 6, "--queries", 2, "--mode", MODE)
+    assert code == 0 and "6 images sampled, 2 of them a query against the other 5" in text, err
     cases = [
         (["/no/such/store", "--sample", 4], "no gallery store at /no/such/store"),
         ([built.folder, "--sample", 17], "--sample 17 is larger than the store (16 images)"),
         ([built.folder, "--sample", 1], "--sample must be an integer of at least 2; got 1"),
         ([built.folder, "--sample", 4, "--mode", "pca8-int"], "compact must be none, fp16, int8, pcaR-int8"),
         ([pca_store.folder, "--sample", 4], "eval-compact needs exact features as the reference"),
+        ([built.folder, "--sample", 4, "--queries", 5], "--queries 5 is larger than --sample 4"),
     ]
     for args, said in cases:
         code, _, err = run(capsys, "index", "eval-compact", *args)

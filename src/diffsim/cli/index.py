@@ -295,8 +295,16 @@ def verify(store: str, repair: bool) -> None:
     "[default: fp16, int8, pca64-int8, pca64-pool2-int8, pca16-pool2-int8]",
 )
 @click.option("--top-k", "-k", "k", type=COUNT, default=10, show_default=True, help="Top-k lists compared.")
+@click.option(
+    "--queries",
+    type=COUNT,
+    default=None,
+    help="Only this many of the sampled images are queries (each costs N comparisons per mode). [default: all]",
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
-def eval_compact(store: str, sample: int, modes: tuple[str, ...], k: int, device: str | None) -> None:
+def eval_compact(
+    store: str, sample: int, modes: tuple[str, ...], k: int, queries: int | None, device: str | None
+) -> None:
     """Measure compact modes on N images of STORE (built with --compact none or fp16): bytes per image and
     agreement of each mode's top-k with the exact ranking. A pca mode is fitted on the same N images."""
     from ..gallery.compact_eval import DEFAULT_MODES, check_reference, evaluate_compact, table
@@ -305,6 +313,8 @@ def eval_compact(store: str, sample: int, modes: tuple[str, ...], k: int, device
 
     st = GalleryStore.open(store)
     check_reference(st, sample)  # before the model loads
+    if queries is not None and queries > sample:
+        raise ConfigError(f"--queries {queries} is larger than --sample {sample}")
     metric = metric_for(st, **({"device": device} if device else {}))
-    results = evaluate_compact(st, metric, sample, modes or DEFAULT_MODES, k)
-    click.echo(table(results, sample, k))
+    results = evaluate_compact(st, metric, sample, modes or DEFAULT_MODES, k, queries)
+    click.echo(table(results, sample, k, queries))
