@@ -7,12 +7,13 @@ and decoded in memory (a pca mode fitted on the same sample, as a build fits on 
 
 * tiny: the calibrated tiny SD model (tests/tiny_gallery.py ``build_discriminative_pipeline``) on a
   labelled gallery (smooth random "photos", augmented), at 128 and 256 px. Its layer has 2 heads x 16 = 32
-  channels and 4 x 4 / 8 x 8 tokens, so the pca modes here keep 4-16 of 32 channels.
+  channels and 4 x 4 / 8 x 8 tokens, so the pca modes here keep 4-16 of 32 channels (pca32: all of them).
 * real-size: synthetic SD 1.5 up0 features at 512 px (Q, K, V x 2 branches x 8 heads x 256 tokens x 160,
   stored fp16), drawn as clusters: a cluster's token grid is smooth (an 8 x 8 grid upsampled to 16 x 16)
-  with a decaying channel spectrum in a random channel basis; an image is its cluster's tokens plus
-  noise. Random-weight and synthetic features are not real features: measure a mode on your own store
-  with ``diffsim index eval-compact`` before trusting it.
+  with a decaying channel spectrum (eigenvalue i ~ i^-1.5) in a random channel basis; an image is its
+  cluster's tokens plus as much smooth noise and 0.3 of that in per-token noise. Random-weight and
+  synthetic features are not real features: measure a mode on your own store with
+  ``diffsim index eval-compact`` before trusting it.
 
     nice -n 10 python benchmarks/bench_compact.py               # ~3-5 minutes on 2 cores
     nice -n 10 python benchmarks/bench_compact.py --real 16 --queries 4   # quicker
@@ -43,7 +44,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from tests.tiny_gallery import build_discriminative_pipeline, labelled_gallery, smooth_photo  # noqa: E402
 
 SD15_UP0 = (2, 8, 256, 160)  # branches, heads, tokens at 512 px, head dim
-TINY_MODES = ("fp16", "int8", "pca16-int8", "pca8-int8", "pca8-pool2-int8", "pca4-pool2-int8")
+# pca32 keeps every channel of the tiny layer: pca32-pool2-int8 isolates the pooling
+TINY_MODES = ("fp16", "int8", "pca16-int8", "pca8-int8", "pca32-pool2-int8", "pca8-pool2-int8", "pca4-pool2-int8")
 REAL_MODES = ("int8", "pca128-int8", "pca64-int8", "pca64-pool2-int8", "pca32-pool2-int8")  # the store is fp16
 
 
@@ -90,7 +92,7 @@ def synthetic(n: int, clusters: int, seed: int = 0) -> dict[str, torch.Tensor]:
         spectrum = (torch.arange(c) + 1.0) ** -0.75
         spectrum = spectrum / spectrum.pow(2).mean().sqrt()
         centres = draw(clusters, True, spectrum, basis)
-        noise = 0.6 * draw(n, True, spectrum, basis) + 0.2 * draw(n, False, spectrum, basis)
+        noise = 1.0 * draw(n, True, spectrum, basis) + 0.3 * draw(n, False, spectrum, basis)
         x = centres[torch.arange(n) % clusters] + noise
         out[name] = x.reshape(n, b, t, h, d).movedim(-2, -3).contiguous()  # (n, b, h, t, d)
     return out
@@ -125,9 +127,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[128, 256], help="tiny-model image sizes")
     ap.add_argument("--classes", type=int, default=8, help="tiny gallery: classes (photos)")
     ap.add_argument("--per-class", type=int, default=6, help="tiny gallery: augmentations per class")
-    ap.add_argument("--real", type=int, default=40, help="real-size sample images (0: skip)")
-    ap.add_argument("--queries", type=int, default=8, help="real-size: queries among them (each costs --real AAS)")
-    ap.add_argument("--clusters", type=int, default=8, help="real-size clusters")
+    ap.add_argument("--real", type=int, default=32, help="real-size sample images (0: skip)")
+    ap.add_argument("--queries", type=int, default=6, help="real-size: queries among them (each costs --real AAS)")
+    ap.add_argument("--clusters", type=int, default=16, help="real-size clusters")
     args = ap.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
