@@ -15,7 +15,7 @@ and decoded in memory (a pca mode fitted on the same sample, as a build fits on 
   synthetic features are not real features: measure a mode on your own store with
   ``diffsim index eval-compact`` before trusting it.
 
-    nice -n 10 python benchmarks/bench_compact.py               # ~3-5 minutes on 2 cores
+    nice -n 10 python benchmarks/bench_compact.py               # about 6 minutes on 2 shared cores
     nice -n 10 python benchmarks/bench_compact.py --real 16 --queries 4   # quicker
 
 Prints Markdown tables.
