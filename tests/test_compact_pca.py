@@ -211,3 +211,15 @@ def test_an_existing_int8_store_without_a_projection_still_opens(tmp_path, built
     key = next(k for k in raw if k.endswith("/q"))
     want = raw[key].float() * raw[key + SCALE_SUFFIX].float()  # the int8 decoding as it always was
     assert torch.equal(again.load(again.ids()).tensors[key], want)
+
+
+def test_ray_refuses_a_pca_store_before_its_projection_is_fitted(tmp_path, labelled, disc_metric):  # noqa: F811
+    from diffsim.gallery.readers import files_input
+    from diffsim.gallery.runner import run_build
+    from diffsim.scale.ray_engine import RayEngine, RayOptions
+
+    src = collect(labelled / "class-03")
+    store = GalleryStore.create(tmp_path / "s", disc_metric, compact="pca4-int8", root=src.root)
+    with pytest.raises(ConfigError, match="fits its projection on the first images of a local build"):
+        run_build(files_input(src), store, disc_metric, RayEngine(RayOptions(workers=1, shard_size=3)))
+    assert len(store) == 0 and store.needs_projection
