@@ -98,7 +98,6 @@ class Row:
     shard: str
     row: int
     checksum: str
-    pool: np.ndarray  # (D,) float32
 
 
 @dataclass
@@ -183,7 +182,6 @@ class PendingShard:
         self.ids: list[str] = []
         self.paths: list[str] = []
         self.hashes: list[str] = []
-        self.pools: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -210,7 +208,6 @@ class PendingShard:
         self.ids += list(ids)
         self.paths += list(paths)
         self.hashes += list(hashes)
-        self.pools += list(vecs)
 
     def discard(self) -> None:
         self.file.discard()
@@ -230,6 +227,7 @@ class GalleryStore:
         self._verified: dict[str, tuple[int, int] | None] = {}  # shard -> (size, mtime) when its checksum matched
         self._sums: tuple[Any, dict[str, str]] | None = None  # (table, {shard: checksum}) cache
         self._where: tuple[Any, dict[str, tuple[str, int]]] | None = None  # (table, locate()) cache
+        self._next_shard: int | None = None  # next free shard number (see _next_index)
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -415,12 +413,16 @@ class GalleryStore:
 
     # ----------------------------------------------------------------- writing shards
     def _next_index(self) -> int:
-        nums = [
-            int(m.group(1))
-            for p in self.shard_dir.glob("shard-*.safetensors")
-            if (m := _SHARD_RE.match(p.name[: -len(".safetensors")]))
-        ]
-        return max(nums) + 1 if nums else 0
+        """The next free shard number: the folder is listed once per store object, then counted on (a
+        number another process took meanwhile is skipped by :meth:`_place`)."""
+        if self._next_shard is None:
+            nums = [
+                int(m.group(1))
+                for p in self.shard_dir.glob("shard-*.safetensors")
+                if (m := _SHARD_RE.match(p.name[: -len(".safetensors")]))
+            ]
+            self._next_shard = max(nums) + 1 if nums else 0
+        return self._next_shard
 
     def begin_shard(self) -> PendingShard:
         """A shard to fill one image at a time (:meth:`PendingShard.add`), then :meth:`finish_shard`."""
@@ -472,8 +474,8 @@ class GalleryStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         rows = [
-            Row(i, p, h, name, r, checksum, v)
-            for r, (i, p, h, v) in enumerate(zip(shard.ids, shard.paths, shard.hashes, shard.pools, strict=True))
+            Row(i, p, h, name, r, checksum)
+            for r, (i, p, h) in enumerate(zip(shard.ids, shard.paths, shard.hashes, strict=True))
         ]
         logger.debug("wrote %s (%d images, %d bytes)", name, len(rows), nbytes)
         return ShardRecord(name, checksum, rows)
@@ -500,6 +502,7 @@ class GalleryStore:
             candidate = f"shard-{index:05d}"
             try:
                 self._link(tmp, self.shard_path(candidate))
+                self._next_shard = index + 1
                 return candidate
             except FileExistsError:
                 index += 1
@@ -534,7 +537,9 @@ class GalleryStore:
                     ) from exc
             else:
                 self._table = _rows_to_table([])
-            self._known_shards = set(self._table.column("shard").to_pylist())
+            import pyarrow.compute as pc
+
+            self._known_shards = set(pc.unique(self._table.column("shard")).to_pylist())
         return self._table
 
     def add_rows(self, rows: Iterable[Row]) -> None:
@@ -552,21 +557,22 @@ class GalleryStore:
     def commit(self) -> None:
         """Write the table (committed rows, replaced by the staged ones) atomically; drop shards no row uses."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         table = self._read_table()
         if self._pending:
             new = _rows_to_table(list(self._pending.values()))
-            if table.num_rows:
-                keep = np.array([i not in self._pending for i in table.column("id").to_pylist()], dtype=bool)
-                table = pa.concat_tables([table.filter(pa.array(keep)), new])
+            if table.num_rows:  # vectorised: a commit costs a table write, not a Python pass over every row
+                replaced = pc.is_in(table.column("id"), value_set=new.column("id"))
+                table = pa.concat_tables([table.filter(pc.invert(replaced)), new])
             else:
                 table = new
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         _atomic_write(self.folder / INDEX_FILE, sink.getvalue().to_pybytes())
         self._table, self._pending = table, {}
-        used = set(table.column("shard").to_pylist())
+        used = set(pc.unique(table.column("shard")).to_pylist())
         for name in sorted(self._known_shards - used):  # every row re-embedded elsewhere
             self.shard_path(name).unlink(missing_ok=True)
             logger.info("removed %s: all its images were re-embedded", name)
@@ -635,7 +641,7 @@ class GalleryStore:
                 pass
 
     def read_record(self, name: str) -> ShardRecord:
-        """The rows a shard file describes (its metadata and pooled vectors), with its checksum."""
+        """The rows a shard file describes (its metadata), with its checksum."""
         path = self.shard_path(name)
         data = self._read_bytes(path)
         from safetensors.torch import load
@@ -644,14 +650,12 @@ class GalleryStore:
             tensors = load(data)
             meta = _metadata(data)
             ids, paths, hashes = (json.loads(meta[k]) for k in ("ids", "paths", "hashes"))
+            if len(tensors[POOL_KEY]) != len(ids):
+                raise ValueError(f"{len(tensors[POOL_KEY])} pooled vectors for {len(ids)} ids")
         except Exception as exc:  # noqa: BLE001 - any parse error: name the file
             raise StoreError(f"corrupt shard {path}: {exc}") from exc
         checksum = hashlib.sha256(data).hexdigest()
-        pool = tensors[POOL_KEY].float().numpy()
-        rows = [
-            Row(i, p, h, name, r, checksum, pool[r])
-            for r, (i, p, h) in enumerate(zip(ids, paths, hashes, strict=False))
-        ]
+        rows = [Row(i, p, h, name, r, checksum) for r, (i, p, h) in enumerate(zip(ids, paths, hashes, strict=False))]
         return ShardRecord(name, checksum, rows)
 
     @staticmethod

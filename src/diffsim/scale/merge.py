@@ -17,8 +17,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import StoreError
 from ..gallery.compact import PROJECTION_FILE
 from ..gallery.store import SETTINGS_FILE, GalleryStore, Row
@@ -83,7 +81,7 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         table = s.table()
         if not table.num_rows:
             continue
-        ids, pool = s.pooled()
+        ids = s.ids()
         cols = {c: table.column(c).to_pylist() for c in ("path", "hash", "shard", "row", "checksum")}
         fresh = [j for j, i in enumerate(ids) if known.get(i) != cols["hash"][j]]
         renamed: dict[str, str] = {}
@@ -107,7 +105,6 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
                 renamed[cols["shard"][j]],
                 int(cols["row"][j]),
                 cols["checksum"][j],
-                np.asarray(pool[j], dtype=np.float32),
             )
             for j in fresh
         )

@@ -222,7 +222,6 @@ def _outcome(batch: dict[str, np.ndarray]) -> Outcome:
                     str(batch["shard"][i]),
                     int(batch["row"][i]),
                     str(batch["checksum"][i]),
-                    np.frombuffer(batch["pool"][i], dtype=np.float32).copy(),
                 )
             )
         elif st == "fail":

@@ -4,7 +4,7 @@ Rows flow as ``{"id", "path", "bytes"}`` (encoded image; no ``bytes`` column: re
 (:func:`diffsim.gallery.decode.decode_record`, the decoder of every engine) ->
 ``{"id", "path", "hash", "status", "reason", "size", "pixels"}`` (``status``: ``embed``, ``skip`` for an
 image already stored with the same content, ``fail`` for an unreadable one) -> :class:`EmbedWorker` ->
-``{"id", "path", "hash", "status", "reason", "shard", "row", "checksum", "pool"}``. Only these small
+``{"id", "path", "hash", "status", "reason", "shard", "row", "checksum"}``. Only these small
 columns come back to the driver: the features go straight from the actor into a shard file.
 """
 
@@ -98,7 +98,6 @@ class EmbedWorker:
             "shard": [""] * n,
             "row": [-1] * n,
             "checksum": [""] * n,
-            "pool": [b""] * n,
         }
         todo = [i for i in range(n) if status[i] == "embed"]
         if todo:
@@ -111,7 +110,6 @@ class EmbedWorker:
             )
             for i, row in zip(todo, record.rows, strict=True):
                 out["shard"][i], out["row"][i], out["checksum"][i] = row.shard, row.row, row.checksum
-                out["pool"][i] = np.asarray(row.pool, dtype=np.float32).tobytes()
                 out["status"][i] = "embedded"
         return {k: np.array(v, dtype=np.int64 if k == "row" else object) for k, v in out.items()}
 
