@@ -80,12 +80,10 @@ class SyntheticEngine:
             pooled = metric.pool(feats)
             out = Outcome(embedded=len(ids))
             for j, i in enumerate(ids):
-                rec = writer.add(i, i, "h" + i, feats[j], pooled[j : j + 1])
-                out.rows += rec.rows if rec is not None else []
+                for rec in writer.add(i, i, "h" + i, feats[j], pooled[j : j + 1]):
+                    out.rows += rec.rows
             yield out
-        last = writer.flush()
-        if last is not None:
-            yield Outcome(rows=last.rows)
+        yield Outcome(rows=[r for rec in writer.finish() for r in rec.rows])
 
 
 inp = GalleryInput("files", ("synthetic",), root=None, total=n)

@@ -7,15 +7,19 @@ float32, the guidance pair (2 rows per image), eager (no compile). Prints a mark
 
     python benchmarks/bench_truncation.py                # tiny U-Net (tests/tiny_sd.py layout) + SD 1.5 at 256 px
     python benchmarks/bench_truncation.py --only tiny
+    python benchmarks/bench_truncation.py --only sd15 --px 512 --layers up0,down0 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: spinning ones distort a shared CPU
+
+import torch  # noqa: E402
 
 from diffsim.backbones.capture import capture_qkv, run_until_captured
 from diffsim.backbones.layers import resolve_layers
@@ -77,16 +81,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", choices=("tiny", "sd15"), default=None)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--px", type=int, default=256, help="image side of the SD 1.5 rows (latent = px / 8)")
+    ap.add_argument("--layers", default="up0,mid", help="SD 1.5 rows' layers, comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = ["| U-Net | px | images | layer | hooks ms | explicit ms | hooks / explicit |", "|---|--:|--:|---|--:|--:|--:|"]
+    rows = [
+        "| U-Net | px | images | layer | hooks ms | explicit ms | hooks / explicit |",
+        "|---|--:|--:|---|--:|--:|--:|",
+    ]
     if args.only in (None, "tiny"):
         for layer in ("up0", "down0"):
             rows += bench("tiny (tests/tiny_sd.py)", TINY, 8, 4, layer, args.repeats * 4)
     if args.only in (None, "sd15"):
-        for layer in ("up0", "mid"):
-            rows += bench("SD 1.5 layout, random weights", SD15, 32, 1, layer, args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, eager")
+        for layer in args.layers.split(","):
+            rows += bench("SD 1.5 layout, random weights", SD15, args.px // 8, 1, layer, args.repeats)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, eager, load average {load}")
     print("\n".join(rows))
 
 

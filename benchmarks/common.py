@@ -8,9 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
+# Idle OpenMP threads sleep instead of spinning (as tests/__init__.py): spinning threads made tiny models ~30x
+# slower on the shared, loaded CPU. Read when torch first loads: scripts that import torch first set it themselves.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.tiny_sd / tests.reference_impl

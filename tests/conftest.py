@@ -38,6 +38,14 @@ def tiny_sd_path(tiny_backbone: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pipeline with the SD 2.x differences (tests/tiny_sd.py ``variant="sd2"``, seed 1)."""
+    from .tiny_sd import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd2") / "model", seed=1, variant="sd2")
+
+
+@pytest.fixture(scope="session")
 def tiny_metric(tiny_sd_path: Path):
     """DiffSim-S on the tiny pipeline, loaded through the real from_pretrained path (float32, CPU)."""
     from diffsim import DiffSim

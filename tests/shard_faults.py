@@ -4,7 +4,8 @@ Usage: ``python tests/shard_faults.py MODE N index build ...`` with MODE
 
 * ``kill``: SIGKILL this process right after its N-th shard (no cleanup, no commit: a kill -9);
 * ``interrupt``: SIGINT (Ctrl-C) right after its N-th shard;
-* ``slow``: sleep N seconds after its first shard (keeps a build running, e.g. while another one starts).
+* ``hold``: after its first shard, wait until the file N exists (at most 240 s): keeps a build running until the
+  test, having seen another build start and wait, releases it.
 
 The library has no test hook: this wrapper patches :meth:`GalleryStore.finish_shard` before handing the
 arguments to the real CLI (every shard, written whole or image by image, ends in ``finish_shard``).
@@ -28,10 +29,12 @@ def _write_with_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, A
     global _written
     record = _finish_shard(self, *args, **kwargs)
     _written += 1
-    mode, n = sys.argv[1], float(sys.argv[2])
-    if mode == "slow":
-        time.sleep(n if _written == 1 else 0)
-    elif _written >= n:
+    mode, arg = sys.argv[1], sys.argv[2]
+    if mode == "hold":
+        deadline = time.monotonic() + 240
+        while _written == 1 and not os.path.exists(arg) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    elif _written >= float(arg):
         os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGINT)
         time.sleep(5)  # the signal arrives at once; never return to write more
     return record

@@ -192,12 +192,9 @@ def test_bad_settings(tiny_metric):
         tiny_metric.with_settings(layer="up_blocks.1.attentions.2.transformer_blocks.0.atn1")
 
 
-def test_sd2_layout_works(tmp_path, image_files):
+def test_sd2_layout_works(tiny_sd2_path, image_files):
     """SD 2.x: per-block head dims, linear projections, a v-prediction DDIM scheduler with its own steps."""
-    from .tiny_sd import build_tiny_pipeline
-
-    path = build_tiny_pipeline(tmp_path / "sd2", seed=1, variant="sd2")
-    m = DiffSim.from_pretrained(path, size=SIZE, step=500)
+    m = DiffSim.from_pretrained(tiny_sd2_path, size=SIZE, step=500)
     assert type(m.backbone.scheduler).__name__ == "DDIMScheduler"
     assert m.timestep == m.backbone.step_table()[500] == 500  # DDIM lists [1000, 999, ...]: T = 1000 - K
     heads = {lay.alias: lay.heads for lay in m.backbone.layers(SIZE) if lay.alias in ("down0", "up0")}

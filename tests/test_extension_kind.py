@@ -1,8 +1,8 @@
 """A throw-away backbone kind added at test time through the public extension points only
 (``register_kind``, ``register_metric`` and the test-side ``register_tiny``): detection, ``diffsim.load`` /
-``create_metric("auto")``, ``diffsim layers``, the backbone contract and the metric properties run on it
-with no shared file edited. The kind is an SD backbone under another name, recognised by its own pipeline
-class name, as a new latent-diffusion backbone module would register itself."""
+``create_metric("auto")``, ``diffsim layers``, the backbone contract, the metric properties and the shared
+loss / functional tests run on it with no shared file edited. The kind is an SD backbone under another name,
+recognised by its own pipeline class name, as a new latent-diffusion backbone module would register itself."""
 
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ from diffsim.models import clear_models
 from diffsim.registry import MetricInfo, register_metric, unregister_metric
 
 from . import test_backbone_contract as contract
+from . import test_functional as functional
+from . import test_loss as loss
 from .conftest import SIZE
 from .test_cli import run
 from .tiny_builders import TinyBackbone, register_tiny, tiny_backbones, unregister_tiny
+from .tiny_loss import build, loss_rows
 from .tiny_sd import build_tiny_pipeline
 from .zoo_props import check_properties
 
@@ -108,3 +111,18 @@ def test_metric_properties(toy, rand_images):
     paths, _ = toy
     metric = create_metric(METRIC, **tiny_backbones()[TOY].metric_overrides(paths, SIZE))
     check_properties(metric, rand_images)
+
+
+def test_loss_and_functional_tests(toy, request):
+    """The shared loss / functional tests read their kinds from the tiny table: the toy kind's default metric
+    is a loss (1 - score, gradients to both inputs, frozen backbone), equals the cached path, broadcasts one
+    image, and its gradient matches finite differences in float64."""
+    assert TOY in loss_rows()
+    metric = build(TOY, request)
+    assert type(metric) is ToyDiffSim and metric.is_differentiable
+    loss.test_loss_is_one_minus_score_or_the_distance_and_reaches_both_inputs(metric)
+    loss.test_reductions(metric)
+    functional.test_functional_equals_cached_score_on_the_same_pixels(metric)
+    functional.test_functional_leaves_the_feature_cache_alone(metric)
+    functional.test_one_image_broadcasts_and_bad_counts_fail(metric)
+    functional.test_gradient_matches_finite_differences_in_float64(metric)

@@ -11,7 +11,7 @@ from diffsim import ConfigError, ImageError
 from diffsim import functional as DF
 from diffsim.images import to_unit_resized, to_unit_tensor
 
-from .tiny_loss import KINDS, build, float64_copy, working_size
+from .tiny_loss import GRADCHECK, KINDS, build, float64_copy, gradcheck_ok, working_size
 
 # DiffSim-C's adapter image encoder reads uint8-rounded, uint8-resampled pixels (the pipeline's CLIP
 # processor) on the cached path and float pixels on the functional one; every other metric sees the same pixels
@@ -63,7 +63,9 @@ def test_one_image_broadcasts_and_bad_counts_fail(metric):
 
 
 def test_gradient_matches_finite_differences_in_float64(metric):
-    """d/de score(x + e v, y) by central differences against <grad_x, v> (float64 copy of the model)."""
+    """d/de score(x + e v, y) by central differences against <grad_x, v> (float64 copy of the model); a kind
+    whose float64 copy computes partly in float32 (``TinyBackbone.gradcheck``) gets a coarse step."""
+    exact = gradcheck_ok(metric)
     m64 = float64_copy(metric)
     # pixels away from 0 and 1: the resizes clip to [0, 1] (as the cached path does), a kink at saturated pixels
     x, y = (0.1 + 0.8 * t.double() for t in _pair(metric, n=1, seed=2))
@@ -72,12 +74,12 @@ def test_gradient_matches_finite_differences_in_float64(metric):
     xr = x.clone().requires_grad_(True)
     m64.differentiable_scores(xr, y).sum().backward()
     analytic = float((xr.grad * v).sum())
-    eps = 1e-6
+    eps, rel = (1e-6, 1e-4) if exact else (1e-3, 1e-2)
     with torch.no_grad():
         hi, lo = m64.differentiable_scores(x + eps * v, y), m64.differentiable_scores(x - eps * v, y)
     numeric = float((hi - lo).sum()) / (2 * eps)
     assert abs(analytic) > 1e-7, metric.name  # a real gradient, not a detached zero
-    assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9), metric.name
+    assert analytic == pytest.approx(numeric, rel=rel, abs=1e-9), metric.name
 
 
 def test_gradcheck_through_resize_vae_and_truncated_unet(request):
@@ -99,7 +101,7 @@ def test_gradcheck_through_resize_vae_and_truncated_unet(request):
     )
 
 
-@pytest.mark.parametrize("kind", ["sdxl", "dit", "diffsim-c", "clip-aas", "dinov2-aas", "lpips"])
+@pytest.mark.parametrize("kind", [k for k in GRADCHECK if k != "sd"])  # SD: the full check above
 def test_gradcheck_fast_mode_every_kind(kind, request):
     m64 = float64_copy(build(kind, request))
     g = torch.Generator().manual_seed(0)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -47,13 +48,11 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def cli_process(*args, wrapper: list[str] | None = None) -> subprocess.Popen:
+def cli_process(*args, wrapper: list[str | Path] | None = None, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(diffsim.__file__).parents[1])}
     env.pop("OMP_NUM_THREADS", None)
-    head = [sys.executable, str(FAULTS), *wrapper] if wrapper else [sys.executable, "-m", "diffsim"]
-    return subprocess.Popen(
-        [*head, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    head = [sys.executable, str(FAULTS), *map(str, wrapper)] if wrapper else [sys.executable, "-m", "diffsim"]
+    return subprocess.Popen([*head, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 # ----------------------------------------------------------------------------------- threads
@@ -152,12 +151,20 @@ def test_a_rebuild_drops_images_removed_from_the_gallery(capsys, gallery, tiny_s
 def test_two_builds_of_one_store_take_turns(gallery, tiny_sd_path, tmp_path):
     out = tmp_path / "s"
     args = ["index", "build", gallery, "--out", out, *flags(tiny_sd_path), "--shard-size", 1]
-    first = cli_process(*args, wrapper=["slow", "40"])  # 40 s after its first shard: still running below
+    release = tmp_path / "release"
+    first = cli_process(*args, wrapper=["hold", release])  # holds after its first shard until `release` exists
     deadline = time.monotonic() + 240
     while not list((out / "shards").glob("*.safetensors")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    second = cli_process(*args)
-    out2, err2 = second.communicate(timeout=300)
+    log = tmp_path / "second.err"
+    with log.open("w") as stderr:
+        second = cli_process(*args, stderr=stderr)
+        deadline = time.monotonic() + 240
+        while "another build of" not in log.read_text() and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first build is held: the second one must say that it waits
+        release.touch()
+        out2, _ = second.communicate(timeout=300)
+    err2 = log.read_text()
     out1, err1 = first.communicate(timeout=300)
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
     assert "another build of" in err2, (out1, err1, out2, err2)

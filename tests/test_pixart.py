@@ -20,8 +20,11 @@ MAX_LENGTH = {"sigma": 300, "alpha": 120}  # the pipelines' own T5 lengths
 
 
 @pytest.fixture(scope="module", params=["sigma", "alpha"])
-def pixart(request, tmp_path_factory) -> tuple[str, PixArtBackbone]:
-    path = build_tiny_pixart(tmp_path_factory.mktemp(f"tiny-pixart-{request.param}") / "model", variant=request.param)
+def pixart(request, tmp_path_factory, tiny_backbone) -> tuple[str, PixArtBackbone]:
+    if request.param == "sigma":  # the session's tiny "pixart" row
+        path = tiny_backbone("pixart")
+    else:
+        path = build_tiny_pixart(tmp_path_factory.mktemp(f"tiny-pixart-{request.param}") / "model", variant="alpha")
     return request.param, PixArtBackbone.from_pretrained(path, **CPU)
 
 

@@ -19,8 +19,11 @@ CPU = {"device": "cpu", "dtype": "float32"}
 
 
 @pytest.fixture(scope="module", params=["sd3", "sd35"])
-def sd3(request, tmp_path_factory) -> SD3Backbone:
-    path = build_tiny_sd3(tmp_path_factory.mktemp(f"tiny-{request.param}") / "model", variant=request.param)
+def sd3(request, tmp_path_factory, tiny_backbone) -> SD3Backbone:
+    if request.param == "sd35":  # the session's tiny "sd3" row is the SD3.5 variant
+        path = tiny_backbone("sd3")
+    else:
+        path = build_tiny_sd3(tmp_path_factory.mktemp(f"tiny-{request.param}") / "model", variant=request.param)
     return SD3Backbone.from_pretrained(path, **CPU)
 
 
@@ -114,3 +117,25 @@ def test_too_large_for_the_positional_embedding(sd3):
     big = sd3.max_size + sd3.size_multiple
     with pytest.raises(ConfigError, match=f"size {big} is larger than this SD3 model takes"):
         sd3.extract(torch.zeros(1, 3, big, big), sd3.resolve(["block0"]), 500, "", 0)
+
+
+def test_without_t5_is_the_backbones_own_load_option(sd3):
+    """``text_encoder_3=False`` is a load option SD3 declares (not a ``LoadSpec`` field): no T5 is loaded, its
+    share of the prompt embedding is zeros, and it is another shared instance and weights identity; the
+    default shares the T5 one. An unknown option or a value of the wrong type is refused by the backbone."""
+    from diffsim import create_metric
+    from diffsim.backbones.spec import LoadSpec
+
+    kw = {"model": sd3.source, "size": SD3_SIZE, "layer": "block1", **CPU}
+    assert create_metric("diffsim-s-sd3", **kw).backbone is sd3
+    bb = create_metric("diffsim-s-sd3", text_encoder_3=False, **kw).backbone
+    assert sd3.pipe.text_encoder_3 is not None and bb.pipe.text_encoder_3 is None and bb is not sd3
+    assert bb.identity == sd3.identity + "+text_encoder_3=False"
+    with_t5, without = sd3.encode_prompt("a photo")[0], bb.encode_prompt("a photo")[0]
+    clip = 77  # the CLIP tokens come first, then T5's
+    assert with_t5.shape == without.shape and torch.equal(with_t5[:, :clip], without[:, :clip])
+    assert float(with_t5[:, clip:].abs().sum()) > 0 and float(without[:, clip:].abs().sum()) == 0
+    with pytest.raises(ConfigError, match="SD3 backbone has no load option 'text_encoder_4'; its load options: text"):
+        SD3Backbone.load(LoadSpec(sd3.source, **CPU, options=(("text_encoder_4", False),)))
+    with pytest.raises(ConfigError, match="load option text_encoder_3 must be a bool; got 'no'"):
+        SD3Backbone.load(LoadSpec(sd3.source, **CPU, options=(("text_encoder_3", "no"),)))

@@ -12,15 +12,13 @@ from diffsim.backbones.capture import capture_qkv, run_until_captured
 from diffsim.backbones.unet_forward import ExplicitRunner, TruncatedUNet, UnsupportedLayout, plan_truncation
 
 from .conftest import SIZE
-from .tiny_sd import build_tiny_pipeline
 
 TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def sd2_backbone(tmp_path_factory):
-    path = build_tiny_pipeline(tmp_path_factory.mktemp("sd2") / "model", seed=1, variant="sd2")
-    return StableDiffusionBackbone.from_pretrained(path, device="cpu", dtype="float32")
+def sd2_backbone(tiny_sd2_path):
+    return StableDiffusionBackbone.from_pretrained(tiny_sd2_path, device="cpu", dtype="float32")
 
 
 def _inputs(unet, side: int = 8, n: int = 3, seed: int = 0):

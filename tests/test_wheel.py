@@ -22,8 +22,6 @@ import pytest
 
 from diffsim import __version__
 
-from .tiny_sd import build_tiny_pipeline
-
 ROOT = Path(__file__).resolve().parents[1]
 DIST = "diffsim-metric"
 
@@ -159,9 +157,9 @@ def test_cli_from_the_wheel(venv_python: Path, tmp_path: Path) -> None:
     assert [m["name"] for m in listed] == here and "diffsim-s" in here
 
 
-def test_examples_from_the_wheel(venv_python: Path, tmp_path: Path) -> None:
+def test_examples_from_the_wheel(venv_python: Path, tmp_path: Path, tiny_sd_path: Path) -> None:
     """The README's first example (`diffsim score examples/...`) and the Python quick start, on a tiny model."""
-    model = build_tiny_pipeline(tmp_path / "tiny-sd")
+    model = tiny_sd_path
     images = tmp_path / "examples"
     shutil.copytree(ROOT / "examples", images)
     a, b = str(images / "house_day.png"), str(images / "house_dusk.png")

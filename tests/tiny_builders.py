@@ -36,6 +36,13 @@ class TinyBackbone:
     spec: Callable[[str, dict[str, str]], dict[str, Any]] = lambda folder, paths: {"model": folder}
     #: settings that point its default metric at the tiny model besides model/size/device/dtype
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the loss / functional tests (``tests/tiny_loss.py``): its default metric's settings there, over
+    #: ``metric_overrides`` (None: its metric is not differentiable and stays out of them)
+    loss: dict[str, Any] | None = field(default_factory=dict)
+    loss_model: str = ""  # a session fixture whose folder replaces its tiny model there (SD: the sharpened copy)
+    #: False: its float64 copy is not float64 throughout (or too slow), so ``gradcheck`` cannot run on it; the
+    #: loss tests check loss = 1 - score, a finite nonzero gradient, batch = single and coarse finite differences
+    gradcheck: bool = True
 
     @property
     def metric(self) -> str:

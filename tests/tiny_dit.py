@@ -16,6 +16,7 @@ import torch
 from diffsim.backbones.protocol import ClassCondition
 
 from .tiny_builders import TinyBackbone, register_tiny
+from .tiny_sd import tiny_vae
 from .tiny_spread import sharpen_attention, vae_carries_image
 
 DIT_SCHEDULER_CONFIG = {
@@ -39,7 +40,7 @@ LABELS = {
 
 def build_tiny_dit(path: str | Path, seed: int = 0, legacy_class_name: bool = True) -> Path:
     """Write a tiny DiTPipeline folder (sample size 8: native 64 px) to ``path`` and return it."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     path = Path(path)
     torch.manual_seed(seed)
@@ -57,17 +58,7 @@ def build_tiny_dit(path: str | Path, seed: int = 0, legacy_class_name: bool = Tr
         attention_bias=True,
         norm_elementwise_affine=False,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     with torch.no_grad():  # random adaLN-Zero modulation starts at zero: give it weights so classes matter
         for block in transformer.transformer_blocks:
             block.norm1.linear.weight.normal_(0, 0.2)
@@ -95,5 +86,6 @@ register_tiny(
         "block1",
         condition=ClassCondition(1),
         settings={"layer": "block1", "timestep": 150},
+        loss={"timestep": 400},
     )
 )

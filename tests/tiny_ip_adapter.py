@@ -102,5 +102,6 @@ register_tiny(
         golden="ip-adapter",
         needs=("sd",),
         spec=lambda folder, paths: {"model": paths["sd"], "ip_adapter": folder},
+        loss={"timestep": 400},
     )
 )

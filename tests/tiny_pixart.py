@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .tiny_builders import TinyBackbone, register_tiny
+from .tiny_sd import tiny_vae
 from .tiny_spread import sharpen_attention, vae_carries_image
 from .tiny_t5 import tiny_t5_encoder, tiny_t5_tokenizer
 
@@ -38,7 +39,6 @@ VAE_GAIN = 40.0  # latents x 0.13 must still carry the image through the noise a
 def build_tiny_pixart(path: str | Path, seed: int = 0, variant: str = "sigma") -> Path:
     """Write a tiny PixArt pipeline folder to ``path`` and return it (``variant``: "sigma" or "alpha")."""
     from diffusers import (
-        AutoencoderKL,
         DPMSolverMultistepScheduler,
         PixArtAlphaPipeline,
         PixArtSigmaPipeline,
@@ -65,18 +65,7 @@ def build_tiny_pixart(path: str | Path, seed: int = 0, variant: str = "sigma") -
         attention_bias=True,
         use_additional_conditions=alpha,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=PIXART_SIZE,
-        scaling_factor=0.13025,
-    )
+    vae = tiny_vae(PIXART_SIZE, scaling_factor=0.13025)
     with torch.no_grad():
         transformer.pos_embed.proj.weight.mul_(4.0)  # the image, not the positional code, dominates
         for block in transformer.transformer_blocks:  # adaLN-single's table starts near zero: make it count

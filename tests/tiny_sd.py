@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,13 +83,56 @@ def _tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
+def tiny_vae(sample_size: int = 64, latent_channels: int = 4, **config: Any) -> Any:
+    """The tiny ``AutoencoderKL`` every tiny latent-diffusion model uses (4 blocks: downscale 8); ``config``:
+    the model's own fields (scaling / shift factor, force_upcast...)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=sample_size,
+        **config,
+    )
+
+
+def clip_tokenizer(path: Path) -> Any:
+    """A tiny byte-level CLIP tokenizer from files written beside ``path`` (``<name>-tokenizer-files``)."""
+    from transformers import CLIPTokenizer
+
+    folder = path.parent / f"{path.name}-tokenizer-files"
+    _tokenizer_files(folder)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def clip_text_fields(tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """The ``CLIPTextConfig`` fields of the SDXL / SD3 tiny text encoders but ``hidden_size``."""
+    return {
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": len(tokenizer),
+        "intermediate_size": 37,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        **extra,
+    }
+
+
 def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") -> Path:
     """Write a tiny diffusers folder to ``path`` and return it.
 
     ``variant="sd15"``: the SD 1.5 layout (PNDM scheduler). ``variant="sd2"``: the SD 2.x differences:
     per-block head dimensions, linear projections in the transformers, a v-prediction DDIM scheduler.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     path = Path(path)
@@ -107,17 +151,7 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") 
         down_block_types=SD15_UNET_CONFIG["down_block_types"],
         up_block_types=SD15_UNET_CONFIG["up_block_types"],
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     _tokenizer_files(path / "tokenizer")
     tokenizer = CLIPTokenizer(
         str(path / "tokenizer" / "vocab.json"), str(path / "tokenizer" / "merges.txt"), model_max_length=77
@@ -163,4 +197,13 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0, variant: str = "sd15") 
     return path
 
 
-register_tiny(TinyBackbone("sd", lambda folder, seed, paths: build_tiny_pipeline(folder, seed=seed), "sd", "up0"))
+register_tiny(
+    TinyBackbone(
+        "sd",
+        lambda folder, seed, paths: build_tiny_pipeline(folder, seed=seed),
+        "sd",
+        "up0",
+        loss={"layer": "up1"},
+        loss_model="sharp_sd_path",
+    )
+)

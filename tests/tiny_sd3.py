@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .tiny_builders import TinyBackbone, register_tiny
-from .tiny_sd import _tokenizer_files
+from .tiny_sd import clip_text_fields, clip_tokenizer, tiny_vae
 from .tiny_spread import vae_carries_image
 from .tiny_t5 import tiny_t5_encoder, tiny_t5_tokenizer
 
@@ -42,12 +42,11 @@ def sharpen_joint_attention(transformer: torch.nn.Module, factor: float) -> None
 def build_tiny_sd3(path: str | Path, seed: int = 0, variant: str = "sd3") -> Path:
     """Write a tiny StableDiffusion3Pipeline folder to ``path`` and return it (``variant``: "sd3" or "sd35")."""
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     path = Path(path)
     sd35 = variant == "sd35"
@@ -67,16 +66,9 @@ def build_tiny_sd3(path: str | Path, seed: int = 0, variant: str = "sd3") -> Pat
         dual_attention_layers=(0,) if sd35 else (),
         qk_norm="rms_norm" if sd35 else None,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=SD3_SIZE,
+    vae = tiny_vae(
+        SD3_SIZE,
+        16,
         scaling_factor=1.5305,
         shift_factor=0.0609,
         use_quant_conv=False,
@@ -89,20 +81,8 @@ def build_tiny_sd3(path: str | Path, seed: int = 0, variant: str = "sd3") -> Pat
         transformer.pos_embed.proj.weight.mul_(4.0)  # the image, not the positional code, dominates
     sharpen_joint_attention(transformer, 3.0)
     vae_carries_image(vae)
-    tok_dir = path.parent / f"{path.name}-tokenizer-files"
-    _tokenizer_files(tok_dir)
-    clip_tok = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
-    ids = dict(
-        eos_token_id=clip_tok.eos_token_id,
-        bos_token_id=clip_tok.bos_token_id,
-        pad_token_id=clip_tok.pad_token_id,
-        vocab_size=len(clip_tok),
-        intermediate_size=37,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=8,
-    )
+    clip_tok = clip_tokenizer(path)
+    ids = clip_text_fields(clip_tok, projection_dim=8)
     text = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=8, **ids))
     text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=16, **ids))
     t5_tok = tiny_t5_tokenizer()
@@ -128,5 +108,8 @@ register_tiny(
         "sd3",
         "block1",
         settings={"layer": "block1"},
+        # diffusers' RMSNorm (SD3.5's qk-norm) takes the variance in float32 even on float64 input: float64
+        # differences at step 1e-6 are float32 round-off (they agree with the gradient at steps 1e-3 to 1e-4)
+        gradcheck=False,
     )
 )

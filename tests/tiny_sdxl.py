@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .tiny_builders import TinyBackbone, register_tiny
-from .tiny_sd import _tokenizer_files
+from .tiny_sd import clip_text_fields, clip_tokenizer, tiny_vae
 from .tiny_spread import sharpen_attention, vae_carries_image
 
 SDXL_SCHEDULER_CONFIG = {
@@ -32,8 +32,8 @@ SDXL_SCHEDULER_CONFIG = {
 
 def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_prompt: bool = True) -> Path:
     """Write a tiny StableDiffusionXLPipeline folder to ``path`` and return it."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     path = Path(path)
     torch.manual_seed(seed)
@@ -54,34 +54,11 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_promp
         addition_time_embed_dim=4,
         projection_class_embeddings_input_dim=6 * 4 + 8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
+    vae = tiny_vae(scaling_factor=0.13025, force_upcast=True)
     sharpen_attention(unet, 3.0)
     vae_carries_image(vae)
-    tok_dir = path.parent / f"{path.name}-tokenizer-files"
-    _tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
-    ids = dict(
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        vocab_size=len(tokenizer),
-        intermediate_size=37,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-    )
+    tokenizer = clip_tokenizer(path)
+    ids = clip_text_fields(tokenizer)
     text = CLIPTextModel(CLIPTextConfig(hidden_size=16, **ids))
     text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=16, projection_dim=8, **ids))
     pipe = StableDiffusionXLPipeline(
@@ -99,4 +76,12 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0, force_zeros_for_empty_promp
     return path
 
 
-register_tiny(TinyBackbone("sdxl", lambda folder, seed, paths: build_tiny_sdxl(folder, seed=seed), "sdxl", "up0"))
+register_tiny(
+    TinyBackbone(
+        "sdxl",
+        lambda folder, seed, paths: build_tiny_sdxl(folder, seed=seed),
+        "sdxl",
+        "up0",
+        loss={"layer": "up0", "timestep": 300, "seed": 3},
+    )
+)

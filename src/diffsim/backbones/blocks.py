@@ -24,7 +24,7 @@ from .latent_diffusion import LatentDiffusionBackbone
 from .layers import AttentionLayer
 from .loading import classify, diffusers_errors_only, load_cache_first
 from .protocol import TextCondition
-from .spec import LoadSpec
+from .spec import LoadSpec, check_options
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,34 @@ class BlockTransformerBackbone(LatentDiffusionBackbone):
     model_name: ClassVar[str]
     #: the diffusers transformer class (read from its config by ``diffsim layers``)
     transformer_class: ClassVar[str]
+    #: the pipeline's text encoders (attribute names; a missing one, e.g. SD3 without T5, is skipped)
+    text_encoders: ClassVar[tuple[str, ...]] = ()
+    #: keep the VAE in float32 under float16 (the SD3 / SDXL VAEs overflow in fp16; diffusers upcasts them too)
+    upcast_vae: ClassVar[bool] = False
+
+    def __init__(
+        self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
+    ) -> None:
+        """Hold ``pipe``'s transformer, VAE encoder, scheduler and text encoders, frozen on ``device`` in ``dtype``;
+        ``identity``: the weights actually loaded (hub commit, or resolved path + file digest), the cache key."""
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.scheduler = pipe.scheduler
+        self.vae.decoder = None  # never decode
+        if hasattr(self.vae, "post_quant_conv"):
+            self.vae.post_quant_conv = None
+        encoders = [getattr(pipe, name, None) for name in self.text_encoders]
+        for m in [self.vae, self.transformer, *[e for e in encoders if e is not None]]:
+            if next(m.parameters()).dtype != dtype:
+                m.to(dtype=dtype)
+            m.to(device=device).eval().requires_grad_(False)
+        if self.upcast_vae and dtype == torch.float16 and getattr(self.vae.config, "force_upcast", True):
+            self.vae.to(dtype=torch.float32)
+        self.device, self.dtype, self.source = device, dtype, source
+        self.identity = identity or LoadSpec(source).identity()
+        self.init_latent_state()
+        self.passes = 0
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -196,30 +224,21 @@ class TransformerPipelineBackbone(BlockTransformerBackbone):
     pipelines: ClassVar[tuple[str, ...]]
     folders: ClassVar[str]
     default_model: ClassVar[str]
-    #: the pipeline's text encoders (attribute names; a missing one, e.g. SD3 without T5, is skipped)
     text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    upcast_vae = True
+    #: the backbone's own load options and their defaults (``LoadSpec.options``; see :func:`.spec.check_options`)
+    load_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def pipeline_kwargs(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments for the checked load ``options`` (none by default)."""
+        return {}
 
     def __init__(
         self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
     ) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.scheduler = pipe.scheduler
-        self.vae.decoder = None  # never decode
-        self.vae.post_quant_conv = None
-        encoders = [getattr(pipe, name, None) for name in self.text_encoders]
-        for m in [self.vae, self.transformer, *[e for e in encoders if e is not None]]:
-            if next(m.parameters()).dtype != dtype:
-                m.to(dtype=dtype)
-            m.to(device=device).eval().requires_grad_(False)
-        if dtype == torch.float16 and getattr(self.vae.config, "force_upcast", True):
-            self.vae.to(dtype=torch.float32)  # the SD3 / SDXL VAEs overflow in fp16 (diffusers upcasts them too)
-        self.device, self.dtype, self.source = device, dtype, source
-        self.identity = identity or LoadSpec(source).identity()
+        super().__init__(pipe, source, device, dtype, identity)
         self._text: dict[str, tuple[torch.Tensor, ...]] = {}
-        self.init_latent_state()
-        self.passes = 0
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, share: bool = True, **spec: Any) -> Any:
@@ -234,12 +253,14 @@ class TransformerPipelineBackbone(BlockTransformerBackbone):
         from diffusers import DiffusionPipeline
 
         dev, dt = spec.torch_device, spec.torch_dtype
-        spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant)  # what is read
+        options = check_options(spec.options, cls.load_options, f"the {cls.model_name} backbone")
+        spec = LoadSpec(spec.model, spec.device, spec.dtype, spec.revision, spec.variant, options=spec.options)
 
         def load() -> TransformerPipelineBackbone:
             require_kind(spec.model, (cls.kind,), f"the {cls.model_name} backbone", spec.revision)
             logger.info("loading %s %s on %s (%s)", cls.model_name, spec.model, dev, dt)
             kw: dict[str, Any] = {"torch_dtype": dt, "revision": spec.revision, "variant": spec.variant}
+            kw.update(cls.pipeline_kwargs(options))
             what = f"{cls.model_name} model"
             pipe = load_pipeline(DiffusionPipeline, spec.model, what, cls.folders, cls.pipelines[0], **kw)
             if type(pipe).__name__ not in cls.pipelines:

@@ -58,22 +58,7 @@ class DiTBackbone(BlockTransformerBackbone):
     def __init__(
         self, pipe: Any, source: str, device: torch.device, dtype: torch.dtype, identity: str | None = None
     ) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.scheduler = pipe.scheduler
-        self.vae.decoder = None  # never decode
-        if hasattr(self.vae, "post_quant_conv"):
-            self.vae.post_quant_conv = None
-        for m in (self.vae, self.transformer):
-            if next(m.parameters()).dtype != dtype:
-                m.to(dtype=dtype)
-            m.to(device=device).eval().requires_grad_(False)
-        self.device, self.dtype, self.source = device, dtype, source
-        #: the weights actually loaded (hub commit, or resolved path + file digest): the feature cache key
-        self.identity = identity or LoadSpec(source).identity()
-        self.init_latent_state()
-        self.passes = 0
+        super().__init__(pipe, source, device, dtype, identity)
         self.labels: dict[str, int] = dict(getattr(pipe, "labels", {}) or {})
 
     @classmethod

@@ -63,6 +63,13 @@ class SD3Backbone(TransformerPipelineBackbone):
     default_model = DEFAULT_SD3
     transformer_class = "SD3Transformer2DModel"
     text_encoders = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    #: text_encoder_3=False: load without the T5 encoder (its part of the prompt embedding is zeros, as in
+    #: diffusers' ``text_encoder_3=None``)
+    load_options = {"text_encoder_3": True}
+
+    @classmethod
+    def pipeline_kwargs(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return {} if options["text_encoder_3"] else {"text_encoder_3": None, "tokenizer_3": None}
 
     @property
     def max_size(self) -> int:

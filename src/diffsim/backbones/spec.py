@@ -5,6 +5,8 @@ so the load part of a metric's settings travels to the backbone loader as this o
 backbone reads the fields that apply to it; :meth:`LoadSpec.identity` is the weights' identity
 (:mod:`.identity`), covering every weight file the backbone loads (a fixed VAE, the IP-Adapter and its
 image encoder included), and :meth:`LoadSpec.key` the shared-model key (:mod:`diffsim.models`).
+A backbone's own load options (SD3 without T5: ``text_encoder_3=False``) travel in ``options``, not as
+fields: the backbone declares them (``load_options``) and checks them with :func:`check_options`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from ..devices import resolve_device, resolve_dtype
+from ..errors import ConfigError
 from .identity import model_identity
 
 
@@ -41,14 +44,19 @@ class LoadSpec:
     ip_subfolder: str = "models"
     ip_weight_name: str = "ip-adapter-plus_sd15.safetensors"
     ip_image_encoder: str = "image_encoder"
+    #: the backbone's own load options, ``(name, value)`` pairs sorted by name (see :func:`check_options`)
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, values: dict[str, Any], default_model: str) -> LoadSpec:
-        """A spec from a metric's load settings (``settings.load_dict()``); unrelated names are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
+    def of(cls, values: dict[str, Any], default_model: str, options: dict[str, Any] | None = None) -> LoadSpec:
+        """A spec from a metric's load settings (``settings.load_dict()``); names in ``options`` (a backbone's
+        ``load_options``: name -> default) go to :attr:`options` where they differ from their default (the
+        defaults leave the identity as it was); other unrelated names are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
         kw = {k: v for k, v in values.items() if k in names}
         kw["model"] = kw.get("model") or default_model
-        return cls(**kw)
+        own = tuple(sorted((k, v) for k, v in values.items() if k in (options or {}) and v != (options or {})[k]))
+        return cls(**kw, options=own)
 
     def replace(self, **changes: Any) -> LoadSpec:
         return dataclasses.replace(self, **changes)
@@ -74,6 +82,7 @@ class LoadSpec:
             out += f"+vae={model_identity(self.vae)}"
         if self.ip_adapter is not None:
             out += f"+ip={self.ip_identity()}"
+        out += "".join(f"+{k}={v}" for k, v in self.options)
         return out + "".join(f"+{e}" for e in extras)
 
     def ip_identity(self) -> str:
@@ -90,3 +99,18 @@ class LoadSpec:
         """The shared-model key: kind, weights identity, device, dtype and the options that select
         another loaded instance."""
         return (kind, self.identity(), str(self.torch_device), str(self.torch_dtype), *options)
+
+
+def check_options(options: tuple[tuple[str, Any], ...], declared: dict[str, Any], what: str) -> dict[str, Any]:
+    """``declared``'s defaults overridden by ``options``; an unknown name or a value of another type than
+    its default is a :class:`ConfigError` naming the known options."""
+    out = dict(declared)
+    for name, value in options:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ConfigError(f"{what} has no load option {name!r}; its load options: {known}")
+        want = type(declared[name])
+        if type(value) is not want:
+            raise ConfigError(f"{what} load option {name} must be a {want.__name__}; got {value!r}")
+        out[name] = value
+    return out

@@ -10,7 +10,7 @@ import click
 
 from ..errors import ConfigError, StoreError
 from .merge import merge
-from .numbers import COUNT, NON_NEGATIVE
+from .numbers import COUNT, NON_NEGATIVE, IntBounds
 from .options import build_metric, diffsim_options, typed_overrides
 from .scale_options import engine_options, input_options, ray_options_from, shard_options
 from .state import STATE
@@ -23,6 +23,13 @@ def index() -> None:
 
 def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
     return {k: opts[k] for k in ("device", "batch_size") if opts.get(k) is not None}
+
+
+def _compact_mode(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--compact``: checked while parsing (one ``error:`` line, exit 2)."""
+    from ..gallery.compact import parse_mode
+
+    return None if value is None else parse_mode(value).name
 
 
 @index.command("build")
@@ -46,10 +53,13 @@ def _runtime(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (default: record and skip it).")
 @click.option(
     "--compact",
-    type=click.Choice(["none", "fp16", "int8"]),
+    callback=_compact_mode,
     default=None,
     help="fp16: features in half precision (half the bytes); int8: per-channel quantised Q/K/V (a quarter); "
-    "see docs/scale.md for their agreement. A store keeps one mode. [default: the store's, or none]",
+    "pcaR-int8 / pcaR-poolP-int8 (e.g. pca64-pool2-int8): R principal components of each Q/K/V's channels, "
+    "fitted on the first 64 images, tokens averaged in PxP cells, then int8. Measure a mode on your own "
+    "features with `diffsim index eval-compact` first; see docs/scale.md. A store keeps one mode. "
+    "[default: the store's, or none]",
 )
 @click.option(
     "--shard-size",
@@ -265,3 +275,46 @@ def verify(store: str, repair: bool) -> None:
         f"{st.folder}: dropped {dropped} image(s) of {len(bad)} damaged shard(s); "
         "`diffsim index build GALLERY --out STORE` embeds them again"
     )
+
+
+@index.command("eval-compact")
+@click.argument("store", type=str)
+@click.option(
+    "--sample",
+    "-n",
+    type=IntBounds(2, what="an integer of at least 2"),
+    required=True,
+    help="Stored images to measure on (spread over the store); each is a query against the others.",
+)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    callback=lambda ctx, param, value: tuple(_compact_mode(ctx, param, v) for v in value),
+    help="A compact mode to measure (repeat for several). "
+    "[default: fp16, int8, pca64-int8, pca64-pool2-int8, pca16-pool2-int8]",
+)
+@click.option("--top-k", "-k", "k", type=COUNT, default=10, show_default=True, help="Top-k lists compared.")
+@click.option(
+    "--queries",
+    type=COUNT,
+    default=None,
+    help="Only this many of the sampled images are queries (each costs N comparisons per mode). [default: all]",
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps. [default: best available]")
+def eval_compact(
+    store: str, sample: int, modes: tuple[str, ...], k: int, queries: int | None, device: str | None
+) -> None:
+    """Measure compact modes on N images of STORE (built with --compact none or fp16): bytes per image and
+    agreement of each mode's top-k with the exact ranking. A pca mode is fitted on the same N images."""
+    from ..gallery.compact_eval import DEFAULT_MODES, check_reference, evaluate_compact, table
+    from ..gallery.search import metric_for
+    from ..gallery.store import GalleryStore
+
+    st = GalleryStore.open(store)
+    check_reference(st, sample)  # before the model loads
+    if queries is not None and queries > sample:
+        raise ConfigError(f"--queries {queries} is larger than --sample {sample}")
+    metric = metric_for(st, **({"device": device} if device else {}))
+    results = evaluate_compact(st, metric, sample, modes or DEFAULT_MODES, k, queries)
+    click.echo(table(results, sample, k, queries))

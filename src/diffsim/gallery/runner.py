@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..errors import ImageError, StoreError
+from ..errors import ConfigError, ImageError, StoreError
 from ..images import max_pixels
 from .decode import EMBED, FAIL, SKIP, Decoded, decode_record
 from .lock import build_lock
@@ -195,14 +195,13 @@ class LocalEngine:
                 if todo and batch.pixels is not None:
                     feats, pooled = mapper(batch.pixels, [d.id for d in todo])
                     for j, d in enumerate(todo):
-                        record = writer.add(d.id, d.path, d.hash, feats[j], pooled[j : j + 1])
-                        if record is not None:
+                        for record in writer.add(d.id, d.path, d.hash, feats[j], pooled[j : j + 1]):
                             out.rows += record.rows
                     out.embedded = len(todo)
                 yield out
-            last = writer.flush()
-            if last is not None:
-                yield Outcome(rows=last.rows)
+            last = writer.finish()
+            if last:
+                yield Outcome(rows=[r for record in last for r in record.rows])
         finally:
             writer.discard()
             torch.set_num_threads(before)
@@ -245,6 +244,11 @@ def run_build(
             store = GalleryStore.open_or_create(store, metric, compact, root=inp.root)
     elif compact is not None and compact != store.compact:
         raise StoreError(f"store {store.folder} was built with compact={store.compact!r}, not {compact!r}")
+    if store.needs_projection and engine.name != "local":
+        raise ConfigError(
+            f"compact={store.compact} fits its projection on the first images of a local build; build part of "
+            f"the gallery into {store.folder} without --engine {engine.name} first, then go on with it"
+        )
     t0 = time.perf_counter()
     report = BuildReport(total=inp.total or 0, store=store)
     store.check_metric(metric)

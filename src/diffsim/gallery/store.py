@@ -5,7 +5,10 @@ Format (version 1), a folder::
     STORE/
       settings.json          {"format": "diffsim-gallery", "version": 1, "metric": NAME,
                               "settings": metric settings (runtime ones left out), "config": metric.config,
-                              "features": metric.feature_config(), "compact": "none" | "fp16" | "int8", "root": ...}
+                              "features": metric.feature_config(), "compact": "none" | "fp16" | "int8" |
+                              "pcaR-int8" | "pcaR-poolP-int8", "projection": {"file", "sha256", "sample", "dims"}
+                              (pca modes, once fitted), "root": ...}
+      projection.safetensors the fitted channel projection of a pca mode (:mod:`diffsim.gallery.compact`)
       index.parquet          one row per image: id, path, hash, shard, row, checksum
       errors.json            [{"path": ..., "reason": ...}] images that could not be read
       shards/shard-00000.safetensors
@@ -20,7 +23,8 @@ Format (version 1), a folder::
   column is ignored (and dropped at the next commit).
 * A shard holds the features of up to N images: each feature tensor of ``Features`` stacked along the
   first dimension (float16 with ``compact="fp16"``; with ``compact="int8"`` int8 codes plus ``KEY#scale``,
-  one float16 scale per image, head and channel), plus ``__pool__`` (N, D) float32. Its metadata
+  one float16 scale per image, head and channel; with a ``pca`` mode the int8 codes are the projected
+  components, decoded back to the original shape on reading), plus ``__pool__`` (N, D) float32. Its metadata
   repeats the ids, paths and hashes, so a shard is self-describing: a shard written but not yet in
   the table (a build killed between the two) is recovered by :meth:`GalleryStore.recover`.
 * Shards are written to a temporary file and then hard-linked (or renamed) into place, so a shard is
@@ -54,6 +58,7 @@ import torch
 from ..errors import ConfigError, StoreError
 from ..features import Features
 from ..settings import jsonable
+from .compact import BASIC_MODES, PROJECTION_FILE, Projection, parse_mode
 from .shardfile import ShardFile
 
 logger = logging.getLogger(__name__)
@@ -67,7 +72,8 @@ INDEX_FILE = "index.parquet"
 ERRORS_FILE = "errors.json"
 SHARD_DIR = "shards"
 POOL_KEY = "__pool__"
-COMPACT_MODES = ("none", "fp16", "int8")
+#: the modes without a projection; ``pcaR-int8`` / ``pcaR-poolP-int8`` are parsed by :func:`.compact.parse_mode`
+COMPACT_MODES = BASIC_MODES
 #: int8 stores: ``KEY`` holds the int8 codes, ``KEY + SCALE_SUFFIX`` the fp16 scale of each channel
 SCALE_SUFFIX = "#scale"
 _SHARD_RE = re.compile(r"^shard-(\d+)$")
@@ -214,6 +220,7 @@ class GalleryStore:
         self.folder = folder
         self.settings = settings
         self.compact: str = settings.get("compact", "none")
+        self._projection: Projection | None = None
         self._table: Any = None  # pyarrow.Table of the committed rows, read lazily
         self._pending: dict[str, Row] = {}  # id -> row added since the last commit
         self._known_shards: set[str] = set()
@@ -228,8 +235,7 @@ class GalleryStore:
         cls, folder: str | os.PathLike, metric: Any, compact: str = "none", root: str | None = None
     ) -> GalleryStore:
         """A new, empty store for ``metric`` (``folder`` must not hold a store already)."""
-        if compact not in COMPACT_MODES:
-            raise ConfigError(f"compact must be one of {', '.join(COMPACT_MODES)}; got {compact!r}")
+        parse_mode(compact)
         if not all(hasattr(metric, a) for a in ("embed_pixels", "preprocessor", "pool", "feature_config")):
             raise ConfigError(
                 f"metric {metric.name!r} has no per-image features to store (e.g. a voting ensemble); "
@@ -267,6 +273,10 @@ class GalleryStore:
                 f"{sfile} is not a {FORMAT} store of a version this diffsim reads {READABLE_VERSIONS} "
                 f"(format {settings.get('format')!r}, version {settings.get('version')!r})"
             )
+        try:
+            parse_mode(settings.get("compact", "none"))
+        except ConfigError as exc:
+            raise StoreError(f"{sfile}: {exc} (a store written by a newer diffsim?)") from None
         store = cls(path, settings)
         if metric is not None:
             store.check_metric(metric)
@@ -350,6 +360,57 @@ class GalleryStore:
     def shard_path(self, name: str) -> Path:
         return self.shard_dir / f"{name}.safetensors"
 
+    # ----------------------------------------------------------------- compact projection
+    @property
+    def needs_projection(self) -> bool:
+        """True for a ``pca...`` store whose projection is not fitted yet (no shard can be written)."""
+        return parse_mode(self.compact).projected and not self.settings.get("projection")
+
+    def projection(self) -> Projection | None:
+        """The store's fitted projection (``pca...`` modes; loaded once and checked against its SHA-256)."""
+        rec = self.settings.get("projection")
+        if not rec:
+            return None
+        if self._projection is None:
+            path = self.folder / rec["file"]
+            got = hashlib.sha256(self._read_projection_bytes(path)).hexdigest()
+            if got != rec["sha256"]:
+                raise StoreError(f"corrupt projection {path}: checksum mismatch; build the store again")
+            self._projection = Projection.load(path)
+        return self._projection
+
+    @staticmethod
+    def _read_projection_bytes(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read the store's projection {path}: {exc.strerror or exc}") from None
+
+    def set_projection(self, projection: Projection) -> None:
+        """Save a fitted projection in the store and record it (mode, SHA-256, sample) in its settings."""
+        if not parse_mode(self.compact).projected or projection.mode.name != self.compact:
+            raise ConfigError(f"a {projection.mode.name} projection does not fit a compact={self.compact!r} store")
+        if self.settings.get("projection"):
+            raise StoreError(f"store {self.folder} already has a fitted projection")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix="." + PROJECTION_FILE + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            projection.save(tmp)
+            share_mode(tmp)
+            digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+            os.replace(tmp, self.folder / PROJECTION_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.settings["projection"] = {
+            "file": PROJECTION_FILE,
+            "sha256": digest,
+            "sample": projection.sample,
+            "dims": projection.dims,
+        }
+        _atomic_write(self.folder / SETTINGS_FILE, json.dumps(self.settings, indent=2, sort_keys=True).encode())
+        self._projection = projection
+
     # ----------------------------------------------------------------- writing shards
     def _next_index(self) -> int:
         """The next free shard number: the folder is listed once per store object, then counted on (a
@@ -420,16 +481,14 @@ class GalleryStore:
         return ShardRecord(name, checksum, rows)
 
     def encode(self, feats: Features) -> dict[str, torch.Tensor]:
-        """The stored tensors of ``feats`` in the store's compact mode (int8: one scale per image, head, channel)."""
-        out: dict[str, torch.Tensor] = {}
-        for k, v in feats.tensors.items():
-            v = v.detach().cpu()
-            if self.compact == "fp16" and v.is_floating_point():
-                v = v.to(torch.float16)
-            elif self.compact == "int8" and v.is_floating_point() and v.dim() >= 3:
-                v, out[k + SCALE_SUFFIX] = quantise_int8(v)
-            out[k] = v
-        return out
+        """The stored tensors of ``feats`` in the store's compact mode (:func:`encode_tensors`)."""
+        projection = self.projection()
+        if projection is None and parse_mode(self.compact).projected:
+            raise StoreError(
+                f"store {self.folder} (compact={self.compact}) has no fitted projection yet: a build fits it "
+                "on its first images"
+            )
+        return encode_tensors(feats, self.compact, projection)
 
     def _place(self, tmp: str, name: str | None) -> str:
         """Move the finished temp file to its final name without ever overwriting a shard."""
@@ -698,17 +757,11 @@ class GalleryStore:
                     tensors = {k: fh.get_tensor(k) for k in keys}
                 else:
                     tensors = {k: _read_rows(fh.get_slice(k), list(rows)) for k in keys}
-            for k in [k for k in tensors if k.endswith(SCALE_SUFFIX)]:
-                scale = tensors.pop(k)
-                base = k[: -len(SCALE_SUFFIX)]
-                tensors[base] = tensors[base].float() * scale.float()
+            return decode_tensors(tensors, self.compact, self.projection())
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - any parse error: name the file
             raise StoreError(f"corrupt shard {path}: {exc}") from exc
-        if self.compact == "fp16":
-            tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-        return tensors
 
     def _verify(self, name: str, path: Path) -> None:
         """Check a committed shard's SHA-256 (streamed, nothing kept in memory) once per store object."""
@@ -873,6 +926,7 @@ class GalleryStore:
             self.folder / INDEX_FILE,
             self.folder / SETTINGS_FILE,
             self.folder / ERRORS_FILE,
+            self.folder / PROJECTION_FILE,
         ]
         return sum(p.stat().st_size for p in files if p.exists())
 
@@ -890,6 +944,41 @@ def quantise_int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     codes = torch.round(x / safe).clamp_(-127, 127).to(torch.int8)
     return codes, scale.to(torch.float16)
+
+
+def encode_tensors(feats: Features, compact: str, projection: Projection | None = None) -> dict[str, torch.Tensor]:
+    """The tensors a shard stores for ``feats`` in mode ``compact`` (fp16: half precision; int8: codes plus
+    ``KEY#scale``, one fp16 scale per image, head and channel; pca modes: ``projection``'s int8 components)."""
+    if parse_mode(compact).projected:
+        if projection is None:
+            raise ConfigError(f"compact={compact} needs a fitted projection")
+        return projection.encode(feats)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in feats.tensors.items():
+        v = v.detach().cpu()
+        if compact == "fp16" and v.is_floating_point():
+            v = v.to(torch.float16)
+        elif compact == "int8" and v.is_floating_point() and v.dim() >= 3:
+            v, out[k + SCALE_SUFFIX] = quantise_int8(v)
+        out[k] = v
+    return out
+
+
+def decode_tensors(
+    tensors: dict[str, torch.Tensor], compact: str, projection: Projection | None = None
+) -> dict[str, torch.Tensor]:
+    """Stored tensors back to features of the original shapes (inverse of :func:`encode_tensors`): float32 for
+    the compact modes; a ``none`` store's tensors as stored."""
+    out = dict(tensors)
+    for k in [k for k in out if k.endswith(SCALE_SUFFIX)]:
+        scale = out.pop(k)
+        base = k[: -len(SCALE_SUFFIX)]
+        out[base] = out[base].float() * scale.float()
+    if projection is not None:
+        out = {k: projection.reconstruct(k, v) if k in projection.bases else v for k, v in out.items()}
+    if compact == "fp16":
+        out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+    return out
 
 
 def _read_rows(sl: Any, rows: list[int]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..features import Features
+from .compact import FIT_BYTES, FIT_IMAGES, Projection
 from .store import GalleryStore, PendingShard, Row, ShardRecord
 
 logger = logging.getLogger(__name__)
@@ -30,19 +31,48 @@ class ShardWriter:
     """Streams embedded images into a shard file; writes it (and returns its record) when ``size`` are in.
 
     Only one image is in memory at a time (:class:`~diffsim.gallery.store.PendingShard` spills to disk),
-    so the shard size bounds the file, not the memory."""
+    so the shard size bounds the file, not the memory. A ``pca`` store without a fitted projection first
+    holds its first images (at most ``FIT_IMAGES`` of them, or ``FIT_BYTES`` of features:
+    :mod:`~diffsim.gallery.compact`), fits the projection on them, saves it in the store, then writes them."""
 
     def __init__(self, store: GalleryStore, size: int | None) -> None:
         self.store, self.size = store, size
         self.pending: PendingShard | None = None
+        self.sample: list[tuple[str, str, str, Features, torch.Tensor]] = []
+        self.sample_bytes = 0
 
-    def add(self, id: str, path: str, hash_: str, feats: Features, pooled: torch.Tensor) -> ShardRecord | None:
+    def add(self, id: str, path: str, hash_: str, feats: Features, pooled: torch.Tensor) -> list[ShardRecord]:
+        """Add one image; returns the shards this wrote (none until ``size`` images wait)."""
+        if self.store.needs_projection:
+            self.sample.append((id, path, hash_, feats, pooled))
+            self.sample_bytes += feats.nbytes
+            return self.fit() if len(self.sample) >= FIT_IMAGES or self.sample_bytes >= FIT_BYTES else []
         if self.size is None:  # shard size from the first image's feature bytes
             self.size = max(1, min(MAX_SHARD_IMAGES, SHARD_BYTES // max(1, feats.nbytes)))
         if self.pending is None:
             self.pending = self.store.begin_shard()
         self.pending.add([id], [path], [hash_], feats, pooled.reshape(1, -1))
-        return self.flush() if len(self.pending) >= self.size else None
+        return self.write() if len(self.pending) >= self.size else []
+
+    def fit(self) -> list[ShardRecord]:
+        """Fit the store's projection on the held images, save it, then write them."""
+        if not self.sample:
+            return []
+        self.store.set_projection(Projection.fit(self.store.compact, (s[3] for s in self.sample)))
+        logger.info("fitted the %s projection on %d image(s)", self.store.compact, len(self.sample))
+        held, self.sample, self.sample_bytes = self.sample, [], 0
+        out: list[ShardRecord] = []
+        for item in held:
+            out += self.add(*item)
+        return out
+
+    def write(self) -> list[ShardRecord]:
+        record = self.flush()
+        return [] if record is None else [record]
+
+    def finish(self) -> list[ShardRecord]:
+        """Write everything that waits (fitting the projection on fewer images if the build was short)."""
+        return self.fit() + self.write()
 
     def flush(self) -> ShardRecord | None:
         """Write the images added so far as one shard (None when nothing waits)."""
@@ -55,6 +85,7 @@ class ShardWriter:
 
     def discard(self) -> None:
         """Drop the images not yet written (an interrupted build embeds them again)."""
+        self.sample, self.sample_bytes = [], 0
         if self.pending is not None:
             self.pending.discard()
             self.pending = None

@@ -67,7 +67,7 @@ class AttentionMetric(FeatureMetric):
     @classmethod
     def load_spec(cls, settings: Any) -> LoadSpec:
         """The load part of ``settings`` as one object (the backbone's identity and shared-model key)."""
-        return LoadSpec.of(settings.load_dict(), cls.default_model)
+        return LoadSpec.of(settings.load_dict(), cls.default_model, getattr(cls.backbone_class, "load_options", None))
 
     @classmethod
     def load_backbone(cls, settings: Any) -> Any:

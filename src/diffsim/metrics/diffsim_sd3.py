@@ -24,6 +24,7 @@ class SD3Settings(TextSettings):
 
     model: str | os.PathLike | None = load_field(DEFAULT_SD3)
     variant: str | None = load_field(None)  # e.g. "fp16" weight files
+    text_encoder_3: bool = load_field(True)  # False: without T5 (the backbone's load option)
     layer: str | tuple[str, ...] = resolved_field("block12")  # blockL, an index, or transformer_blocks.L.attn
     size: int | None = resolved_field(None)  # None: the model's native size
 

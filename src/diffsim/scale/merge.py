@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StoreError
+from ..gallery.compact import PROJECTION_FILE
 from ..gallery.store import SETTINGS_FILE, GalleryStore, Row
 
 logger = logging.getLogger(__name__)
 
 #: settings.json entries that must agree between the parts
-SAME = ("metric", "settings", "config", "features", "compact", "root")
+#: (``projection``: a pca store's fitted projection, by its SHA-256: parts fitted apart cannot be merged)
+SAME = ("metric", "settings", "config", "features", "compact", "projection", "root")
 
 
 def _check_same(first: GalleryStore, other: GalleryStore) -> None:
@@ -66,6 +68,8 @@ def merge_stores(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         _check_same(first, target)
     else:
         (out_path / "shards").mkdir(parents=True, exist_ok=True)
+        if first.settings.get("projection"):
+            shutil.copy2(first.folder / first.settings["projection"]["file"], out_path / PROJECTION_FILE)
         (out_path / SETTINGS_FILE).write_text(json.dumps(first.settings, indent=2, sort_keys=True))
         target = GalleryStore.open(out_path)
         target.set_errors([])
