@@ -6,7 +6,7 @@ channels. A token's channel vector is the last group dimension (the heads) times
 channel count as the model computes it (1280 at SD 1.5's ``up_blocks.0``); the other group dimensions (the
 guidance branches) and the tokens are samples. With ``pool{P}`` the square token grid is first averaged
 in ``P x P`` cells. The components are then int8 codes with one fp16 scale per channel over the tokens
-(:func:`~diffsim.gallery.store.quantise_int8`).
+(:func:`quantise_int8`, also the plain ``int8`` mode's codec).
 
 The projection (per tensor: the mean ``(C,)`` and the basis ``(C, R)``) is fitted on a sample of the
 gallery (:class:`Projection.fit`: the streamed sums ``sum x`` and ``sum x x^T`` in float64, so a fit holds
@@ -47,6 +47,17 @@ FIT_IMAGES = 64
 FIT_BYTES = 256 * 1024**2
 _MODE_RE = re.compile(r"^pca(\d+)(?:-pool(\d+))?-int8$")
 _MEAN, _BASIS = "#mean", "#basis"
+#: int8 stores: ``KEY`` holds the int8 codes, ``KEY + SCALE_SUFFIX`` the fp16 scale of each channel
+SCALE_SUFFIX = "#scale"
+
+
+def quantise_int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of ``v`` (..., tokens, channels), one fp16 scale per channel over the tokens."""
+    x = v.float()
+    scale = (x.abs().amax(dim=-2, keepdim=True) / 127.0).to(torch.float16).float()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = torch.round(x / safe).clamp_(-127, 127).to(torch.int8)
+    return codes, scale.to(torch.float16)
 
 
 @dataclass(frozen=True)
@@ -211,8 +222,6 @@ class Projection:
 
     def encode(self, feats: Features) -> dict[str, torch.Tensor]:
         """The tensors a shard stores: int8 components plus ``KEY#scale`` for projected tensors, others as given."""
-        from .store import SCALE_SUFFIX, quantise_int8
-
         out: dict[str, torch.Tensor] = {}
         for k, v in feats.tensors.items():
             if k in self.bases:

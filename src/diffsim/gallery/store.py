@@ -58,7 +58,7 @@ import torch
 from ..errors import ConfigError, StoreError
 from ..features import Features
 from ..settings import jsonable
-from .compact import BASIC_MODES, PROJECTION_FILE, Projection, parse_mode
+from .compact import BASIC_MODES, PROJECTION_FILE, SCALE_SUFFIX, Projection, parse_mode, quantise_int8
 from .shardfile import ShardFile
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,6 @@ SHARD_DIR = "shards"
 POOL_KEY = "__pool__"
 #: the modes without a projection; ``pcaR-int8`` / ``pcaR-poolP-int8`` are parsed by :func:`.compact.parse_mode`
 COMPACT_MODES = BASIC_MODES
-#: int8 stores: ``KEY`` holds the int8 codes, ``KEY + SCALE_SUFFIX`` the fp16 scale of each channel
-SCALE_SUFFIX = "#scale"
 _SHARD_RE = re.compile(r"^shard-(\d+)$")
 
 
@@ -935,15 +933,6 @@ def _metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file held in memory (header: 8-byte length, then JSON)."""
     n = int.from_bytes(data[:8], "little")
     return json.loads(data[8 : 8 + n].decode()).get("__metadata__") or {}
-
-
-def quantise_int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 codes of ``v`` (..., tokens, channels), one fp16 scale per channel over the tokens."""
-    x = v.float()
-    scale = (x.abs().amax(dim=-2, keepdim=True) / 127.0).to(torch.float16).float()
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.round(x / safe).clamp_(-127, 127).to(torch.int8)
-    return codes, scale.to(torch.float16)
 
 
 def encode_tensors(feats: Features, compact: str, projection: Projection | None = None) -> dict[str, torch.Tensor]:
