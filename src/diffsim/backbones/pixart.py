@@ -18,9 +18,7 @@ from typing import Any
 
 import torch
 
-from ..aas import QKV
 from .blocks import TransformerPipelineBackbone
-from .capture import capture
 from .kinds import KindInfo, register_kind
 from .latent_diffusion import guidance_pair
 from .protocol import TextCondition
@@ -91,20 +89,6 @@ class PixArtBackbone(TransformerPipelineBackbone):
             "encoder_attention_mask": guidance_pair(cond_mask, uncond_mask, n, branches),
             "added_cond_kwargs": self.micro_conditioning(latents.shape[-2] * f, latents.shape[-1] * f, states.shape[0]),
         }
-
-    def hooked(
-        self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
-    ) -> dict[str, QKV]:
-        return capture(
-            self.transformer,
-            layers,
-            stop_early=stop_early,
-            what=self.denoiser_name,
-            hidden_states=sample,
-            timestep=t,
-            return_dict=False,
-            **inputs,
-        )
 
 
 register_kind(

@@ -26,7 +26,7 @@ import torch
 from ..aas import QKV
 from ..errors import ConfigError, TimestepError
 from .blocks import TransformerPipelineBackbone
-from .capture import capture, project_qkv
+from .capture import project_qkv
 from .kinds import KindInfo, register_kind
 from .latent_diffusion import guidance_pair
 from .protocol import TextCondition
@@ -127,20 +127,15 @@ class SD3Backbone(TransformerPipelineBackbone):
             "pooled_projections": guidance_pair(pooled, uncond_pooled, n, branches),
         }
 
+    def project(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> QKV:
+        """The image stream's Q/K/V of a joint attention block (text tokens left out)."""
+        return image_stream_qkv(module, args, kwargs)
+
     def hooked(
         self, sample: torch.Tensor, t: torch.Tensor, layers: list[str], inputs: dict[str, Any], stop_early: bool
     ) -> dict[str, QKV]:
-        return capture(
-            self.transformer,
-            layers,
-            stop_early=stop_early,
-            project=image_stream_qkv,
-            what=self.denoiser_name,
-            hidden_states=sample,
-            timestep=t.to(torch.float32),  # sigma * 1000, a float as the pipeline passes it
-            return_dict=False,
-            **inputs,
-        )
+        # sigma * 1000, a float as the pipeline passes it
+        return super().hooked(sample, t.to(torch.float32), layers, inputs, stop_early)
 
 
 register_kind(
