@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 
 from diffsim import create_metric
 
@@ -27,7 +28,9 @@ CPU: dict[str, Any] = {"device": "cpu", "dtype": "float32"}
 
 def _lpips(request: pytest.FixtureRequest) -> Any:
     pytest.importorskip("lpips")  # the official v0.1 linear heads ship in its wheel
-    return create_metric("lpips-vgg", weights=None, size=LPIPS_SIZE, device="cpu")
+    with torch.random.fork_rng():  # random VGG weights: the same draw whatever ran before (test order)
+        torch.manual_seed(0)
+        return create_metric("lpips-vgg", weights=None, size=LPIPS_SIZE, device="cpu")
 
 
 #: differentiable metrics of no backbone kind -> their builder
